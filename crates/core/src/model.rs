@@ -1,0 +1,418 @@
+//! The job model: states, jobs as stored, the options a producer gives, and per-queue configuration.
+//!
+//! These are domain types. The few that stores keep as JSON columns ([`Backoff`], [`ErrorRecord`],
+//! [`QueueConfig`]) derive serde for that reason; wire types live in the protocol crate.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+use crate::clock::Timestamp;
+use crate::id::{JobId, LeaseToken};
+
+/// Where a job is in its life. See `docs/ARCHITECTURE.md` for the diagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// Due, waiting for a worker.
+    Waiting,
+    /// Not due yet: scheduled for later, or backing off before a retry.
+    Delayed,
+    /// Claimed by a worker under a lease.
+    Active,
+    /// Finished successfully.
+    Completed,
+    /// Cancelled before it finished.
+    Cancelled,
+    /// Failed for good: attempts exhausted, a non-retryable error, or too many stalls. Kept until a person
+    /// replays or purges it.
+    Dead,
+}
+
+impl JobState {
+    /// Every state, in lifecycle order.
+    pub const ALL: [JobState; 6] = [
+        JobState::Waiting,
+        JobState::Delayed,
+        JobState::Active,
+        JobState::Completed,
+        JobState::Cancelled,
+        JobState::Dead,
+    ];
+
+    /// The state's name as stored and shown (`waiting`, `delayed`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Waiting => "waiting",
+            JobState::Delayed => "delayed",
+            JobState::Active => "active",
+            JobState::Completed => "completed",
+            JobState::Cancelled => "cancelled",
+            JobState::Dead => "dead",
+        }
+    }
+
+    /// Parses a state's name.
+    pub fn parse(s: &str) -> Option<JobState> {
+        JobState::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    /// A final state: the job will not run again unless a person retries it.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            JobState::Completed | JobState::Cancelled | JobState::Dead
+        )
+    }
+}
+
+impl std::fmt::Display for JobState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How long to wait before the next attempt after a failure.
+///
+/// The delay before attempt `n + 1` (after the `n`-th failure) is `delay_ms` for `fixed`, and
+/// `delay_ms * 2^(n-1)` for `exponential`; then `jitter` takes off a random part of up to that
+/// fraction (0.5 = anywhere between 50 % and 100 % of the delay), and `max_ms` caps the result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Backoff {
+    #[serde(rename = "type")]
+    pub kind: BackoffKind,
+    pub delay_ms: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub jitter: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_ms: Option<u64>,
+}
+
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
+}
+
+/// The shape of a [`Backoff`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackoffKind {
+    Fixed,
+    Exponential,
+}
+
+impl Backoff {
+    /// A fixed delay between attempts.
+    pub fn fixed(delay_ms: u64) -> Self {
+        Backoff {
+            kind: BackoffKind::Fixed,
+            delay_ms,
+            jitter: 0.0,
+            max_ms: None,
+        }
+    }
+
+    /// A delay that doubles with each failure.
+    pub fn exponential(delay_ms: u64) -> Self {
+        Backoff {
+            kind: BackoffKind::Exponential,
+            delay_ms,
+            jitter: 0.0,
+            max_ms: None,
+        }
+    }
+
+    /// The same policy with `jitter` (0 to 1).
+    pub fn with_jitter(mut self, jitter: f64) -> Self {
+        self.jitter = jitter;
+        self
+    }
+
+    /// The same policy with a cap on each delay.
+    pub fn with_max(mut self, max_ms: u64) -> Self {
+        self.max_ms = Some(max_ms);
+        self
+    }
+
+    /// The delay after the `failures`-th failure (1-based), given a uniform random number `r` in [0, 1).
+    pub fn delay_after(&self, failures: u32, r: f64) -> u64 {
+        let base = match self.kind {
+            BackoffKind::Fixed => self.delay_ms,
+            BackoffKind::Exponential => {
+                let exp = failures.saturating_sub(1).min(63);
+                self.delay_ms.saturating_mul(1u64 << exp)
+            }
+        };
+        let capped = self.max_ms.map_or(base, |m| base.min(m));
+        let jitter = self.jitter.clamp(0.0, 1.0) * r.clamp(0.0, 1.0);
+        (capped as f64 * (1.0 - jitter)).round() as u64
+    }
+}
+
+/// Why a job failed an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The handler reported an error it expects a retry may fix.
+    Error,
+    /// The handler reported an error no retry can fix.
+    NonRetryable,
+    /// The job ran past its timeout.
+    Timeout,
+    /// The worker's lease expired without a heartbeat (crashed, hung or cut off).
+    Stalled,
+}
+
+/// One failed attempt, kept on the job for as long as the job exists.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorRecord {
+    /// Which attempt failed (1-based).
+    pub attempt: u32,
+    pub kind: ErrorKind,
+    pub message: String,
+    pub at: Timestamp,
+}
+
+/// Why a job is dead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeadReason {
+    /// Every attempt failed.
+    AttemptsExhausted,
+    /// The handler said no retry could help.
+    NonRetryable,
+    /// The job stalled more than its queue's `max_stalled` allows.
+    Stalled,
+}
+
+impl DeadReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeadReason::AttemptsExhausted => "attempts_exhausted",
+            DeadReason::NonRetryable => "non_retryable",
+            DeadReason::Stalled => "stalled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<DeadReason> {
+        [
+            DeadReason::AttemptsExhausted,
+            DeadReason::NonRetryable,
+            DeadReason::Stalled,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == s)
+    }
+}
+
+/// The current lease of an active job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Lease {
+    pub token: LeaseToken,
+    pub worker_id: String,
+    /// When the lease ends unless renewed by a heartbeat.
+    pub expires_at: Timestamp,
+    /// When the attempt times out, heartbeats or not (`started_at + timeout_ms`).
+    pub deadline_at: Timestamp,
+}
+
+/// A job as stored. JSON fields stay as text (`RawValue`) from the store to the wire: the hot path
+/// never parses a payload it only passes on.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub id: JobId,
+    pub queue: String,
+    /// The handler's name.
+    pub kind: String,
+    pub payload: Box<RawValue>,
+    pub state: JobState,
+    /// Lower runs first; FIFO within a priority.
+    pub priority: i32,
+    /// When the job is (or was) due.
+    pub run_at: Timestamp,
+    /// Attempts counted against `max_attempts`: claims, less those that ended in a stall.
+    pub attempts: u32,
+    pub max_attempts: u32,
+    pub backoff: Backoff,
+    /// How long one attempt may run, heartbeats or not.
+    pub timeout_ms: u64,
+    /// How often the worker promises to heartbeat; `None`: it may run its whole timeout without one.
+    pub heartbeat_ms: Option<u64>,
+    /// The lease one claim or heartbeat grants, derived from `timeout_ms` and `heartbeat_ms`.
+    pub lease_ms: u64,
+    pub max_stalled: u32,
+    /// How many times a lease on this job expired.
+    pub stalls: u32,
+    pub unique_key: Option<String>,
+    pub group_key: Option<String>,
+    /// The same across every attempt, stall recovery and replay: pass it to payment, mint and e-mail APIs.
+    pub idempotency_key: String,
+    pub progress: Option<Box<RawValue>>,
+    pub result: Option<Box<RawValue>>,
+    pub errors: Vec<ErrorRecord>,
+    pub dead_reason: Option<DeadReason>,
+    pub cancel_requested: bool,
+    /// Set while the job is active.
+    pub lease: Option<Lease>,
+    /// The token of the latest lease, kept after the job leaves `active` so that a worker retrying the
+    /// completion whose answer it lost is told "done" rather than "lease lost". Never shown to others.
+    pub last_lease_token: Option<LeaseToken>,
+    pub created_at: Timestamp,
+    /// When the latest attempt started.
+    pub started_at: Option<Timestamp>,
+    pub finished_at: Option<Timestamp>,
+}
+
+/// A producer's options for one job. Each unset option takes the queue's default.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobOptions {
+    pub priority: Option<i32>,
+    /// Run no earlier than this many milliseconds from now. Exclusive with `run_at`.
+    pub delay_ms: Option<u64>,
+    /// Run no earlier than this instant. Exclusive with `delay_ms`.
+    pub run_at: Option<Timestamp>,
+    pub max_attempts: Option<u32>,
+    pub backoff: Option<Backoff>,
+    pub timeout_ms: Option<u64>,
+    pub heartbeat_ms: Option<u64>,
+    pub max_stalled: Option<u32>,
+    /// At most one unfinished job per queue with this key (and none finished within the queue's
+    /// `unique_window_ms`): a repeat enqueue returns the existing job.
+    pub unique_key: Option<String>,
+    /// The tenant, for fairness and per-tenant limits.
+    pub group_key: Option<String>,
+    /// Defaults to a key derived from the unique key (so a re-enqueue of the same logical job reuses it)
+    /// or else to the job id.
+    pub idempotency_key: Option<String>,
+}
+
+/// A job to enqueue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewJob {
+    pub queue: String,
+    pub kind: String,
+    pub payload: Value,
+    pub options: JobOptions,
+}
+
+impl NewJob {
+    /// A job with every option at the queue's default.
+    pub fn new(queue: impl Into<String>, kind: impl Into<String>, payload: Value) -> Self {
+        NewJob {
+            queue: queue.into(),
+            kind: kind.into(),
+            payload,
+            options: JobOptions::default(),
+        }
+    }
+
+    /// The same job with `options`.
+    pub fn with_options(mut self, options: JobOptions) -> Self {
+        self.options = options;
+        self
+    }
+}
+
+/// How long finished jobs are kept. Applies to `completed` and `cancelled` jobs only: dead jobs are never
+/// pruned automatically.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Retention {
+    /// Keep at most this many (the most recently finished). `None`: no count limit.
+    pub max_count: Option<u64>,
+    /// Remove those finished longer ago than this. `None`: no age limit.
+    pub max_age_ms: Option<u64>,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            max_count: Some(10_000),
+            max_age_ms: Some(7 * 24 * 3_600_000),
+        }
+    }
+}
+
+/// A queue's defaults and settings. A job's own options override the defaults; they are resolved when
+/// the job is enqueued, so changing a queue's configuration affects jobs enqueued after the change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueueConfig {
+    pub priority: i32,
+    pub max_attempts: u32,
+    pub backoff: Backoff,
+    pub timeout_ms: u64,
+    pub heartbeat_ms: Option<u64>,
+    pub max_stalled: u32,
+    /// How long after a job with a unique key finished a new job with the same key is still refused.
+    pub unique_window_ms: u64,
+    pub retention: Retention,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            priority: crate::limits::DEFAULT_PRIORITY,
+            max_attempts: 3,
+            backoff: Backoff::exponential(1_000)
+                .with_jitter(0.2)
+                .with_max(3_600_000),
+            timeout_ms: 300_000,
+            heartbeat_ms: None,
+            max_stalled: 1,
+            unique_window_ms: 0,
+            retention: Retention::default(),
+        }
+    }
+}
+
+/// A queue's configuration and whether it is paused.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueInfo {
+    pub name: String,
+    pub config: QueueConfig,
+    /// A paused queue accepts jobs but hands none to workers.
+    pub paused: bool,
+}
+
+/// Counts and ages of one queue.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct QueueStats {
+    pub queue: String,
+    pub paused: bool,
+    pub waiting: u64,
+    pub delayed: u64,
+    pub active: u64,
+    pub completed: u64,
+    pub cancelled: u64,
+    pub dead: u64,
+    /// How long the oldest due job has been waiting (0 when none waits).
+    pub oldest_waiting_age_ms: u64,
+}
+
+impl QueueStats {
+    /// The count for `state`.
+    pub fn count(&self, state: JobState) -> u64 {
+        match state {
+            JobState::Waiting => self.waiting,
+            JobState::Delayed => self.delayed,
+            JobState::Active => self.active,
+            JobState::Completed => self.completed,
+            JobState::Cancelled => self.cancelled,
+            JobState::Dead => self.dead,
+        }
+    }
+
+    /// Sets the count for `state`.
+    pub fn set_count(&mut self, state: JobState, n: u64) {
+        let slot = match state {
+            JobState::Waiting => &mut self.waiting,
+            JobState::Delayed => &mut self.delayed,
+            JobState::Active => &mut self.active,
+            JobState::Completed => &mut self.completed,
+            JobState::Cancelled => &mut self.cancelled,
+            JobState::Dead => &mut self.dead,
+        };
+        *slot = n;
+    }
+}

@@ -1,0 +1,247 @@
+//! The seam between the engine and a store.
+//!
+//! A store performs *atomic operations* and decides nothing: which state a failed job goes to, how long
+//! it backs off, whether a stall kills it, what a unique key conflicts with — the engine works all of that
+//! out and hands the store a precise, guarded change. The guard (a lease token, or an expected state) is
+//! what makes a read-decide-write sequence safe without holding a lock across it: if anything moved in
+//! between, the guard fails and nothing is written.
+//!
+//! | store | crate | tested by |
+//! |---|---|---|
+//! | SQLite (embedded, default) | `errand-store-sqlite` | the conformance suite, `errand-store-tests` |
+//!
+//! Every operation is durable when it returns `Ok` (per the store's sync mode), and every batch operation
+//! is one transaction.
+
+use async_trait::async_trait;
+use serde_json::value::RawValue;
+
+use crate::clock::Timestamp;
+use crate::error::Result;
+use crate::id::{JobId, LeaseToken};
+use crate::model::{
+    Backoff, DeadReason, ErrorRecord, Job, JobState, QueueConfig, QueueInfo, QueueStats,
+};
+
+/// A fully resolved job, ready to insert: every default applied, every field validated.
+#[derive(Debug, Clone)]
+pub struct JobSpec {
+    pub id: JobId,
+    pub queue: String,
+    pub kind: String,
+    pub payload: Box<RawValue>,
+    /// `Waiting` or `Delayed`.
+    pub state: JobState,
+    pub priority: i32,
+    pub run_at: Timestamp,
+    pub max_attempts: u32,
+    pub backoff: Backoff,
+    pub timeout_ms: u64,
+    pub heartbeat_ms: Option<u64>,
+    pub lease_ms: u64,
+    pub max_stalled: u32,
+    pub unique_key: Option<String>,
+    /// With a unique key: a job with the same queue and key conflicts if it is unfinished, or finished
+    /// strictly after this instant (`now - unique_window_ms`; a window of 0 blocks only unfinished jobs).
+    pub unique_finished_since: Timestamp,
+    pub group_key: Option<String>,
+    pub idempotency_key: String,
+    pub created_at: Timestamp,
+}
+
+/// Insert jobs, all or none.
+#[derive(Debug, Clone)]
+pub struct JobInsert {
+    pub jobs: Vec<JobSpec>,
+}
+
+/// What happened to one [`JobSpec`] of a [`JobInsert`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Inserted {
+    /// Inserted as given.
+    New,
+    /// Not inserted: this job holds the unique key (possibly one inserted earlier in the same batch).
+    Existing { id: JobId, state: JobState },
+}
+
+/// Claim up to `leases.len()` due jobs from unpaused `queues`, best first: lower priority number, then
+/// earlier `run_at`, then lower id. Each claimed job gets the next token of `leases`, attempt + 1,
+/// `lease_expires_at = now + lease_ms`, `deadline_at = now + timeout_ms`.
+#[derive(Debug, Clone)]
+pub struct JobClaim {
+    pub queues: Vec<String>,
+    pub worker_id: String,
+    pub leases: Vec<LeaseToken>,
+    pub now: Timestamp,
+}
+
+/// Renew a lease: the job must be active, hold `token`, and the lease must not have expired yet.
+#[derive(Debug, Clone)]
+pub struct LeaseRenew {
+    pub id: JobId,
+    pub token: LeaseToken,
+    pub now: Timestamp,
+    /// Replaces the job's progress when set.
+    pub progress: Option<Box<RawValue>>,
+}
+
+/// The state of a job after a successful [`LeaseRenew`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Renewed {
+    pub lease_expires_at: Timestamp,
+    pub cancel_requested: bool,
+}
+
+/// What must hold for a [`Transition`] to apply.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Guard {
+    /// The job is active under this lease token.
+    Lease(LeaseToken),
+    /// The job is in this state.
+    State(JobState),
+}
+
+/// How a [`Transition`] changes the attempt count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Attempts {
+    #[default]
+    Keep,
+    /// Give back the attempt that a stalled claim counted.
+    GiveBack,
+    /// Start a fresh budget (a replay from the dead-letter queue).
+    Reset,
+}
+
+/// One guarded state change. Leaving `active` always ends the lease; entering a final state sets
+/// `finished_at = now`; entering a non-final state clears `finished_at`, `dead_reason` and the cancel flag.
+#[derive(Debug, Clone)]
+pub struct Transition {
+    pub id: JobId,
+    pub guard: Guard,
+    pub to: JobState,
+    pub now: Timestamp,
+    /// Sets `run_at` (for `waiting` and `delayed`).
+    pub run_at: Option<Timestamp>,
+    /// Sets the result (for `completed`).
+    pub result: Option<Box<RawValue>>,
+    /// Appends to the job's error records.
+    pub error: Option<ErrorRecord>,
+    /// Sets the dead reason (for `dead`).
+    pub dead_reason: Option<DeadReason>,
+    pub attempts: Attempts,
+    /// Counts a stall.
+    pub stalled: bool,
+}
+
+impl Transition {
+    /// A transition with nothing but the guard and the target set.
+    pub fn new(id: JobId, guard: Guard, to: JobState, now: Timestamp) -> Self {
+        Transition {
+            id,
+            guard,
+            to,
+            now,
+            run_at: None,
+            result: None,
+            error: None,
+            dead_reason: None,
+            attempts: Attempts::Keep,
+            stalled: false,
+        }
+    }
+}
+
+/// The job a [`Transition`] applied to, as it was before.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transitioned {
+    pub queue: String,
+    pub kind: String,
+    pub from: JobState,
+    pub attempts: u32,
+}
+
+/// A page of one queue's jobs in one state, in id order, after `after`.
+#[derive(Debug, Clone)]
+pub struct JobList {
+    pub queue: String,
+    pub state: JobState,
+    pub kind: Option<String>,
+    pub after: Option<JobId>,
+    pub limit: usize,
+}
+
+/// Delete finished jobs of `queue` in `states`: beyond the `keep` most recently finished, and those that
+/// finished before `finished_before`. At most `limit` rows per call.
+#[derive(Debug, Clone)]
+pub struct JobPrune {
+    pub queue: String,
+    pub states: Vec<JobState>,
+    pub keep: Option<u64>,
+    pub finished_before: Option<Timestamp>,
+    pub limit: usize,
+}
+
+/// Delete these jobs if each is (still) in the given state.
+#[derive(Debug, Clone)]
+pub struct JobDelete {
+    pub ids: Vec<(JobId, JobState)>,
+}
+
+/// The store. See the module documentation for the contract.
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+    /// Inserts a batch atomically. A job whose unique key conflicts is not inserted and is reported as
+    /// [`Inserted::Existing`]; the check and the insert are one atomic step, also under concurrency.
+    async fn job_insert(&self, p: JobInsert) -> Result<Vec<Inserted>>;
+
+    /// Claims due jobs (see [`JobClaim`]) and returns them as they are after the claim.
+    async fn job_claim(&self, p: JobClaim) -> Result<Vec<Job>>;
+
+    /// Renews a lease. `Err(LeaseLost)` if the guard fails.
+    async fn lease_renew(&self, p: LeaseRenew) -> Result<Renewed>;
+
+    /// Applies transitions, each independently guarded, in one transaction. A failed guard gives
+    /// `Err(LeaseLost)` (lease guard), `Err(Conflict)` (state guard) or `Err(NotFound)` for that item and
+    /// leaves the others applied.
+    async fn job_transition(&self, p: Vec<Transition>) -> Result<Vec<Result<Transitioned>>>;
+
+    /// Marks an active job as cancel-requested. `Err(Conflict)` if it is not active.
+    async fn job_request_cancel(&self, id: JobId) -> Result<Transitioned>;
+
+    /// Moves every delayed job due at `now` to waiting (at most `limit`), returning those moved.
+    async fn job_promote_due(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<(JobId, Transitioned)>>;
+
+    /// Active jobs whose lease expired or whose deadline passed at `now` (at most `limit`).
+    async fn job_expired(&self, now: Timestamp, limit: usize) -> Result<Vec<Job>>;
+
+    /// One job.
+    async fn job_get(&self, id: JobId) -> Result<Option<Job>>;
+
+    /// A page of a queue's jobs in one state.
+    async fn job_list(&self, p: JobList) -> Result<Vec<Job>>;
+
+    /// Deletes old finished jobs; returns how many.
+    async fn job_prune(&self, p: JobPrune) -> Result<u64>;
+
+    /// Deletes the given jobs that are still in their given state; returns how many.
+    async fn job_delete(&self, p: JobDelete) -> Result<u64>;
+
+    /// One queue's configuration, if it was ever configured or used.
+    async fn queue_get(&self, name: &str) -> Result<Option<QueueInfo>>;
+
+    /// Every queue that was configured or used.
+    async fn queue_list(&self) -> Result<Vec<QueueInfo>>;
+
+    /// Sets a queue's configuration (creating the queue).
+    async fn queue_put(&self, name: &str, config: QueueConfig) -> Result<()>;
+
+    /// Pauses or resumes a queue (creating it).
+    async fn queue_set_paused(&self, name: &str, paused: bool) -> Result<()>;
+
+    /// Counts per state and the oldest waiting job's age.
+    async fn queue_stats(&self, name: &str, now: Timestamp) -> Result<QueueStats>;
+}

@@ -1,0 +1,231 @@
+//! Validation at the edge of the engine: every rule of [`crate::limits`], each violation an
+//! [`Error::Invalid`] that names the field. Nothing here writes anything.
+
+use serde_json::value::RawValue;
+
+use crate::error::{Error, Result};
+use crate::limits::{Limits, MAX_PRIORITY, MIN_PRIORITY};
+use crate::model::{Backoff, QueueConfig};
+
+/// A queue name: 1 to `max` characters of `A-Z a-z 0-9 _ - . :`.
+pub fn queue_name(field: &str, s: &str, limits: &Limits) -> Result<()> {
+    name(field, s, limits.max_queue_name, |c| {
+        c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':')
+    })
+}
+
+/// A job kind: 1 to `max` characters of `A-Z a-z 0-9 _ - . : /`.
+pub fn kind(field: &str, s: &str, limits: &Limits) -> Result<()> {
+    name(field, s, limits.max_kind, |c| {
+        c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':' | '/')
+    })
+}
+
+/// A worker id: 1 to `max` printable characters.
+pub fn worker_id(field: &str, s: &str, limits: &Limits) -> Result<()> {
+    key(field, s, limits.max_worker_id)
+}
+
+fn name(field: &str, s: &str, max: usize, allowed: impl Fn(char) -> bool) -> Result<()> {
+    if s.is_empty() {
+        return Err(Error::invalid(field, "must not be empty"));
+    }
+    if s.len() > max {
+        return Err(Error::invalid(
+            field,
+            format!("must be at most {max} characters"),
+        ));
+    }
+    if let Some(c) = s.chars().find(|c| !allowed(*c)) {
+        return Err(Error::invalid(
+            field,
+            format!("contains {c:?}; allowed are letters, digits and _ - . : (and / in kinds)"),
+        ));
+    }
+    Ok(())
+}
+
+/// A free-form key (unique, group, idempotency): 1 to `max` bytes, no control characters.
+pub fn key(field: &str, s: &str, max: usize) -> Result<()> {
+    if s.is_empty() {
+        return Err(Error::invalid(field, "must not be empty"));
+    }
+    if s.len() > max {
+        return Err(Error::invalid(
+            field,
+            format!("must be at most {max} bytes"),
+        ));
+    }
+    if s.chars().any(char::is_control) {
+        return Err(Error::invalid(field, "must not contain control characters"));
+    }
+    Ok(())
+}
+
+/// A priority within [`MIN_PRIORITY`]..=[`MAX_PRIORITY`].
+pub fn priority(field: &str, p: i32) -> Result<()> {
+    if !(MIN_PRIORITY..=MAX_PRIORITY).contains(&p) {
+        return Err(Error::invalid(
+            field,
+            format!("must be between {MIN_PRIORITY} and {MAX_PRIORITY} (lower runs first)"),
+        ));
+    }
+    Ok(())
+}
+
+/// A JSON document of at most `max` bytes, serialized once here and kept as text from then on.
+pub fn json(field: &str, v: &serde_json::Value, max: usize) -> Result<Box<RawValue>> {
+    let raw = serde_json::value::to_raw_value(v)
+        .map_err(|e| Error::invalid(field, format!("is not serializable JSON: {e}")))?;
+    if raw.get().len() > max {
+        return Err(Error::invalid(
+            field,
+            format!("is {} bytes; at most {max} are allowed", raw.get().len()),
+        ));
+    }
+    Ok(raw)
+}
+
+pub(crate) fn range_u64(field: &str, v: u64, min: u64, max: u64) -> Result<()> {
+    if v < min || v > max {
+        return Err(Error::invalid(
+            field,
+            format!("must be between {min} and {max}"),
+        ));
+    }
+    Ok(())
+}
+
+/// A backoff policy within the limits.
+pub fn backoff(field: &str, b: &Backoff, limits: &Limits) -> Result<()> {
+    range_u64(
+        &format!("{field}.delay_ms"),
+        b.delay_ms,
+        0,
+        limits.max_backoff_ms,
+    )?;
+    if !(0.0..=1.0).contains(&b.jitter) {
+        return Err(Error::invalid(
+            format!("{field}.jitter"),
+            "must be between 0 and 1",
+        ));
+    }
+    if let Some(m) = b.max_ms {
+        range_u64(&format!("{field}.max_ms"), m, 0, limits.max_backoff_ms)?;
+    }
+    Ok(())
+}
+
+/// Timeout and heartbeat interval together: the heartbeat must fit within the timeout.
+pub fn timing(
+    field_prefix: &str,
+    timeout_ms: u64,
+    heartbeat_ms: Option<u64>,
+    limits: &Limits,
+) -> Result<()> {
+    range_u64(
+        &format!("{field_prefix}timeout_ms"),
+        timeout_ms,
+        limits.min_timeout_ms,
+        limits.max_timeout_ms,
+    )?;
+    if let Some(hb) = heartbeat_ms {
+        range_u64(
+            &format!("{field_prefix}heartbeat_ms"),
+            hb,
+            limits.min_heartbeat_ms,
+            timeout_ms,
+        )?;
+    }
+    Ok(())
+}
+
+/// A whole queue configuration.
+pub fn queue_config(c: &QueueConfig, limits: &Limits) -> Result<()> {
+    priority("priority", c.priority)?;
+    range_u64(
+        "max_attempts",
+        c.max_attempts.into(),
+        1,
+        limits.max_attempts.into(),
+    )?;
+    backoff("backoff", &c.backoff, limits)?;
+    timing("", c.timeout_ms, c.heartbeat_ms, limits)?;
+    range_u64(
+        "max_stalled",
+        c.max_stalled.into(),
+        0,
+        limits.max_stalled.into(),
+    )?;
+    range_u64(
+        "unique_window_ms",
+        c.unique_window_ms,
+        0,
+        limits.max_delay_ms,
+    )?;
+    if let Some(n) = c.retention.max_count {
+        range_u64("retention.max_count", n, 0, u64::MAX >> 1)?;
+    }
+    if let Some(a) = c.retention.max_age_ms {
+        range_u64("retention.max_age_ms", a, 0, u64::MAX >> 2)?;
+    }
+    Ok(())
+}
+
+/// Cuts `s` to at most `max` bytes on a character boundary, marking the cut.
+pub(crate) fn truncate(mut s: String, max: usize) -> String {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max.saturating_sub(3);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.truncate(end);
+    s.push_str("...");
+    s
+}
+
+/// The lease a claim or heartbeat grants: never shorter than the job may run without a heartbeat (the
+/// whole timeout when it promises none, otherwise two heartbeat intervals), plus a grace period. No
+/// setting can make it shorter, so "lock TTL shorter than the job's run time" cannot be configured.
+pub fn lease_ms(timeout_ms: u64, heartbeat_ms: Option<u64>) -> u64 {
+    let without_heartbeat = match heartbeat_ms {
+        Some(hb) => hb.saturating_mul(2).min(timeout_ms),
+        None => timeout_ms,
+    };
+    without_heartbeat + crate::limits::LEASE_GRACE_MS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_accept_the_documented_alphabet_and_name_the_field() {
+        let l = Limits::default();
+        assert!(queue_name("queue", "payments.v2:eu-1_x", &l).is_ok());
+        let err = queue_name("queue", "has space", &l).unwrap_err();
+        assert!(matches!(err, Error::Invalid { ref field, .. } if field == "queue"));
+        assert!(queue_name("queue", "", &l).is_err());
+        assert!(queue_name("queue", &"q".repeat(65), &l).is_err());
+        assert!(kind("kind", "email/send", &l).is_ok());
+        assert!(queue_name("queue", "email/send", &l).is_err());
+    }
+
+    #[test]
+    fn lease_covers_the_time_a_job_may_run_without_a_heartbeat() {
+        assert_eq!(lease_ms(60_000, None), 60_000 + 5_000);
+        assert_eq!(lease_ms(60_000, Some(10_000)), 20_000 + 5_000);
+        // A heartbeat interval near the timeout cannot stretch the lease past the timeout.
+        assert_eq!(lease_ms(60_000, Some(50_000)), 60_000 + 5_000);
+    }
+
+    #[test]
+    fn truncate_keeps_char_boundaries() {
+        let s = "é".repeat(10);
+        let t = truncate(s, 8);
+        assert!(t.len() <= 8 && t.ends_with("..."));
+        assert_eq!(truncate("short".into(), 8), "short");
+    }
+}

@@ -1,0 +1,221 @@
+//! Errand's embedded store: one SQLite file (WAL mode) that needs no other process.
+//!
+//! One writer thread owns the only write connection and commits concurrent operations together (group
+//! commit; see [`conn`]), so many enqueues and acknowledgements share one fsync. Reads run on a small
+//! pool of reader connections. In the default [`SyncMode::Full`] every acknowledged write survives a
+//! power cut; [`SyncMode::Normal`] trades the last moments before a power cut for speed.
+//!
+//! A lock file (`<database>.lock`) keeps a second process from opening the same database: two writers
+//! would break the single-writer design that makes claims exactly-once.
+//!
+//! **Invariant:** no job semantics here. This crate turns the [`Store`] operations into SQL; the engine
+//! in `errand-core` decides what they should be.
+
+pub mod conn;
+mod ops;
+pub mod schema;
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use errand_core::store::{
+    Inserted, JobClaim, JobDelete, JobInsert, JobList, JobPrune, LeaseRenew, Renewed, Store,
+    Transition, Transitioned,
+};
+use errand_core::{Error, Job, JobId, QueueConfig, QueueInfo, QueueStats, Result, Timestamp};
+
+pub use conn::SyncMode;
+use conn::{Readers, Writer, open_connection};
+
+/// Options for [`SqliteStore::open`].
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    pub sync: SyncMode,
+    /// Read connections kept open (default 4).
+    pub readers: usize,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        SqliteOptions {
+            sync: SyncMode::Full,
+            readers: 4,
+        }
+    }
+}
+
+/// The SQLite store. Cheap to clone; the writer stops when the last clone is dropped.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    writer: Writer,
+    readers: Readers,
+    path: PathBuf,
+    // Held for the store's lifetime: the advisory lock that keeps other processes out.
+    _lock: File,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and brings its schema up to date.
+    ///
+    /// Fails clearly if another process has the database open, if the file is not a database, or if its
+    /// schema is newer than this build understands.
+    pub fn open(path: impl AsRef<Path>, options: SqliteOptions) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let lock_path = lock_path(&path);
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| {
+                Error::Unavailable(format!(
+                    "cannot open lock file {}: {e}",
+                    lock_path.display()
+                ))
+            })?;
+        lock.try_lock().map_err(|_| {
+            Error::Unavailable(format!(
+                "{} is in use by another Errand process (lock file {})",
+                path.display(),
+                lock_path.display()
+            ))
+        })?;
+        let mut conn = open_connection(&path, options.sync, false)?;
+        schema::migrate(&mut conn)?;
+        Ok(SqliteStore {
+            inner: Arc::new(Inner {
+                writer: Writer::start(conn)?,
+                readers: Readers::new(&path, options.sync, options.readers.max(1)),
+                path,
+                _lock: lock,
+            }),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+}
+
+fn lock_path(db: &Path) -> PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push(".lock");
+    PathBuf::from(name)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn job_insert(&self, p: JobInsert) -> Result<Vec<Inserted>> {
+        self.inner
+            .writer
+            .write(move |c| ops::job_insert(c, p))
+            .await
+    }
+
+    async fn job_claim(&self, p: JobClaim) -> Result<Vec<Job>> {
+        self.inner.writer.write(move |c| ops::job_claim(c, p)).await
+    }
+
+    async fn lease_renew(&self, p: LeaseRenew) -> Result<Renewed> {
+        self.inner
+            .writer
+            .write(move |c| ops::lease_renew(c, p))
+            .await
+    }
+
+    async fn job_transition(&self, p: Vec<Transition>) -> Result<Vec<Result<Transitioned>>> {
+        self.inner
+            .writer
+            .write(move |c| ops::job_transition(c, p))
+            .await
+    }
+
+    async fn job_request_cancel(&self, id: JobId) -> Result<Transitioned> {
+        self.inner
+            .writer
+            .write(move |c| ops::job_request_cancel(c, id))
+            .await
+    }
+
+    async fn job_promote_due(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<(JobId, Transitioned)>> {
+        self.inner
+            .writer
+            .write(move |c| ops::job_promote_due(c, now, limit))
+            .await
+    }
+
+    async fn job_expired(&self, now: Timestamp, limit: usize) -> Result<Vec<Job>> {
+        self.inner
+            .readers
+            .read(move |c| ops::job_expired(c, now, limit))
+            .await
+    }
+
+    async fn job_get(&self, id: JobId) -> Result<Option<Job>> {
+        self.inner.readers.read(move |c| ops::job_get(c, id)).await
+    }
+
+    async fn job_list(&self, p: JobList) -> Result<Vec<Job>> {
+        self.inner.readers.read(move |c| ops::job_list(c, p)).await
+    }
+
+    async fn job_prune(&self, p: JobPrune) -> Result<u64> {
+        self.inner.writer.write(move |c| ops::job_prune(c, p)).await
+    }
+
+    async fn job_delete(&self, p: JobDelete) -> Result<u64> {
+        self.inner
+            .writer
+            .write(move |c| ops::job_delete(c, p))
+            .await
+    }
+
+    async fn queue_get(&self, name: &str) -> Result<Option<QueueInfo>> {
+        let name = name.to_string();
+        self.inner
+            .readers
+            .read(move |c| ops::queue_get(c, &name))
+            .await
+    }
+
+    async fn queue_list(&self) -> Result<Vec<QueueInfo>> {
+        self.inner.readers.read(ops::queue_list).await
+    }
+
+    async fn queue_put(&self, name: &str, config: QueueConfig) -> Result<()> {
+        let name = name.to_string();
+        self.inner
+            .writer
+            .write(move |c| ops::queue_put(c, &name, &config))
+            .await
+    }
+
+    async fn queue_set_paused(&self, name: &str, paused: bool) -> Result<()> {
+        let name = name.to_string();
+        self.inner
+            .writer
+            .write(move |c| ops::queue_set_paused(c, &name, paused))
+            .await
+    }
+
+    async fn queue_stats(&self, name: &str, now: Timestamp) -> Result<QueueStats> {
+        let name = name.to_string();
+        self.inner
+            .readers
+            .read(move |c| ops::queue_stats(c, &name, now))
+            .await
+    }
+}

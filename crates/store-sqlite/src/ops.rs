@@ -1,0 +1,568 @@
+//! The SQL of each store operation, as plain functions over a connection. Writes run inside the writer's
+//! group transaction; reads on a reader connection.
+
+use std::collections::HashSet;
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use errand_core::engine::raw_json;
+use errand_core::store::{
+    Attempts, Guard, Inserted, JobClaim, JobDelete, JobInsert, JobList, JobPrune, LeaseRenew,
+    Renewed, Transition, Transitioned,
+};
+use errand_core::{
+    DeadReason, Error, ErrorRecord, Job, JobId, JobState, Lease, QueueConfig, QueueInfo,
+    QueueStats, Result, Timestamp,
+};
+
+use crate::conn::backend;
+
+/// Every column of `jobs`, in the order [`job_from_row`] reads them.
+pub(crate) const JOB_COLUMNS: &str = "id, queue, kind, payload, state, priority, run_at, attempts, \
+    max_attempts, backoff, timeout_ms, heartbeat_ms, lease_ms, max_stalled, stalls, unique_key, \
+    group_key, idempotency_key, progress, result, errors, dead_reason, cancel_requested, lease_token, \
+    worker_id, lease_expires_at, deadline_at, created_at, started_at, finished_at";
+
+fn corrupt(what: &str, detail: impl std::fmt::Display) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(
+        0,
+        rusqlite::types::Type::Text,
+        format!("stored {what} is invalid: {detail}").into(),
+    )
+}
+
+fn raw(s: String) -> rusqlite::Result<Box<serde_json::value::RawValue>> {
+    raw_json(s).map_err(|e| corrupt("JSON", e))
+}
+
+pub(crate) fn job_from_row(r: &Row<'_>) -> rusqlite::Result<Job> {
+    let id: String = r.get(0)?;
+    let state: String = r.get(4)?;
+    let backoff: String = r.get(9)?;
+    let errors: Option<String> = r.get(20)?;
+    let dead_reason: Option<String> = r.get(21)?;
+    let lease_token: Option<String> = r.get(23)?;
+    let lease_expires_at: Option<i64> = r.get(25)?;
+    let state = JobState::parse(&state).ok_or_else(|| corrupt("state", &state))?;
+    let lease = match (state, lease_expires_at) {
+        (JobState::Active, Some(expires_at)) => Some(Lease {
+            token: lease_token.clone().unwrap_or_default(),
+            worker_id: r.get::<_, Option<String>>(24)?.unwrap_or_default(),
+            expires_at,
+            deadline_at: r.get::<_, Option<i64>>(26)?.unwrap_or(expires_at),
+        }),
+        _ => None,
+    };
+    Ok(Job {
+        id: id.parse().map_err(|e| corrupt("id", e))?,
+        queue: r.get(1)?,
+        kind: r.get(2)?,
+        payload: raw(r.get(3)?)?,
+        state,
+        priority: r.get(5)?,
+        run_at: r.get(6)?,
+        attempts: r.get(7)?,
+        max_attempts: r.get(8)?,
+        backoff: serde_json::from_str(&backoff).map_err(|e| corrupt("backoff", e))?,
+        timeout_ms: r.get::<_, i64>(10)? as u64,
+        heartbeat_ms: r.get::<_, Option<i64>>(11)?.map(|h| h as u64),
+        lease_ms: r.get::<_, i64>(12)? as u64,
+        max_stalled: r.get(13)?,
+        stalls: r.get(14)?,
+        unique_key: r.get(15)?,
+        group_key: r.get(16)?,
+        idempotency_key: r.get(17)?,
+        progress: r.get::<_, Option<String>>(18)?.map(raw).transpose()?,
+        result: r.get::<_, Option<String>>(19)?.map(raw).transpose()?,
+        errors: match errors {
+            Some(e) => serde_json::from_str(&e).map_err(|e| corrupt("errors", e))?,
+            None => Vec::new(),
+        },
+        dead_reason: dead_reason
+            .map(|d| DeadReason::parse(&d).ok_or_else(|| corrupt("dead_reason", d)))
+            .transpose()?,
+        cancel_requested: r.get(22)?,
+        lease,
+        last_lease_token: lease_token,
+        created_at: r.get(27)?,
+        started_at: r.get(28)?,
+        finished_at: r.get(29)?,
+    })
+}
+
+fn json_text<T: serde::Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| Error::Backend(Box::new(e)))
+}
+
+// ---- writes ---------------------------------------------------------------------------------------
+
+pub(crate) fn job_insert(conn: &Connection, p: JobInsert) -> Result<Vec<Inserted>> {
+    let mut out = Vec::with_capacity(p.jobs.len());
+    let mut queues_seen: HashSet<&str> = HashSet::new();
+    let mut register = conn
+        .prepare_cached("INSERT OR IGNORE INTO queues (name) VALUES (?1)")
+        .map_err(backend)?;
+    let mut find_unique = conn
+        .prepare_cached(
+            "SELECT id, state FROM jobs WHERE queue = ?1 AND unique_key = ?2 \
+             AND (state IN ('waiting', 'delayed', 'active') OR finished_at > ?3) \
+             ORDER BY id DESC LIMIT 1",
+        )
+        .map_err(backend)?;
+    let mut insert = conn
+        .prepare_cached(
+            "INSERT INTO jobs (id, queue, kind, payload, state, priority, run_at, max_attempts, \
+             backoff, timeout_ms, heartbeat_ms, lease_ms, max_stalled, unique_key, group_key, \
+             idempotency_key, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+        )
+        .map_err(backend)?;
+    for job in &p.jobs {
+        if queues_seen.insert(job.queue.as_str()) {
+            register.execute([&job.queue]).map_err(backend)?;
+        }
+        if let Some(key) = &job.unique_key {
+            let existing = find_unique
+                .query_row(params![job.queue, key, job.unique_finished_since], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                })
+                .optional()
+                .map_err(backend)?;
+            if let Some((id, state)) = existing {
+                out.push(Inserted::Existing {
+                    id: id.parse().map_err(|e| Error::Backend(Box::new(e)))?,
+                    state: JobState::parse(&state)
+                        .ok_or_else(|| Error::Backend(format!("bad state {state}").into()))?,
+                });
+                continue;
+            }
+        }
+        insert
+            .execute(params![
+                job.id.to_string(),
+                job.queue,
+                job.kind,
+                job.payload.get(),
+                job.state.as_str(),
+                job.priority,
+                job.run_at,
+                job.max_attempts,
+                json_text(&job.backoff)?,
+                job.timeout_ms as i64,
+                job.heartbeat_ms.map(|h| h as i64),
+                job.lease_ms as i64,
+                job.max_stalled,
+                job.unique_key,
+                job.group_key,
+                job.idempotency_key,
+                job.created_at,
+            ])
+            .map_err(backend)?;
+        out.push(Inserted::New);
+    }
+    Ok(out)
+}
+
+pub(crate) fn job_claim(conn: &Connection, p: JobClaim) -> Result<Vec<Job>> {
+    let limit = p.leases.len();
+    let mut paused = conn
+        .prepare_cached("SELECT paused FROM queues WHERE name = ?1")
+        .map_err(backend)?;
+    let mut candidates = conn
+        .prepare_cached(
+            "SELECT priority, run_at, id FROM jobs WHERE queue = ?1 AND state = 'waiting' \
+             ORDER BY priority, run_at, id LIMIT ?2",
+        )
+        .map_err(backend)?;
+    // The best `limit` of each queue, merged: the overall best `limit` are among them.
+    let mut best: Vec<(i32, i64, String)> = Vec::new();
+    for q in &p.queues {
+        let is_paused: bool = paused
+            .query_row([q], |r| r.get(0))
+            .optional()
+            .map_err(backend)?
+            .unwrap_or(false);
+        if is_paused {
+            continue;
+        }
+        let rows = candidates
+            .query_map(params![q, limit as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .map_err(backend)?;
+        for row in rows {
+            best.push(row.map_err(backend)?);
+        }
+    }
+    best.sort();
+    best.truncate(limit);
+    let mut claim = conn
+        .prepare_cached(&format!(
+            "UPDATE jobs SET state = 'active', attempts = attempts + 1, lease_token = ?2, \
+             worker_id = ?3, lease_expires_at = ?4 + lease_ms, deadline_at = ?4 + timeout_ms, \
+             started_at = ?4, cancel_requested = 0 \
+             WHERE id = ?1 AND state = 'waiting' RETURNING {JOB_COLUMNS}"
+        ))
+        .map_err(backend)?;
+    let mut jobs = Vec::with_capacity(best.len());
+    for ((_, _, id), token) in best.into_iter().zip(p.leases) {
+        let job = claim
+            .query_row(params![id, token, p.worker_id, p.now], job_from_row)
+            .map_err(backend)?;
+        jobs.push(job);
+    }
+    Ok(jobs)
+}
+
+pub(crate) fn lease_renew(conn: &Connection, p: LeaseRenew) -> Result<Renewed> {
+    let mut renew = conn
+        .prepare_cached(
+            "UPDATE jobs SET lease_expires_at = ?3 + lease_ms, progress = COALESCE(?4, progress) \
+             WHERE id = ?1 AND state = 'active' AND lease_token = ?2 AND lease_expires_at > ?3 \
+             RETURNING lease_expires_at, cancel_requested",
+        )
+        .map_err(backend)?;
+    renew
+        .query_row(
+            params![
+                p.id.to_string(),
+                p.token,
+                p.now,
+                p.progress.as_ref().map(|r| r.get())
+            ],
+            |r| {
+                Ok(Renewed {
+                    lease_expires_at: r.get(0)?,
+                    cancel_requested: r.get(1)?,
+                })
+            },
+        )
+        .optional()
+        .map_err(backend)?
+        .ok_or(Error::LeaseLost)
+}
+
+pub(crate) fn job_transition(
+    conn: &Connection,
+    ts: Vec<Transition>,
+) -> Result<Vec<Result<Transitioned>>> {
+    let mut update = conn
+        .prepare_cached(
+            "UPDATE jobs SET \
+               state = ?4, \
+               run_at = COALESCE(?5, run_at), \
+               result = COALESCE(?6, result), \
+               errors = CASE WHEN ?7 IS NULL THEN errors \
+                        ELSE json_insert(COALESCE(errors, '[]'), '$[#]', json(?7)) END, \
+               dead_reason = ?8, \
+               attempts = CASE ?9 WHEN 1 THEN MAX(attempts - 1, 0) WHEN 2 THEN 0 ELSE attempts END, \
+               stalls = CASE ?9 WHEN 2 THEN 0 ELSE stalls + ?10 END, \
+               lease_expires_at = NULL, deadline_at = NULL, \
+               cancel_requested = CASE WHEN ?11 THEN cancel_requested ELSE 0 END, \
+               finished_at = CASE WHEN ?11 THEN ?12 ELSE NULL END \
+             WHERE id = ?1 AND state = ?2 AND (?3 IS NULL OR lease_token = ?3) \
+             RETURNING queue, kind, attempts",
+        )
+        .map_err(backend)?;
+    let mut probe = conn
+        .prepare_cached("SELECT state FROM jobs WHERE id = ?1")
+        .map_err(backend)?;
+    let mut out = Vec::with_capacity(ts.len());
+    for t in ts {
+        let id = t.id.to_string();
+        let (from, token) = match &t.guard {
+            Guard::Lease(token) => (JobState::Active, Some(token.as_str())),
+            Guard::State(s) => (*s, None),
+        };
+        let error = t.error.as_ref().map(json_text::<ErrorRecord>).transpose()?;
+        let attempts = match t.attempts {
+            Attempts::Keep => 0,
+            Attempts::GiveBack => 1,
+            Attempts::Reset => 2,
+        };
+        let applied = update
+            .query_row(
+                params![
+                    id,
+                    from.as_str(),
+                    token,
+                    t.to.as_str(),
+                    t.run_at,
+                    t.result.as_ref().map(|r| r.get()),
+                    error,
+                    t.dead_reason.map(DeadReason::as_str),
+                    attempts,
+                    t.stalled as i64,
+                    t.to.is_final(),
+                    t.now,
+                ],
+                |r| {
+                    Ok(Transitioned {
+                        queue: r.get(0)?,
+                        kind: r.get(1)?,
+                        from,
+                        attempts: r.get(2)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(backend)?;
+        out.push(match applied {
+            Some(t) => Ok(t),
+            None => {
+                let current: Option<String> = probe
+                    .query_row([&id], |r| r.get(0))
+                    .optional()
+                    .map_err(backend)?;
+                Err(match (current, &t.guard) {
+                    (None, _) => Error::NotFound(format!("job {id}")),
+                    (Some(_), Guard::Lease(_)) => Error::LeaseLost,
+                    (Some(s), Guard::State(want)) => {
+                        Error::Conflict(format!("job {id} is {s}, not {want}"))
+                    }
+                })
+            }
+        });
+    }
+    Ok(out)
+}
+
+pub(crate) fn job_request_cancel(conn: &Connection, id: JobId) -> Result<Transitioned> {
+    conn.prepare_cached(
+        "UPDATE jobs SET cancel_requested = 1 WHERE id = ?1 AND state = 'active' \
+         RETURNING queue, kind, attempts",
+    )
+    .map_err(backend)?
+    .query_row([id.to_string()], |r| {
+        Ok(Transitioned {
+            queue: r.get(0)?,
+            kind: r.get(1)?,
+            from: JobState::Active,
+            attempts: r.get(2)?,
+        })
+    })
+    .optional()
+    .map_err(backend)?
+    .ok_or_else(|| Error::Conflict(format!("job {id} is not active")))
+}
+
+pub(crate) fn job_promote_due(
+    conn: &Connection,
+    now: Timestamp,
+    limit: usize,
+) -> Result<Vec<(JobId, Transitioned)>> {
+    let mut stmt = conn
+        .prepare_cached(
+            "UPDATE jobs SET state = 'waiting' WHERE id IN \
+               (SELECT id FROM jobs WHERE state = 'delayed' AND run_at <= ?1 ORDER BY run_at LIMIT ?2) \
+             RETURNING id, queue, kind, attempts",
+        )
+        .map_err(backend)?;
+    let rows = stmt
+        .query_map(params![now, limit as i64], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                Transitioned {
+                    queue: r.get(1)?,
+                    kind: r.get(2)?,
+                    from: JobState::Delayed,
+                    attempts: r.get(3)?,
+                },
+            ))
+        })
+        .map_err(backend)?;
+    rows.map(|r| {
+        let (id, t) = r.map_err(backend)?;
+        Ok((id.parse().map_err(|e| Error::Backend(Box::new(e)))?, t))
+    })
+    .collect()
+}
+
+pub(crate) fn job_prune(conn: &Connection, p: JobPrune) -> Result<u64> {
+    let mut deleted = 0u64;
+    for state in &p.states {
+        let budget = (p.limit as u64).saturating_sub(deleted);
+        if budget == 0 {
+            break;
+        }
+        if let Some(before) = p.finished_before {
+            deleted += conn
+                .prepare_cached(
+                    "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE queue = ?1 \
+                     AND state = ?2 AND finished_at < ?3 ORDER BY finished_at LIMIT ?4)",
+                )
+                .map_err(backend)?
+                .execute(params![p.queue, state.as_str(), before, budget as i64])
+                .map_err(backend)? as u64;
+        }
+        let budget = (p.limit as u64).saturating_sub(deleted);
+        if let (Some(keep), true) = (p.keep, budget > 0) {
+            // The newest `keep` stay; the oldest beyond them go.
+            let count: i64 = conn
+                .prepare_cached(
+                    "SELECT COUNT(*) FROM jobs WHERE queue = ?1 AND state = ?2 \
+                     AND finished_at IS NOT NULL",
+                )
+                .map_err(backend)?
+                .query_row(params![p.queue, state.as_str()], |r| r.get(0))
+                .map_err(backend)?;
+            let excess = (count as u64).saturating_sub(keep).min(budget);
+            if excess > 0 {
+                deleted += conn
+                    .prepare_cached(
+                        "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE queue = ?1 \
+                         AND state = ?2 AND finished_at IS NOT NULL \
+                         ORDER BY finished_at, id LIMIT ?3)",
+                    )
+                    .map_err(backend)?
+                    .execute(params![p.queue, state.as_str(), excess as i64])
+                    .map_err(backend)? as u64;
+            }
+        }
+    }
+    Ok(deleted)
+}
+
+pub(crate) fn job_delete(conn: &Connection, p: JobDelete) -> Result<u64> {
+    let mut stmt = conn
+        .prepare_cached("DELETE FROM jobs WHERE id = ?1 AND state = ?2")
+        .map_err(backend)?;
+    let mut n = 0;
+    for (id, state) in p.ids {
+        n += stmt
+            .execute(params![id.to_string(), state.as_str()])
+            .map_err(backend)? as u64;
+    }
+    Ok(n)
+}
+
+pub(crate) fn queue_put(conn: &Connection, name: &str, config: &QueueConfig) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO queues (name, config) VALUES (?1, ?2) \
+         ON CONFLICT (name) DO UPDATE SET config = excluded.config",
+    )
+    .map_err(backend)?
+    .execute(params![name, json_text(config)?])
+    .map_err(backend)?;
+    Ok(())
+}
+
+pub(crate) fn queue_set_paused(conn: &Connection, name: &str, paused: bool) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO queues (name, paused) VALUES (?1, ?2) \
+         ON CONFLICT (name) DO UPDATE SET paused = excluded.paused",
+    )
+    .map_err(backend)?
+    .execute(params![name, paused])
+    .map_err(backend)?;
+    Ok(())
+}
+
+// ---- reads ----------------------------------------------------------------------------------------
+
+pub(crate) fn job_expired(conn: &Connection, now: Timestamp, limit: usize) -> Result<Vec<Job>> {
+    let mut stmt = conn
+        .prepare_cached(&format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE id IN ( \
+               SELECT id FROM jobs WHERE state = 'active' AND lease_expires_at <= ?1 \
+               UNION SELECT id FROM jobs WHERE state = 'active' AND deadline_at <= ?1 \
+               LIMIT ?2)"
+        ))
+        .map_err(backend)?;
+    let rows = stmt
+        .query_map(params![now, limit as i64], job_from_row)
+        .map_err(backend)?;
+    rows.map(|r| r.map_err(backend)).collect()
+}
+
+pub(crate) fn job_get(conn: &Connection, id: JobId) -> Result<Option<Job>> {
+    conn.prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"))
+        .map_err(backend)?
+        .query_row([id.to_string()], job_from_row)
+        .optional()
+        .map_err(backend)
+}
+
+pub(crate) fn job_list(conn: &Connection, p: JobList) -> Result<Vec<Job>> {
+    let mut stmt = conn
+        .prepare_cached(&format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE queue = ?1 AND state = ?2 AND id > ?3 \
+             AND (?4 IS NULL OR kind = ?4) ORDER BY id LIMIT ?5"
+        ))
+        .map_err(backend)?;
+    let after = p.after.map(|a| a.to_string()).unwrap_or_default();
+    let rows = stmt
+        .query_map(
+            params![p.queue, p.state.as_str(), after, p.kind, p.limit as i64],
+            job_from_row,
+        )
+        .map_err(backend)?;
+    rows.map(|r| r.map_err(backend)).collect()
+}
+
+fn queue_from_row(r: &Row<'_>) -> rusqlite::Result<QueueInfo> {
+    let config: Option<String> = r.get(1)?;
+    Ok(QueueInfo {
+        name: r.get(0)?,
+        config: match config {
+            Some(c) => serde_json::from_str(&c).map_err(|e| corrupt("queue config", e))?,
+            None => QueueConfig::default(),
+        },
+        paused: r.get(2)?,
+    })
+}
+
+pub(crate) fn queue_get(conn: &Connection, name: &str) -> Result<Option<QueueInfo>> {
+    conn.prepare_cached("SELECT name, config, paused FROM queues WHERE name = ?1")
+        .map_err(backend)?
+        .query_row([name], queue_from_row)
+        .optional()
+        .map_err(backend)
+}
+
+pub(crate) fn queue_list(conn: &Connection) -> Result<Vec<QueueInfo>> {
+    let mut stmt = conn
+        .prepare_cached("SELECT name, config, paused FROM queues ORDER BY name")
+        .map_err(backend)?;
+    let rows = stmt.query_map([], queue_from_row).map_err(backend)?;
+    rows.map(|r| r.map_err(backend)).collect()
+}
+
+pub(crate) fn queue_stats(conn: &Connection, name: &str, now: Timestamp) -> Result<QueueStats> {
+    let mut stats = QueueStats {
+        queue: name.to_string(),
+        ..QueueStats::default()
+    };
+    stats.paused = conn
+        .prepare_cached("SELECT paused FROM queues WHERE name = ?1")
+        .map_err(backend)?
+        .query_row([name], |r| r.get(0))
+        .optional()
+        .map_err(backend)?
+        .unwrap_or(false);
+    let mut counts = conn
+        .prepare_cached("SELECT state, COUNT(*) FROM jobs WHERE queue = ?1 GROUP BY state")
+        .map_err(backend)?;
+    let rows = counts
+        .query_map([name], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+        })
+        .map_err(backend)?;
+    for row in rows {
+        let (state, n) = row.map_err(backend)?;
+        if let Some(s) = JobState::parse(&state) {
+            stats.set_count(s, n as u64);
+        }
+    }
+    // Bounded work even with a million waiting: the earliest due time among the 1,000 longest queued.
+    let oldest: Option<i64> = conn
+        .prepare_cached(
+            "SELECT MIN(run_at) FROM (SELECT run_at FROM jobs WHERE queue = ?1 AND state = 'waiting' \
+             ORDER BY id LIMIT 1000)",
+        )
+        .map_err(backend)?
+        .query_row([name], |r| r.get(0))
+        .map_err(backend)?;
+    stats.oldest_waiting_age_ms = oldest.map_or(0, |t| (now - t).max(0) as u64);
+    Ok(stats)
+}

@@ -1,0 +1,93 @@
+//! Versioned schema migrations, tracked in `PRAGMA user_version`.
+//!
+//! Each entry of [`MIGRATIONS`] takes the schema from version `i` to `i + 1`; they run in order, each in
+//! its own transaction. A database whose version is newer than this build knows is refused: an older
+//! binary must never write a layout it does not understand.
+
+use rusqlite::Connection;
+
+use errand_core::{Error, Result};
+
+use crate::conn::backend;
+
+/// Migration `i` brings the schema from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[
+    // 1: jobs and queues.
+    r#"
+    CREATE TABLE queues (
+        name   TEXT PRIMARY KEY,
+        config TEXT,                      -- JSON QueueConfig; NULL: the defaults
+        paused INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE jobs (
+        id               TEXT PRIMARY KEY, -- ULID: time-sortable, the FIFO tie-breaker and the cursor
+        queue            TEXT NOT NULL,
+        kind             TEXT NOT NULL,
+        payload          TEXT NOT NULL,
+        state            TEXT NOT NULL,
+        priority         INTEGER NOT NULL,
+        run_at           INTEGER NOT NULL,
+        attempts         INTEGER NOT NULL DEFAULT 0,
+        max_attempts     INTEGER NOT NULL,
+        backoff          TEXT NOT NULL,
+        timeout_ms       INTEGER NOT NULL,
+        heartbeat_ms     INTEGER,
+        lease_ms         INTEGER NOT NULL,
+        max_stalled      INTEGER NOT NULL,
+        stalls           INTEGER NOT NULL DEFAULT 0,
+        unique_key       TEXT,
+        group_key        TEXT,
+        idempotency_key  TEXT NOT NULL,
+        progress         TEXT,
+        result           TEXT,
+        errors           TEXT,             -- JSON array of ErrorRecord; NULL: none
+        dead_reason      TEXT,
+        cancel_requested INTEGER NOT NULL DEFAULT 0,
+        lease_token      TEXT,             -- kept after the job leaves active (duplicate-ack detection)
+        worker_id        TEXT,
+        lease_expires_at INTEGER,          -- set only while active
+        deadline_at      INTEGER,          -- set only while active
+        created_at       INTEGER NOT NULL,
+        started_at       INTEGER,
+        finished_at      INTEGER
+    );
+    -- Claiming: the best due job of a queue is the first entry.
+    CREATE INDEX jobs_ready ON jobs (queue, priority, run_at, id) WHERE state = 'waiting';
+    -- Promotion of due delayed jobs.
+    CREATE INDEX jobs_delayed ON jobs (run_at) WHERE state = 'delayed';
+    -- Reaping: expired leases and passed deadlines.
+    CREATE INDEX jobs_lease ON jobs (lease_expires_at) WHERE state = 'active';
+    CREATE INDEX jobs_deadline ON jobs (deadline_at) WHERE state = 'active';
+    -- Listing and counting by state.
+    CREATE INDEX jobs_by_state ON jobs (queue, state, id);
+    -- Retention.
+    CREATE INDEX jobs_finished ON jobs (queue, state, finished_at) WHERE finished_at IS NOT NULL;
+    -- Unique keys.
+    CREATE INDEX jobs_unique ON jobs (queue, unique_key) WHERE unique_key IS NOT NULL;
+    "#,
+];
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Brings the database up to [`SCHEMA_VERSION`], or refuses a newer one.
+pub(crate) fn migrate(conn: &mut Connection) -> Result<()> {
+    let current: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(backend)?;
+    if current > SCHEMA_VERSION {
+        return Err(Error::Unavailable(format!(
+            "the database has schema version {current}, newer than this Errand understands \
+             ({SCHEMA_VERSION}); run a newer Errand release on it"
+        )));
+    }
+    for (v, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let tx = conn.transaction().map_err(backend)?;
+        tx.execute_batch(sql).map_err(backend)?;
+        tx.pragma_update(None, "user_version", (v + 1) as i64)
+            .map_err(backend)?;
+        tx.commit().map_err(backend)?;
+        tracing::info!(version = v + 1, "applied schema migration");
+    }
+    Ok(())
+}

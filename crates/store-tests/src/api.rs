@@ -1,0 +1,508 @@
+//! Rule 7: the engine API — ordering, batches, cancel, retry and replay, purge, promote, pause,
+//! listing, stats and unique keys.
+
+use errand_core::{
+    Cancelled, Claim, DeadFilter, Error, Failure, JobId, JobOptions, JobState, NewJob, QueueConfig,
+};
+use serde_json::json;
+
+use crate::support::{claim, claim_one, job, payload, state, token};
+use crate::{Ctx, Fixture};
+
+fn prio(queue: &str, n: u64, p: i32) -> NewJob {
+    job(queue, n).with_options(JobOptions {
+        priority: Some(p),
+        ..Default::default()
+    })
+}
+
+pub async fn priority_then_fifo(f: Fixture) {
+    let ctx = Ctx::new(f);
+    let e = &ctx.engine;
+    // Interleaved priorities, several per millisecond and across milliseconds.
+    let order = [
+        (1, 5),
+        (2, 1),
+        (3, 5),
+        (4, 9),
+        (5, 1),
+        (6, 5),
+        (7, 0),
+        (8, 9),
+    ];
+    for (n, p) in order {
+        e.enqueue(prio("q", n, p)).await.unwrap();
+        if n % 3 == 0 {
+            ctx.clock.advance(1);
+        }
+    }
+    let mut got = Vec::new();
+    for _ in 0..order.len() {
+        got.push(payload(&claim_one(e, "q").await)["n"].as_u64().unwrap());
+    }
+    assert_eq!(got, vec![7, 2, 5, 1, 3, 6, 4, 8]);
+
+    // A batch claim returns the same order.
+    for (n, p) in order {
+        e.enqueue(prio("b", n, p)).await.unwrap();
+    }
+    let batch: Vec<u64> = claim(e, "b", "w", 100)
+        .await
+        .iter()
+        .map(|j| payload(j)["n"].as_u64().unwrap())
+        .collect();
+    assert_eq!(batch, vec![7, 2, 5, 1, 3, 6, 4, 8]);
+}
+
+pub async fn claim_takes_the_best_jobs_across_queues(f: Fixture) {
+    let ctx = Ctx::new(f);
+    let e = &ctx.engine;
+    e.enqueue(prio("low", 1, 100)).await.unwrap();
+    e.enqueue(prio("high", 2, 1)).await.unwrap();
+    e.enqueue(prio("low", 3, 0)).await.unwrap();
+    e.enqueue(prio("other", 4, 0)).await.unwrap();
+    let got = e
+        .claim(Claim {
+            queues: vec!["low".into(), "high".into()],
+            worker_id: "w".into(),
+            limit: 2,
+        })
+        .await
+        .unwrap();
+    let ns: Vec<u64> = got
+        .iter()
+        .map(|j| payload(j)["n"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        ns,
+        vec![3, 2],
+        "best first across the named queues, none from others"
+    );
+    for bad in [
+        Claim {
+            queues: vec![],
+            worker_id: "w".into(),
+            limit: 1,
+        },
+        Claim {
+            queues: vec!["a b".into()],
+            worker_id: "w".into(),
+            limit: 1,
+        },
+        Claim {
+            queues: vec!["q".into()],
+            worker_id: "".into(),
+            limit: 1,
+        },
+        Claim {
+            queues: vec!["q".into()],
+            worker_id: "w".into(),
+            limit: 0,
+        },
+        Claim {
+            queues: vec!["q".into()],
+            worker_id: "w".into(),
+            limit: 1_000_000,
+        },
+    ] {
+        assert!(matches!(e.claim(bad).await, Err(Error::Invalid { .. })));
+    }
+}
+
+pub async fn batch_with_one_bad_job_writes_nothing(f: Fixture) {
+    let ctx = Ctx::new(f);
+    let e = &ctx.engine;
+    let mut jobs: Vec<NewJob> = (0..100).map(|i| job("batch", i)).collect();
+    jobs[57].options.priority = Some(99_999);
+    match e.enqueue_many(jobs.clone()).await {
+        Err(Error::Invalid { field, .. }) => assert_eq!(field, "jobs[57].priority"),
+        other => panic!("expected invalid, got {other:?}"),
+    }
+    jobs[57].options.priority = None;
+    jobs[99].queue = "bad queue".into();
+    assert!(matches!(
+        e.enqueue_many(jobs.clone()).await,
+        Err(Error::Invalid { field, .. }) if field == "jobs[99].queue"
+    ));
+    assert_eq!(
+        e.stats("batch").await.unwrap().waiting,
+        0,
+        "nothing written"
+    );
+    assert!(e.queues().await.unwrap().is_empty(), "not even the queue");
+    assert!(matches!(
+        e.enqueue_many(vec![]).await,
+        Err(Error::Invalid { .. })
+    ));
+
+    jobs[99].queue = "batch".into();
+    let out = e.enqueue_many(jobs).await.unwrap();
+    assert_eq!(out.len(), 100);
+    assert!(
+        out.windows(2).all(|w| w[0].id < w[1].id),
+        "ids in batch order"
+    );
+    assert_eq!(e.stats("batch").await.unwrap().waiting, 100);
+}
+
+pub async fn cancel_waiting_delayed_and_active_jobs(f: Fixture) {
+    let ctx = Ctx::new(f);
+    let e = &ctx.engine;
+    let waiting = e.enqueue(job("q", 1)).await.unwrap().id;
+    let delayed = e
+        .enqueue(job("q", 2).with_options(JobOptions {
+            delay_ms: Some(1_000),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .id;
+    assert_eq!(e.cancel(waiting).await.unwrap(), Cancelled::Cancelled);
+    assert_eq!(e.cancel(delayed).await.unwrap(), Cancelled::Cancelled);
+    assert_eq!(
+        e.cancel(waiting).await.unwrap(),
+        Cancelled::Cancelled,
+        "idempotent"
+    );
+    for id in [waiting, delayed] {
+        let j = e.get(id).await.unwrap();
+        assert_eq!(j.state, JobState::Cancelled);
+        assert!(j.finished_at.is_some());
+    }
+    ctx.clock.advance(2_000);
+    assert!(
+        claim(e, "q", "w", 10).await.is_empty(),
+        "cancelled jobs never run"
+    );
+
+    // Active: the request is recorded; the worker's failure report then ends it cancelled, not retried.
+    e.enqueue(job("q", 3)).await.unwrap();
+    let j = claim_one(e, "q").await;
+    assert_eq!(e.cancel(j.id).await.unwrap(), Cancelled::Requested);
+    assert_eq!(state(e, &j).await, JobState::Active);
+    assert!(e.get(j.id).await.unwrap().cancel_requested);
+    let out = e
+        .fail(j.id, token(&j), Failure::retryable("cancelled by request"))
+        .await
+        .unwrap();
+    assert_eq!(out.state, JobState::Cancelled);
+
+    // Finished jobs cannot be cancelled; unknown ones are not found.
+    e.enqueue(job("q", 4)).await.unwrap();
+    let done = claim_one(e, "q").await;
+    e.complete(done.id, token(&done), None).await.unwrap();
+    assert!(matches!(e.cancel(done.id).await, Err(Error::Conflict(_))));
+    let unknown: JobId = "01ARZ3NDEKTSV4RRFFQ69G5FAV".parse().unwrap();
+    assert!(matches!(e.cancel(unknown).await, Err(Error::NotFound(_))));
+}
+
+/// Makes a dead job on `queue` whose last error is `message`.
+async fn make_dead(ctx: &Ctx, queue: &str, kind: &str, message: &str) -> JobId {
+    let e = &ctx.engine;
+    let id = e
+        .enqueue(
+            NewJob::new(queue, kind, json!({})).with_options(JobOptions {
+                max_attempts: Some(1),
+                ..Default::default()
+            }),
+        )
+        .await
+        .unwrap()
+        .id;
+    let j = claim_one(e, queue).await;
+    assert_eq!(j.id, id);
+    e.fail(j.id, token(&j), Failure::retryable(message))
+        .await
+        .unwrap();
+    id
+}
+
+pub async fn retry_a_dead_job_and_replay_by_filter(f: Fixture) {
+    let ctx = Ctx::new(f);
+    let e = &ctx.engine;
+    let one = make_dead(&ctx, "d", "mail", "smtp 421 try later").await;
+    e.retry(one).await.unwrap();
+    let j = e.get(one).await.unwrap();
+    assert_eq!(j.state, JobState::Waiting);
+    assert_eq!(j.attempts, 0);
+    assert_eq!(j.errors.len(), 1, "the history stays");
+    assert!(j.dead_reason.is_none() && j.finished_at.is_none());
+    assert!(
+        matches!(e.retry(one).await, Err(Error::Conflict(_))),
+        "only dead or cancelled"
+    );
+    let again = claim_one(e, "d").await;
+    e.complete(again.id, token(&again), None).await.unwrap();
+
+    let mut smtp = Vec::new();
+    for _ in 0..3 {
+        smtp.push(make_dead(&ctx, "d", "mail", "smtp 421 try later").await);
+    }
+    let other_kind = make_dead(&ctx, "d", "sms", "smtp 421 try later").await;
+    let other_error = make_dead(&ctx, "d", "mail", "invalid address").await;
+    let n = e
+        .replay_dead(DeadFilter {
+            queue: "d".into(),
+            kind: Some("mail".into()),
+            error_contains: Some("smtp 421".into()),
+            limit: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(n, 3);
+    for id in &smtp {
+        assert_eq!(e.get(*id).await.unwrap().state, JobState::Waiting);
+    }
+    assert_eq!(e.get(other_kind).await.unwrap().state, JobState::Dead);
+    assert_eq!(e.get(other_error).await.unwrap().state, JobState::Dead);
+    let n = e
+        .replay_dead(DeadFilter {
+            queue: "d".into(),
+            limit: Some(1),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(n, 1, "a limit is honoured");
+    assert_eq!(e.stats("d").await.unwrap().dead, 1);
+}
+
+pub async fn purge_dead_jobs_by_filter(f: Fixture) {
+    let ctx = Ctx::new(f);
+    let e = &ctx.engine;
+    let a = make_dead(&ctx, "p", "mail", "bounce").await;
+    let b = make_dead(&ctx, "p", "sms", "bounce").await;
+    let live = e.enqueue(job("p", 1)).await.unwrap().id;
+    let n = e
+        .purge_dead(DeadFilter {
+            queue: "p".into(),
+            kind: Some("mail".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    assert!(matches!(e.get(a).await, Err(Error::NotFound(_))));
+    assert_eq!(e.get(b).await.unwrap().state, JobState::Dead);
+    let n = e
+        .purge_dead(DeadFilter {
+            queue: "p".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    assert_eq!(
+        e.get(live).await.unwrap().state,
+        JobState::Waiting,
+        "purge touches dead jobs only"
+    );
+}
+
+pub async fn promote_a_delayed_job(f: Fixture) {
+    let ctx = Ctx::new(f);
+    let e = &ctx.engine;
+    let id = e
+        .enqueue(job("q", 1).with_options(JobOptions {
+            delay_ms: Some(3_600_000),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .id;
+    assert!(claim(e, "q", "w", 1).await.is_empty());
+    e.promote(id).await.unwrap();
+    let j = claim_one(e, "q").await;
+    assert_eq!(j.id, id);
+    assert!(
+        matches!(e.promote(id).await, Err(Error::Conflict(_))),
+        "only delayed jobs"
+    );
+}
+
+pub async fn paused_queue_accepts_but_hands_out_nothing(f: Fixture) {
+    let ctx = Ctx::new(f);
+    let e = &ctx.engine;
+    e.pause("q").await.unwrap();
+    assert!(e.queue_info("q").await.unwrap().paused);
+    e.enqueue(job("q", 1)).await.unwrap();
+    e.enqueue(job("other", 1)).await.unwrap();
+    let got = e
+        .claim(Claim {
+            queues: vec!["q".into(), "other".into()],
+            worker_id: "w".into(),
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].queue, "other");
+    assert!(e.stats("q").await.unwrap().paused);
+    e.resume("q").await.unwrap();
+    assert!(!e.stats("q").await.unwrap().paused);
+    assert_eq!(claim(e, "q", "w", 10).await.len(), 1);
+    // Pausing keeps the configuration, and configuring keeps the pause.
+    e.set_queue_config(
+        "q",
+        QueueConfig {
+            max_attempts: 9,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    e.pause("q").await.unwrap();
+    let info = e.queue_info("q").await.unwrap();
+    assert!(info.paused);
+    assert_eq!(info.config.max_attempts, 9);
+}
+
+pub async fn list_pages_with_a_cursor(f: Fixture) {
+    let ctx = Ctx::new(f);
+    let e = &ctx.engine;
+    let ids: Vec<JobId> = e
+        .enqueue_many((0..25).map(|i| job("l", i)).collect())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|x| x.id)
+        .collect();
+    claim(e, "l", "w", 5).await;
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = e.list("l", JobState::Waiting, after, 7).await.unwrap();
+        assert!(page.jobs.len() <= 7);
+        seen.extend(page.jobs.iter().map(|j| j.id));
+        match page.next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    assert_eq!(
+        seen,
+        ids[5..].to_vec(),
+        "every waiting job once, in id order"
+    );
+    let active = e.list("l", JobState::Active, None, 100).await.unwrap();
+    assert_eq!(active.jobs.len(), 5);
+    assert!(active.next.is_none());
+    assert!(matches!(
+        e.list("l", JobState::Waiting, None, 0).await,
+        Err(Error::Invalid { .. })
+    ));
+}
+
+pub async fn queue_stats_count_states_and_oldest_age(f: Fixture) {
+    let ctx = Ctx::new(f);
+    let e = &ctx.engine;
+    let empty = e.stats("s").await.unwrap();
+    assert_eq!((empty.waiting, empty.oldest_waiting_age_ms), (0, 0));
+    for i in 0..4 {
+        e.enqueue(job("s", i)).await.unwrap();
+    }
+    e.enqueue(job("s", 9).with_options(JobOptions {
+        delay_ms: Some(60_000),
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+    ctx.clock.advance(7_000);
+    let j = claim_one(e, "s").await;
+    e.complete(j.id, token(&j), None).await.unwrap();
+    let j = claim_one(e, "s").await;
+    e.fail(j.id, token(&j), Failure::fatal("no")).await.unwrap();
+    claim_one(e, "s").await;
+    let s = e.stats("s").await.unwrap();
+    assert_eq!(
+        (
+            s.waiting,
+            s.delayed,
+            s.active,
+            s.completed,
+            s.cancelled,
+            s.dead
+        ),
+        (1, 1, 1, 1, 0, 1)
+    );
+    assert_eq!(s.oldest_waiting_age_ms, 7_000);
+    assert_eq!(s.queue, "s");
+    assert!(!s.paused);
+    let names: Vec<String> = e
+        .queues()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|q| q.name)
+        .collect();
+    assert_eq!(names, vec!["s".to_string()]);
+}
+
+pub async fn unique_key_returns_the_existing_job_within_its_window(f: Fixture) {
+    let ctx = Ctx::new(f);
+    let e = &ctx.engine;
+    e.set_queue_config(
+        "u",
+        QueueConfig {
+            unique_window_ms: 10_000,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let uk = |n: u64| {
+        job("u", n).with_options(JobOptions {
+            unique_key: Some("order-1".into()),
+            ..Default::default()
+        })
+    };
+    let first = e.enqueue(uk(1)).await.unwrap();
+    assert!(first.created);
+    let dup = e.enqueue(uk(2)).await.unwrap();
+    assert!(!dup.created, "the existing job is returned and says so");
+    assert_eq!(dup.id, first.id);
+    assert_eq!(dup.state, JobState::Waiting);
+    // Also while active, and within one batch.
+    let j = claim_one(e, "u").await;
+    let batch = e.enqueue_many(vec![uk(3), uk(4)]).await.unwrap();
+    assert!(
+        batch
+            .iter()
+            .all(|b| !b.created && b.id == first.id && b.state == JobState::Active)
+    );
+    // Finished: refused within the window, accepted after it.
+    e.complete(j.id, token(&j), None).await.unwrap();
+    ctx.clock.advance(9_999);
+    let within = e.enqueue(uk(5)).await.unwrap();
+    assert_eq!((within.created, within.id), (false, first.id));
+    assert_eq!(within.state, JobState::Completed);
+    ctx.clock.advance(2);
+    let after = e.enqueue(uk(6)).await.unwrap();
+    assert!(after.created);
+    assert_ne!(after.id, first.id);
+    // A batch with two new jobs sharing a key makes one.
+    let pair = e
+        .enqueue_many(vec![
+            job("u", 7).with_options(JobOptions {
+                unique_key: Some("k2".into()),
+                ..Default::default()
+            }),
+            job("u", 8).with_options(JobOptions {
+                unique_key: Some("k2".into()),
+                ..Default::default()
+            }),
+        ])
+        .await
+        .unwrap();
+    assert!(pair[0].created && !pair[1].created);
+    assert_eq!(pair[0].id, pair[1].id);
+    // The same key in another queue is another job.
+    let elsewhere = e
+        .enqueue(job("u2", 1).with_options(JobOptions {
+            unique_key: Some("order-1".into()),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    assert!(elsewhere.created);
+}

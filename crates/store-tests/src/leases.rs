@@ -1,0 +1,205 @@
+//! Rule 5: leases with fencing tokens, heartbeats, and lease length.
+
+use errand_core::limits::LEASE_GRACE_MS;
+use errand_core::{Clock, Error, Failure, JobOptions, JobState};
+use serde_json::json;
+
+use crate::support::{claim_one, job, state, token};
+use crate::{Ctx, Fixture};
+
+pub async fn claim_gives_a_fresh_token_and_expiry_each_time(f: Fixture) {
+    let ctx = Ctx::new(f);
+    let e = &ctx.engine;
+    e.enqueue(job("q", 1).with_options(JobOptions {
+        max_attempts: Some(3),
+        backoff: Some(errand_core::Backoff::fixed(0)),
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+    let first = claim_one(e, "q").await;
+    let lease = first.lease.clone().unwrap();
+    assert_eq!(first.state, JobState::Active);
+    assert_eq!(first.attempts, 1);
+    assert_eq!(lease.worker_id, "w1");
+    assert_eq!(lease.expires_at, ctx.clock.now() + first.lease_ms as i64);
+    assert_eq!(lease.deadline_at, ctx.clock.now() + first.timeout_ms as i64);
+    assert_eq!(first.started_at, Some(ctx.clock.now()));
+    assert!(lease.token.len() >= 32, "unguessable");
+
+    e.fail(first.id, lease.token.clone(), Failure::retryable("again"))
+        .await
+        .unwrap();
+    let second = claim_one(e, "q").await;
+    assert_eq!(second.id, first.id);
+    assert_eq!(second.attempts, 2);
+    assert_ne!(token(&second), lease.token, "every claim makes a new token");
+}
+
+pub async fn stale_or_foreign_token_is_lease_lost_and_changes_nothing(f: Fixture) {
+    let ctx = Ctx::new(f);
+    let e = &ctx.engine;
+    e.enqueue(job("q", 1)).await.unwrap();
+    e.enqueue(job("q", 2)).await.unwrap();
+    let a = claim_one(e, "q").await;
+    let b = claim_one(e, "q").await;
+    let before = e.get(a.id).await.unwrap();
+
+    // b's token on a's job, and a made-up token.
+    for wrong in [token(&b), "0".repeat(32)] {
+        assert!(matches!(
+            e.complete(a.id, wrong.clone(), None).await,
+            Err(Error::LeaseLost)
+        ));
+        assert!(matches!(
+            e.fail(a.id, wrong.clone(), Failure::retryable("x")).await,
+            Err(Error::LeaseLost)
+        ));
+        assert!(matches!(
+            e.heartbeat(a.id, wrong, None).await,
+            Err(Error::LeaseLost)
+        ));
+    }
+    let after = e.get(a.id).await.unwrap();
+    assert_eq!(after.state, JobState::Active);
+    assert_eq!(after.lease, before.lease);
+    assert!(after.errors.is_empty() && after.result.is_none());
+
+    // After a completes, its own token is stale for anything but a repeat of that completion.
+    e.complete(a.id, token(&a), None).await.unwrap();
+    assert!(matches!(
+        e.fail(a.id, token(&a), Failure::retryable("late")).await,
+        Err(Error::LeaseLost)
+    ));
+    assert!(matches!(
+        e.heartbeat(a.id, token(&a), None).await,
+        Err(Error::LeaseLost)
+    ));
+    assert_eq!(state(e, &a).await, JobState::Completed);
+    assert!(matches!(
+        e.complete(
+            "01ARZ3NDEKTSV4RRFFQ69G5FAV".parse().unwrap(),
+            token(&a),
+            None
+        )
+        .await,
+        Err(Error::NotFound(_))
+    ));
+}
+
+pub async fn heartbeat_extends_the_lease_carries_progress_and_reports_cancel(f: Fixture) {
+    let ctx = Ctx::new(f);
+    let e = &ctx.engine;
+    e.enqueue(job("q", 1).with_options(JobOptions {
+        timeout_ms: Some(600_000),
+        heartbeat_ms: Some(10_000),
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+    let j = claim_one(e, "q").await;
+    assert_eq!(j.lease_ms, 20_000 + LEASE_GRACE_MS);
+    ctx.clock.advance(15_000);
+    let r = e
+        .heartbeat(j.id, token(&j), Some(json!({"pct": 40})))
+        .await
+        .unwrap();
+    assert_eq!(r.lease_expires_at, ctx.clock.now() + j.lease_ms as i64);
+    assert!(!r.cancel_requested);
+    let got = e.get(j.id).await.unwrap();
+    assert_eq!(got.lease.unwrap().expires_at, r.lease_expires_at);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(got.progress.unwrap().get()).unwrap(),
+        json!({"pct": 40})
+    );
+
+    // Heartbeats keep it alive well past the first lease.
+    for _ in 0..5 {
+        ctx.clock.advance(15_000);
+        e.heartbeat(j.id, token(&j), None).await.unwrap();
+        assert!(e.maintain().await.unwrap().stalled == 0);
+    }
+    assert_eq!(state(e, &j).await, JobState::Active);
+
+    assert_eq!(
+        e.cancel(j.id).await.unwrap(),
+        errand_core::Cancelled::Requested
+    );
+    let r = e.heartbeat(j.id, token(&j), None).await.unwrap();
+    assert!(
+        r.cancel_requested,
+        "the worker learns of the cancel on its next heartbeat"
+    );
+
+    // Too big a progress report is refused and recorded nowhere.
+    let big = "p".repeat(e.limits().max_progress_bytes + 1);
+    assert!(matches!(
+        e.heartbeat(j.id, token(&j), Some(json!(big))).await,
+        Err(Error::Invalid { field, .. }) if field == "progress"
+    ));
+
+    // Once the lease has expired it cannot be renewed: the job is the reaper's.
+    ctx.clock.advance(j.lease_ms as i64);
+    assert!(matches!(
+        e.heartbeat(j.id, token(&j), None).await,
+        Err(Error::LeaseLost)
+    ));
+}
+
+pub async fn lease_is_never_shorter_than_a_run_without_heartbeat(f: Fixture) {
+    let ctx = Ctx::new(f);
+    let e = &ctx.engine;
+    // No heartbeat promised: the lease covers the whole timeout.
+    e.enqueue(job("a", 1).with_options(JobOptions {
+        timeout_ms: Some(120_000),
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+    let j = claim_one(e, "a").await;
+    assert!(j.lease_ms >= 120_000);
+    // A worker that runs 119 s without a heartbeat is not considered stalled.
+    ctx.clock.advance(119_000);
+    let report = e.maintain().await.unwrap();
+    assert_eq!((report.stalled, report.timed_out), (0, 0));
+    assert_eq!(state(e, &j).await, JobState::Active);
+    e.complete(j.id, token(&j), None).await.unwrap();
+
+    // A promised heartbeat: the lease covers two intervals, never less than the interval itself.
+    e.enqueue(job("b", 1).with_options(JobOptions {
+        timeout_ms: Some(120_000),
+        heartbeat_ms: Some(30_000),
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+    let j = claim_one(e, "b").await;
+    assert!(j.lease_ms >= 60_000);
+    ctx.clock.advance(59_999);
+    assert_eq!(e.maintain().await.unwrap().stalled, 0);
+}
+
+pub async fn retried_completion_of_the_same_lease_is_a_success(f: Fixture) {
+    let ctx = Ctx::new(f);
+    let e = &ctx.engine;
+    e.enqueue(job("q", 1)).await.unwrap();
+    let j = claim_one(e, "q").await;
+    let first = e
+        .complete(j.id, token(&j), Some(json!({"ok": true})))
+        .await
+        .unwrap();
+    assert!(!first.duplicate);
+    // The client lost the answer and sends the same completion again.
+    let again = e
+        .complete(j.id, token(&j), Some(json!({"ok": true})))
+        .await
+        .unwrap();
+    assert!(again.duplicate);
+    assert_eq!(again.state, JobState::Completed);
+    let got = e.get(j.id).await.unwrap();
+    assert_eq!(got.state, JobState::Completed);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(got.result.unwrap().get()).unwrap(),
+        json!({"ok": true})
+    );
+}

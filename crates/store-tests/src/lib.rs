@@ -1,0 +1,201 @@
+//! The store conformance suite. Every store runs all of it, through the engine — a store that fails a
+//! check is not a store. If the suite does not test a behaviour, Errand does not promise it.
+//!
+//! A store crate provides an async function that returns a [`Fixture`] over a fresh, empty store, and
+//! expands [`conformance_suite!`] in an integration test:
+//!
+//! ```ignore
+//! async fn fresh() -> errand_store_tests::Fixture { /* new temp dir, open store */ }
+//! errand_store_tests::conformance_suite!(fresh);
+//! ```
+//!
+//! Each check becomes its own `#[tokio::test]`. Checks drive time with a [`ManualClock`]; none sleeps.
+
+use std::any::Any;
+use std::sync::Arc;
+
+use errand_core::{Engine, EngineConfig, ManualClock, Store};
+
+pub mod api;
+pub mod concurrency;
+pub mod events;
+pub mod leases;
+pub mod model;
+pub mod reaper;
+pub mod retries;
+mod support;
+
+/// A fresh, empty store, and whatever must live as long as it (a temp dir, a schema guard).
+pub struct Fixture {
+    pub store: Arc<dyn Store>,
+    _guard: Box<dyn Any + Send + Sync>,
+}
+
+impl std::fmt::Debug for Fixture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fixture")
+            .field("store", &self.store)
+            .finish()
+    }
+}
+
+impl Fixture {
+    /// A fixture over `store`, keeping `guard` alive until the check ends.
+    pub fn new(store: Arc<dyn Store>, guard: impl Any + Send + Sync) -> Self {
+        Fixture {
+            store,
+            _guard: Box::new(guard),
+        }
+    }
+}
+
+/// An engine over a fixture's store, with a clock that only the check moves.
+#[derive(Debug)]
+pub struct Ctx {
+    pub engine: Engine,
+    pub clock: ManualClock,
+    _fixture: Fixture,
+}
+
+impl Ctx {
+    /// The engine with default settings.
+    pub fn new(fixture: Fixture) -> Self {
+        Self::with_config(fixture, EngineConfig::default())
+    }
+
+    /// The engine with `config`.
+    pub fn with_config(fixture: Fixture, config: EngineConfig) -> Self {
+        let clock = ManualClock::at_fixed_start();
+        let engine = Engine::new(fixture.store.clone(), Arc::new(clock.clone()), config);
+        Ctx {
+            engine,
+            clock,
+            _fixture: fixture,
+        }
+    }
+}
+
+/// Expands to one `#[tokio::test]` per conformance check, each given a fresh fixture from `$fresh`.
+#[macro_export]
+macro_rules! conformance_suite {
+    ($fresh:path) => {
+        $crate::__for_each_check!($crate::__conformance_test, $fresh);
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_test {
+    ($fresh:path, $module:ident :: $name:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn $name() {
+            $crate::$module::$name($fresh().await).await;
+        }
+    };
+}
+
+/// The list of every check. A new check is added here, or it does not run.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __for_each_check {
+    ($m:path, $fresh:path) => {
+        // 2. the job model and validation
+        $m!(
+            $fresh,
+            model::enqueue_resolves_defaults_and_makes_sortable_ids
+        );
+        $m!(
+            $fresh,
+            model::invalid_job_names_the_field_and_writes_nothing
+        );
+        $m!(
+            $fresh,
+            model::idempotency_key_defaults_from_unique_key_or_id
+        );
+        // 3. queue configuration and retention
+        $m!(
+            $fresh,
+            model::queue_config_defaults_are_overridden_by_job_options
+        );
+        $m!($fresh, model::invalid_queue_config_is_rejected);
+        $m!(
+            $fresh,
+            model::retention_prunes_by_count_and_age_but_never_dead_jobs
+        );
+        // 4. retries
+        $m!($fresh, retries::fixed_backoff_waits_the_same_each_time);
+        $m!($fresh, retries::exponential_backoff_doubles_up_to_its_cap);
+        $m!($fresh, retries::jitter_stays_within_its_fraction);
+        $m!($fresh, retries::retry_after_overrides_the_policy);
+        $m!($fresh, retries::non_retryable_failure_goes_straight_to_dead);
+        $m!(
+            $fresh,
+            retries::exhausted_job_is_dead_with_payload_and_every_error
+        );
+        // 5. leases and fencing
+        $m!(
+            $fresh,
+            leases::claim_gives_a_fresh_token_and_expiry_each_time
+        );
+        $m!(
+            $fresh,
+            leases::stale_or_foreign_token_is_lease_lost_and_changes_nothing
+        );
+        $m!(
+            $fresh,
+            leases::heartbeat_extends_the_lease_carries_progress_and_reports_cancel
+        );
+        $m!(
+            $fresh,
+            leases::lease_is_never_shorter_than_a_run_without_heartbeat
+        );
+        $m!(
+            $fresh,
+            leases::retried_completion_of_the_same_lease_is_a_success
+        );
+        // 6. the reaper
+        $m!(
+            $fresh,
+            reaper::expired_lease_stalls_back_to_waiting_then_to_dead
+        );
+        $m!($fresh, reaper::stale_token_after_a_stall_cannot_complete);
+        $m!(
+            $fresh,
+            reaper::timeout_fails_the_attempt_even_with_heartbeats
+        );
+        $m!($fresh, reaper::delayed_jobs_are_invisible_until_due);
+        $m!(
+            $fresh,
+            reaper::idempotency_key_survives_retry_stall_and_replay
+        );
+        // 7. the engine API
+        $m!($fresh, api::priority_then_fifo);
+        $m!($fresh, api::claim_takes_the_best_jobs_across_queues);
+        $m!($fresh, api::batch_with_one_bad_job_writes_nothing);
+        $m!($fresh, api::cancel_waiting_delayed_and_active_jobs);
+        $m!($fresh, api::retry_a_dead_job_and_replay_by_filter);
+        $m!($fresh, api::purge_dead_jobs_by_filter);
+        $m!($fresh, api::promote_a_delayed_job);
+        $m!($fresh, api::paused_queue_accepts_but_hands_out_nothing);
+        $m!($fresh, api::list_pages_with_a_cursor);
+        $m!($fresh, api::queue_stats_count_states_and_oldest_age);
+        $m!(
+            $fresh,
+            api::unique_key_returns_the_existing_job_within_its_window
+        );
+        $m!(
+            $fresh,
+            concurrency::concurrent_enqueues_with_one_unique_key_make_one_job
+        );
+        $m!(
+            $fresh,
+            concurrency::eight_claimers_claim_ten_thousand_jobs_exactly_once
+        );
+        $m!(
+            $fresh,
+            concurrency::concurrent_acks_and_reaper_record_one_outcome
+        );
+        // 8. events
+        $m!($fresh, events::every_state_change_emits_an_event);
+    };
+}
