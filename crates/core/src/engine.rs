@@ -456,9 +456,7 @@ impl Engine {
         validate::worker_id("worker_id", &req.worker_id, limits)?;
         validate::range_u64("limit", req.limit as u64, 1, limits.max_claim as u64)?;
         let now = self.now();
-        // Due delayed jobs become visible the moment they are due, not at the next maintenance pass.
-        self.promote_due(now).await?;
-        let jobs = self
+        let claimed = self
             .inner
             .store
             .job_claim(JobClaim {
@@ -466,8 +464,18 @@ impl Engine {
                 worker_id: req.worker_id,
                 leases: (0..req.limit).map(|_| new_lease_token()).collect(),
                 now,
+                promote_limit: self.inner.config.batch_size,
             })
             .await?;
+        self.announce(
+            now,
+            claimed
+                .promoted
+                .into_iter()
+                .map(|(id, t)| (id, JobState::Waiting, t))
+                .collect(),
+        );
+        let jobs = claimed.jobs;
         self.emit(|| {
             jobs.iter()
                 .map(|j| Event {
@@ -911,11 +919,11 @@ impl Engine {
 
     // ---- maintenance -----------------------------------------------------------------------------
 
-    async fn promote_due(&self, now: Timestamp) -> Result<u64> {
+    async fn promote_due(&self, queue: &str, now: Timestamp) -> Result<u64> {
         let moved = self
             .inner
             .store
-            .job_promote_due(now, self.inner.config.batch_size)
+            .job_promote_due(queue, now, self.inner.config.batch_size)
             .await?;
         let n = moved.len() as u64;
         self.announce(
@@ -936,11 +944,14 @@ impl Engine {
         let mut report = MaintenanceReport::default();
         let now = self.now();
         let batch = self.inner.config.batch_size;
-        loop {
-            let n = self.promote_due(now).await?;
-            report.promoted += n;
-            if (n as usize) < batch {
-                break;
+        let queues = self.inner.store.queue_list().await?;
+        for q in &queues {
+            loop {
+                let n = self.promote_due(&q.name, now).await?;
+                report.promoted += n;
+                if (n as usize) < batch {
+                    break;
+                }
             }
         }
         loop {
@@ -974,7 +985,7 @@ impl Engine {
                 break;
             }
         }
-        for q in self.inner.store.queue_list().await? {
+        for q in queues {
             let r = &q.config.retention;
             if r.max_count.is_none() && r.max_age_ms.is_none() {
                 continue;

@@ -67,12 +67,25 @@ pub enum Inserted {
 /// Claim up to `leases.len()` due jobs from unpaused `queues`, best first: lower priority number, then
 /// earlier `run_at`, then lower id. Each claimed job gets the next token of `leases`, attempt + 1,
 /// `lease_expires_at = now + lease_ms`, `deadline_at = now + timeout_ms`.
+///
+/// First, in the same transaction, the delayed jobs of `queues` due at `now` (at most `promote_limit`)
+/// become waiting, so that a job is claimable the moment it is due without another round trip.
 #[derive(Debug, Clone)]
 pub struct JobClaim {
     pub queues: Vec<String>,
     pub worker_id: String,
     pub leases: Vec<LeaseToken>,
     pub now: Timestamp,
+    pub promote_limit: usize,
+}
+
+/// What a [`JobClaim`] did.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    /// Delayed jobs that became waiting (some may also be among `jobs`).
+    pub promoted: Vec<(JobId, Transitioned)>,
+    /// The claimed jobs, as they are after the claim, best first.
+    pub jobs: Vec<Job>,
 }
 
 /// Renew a lease: the job must be active, hold `token`, and the lease must not have expired yet.
@@ -194,8 +207,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// [`Inserted::Existing`]; the check and the insert are one atomic step, also under concurrency.
     async fn job_insert(&self, p: JobInsert) -> Result<Vec<Inserted>>;
 
-    /// Claims due jobs (see [`JobClaim`]) and returns them as they are after the claim.
-    async fn job_claim(&self, p: JobClaim) -> Result<Vec<Job>>;
+    /// Promotes due delayed jobs of the queues and claims the best waiting ones (see [`JobClaim`]).
+    async fn job_claim(&self, p: JobClaim) -> Result<Claimed>;
 
     /// Renews a lease. `Err(LeaseLost)` if the guard fails.
     async fn lease_renew(&self, p: LeaseRenew) -> Result<Renewed>;
@@ -208,9 +221,10 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Marks an active job as cancel-requested. `Err(Conflict)` if it is not active.
     async fn job_request_cancel(&self, id: JobId) -> Result<Transitioned>;
 
-    /// Moves every delayed job due at `now` to waiting (at most `limit`), returning those moved.
+    /// Moves the delayed jobs of `queue` due at `now` to waiting (at most `limit`), returning those moved.
     async fn job_promote_due(
         &self,
+        queue: &str,
         now: Timestamp,
         limit: usize,
     ) -> Result<Vec<(JobId, Transitioned)>>;

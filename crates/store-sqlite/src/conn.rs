@@ -1,9 +1,16 @@
 //! Connections: one writer thread that commits concurrent operations together, and a pool of readers.
 //!
 //! **Group commit.** Every write is a closure sent to the writer thread. The thread takes all the
-//! closures waiting, runs each inside a savepoint of one transaction (so a failing operation rolls back
-//! alone), commits once — one fsync of the WAL — and only then answers each caller. Under load, many
-//! enqueues and acknowledgements share one sync; alone, an operation pays one sync, never a timer.
+//! closures waiting, runs them in one transaction, commits once — one fsync of the WAL — and only then
+//! answers each caller. Under load, many enqueues and acknowledgements share one sync; alone, an
+//! operation pays one sync, never a timer.
+//!
+//! **One operation's failure is its own.** An operation that fails without having written anything (a
+//! stale lease, a state conflict: the usual failures) simply answers with its error. One that fails after
+//! writing rows rolls back the whole group; it answers with its error and the others run again in a new
+//! transaction. So operations must be safe to run twice (`FnMut`, no effects outside the database), and
+//! no statement or savepoint journal is needed — statements say `OR FAIL`, and the group's rollback undoes
+//! a half-done one.
 //!
 //! **Reads** run on a small pool of connections on tokio's blocking threads. WAL mode lets them read a
 //! consistent snapshot while the writer writes; a write is visible to every read that starts after the
@@ -41,11 +48,34 @@ impl SyncMode {
 /// The most operations committed together; bounds the latency one commit adds to its first caller.
 const MAX_GROUP: usize = 512;
 
-/// What the writer does with one operation after the group's commit: answer its caller.
-type Deliver = Box<dyn FnOnce(Result<()>) + Send>;
-/// One write: runs inside the group's transaction, says whether it succeeded (else its savepoint is rolled
-/// back), and returns how to answer its caller once the commit is done.
-type WriteOp = Box<dyn FnOnce(&Connection) -> (bool, Deliver) + Send>;
+/// One write as the writer thread sees it.
+trait WriteOp: Send {
+    /// Runs inside the group's transaction; may run again if another operation rolls the group back.
+    fn run(&mut self, conn: &Connection) -> Result<()>;
+    /// Answers the caller: with the operation's output if `outcome` is `Ok` (the group committed).
+    fn answer(self: Box<Self>, outcome: Result<()>);
+}
+
+struct Op<T, F> {
+    f: F,
+    out: Option<T>,
+    reply: oneshot::Sender<Result<T>>,
+}
+
+impl<T: Send, F: FnMut(&Connection) -> Result<T> + Send> WriteOp for Op<T, F> {
+    fn run(&mut self, conn: &Connection) -> Result<()> {
+        self.out = Some((self.f)(conn)?);
+        Ok(())
+    }
+
+    fn answer(self: Box<Self>, outcome: Result<()>) {
+        let Op { out, reply, .. } = *self;
+        let res = outcome.and_then(|()| {
+            out.ok_or_else(|| Error::Unavailable("write produced no result".into()))
+        });
+        let _ = reply.send(res);
+    }
+}
 
 /// Maps a SQLite error to the engine's error.
 pub(crate) fn backend(e: rusqlite::Error) -> Error {
@@ -80,7 +110,8 @@ pub(crate) fn open_connection(path: &Path, sync: SyncMode, reader: bool) -> Resu
          PRAGMA busy_timeout = 5000;
          PRAGMA foreign_keys = ON;
          PRAGMA cache_size = -16000;
-         PRAGMA temp_store = MEMORY;",
+         PRAGMA temp_store = MEMORY;
+         PRAGMA wal_autocheckpoint = 10000;",
         sync.pragma()
     ))
     .map_err(backend)?;
@@ -94,12 +125,12 @@ pub(crate) fn open_connection(path: &Path, sync: SyncMode, reader: bool) -> Resu
 /// The writer thread's handle. Dropping the last one stops the thread after it answers what it holds.
 #[derive(Debug, Clone)]
 pub(crate) struct Writer {
-    tx: mpsc::Sender<WriteOp>,
+    tx: mpsc::Sender<Box<dyn WriteOp>>,
 }
 
 impl Writer {
     pub(crate) fn start(conn: Connection) -> Result<Self> {
-        let (tx, rx) = mpsc::channel::<WriteOp>();
+        let (tx, rx) = mpsc::channel::<Box<dyn WriteOp>>();
         thread::Builder::new()
             .name("errand-sqlite-writer".into())
             .spawn(move || writer_loop(conn, rx))
@@ -107,19 +138,17 @@ impl Writer {
         Ok(Writer { tx })
     }
 
-    /// Runs `f` in the next group's transaction and answers once that transaction is durable.
+    /// Runs `f` in the next group's transaction and answers once that transaction is durable. `f` may run
+    /// more than once (see the module documentation); only its last run's effects are committed.
     pub(crate) async fn write<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+        f: impl FnMut(&Connection) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let (tx, rx) = oneshot::channel::<Result<T>>();
-        let op: WriteOp = Box::new(move |conn| {
-            let res = f(conn);
-            let ok = res.is_ok();
-            let deliver: Deliver = Box::new(move |commit| {
-                let _ = tx.send(commit.and(res));
-            });
-            (ok, deliver)
+        let (reply, rx) = oneshot::channel::<Result<T>>();
+        let op: Box<dyn WriteOp> = Box::new(Op {
+            f,
+            out: None,
+            reply,
         });
         self.tx
             .send(op)
@@ -129,7 +158,7 @@ impl Writer {
     }
 }
 
-fn writer_loop(conn: Connection, rx: mpsc::Receiver<WriteOp>) {
+fn writer_loop(conn: Connection, rx: mpsc::Receiver<Box<dyn WriteOp>>) {
     while let Ok(first) = rx.recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -138,47 +167,55 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<WriteOp>) {
                 Err(_) => break,
             }
         }
-        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
-            // Dropping the group closes each caller's answer channel: they get `Unavailable`.
-            tracing::error!("could not begin a transaction: {e}");
-            continue;
-        }
-        let delivers = run_group(&conn, group);
-        let commit = conn.execute_batch("COMMIT").map_err(backend);
-        if commit.is_err() {
-            // Nothing of the group is durable: undo it and tell every caller.
-            let _ = conn.execute_batch("ROLLBACK");
-        }
-        for d in delivers {
-            d(match &commit {
-                Ok(()) => Ok(()),
-                Err(e) => Err(Error::Unavailable(format!("commit failed: {e}"))),
-            });
-        }
+        commit_group(&conn, group);
     }
     // All handles dropped: leave the WAL checkpointed so the file is complete on its own.
     let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);");
 }
 
-fn run_group(conn: &Connection, group: Vec<WriteOp>) -> Vec<Deliver> {
-    group
-        .into_iter()
-        .map(|op| {
-            if let Err(e) = conn.execute_batch("SAVEPOINT op") {
-                tracing::error!("savepoint failed: {e}");
+/// Runs a group in one transaction and answers every operation of it.
+fn commit_group(conn: &Connection, mut group: Vec<Box<dyn WriteOp>>) {
+    'attempt: while !group.is_empty() {
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            let e = backend(e);
+            for op in group {
+                op.answer(Err(Error::Unavailable(format!(
+                    "cannot begin a transaction: {e}"
+                ))));
             }
-            let (ok, deliver) = op(conn);
-            let end = if ok {
-                "RELEASE op"
-            } else {
-                "ROLLBACK TO op; RELEASE op"
-            };
-            if let Err(e) = conn.execute_batch(end) {
-                tracing::error!("savepoint release failed: {e}");
+            return;
+        }
+        let mut kept = Vec::with_capacity(group.len());
+        let mut ops = group.into_iter();
+        while let Some(mut op) = ops.next() {
+            let before = conn.total_changes();
+            match op.run(conn) {
+                Ok(()) => kept.push(op),
+                // Failed before writing anything: nothing to undo.
+                Err(e) if conn.total_changes() == before => op.answer(Err(e)),
+                Err(e) => {
+                    // Failed half-way: undo the group, answer this one, run the rest again.
+                    let _ = conn.execute_batch("ROLLBACK");
+                    tracing::warn!("a store write failed after writing, group retried: {e}");
+                    op.answer(Err(e));
+                    group = kept.into_iter().chain(ops).collect();
+                    continue 'attempt;
+                }
             }
-            deliver
-        })
-        .collect()
+        }
+        let commit = conn.execute_batch("COMMIT").map_err(backend);
+        if commit.is_err() {
+            // Nothing of the group is durable: undo it and tell every caller.
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        for op in kept {
+            op.answer(match &commit {
+                Ok(()) => Ok(()),
+                Err(e) => Err(Error::Unavailable(format!("commit failed: {e}"))),
+            });
+        }
+        return;
+    }
 }
 
 /// Read connections, opened lazily, at most `max` at once kept.

@@ -22,8 +22,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use errand_core::store::{
-    Inserted, JobClaim, JobDelete, JobInsert, JobList, JobPrune, LeaseRenew, Renewed, Store,
-    Transition, Transitioned,
+    Claimed, Inserted, JobClaim, JobDelete, JobInsert, JobList, JobPrune, LeaseRenew, Renewed,
+    Store, Transition, Transitioned,
 };
 use errand_core::{Error, Job, JobId, QueueConfig, QueueInfo, QueueStats, Result, Timestamp};
 
@@ -117,25 +117,29 @@ impl Store for SqliteStore {
     async fn job_insert(&self, p: JobInsert) -> Result<Vec<Inserted>> {
         self.inner
             .writer
-            .write(move |c| ops::job_insert(c, p))
+            .write(move |c| ops::job_insert(c, &p))
             .await
     }
 
-    async fn job_claim(&self, p: JobClaim) -> Result<Vec<Job>> {
-        self.inner.writer.write(move |c| ops::job_claim(c, p)).await
+    async fn job_claim(&self, p: JobClaim) -> Result<Claimed> {
+        self.inner
+            .writer
+            .write(move |c| ops::job_claim(c, &p))
+            .await
     }
 
     async fn lease_renew(&self, p: LeaseRenew) -> Result<Renewed> {
         self.inner
             .writer
-            .write(move |c| ops::lease_renew(c, p))
+            .write(move |c| ops::lease_renew(c, &p))
             .await
     }
 
     async fn job_transition(&self, p: Vec<Transition>) -> Result<Vec<Result<Transitioned>>> {
+        let completions = ops::completions_json(&p)?;
         self.inner
             .writer
-            .write(move |c| ops::job_transition(c, p))
+            .write(move |c| ops::job_transition(c, &p, &completions))
             .await
     }
 
@@ -148,12 +152,14 @@ impl Store for SqliteStore {
 
     async fn job_promote_due(
         &self,
+        queue: &str,
         now: Timestamp,
         limit: usize,
     ) -> Result<Vec<(JobId, Transitioned)>> {
+        let queue = queue.to_string();
         self.inner
             .writer
-            .write(move |c| ops::job_promote_due(c, now, limit))
+            .write(move |c| ops::job_promote_due(c, &queue, now, limit))
             .await
     }
 
@@ -169,17 +175,20 @@ impl Store for SqliteStore {
     }
 
     async fn job_list(&self, p: JobList) -> Result<Vec<Job>> {
-        self.inner.readers.read(move |c| ops::job_list(c, p)).await
+        self.inner.readers.read(move |c| ops::job_list(c, &p)).await
     }
 
     async fn job_prune(&self, p: JobPrune) -> Result<u64> {
-        self.inner.writer.write(move |c| ops::job_prune(c, p)).await
+        self.inner
+            .writer
+            .write(move |c| ops::job_prune(c, &p))
+            .await
     }
 
     async fn job_delete(&self, p: JobDelete) -> Result<u64> {
         self.inner
             .writer
-            .write(move |c| ops::job_delete(c, p))
+            .write(move |c| ops::job_delete(c, &p))
             .await
     }
 

@@ -1,14 +1,14 @@
 //! The SQL of each store operation, as plain functions over a connection. Writes run inside the writer's
 //! group transaction; reads on a reader connection.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use errand_core::engine::raw_json;
 use errand_core::store::{
-    Attempts, Guard, Inserted, JobClaim, JobDelete, JobInsert, JobList, JobPrune, LeaseRenew,
-    Renewed, Transition, Transitioned,
+    Attempts, Claimed, Guard, Inserted, JobClaim, JobDelete, JobInsert, JobList, JobPrune,
+    LeaseRenew, Renewed, Transition, Transitioned,
 };
 use errand_core::{
     DeadReason, Error, ErrorRecord, Job, JobId, JobState, Lease, QueueConfig, QueueInfo,
@@ -96,7 +96,7 @@ fn json_text<T: serde::Serialize>(v: &T) -> Result<String> {
 
 // ---- writes ---------------------------------------------------------------------------------------
 
-pub(crate) fn job_insert(conn: &Connection, p: JobInsert) -> Result<Vec<Inserted>> {
+pub(crate) fn job_insert(conn: &Connection, p: &JobInsert) -> Result<Vec<Inserted>> {
     let mut out = Vec::with_capacity(p.jobs.len());
     let mut queues_seen: HashSet<&str> = HashSet::new();
     let mut register = conn
@@ -111,7 +111,7 @@ pub(crate) fn job_insert(conn: &Connection, p: JobInsert) -> Result<Vec<Inserted
         .map_err(backend)?;
     let mut insert = conn
         .prepare_cached(
-            "INSERT INTO jobs (id, queue, kind, payload, state, priority, run_at, max_attempts, \
+            "INSERT OR FAIL INTO jobs (id, queue, kind, payload, state, priority, run_at, max_attempts, \
              backoff, timeout_ms, heartbeat_ms, lease_ms, max_stalled, unique_key, group_key, \
              idempotency_key, created_at) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
@@ -163,19 +163,23 @@ pub(crate) fn job_insert(conn: &Connection, p: JobInsert) -> Result<Vec<Inserted
     Ok(out)
 }
 
-pub(crate) fn job_claim(conn: &Connection, p: JobClaim) -> Result<Vec<Job>> {
+pub(crate) fn job_claim(conn: &Connection, p: &JobClaim) -> Result<Claimed> {
     let limit = p.leases.len();
+    let mut promoted = Vec::new();
+    for q in &p.queues {
+        promoted.extend(job_promote_due(conn, q, p.now, p.promote_limit)?);
+    }
     let mut paused = conn
         .prepare_cached("SELECT paused FROM queues WHERE name = ?1")
         .map_err(backend)?;
     let mut candidates = conn
         .prepare_cached(
-            "SELECT priority, run_at, id FROM jobs WHERE queue = ?1 AND state = 'waiting' \
+            "SELECT priority, run_at, id, rowid FROM jobs WHERE queue = ?1 AND state = 'waiting' \
              ORDER BY priority, run_at, id LIMIT ?2",
         )
         .map_err(backend)?;
     // The best `limit` of each queue, merged: the overall best `limit` are among them.
-    let mut best: Vec<(i32, i64, String)> = Vec::new();
+    let mut best: Vec<(i32, i64, String, i64)> = Vec::new();
     for q in &p.queues {
         let is_paused: bool = paused
             .query_row([q], |r| r.get(0))
@@ -187,37 +191,57 @@ pub(crate) fn job_claim(conn: &Connection, p: JobClaim) -> Result<Vec<Job>> {
         }
         let rows = candidates
             .query_map(params![q, limit as i64], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
             })
             .map_err(backend)?;
         for row in rows {
             best.push(row.map_err(backend)?);
         }
     }
+    if best.is_empty() {
+        return Ok(Claimed {
+            promoted,
+            jobs: Vec::new(),
+        });
+    }
     best.sort();
     best.truncate(limit);
+    // One statement claims them all: per-row statements cost twice as much. The writer thread is the only
+    // writer, so the candidates cannot change between the SELECT above and this UPDATE.
+    let mut pairs = String::with_capacity(best.len() * 48);
+    pairs.push('[');
+    for (i, ((_, _, _, rowid), token)) in best.iter().zip(&p.leases).enumerate() {
+        if i > 0 {
+            pairs.push(',');
+        }
+        // Tokens are hex made by the engine: nothing to escape.
+        pairs.push_str(&format!("[{rowid},\"{token}\"]"));
+    }
+    pairs.push(']');
     let mut claim = conn
         .prepare_cached(&format!(
-            "UPDATE jobs SET state = 'active', attempts = attempts + 1, lease_token = ?2, \
-             worker_id = ?3, lease_expires_at = ?4 + lease_ms, deadline_at = ?4 + timeout_ms, \
-             started_at = ?4, cancel_requested = 0 \
-             WHERE id = ?1 AND state = 'waiting' RETURNING {JOB_COLUMNS}"
+            "UPDATE OR FAIL jobs SET state = 'active', attempts = attempts + 1, \
+             lease_token = c.c_token, worker_id = ?2, lease_expires_at = ?3 + lease_ms, \
+             deadline_at = ?3 + timeout_ms, started_at = ?3, cancel_requested = 0 \
+             FROM (SELECT value ->> 0 AS c_rowid, value ->> 1 AS c_token FROM json_each(?1)) AS c \
+             WHERE jobs.rowid = c.c_rowid AND jobs.state = 'waiting' RETURNING {JOB_COLUMNS}"
         ))
         .map_err(backend)?;
-    let mut jobs = Vec::with_capacity(best.len());
-    for ((_, _, id), token) in best.into_iter().zip(p.leases) {
-        let job = claim
-            .query_row(params![id, token, p.worker_id, p.now], job_from_row)
-            .map_err(backend)?;
-        jobs.push(job);
-    }
-    Ok(jobs)
+    let rows = claim
+        .query_map(params![pairs, p.worker_id, p.now], job_from_row)
+        .map_err(backend)?;
+    let mut jobs = rows
+        .map(|r| r.map_err(backend))
+        .collect::<Result<Vec<Job>>>()?;
+    // RETURNING has no order: restore best-first.
+    jobs.sort_by(|a, b| (a.priority, a.run_at, a.id).cmp(&(b.priority, b.run_at, b.id)));
+    Ok(Claimed { promoted, jobs })
 }
 
-pub(crate) fn lease_renew(conn: &Connection, p: LeaseRenew) -> Result<Renewed> {
+pub(crate) fn lease_renew(conn: &Connection, p: &LeaseRenew) -> Result<Renewed> {
     let mut renew = conn
         .prepare_cached(
-            "UPDATE jobs SET lease_expires_at = ?3 + lease_ms, progress = COALESCE(?4, progress) \
+            "UPDATE OR FAIL jobs SET lease_expires_at = ?3 + lease_ms, progress = COALESCE(?4, progress) \
              WHERE id = ?1 AND state = 'active' AND lease_token = ?2 AND lease_expires_at > ?3 \
              RETURNING lease_expires_at, cancel_requested",
         )
@@ -242,13 +266,74 @@ pub(crate) fn lease_renew(conn: &Connection, p: LeaseRenew) -> Result<Renewed> {
         .ok_or(Error::LeaseLost)
 }
 
+/// A plain completion: completed under a lease, with nothing else changed but the result.
+fn is_plain_completion(t: &Transition) -> bool {
+    matches!(t.guard, Guard::Lease(_))
+        && t.to == JobState::Completed
+        && t.run_at.is_none()
+        && t.error.is_none()
+        && t.dead_reason.is_none()
+        && t.attempts == Attempts::Keep
+        && !t.stalled
+}
+
+/// Encodes the plain completions among `ts` as `[[id, token, result?], ...]` for [`job_transition`]'s
+/// one-statement fast path. Done by the caller, off the writer thread.
+pub(crate) fn completions_json(ts: &[Transition]) -> Result<String> {
+    let rows: Vec<serde_json::Value> = ts
+        .iter()
+        .filter(|t| is_plain_completion(t))
+        .map(|t| {
+            let Guard::Lease(token) = &t.guard else {
+                unreachable!("filtered on plain completions")
+            };
+            let mut row = vec![
+                serde_json::Value::String(t.id.to_string()),
+                serde_json::Value::String(token.clone()),
+            ];
+            if let Some(r) = &t.result {
+                row.push(serde_json::from_str(r.get()).map_err(|e| Error::Backend(Box::new(e)))?);
+            }
+            Ok(serde_json::Value::Array(row))
+        })
+        .collect::<Result<_>>()?;
+    json_text(&rows)
+}
+
+/// Applies transitions. Completions — the bulk of the traffic — go through one set-based statement
+/// (`completions` is [`completions_json`] of `ts`): a per-row statement costs about twice as much.
+/// Everything else (failures, stalls, replays: the rare paths) goes row by row. Items whose guard
+/// failed are then looked at one by one to say why.
 pub(crate) fn job_transition(
     conn: &Connection,
-    ts: Vec<Transition>,
+    ts: &[Transition],
+    completions: &str,
 ) -> Result<Vec<Result<Transitioned>>> {
+    let mut completed: HashMap<String, (String, String, u32)> = HashMap::new();
+    if ts.iter().any(is_plain_completion) {
+        let mut complete = conn
+            .prepare_cached(
+                "UPDATE OR FAIL jobs SET state = 'completed', result = c.c_result, finished_at = ?2, \
+                 lease_expires_at = NULL, deadline_at = NULL \
+                 FROM (SELECT value ->> 0 AS c_id, value ->> 1 AS c_token, value -> 2 AS c_result \
+                       FROM json_each(?1)) AS c \
+                 WHERE jobs.id = c.c_id AND jobs.state = 'active' AND jobs.lease_token = c.c_token \
+                 RETURNING id, queue, kind, attempts",
+            )
+            .map_err(backend)?;
+        let rows = complete
+            .query_map(params![completions, ts[0].now], |r| {
+                Ok((r.get(0)?, (r.get(1)?, r.get(2)?, r.get(3)?)))
+            })
+            .map_err(backend)?;
+        for row in rows {
+            let (id, rest) = row.map_err(backend)?;
+            completed.insert(id, rest);
+        }
+    }
     let mut update = conn
         .prepare_cached(
-            "UPDATE jobs SET \
+            "UPDATE OR FAIL jobs SET \
                state = ?4, \
                run_at = COALESCE(?5, run_at), \
                result = COALESCE(?6, result), \
@@ -274,39 +359,51 @@ pub(crate) fn job_transition(
             Guard::Lease(token) => (JobState::Active, Some(token.as_str())),
             Guard::State(s) => (*s, None),
         };
-        let error = t.error.as_ref().map(json_text::<ErrorRecord>).transpose()?;
-        let attempts = match t.attempts {
-            Attempts::Keep => 0,
-            Attempts::GiveBack => 1,
-            Attempts::Reset => 2,
-        };
-        let applied = update
-            .query_row(
-                params![
-                    id,
-                    from.as_str(),
-                    token,
-                    t.to.as_str(),
-                    t.run_at,
-                    t.result.as_ref().map(|r| r.get()),
-                    error,
-                    t.dead_reason.map(DeadReason::as_str),
+        let applied = if is_plain_completion(t) {
+            // `remove`: if a batch names one job twice, only one of them applied.
+            completed
+                .remove(&id)
+                .map(|(queue, kind, attempts)| Transitioned {
+                    queue,
+                    kind,
+                    from,
                     attempts,
-                    t.stalled as i64,
-                    t.to.is_final(),
-                    t.now,
-                ],
-                |r| {
-                    Ok(Transitioned {
-                        queue: r.get(0)?,
-                        kind: r.get(1)?,
-                        from,
-                        attempts: r.get(2)?,
-                    })
-                },
-            )
-            .optional()
-            .map_err(backend)?;
+                })
+        } else {
+            let error = t.error.as_ref().map(json_text::<ErrorRecord>).transpose()?;
+            let attempts = match t.attempts {
+                Attempts::Keep => 0,
+                Attempts::GiveBack => 1,
+                Attempts::Reset => 2,
+            };
+            update
+                .query_row(
+                    params![
+                        id,
+                        from.as_str(),
+                        token,
+                        t.to.as_str(),
+                        t.run_at,
+                        t.result.as_ref().map(|r| r.get()),
+                        error,
+                        t.dead_reason.map(DeadReason::as_str),
+                        attempts,
+                        t.stalled as i64,
+                        t.to.is_final(),
+                        t.now,
+                    ],
+                    |r| {
+                        Ok(Transitioned {
+                            queue: r.get(0)?,
+                            kind: r.get(1)?,
+                            from,
+                            attempts: r.get(2)?,
+                        })
+                    },
+                )
+                .optional()
+                .map_err(backend)?
+        };
         out.push(match applied {
             Some(t) => Ok(t),
             None => {
@@ -329,7 +426,7 @@ pub(crate) fn job_transition(
 
 pub(crate) fn job_request_cancel(conn: &Connection, id: JobId) -> Result<Transitioned> {
     conn.prepare_cached(
-        "UPDATE jobs SET cancel_requested = 1 WHERE id = ?1 AND state = 'active' \
+        "UPDATE OR FAIL jobs SET cancel_requested = 1 WHERE id = ?1 AND state = 'active' \
          RETURNING queue, kind, attempts",
     )
     .map_err(backend)?
@@ -348,18 +445,20 @@ pub(crate) fn job_request_cancel(conn: &Connection, id: JobId) -> Result<Transit
 
 pub(crate) fn job_promote_due(
     conn: &Connection,
+    queue: &str,
     now: Timestamp,
     limit: usize,
 ) -> Result<Vec<(JobId, Transitioned)>> {
     let mut stmt = conn
         .prepare_cached(
-            "UPDATE jobs SET state = 'waiting' WHERE id IN \
-               (SELECT id FROM jobs WHERE state = 'delayed' AND run_at <= ?1 ORDER BY run_at LIMIT ?2) \
+            "UPDATE OR FAIL jobs SET state = 'waiting' WHERE id IN \
+               (SELECT id FROM jobs WHERE queue = ?1 AND state = 'delayed' AND run_at <= ?2 \
+                ORDER BY run_at LIMIT ?3) \
              RETURNING id, queue, kind, attempts",
         )
         .map_err(backend)?;
     let rows = stmt
-        .query_map(params![now, limit as i64], |r| {
+        .query_map(params![queue, now, limit as i64], |r| {
             Ok((
                 r.get::<_, String>(0)?,
                 Transitioned {
@@ -378,7 +477,10 @@ pub(crate) fn job_promote_due(
     .collect()
 }
 
-pub(crate) fn job_prune(conn: &Connection, p: JobPrune) -> Result<u64> {
+/// Retention walks `jobs_by_state` in id (creation) order rather than keeping an index of finish times,
+/// which every completion would pay for. Jobs finish roughly in the order they were created, so "the
+/// oldest" by id is, for retention, close enough to "the longest finished".
+pub(crate) fn job_prune(conn: &Connection, p: &JobPrune) -> Result<u64> {
     let mut deleted = 0u64;
     for state in &p.states {
         let budget = (p.limit as u64).saturating_sub(deleted);
@@ -389,7 +491,7 @@ pub(crate) fn job_prune(conn: &Connection, p: JobPrune) -> Result<u64> {
             deleted += conn
                 .prepare_cached(
                     "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE queue = ?1 \
-                     AND state = ?2 AND finished_at < ?3 ORDER BY finished_at LIMIT ?4)",
+                     AND state = ?2 AND finished_at < ?3 ORDER BY id LIMIT ?4)",
                 )
                 .map_err(backend)?
                 .execute(params![p.queue, state.as_str(), before, budget as i64])
@@ -399,10 +501,7 @@ pub(crate) fn job_prune(conn: &Connection, p: JobPrune) -> Result<u64> {
         if let (Some(keep), true) = (p.keep, budget > 0) {
             // The newest `keep` stay; the oldest beyond them go.
             let count: i64 = conn
-                .prepare_cached(
-                    "SELECT COUNT(*) FROM jobs WHERE queue = ?1 AND state = ?2 \
-                     AND finished_at IS NOT NULL",
-                )
+                .prepare_cached("SELECT COUNT(*) FROM jobs WHERE queue = ?1 AND state = ?2")
                 .map_err(backend)?
                 .query_row(params![p.queue, state.as_str()], |r| r.get(0))
                 .map_err(backend)?;
@@ -411,8 +510,7 @@ pub(crate) fn job_prune(conn: &Connection, p: JobPrune) -> Result<u64> {
                 deleted += conn
                     .prepare_cached(
                         "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE queue = ?1 \
-                         AND state = ?2 AND finished_at IS NOT NULL \
-                         ORDER BY finished_at, id LIMIT ?3)",
+                         AND state = ?2 ORDER BY id LIMIT ?3)",
                     )
                     .map_err(backend)?
                     .execute(params![p.queue, state.as_str(), excess as i64])
@@ -423,12 +521,12 @@ pub(crate) fn job_prune(conn: &Connection, p: JobPrune) -> Result<u64> {
     Ok(deleted)
 }
 
-pub(crate) fn job_delete(conn: &Connection, p: JobDelete) -> Result<u64> {
+pub(crate) fn job_delete(conn: &Connection, p: &JobDelete) -> Result<u64> {
     let mut stmt = conn
         .prepare_cached("DELETE FROM jobs WHERE id = ?1 AND state = ?2")
         .map_err(backend)?;
     let mut n = 0;
-    for (id, state) in p.ids {
+    for (id, state) in &p.ids {
         n += stmt
             .execute(params![id.to_string(), state.as_str()])
             .map_err(backend)? as u64;
@@ -438,7 +536,7 @@ pub(crate) fn job_delete(conn: &Connection, p: JobDelete) -> Result<u64> {
 
 pub(crate) fn queue_put(conn: &Connection, name: &str, config: &QueueConfig) -> Result<()> {
     conn.prepare_cached(
-        "INSERT INTO queues (name, config) VALUES (?1, ?2) \
+        "INSERT OR FAIL INTO queues (name, config) VALUES (?1, ?2) \
          ON CONFLICT (name) DO UPDATE SET config = excluded.config",
     )
     .map_err(backend)?
@@ -449,7 +547,7 @@ pub(crate) fn queue_put(conn: &Connection, name: &str, config: &QueueConfig) -> 
 
 pub(crate) fn queue_set_paused(conn: &Connection, name: &str, paused: bool) -> Result<()> {
     conn.prepare_cached(
-        "INSERT INTO queues (name, paused) VALUES (?1, ?2) \
+        "INSERT OR FAIL INTO queues (name, paused) VALUES (?1, ?2) \
          ON CONFLICT (name) DO UPDATE SET paused = excluded.paused",
     )
     .map_err(backend)?
@@ -463,10 +561,8 @@ pub(crate) fn queue_set_paused(conn: &Connection, name: &str, paused: bool) -> R
 pub(crate) fn job_expired(conn: &Connection, now: Timestamp, limit: usize) -> Result<Vec<Job>> {
     let mut stmt = conn
         .prepare_cached(&format!(
-            "SELECT {JOB_COLUMNS} FROM jobs WHERE id IN ( \
-               SELECT id FROM jobs WHERE state = 'active' AND lease_expires_at <= ?1 \
-               UNION SELECT id FROM jobs WHERE state = 'active' AND deadline_at <= ?1 \
-               LIMIT ?2)"
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE state = 'active' \
+             AND (lease_expires_at <= ?1 OR deadline_at <= ?1) LIMIT ?2"
         ))
         .map_err(backend)?;
     let rows = stmt
@@ -483,7 +579,7 @@ pub(crate) fn job_get(conn: &Connection, id: JobId) -> Result<Option<Job>> {
         .map_err(backend)
 }
 
-pub(crate) fn job_list(conn: &Connection, p: JobList) -> Result<Vec<Job>> {
+pub(crate) fn job_list(conn: &Connection, p: &JobList) -> Result<Vec<Job>> {
     let mut stmt = conn
         .prepare_cached(&format!(
             "SELECT {JOB_COLUMNS} FROM jobs WHERE queue = ?1 AND state = ?2 AND id > ?3 \

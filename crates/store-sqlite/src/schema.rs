@@ -53,15 +53,12 @@ const MIGRATIONS: &[&str] = &[
     );
     -- Claiming: the best due job of a queue is the first entry.
     CREATE INDEX jobs_ready ON jobs (queue, priority, run_at, id) WHERE state = 'waiting';
-    -- Promotion of due delayed jobs.
-    CREATE INDEX jobs_delayed ON jobs (run_at) WHERE state = 'delayed';
-    -- Reaping: expired leases and passed deadlines.
-    CREATE INDEX jobs_lease ON jobs (lease_expires_at) WHERE state = 'active';
-    CREATE INDEX jobs_deadline ON jobs (deadline_at) WHERE state = 'active';
+    -- Promotion of due delayed jobs, per queue (claims promote the queues they claim from).
+    CREATE INDEX jobs_delayed ON jobs (queue, run_at) WHERE state = 'delayed';
+    -- Reaping: the active jobs (as many as workers run at once), scanned for expired leases and deadlines.
+    CREATE INDEX jobs_active ON jobs (lease_expires_at) WHERE state = 'active';
     -- Listing and counting by state.
     CREATE INDEX jobs_by_state ON jobs (queue, state, id);
-    -- Retention.
-    CREATE INDEX jobs_finished ON jobs (queue, state, finished_at) WHERE finished_at IS NOT NULL;
     -- Unique keys.
     CREATE INDEX jobs_unique ON jobs (queue, unique_key) WHERE unique_key IS NOT NULL;
     "#,
