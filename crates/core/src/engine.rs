@@ -462,7 +462,8 @@ impl Engine {
             .job_claim(JobClaim {
                 queues: req.queues,
                 worker_id: req.worker_id,
-                leases: (0..req.limit).map(|_| new_lease_token()).collect(),
+                limit: req.limit,
+                lease: new_lease_token(),
                 now,
                 promote_limit: self.inner.config.batch_size,
             })

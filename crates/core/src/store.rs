@@ -64,9 +64,13 @@ pub enum Inserted {
     Existing { id: JobId, state: JobState },
 }
 
-/// Claim up to `leases.len()` due jobs from unpaused `queues`, best first: lower priority number, then
-/// earlier `run_at`, then lower id. Each claimed job gets the next token of `leases`, attempt + 1,
+/// Claim up to `limit` due jobs from unpaused `queues`, best first: lower priority number, then earlier
+/// `run_at`, then lower id. Each claimed job gets `lease` as its token, attempt + 1,
 /// `lease_expires_at = now + lease_ms`, `deadline_at = now + timeout_ms`.
+///
+/// The jobs of one claim share its token: every lease check pairs the token with the job id, and the
+/// jobs of one claim all go to the same worker, so sharing gives no one anything; the token is new for
+/// every claim, so a lease is never confused with an earlier lease of the same job.
 ///
 /// First, in the same transaction, the delayed jobs of `queues` due at `now` (at most `promote_limit`)
 /// become waiting, so that a job is claimable the moment it is due without another round trip.
@@ -74,7 +78,8 @@ pub enum Inserted {
 pub struct JobClaim {
     pub queues: Vec<String>,
     pub worker_id: String,
-    pub leases: Vec<LeaseToken>,
+    pub limit: usize,
+    pub lease: LeaseToken,
     pub now: Timestamp,
     pub promote_limit: usize,
 }

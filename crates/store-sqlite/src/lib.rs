@@ -125,7 +125,8 @@ impl Store for SqliteStore {
         self.inner
             .writer
             .write(move |c| ops::job_claim(c, &p))
-            .await
+            .await?
+            .decode()
     }
 
     async fn lease_renew(&self, p: LeaseRenew) -> Result<Renewed> {
@@ -168,14 +169,24 @@ impl Store for SqliteStore {
             .readers
             .read(move |c| ops::job_expired(c, now, limit))
             .await
+            .and_then(ops::decode_all)
     }
 
     async fn job_get(&self, id: JobId) -> Result<Option<Job>> {
-        self.inner.readers.read(move |c| ops::job_get(c, id)).await
+        self.inner
+            .readers
+            .read(move |c| ops::job_get(c, id))
+            .await?
+            .map(ops::JobRow::decode)
+            .transpose()
     }
 
     async fn job_list(&self, p: JobList) -> Result<Vec<Job>> {
-        self.inner.readers.read(move |c| ops::job_list(c, &p)).await
+        self.inner
+            .readers
+            .read(move |c| ops::job_list(c, &p))
+            .await
+            .and_then(ops::decode_all)
     }
 
     async fn job_prune(&self, p: JobPrune) -> Result<u64> {

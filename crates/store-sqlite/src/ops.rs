@@ -23,71 +23,140 @@ pub(crate) const JOB_COLUMNS: &str = "id, queue, kind, payload, state, priority,
     group_key, idempotency_key, progress, result, errors, dead_reason, cancel_requested, lease_token, \
     worker_id, lease_expires_at, deadline_at, created_at, started_at, finished_at";
 
-fn corrupt(what: &str, detail: impl std::fmt::Display) -> rusqlite::Error {
-    rusqlite::Error::FromSqlConversionFailure(
-        0,
-        rusqlite::types::Type::Text,
-        format!("stored {what} is invalid: {detail}").into(),
-    )
+/// A `jobs` row as SQLite gave it: copied out by the writer thread, decoded into a [`Job`] by the caller
+/// (off the writer, whose time is the store's throughput).
+#[derive(Debug)]
+pub(crate) struct JobRow {
+    id: String,
+    queue: String,
+    kind: String,
+    payload: String,
+    state: String,
+    priority: i32,
+    run_at: i64,
+    attempts: u32,
+    max_attempts: u32,
+    backoff: String,
+    timeout_ms: i64,
+    heartbeat_ms: Option<i64>,
+    lease_ms: i64,
+    max_stalled: u32,
+    stalls: u32,
+    unique_key: Option<String>,
+    group_key: Option<String>,
+    idempotency_key: String,
+    progress: Option<String>,
+    result: Option<String>,
+    errors: Option<String>,
+    dead_reason: Option<String>,
+    cancel_requested: bool,
+    lease_token: Option<String>,
+    worker_id: Option<String>,
+    lease_expires_at: Option<i64>,
+    deadline_at: Option<i64>,
+    created_at: i64,
+    started_at: Option<i64>,
+    finished_at: Option<i64>,
 }
 
-fn raw(s: String) -> rusqlite::Result<Box<serde_json::value::RawValue>> {
-    raw_json(s).map_err(|e| corrupt("JSON", e))
-}
-
-pub(crate) fn job_from_row(r: &Row<'_>) -> rusqlite::Result<Job> {
-    let id: String = r.get(0)?;
-    let state: String = r.get(4)?;
-    let backoff: String = r.get(9)?;
-    let errors: Option<String> = r.get(20)?;
-    let dead_reason: Option<String> = r.get(21)?;
-    let lease_token: Option<String> = r.get(23)?;
-    let lease_expires_at: Option<i64> = r.get(25)?;
-    let state = JobState::parse(&state).ok_or_else(|| corrupt("state", &state))?;
-    let lease = match (state, lease_expires_at) {
-        (JobState::Active, Some(expires_at)) => Some(Lease {
-            token: lease_token.clone().unwrap_or_default(),
-            worker_id: r.get::<_, Option<String>>(24)?.unwrap_or_default(),
-            expires_at,
-            deadline_at: r.get::<_, Option<i64>>(26)?.unwrap_or(expires_at),
-        }),
-        _ => None,
-    };
-    Ok(Job {
-        id: id.parse().map_err(|e| corrupt("id", e))?,
+/// Reads a row selected with [`JOB_COLUMNS`].
+pub(crate) fn job_row(r: &Row<'_>) -> rusqlite::Result<JobRow> {
+    Ok(JobRow {
+        id: r.get(0)?,
         queue: r.get(1)?,
         kind: r.get(2)?,
-        payload: raw(r.get(3)?)?,
-        state,
+        payload: r.get(3)?,
+        state: r.get(4)?,
         priority: r.get(5)?,
         run_at: r.get(6)?,
         attempts: r.get(7)?,
         max_attempts: r.get(8)?,
-        backoff: serde_json::from_str(&backoff).map_err(|e| corrupt("backoff", e))?,
-        timeout_ms: r.get::<_, i64>(10)? as u64,
-        heartbeat_ms: r.get::<_, Option<i64>>(11)?.map(|h| h as u64),
-        lease_ms: r.get::<_, i64>(12)? as u64,
+        backoff: r.get(9)?,
+        timeout_ms: r.get(10)?,
+        heartbeat_ms: r.get(11)?,
+        lease_ms: r.get(12)?,
         max_stalled: r.get(13)?,
         stalls: r.get(14)?,
         unique_key: r.get(15)?,
         group_key: r.get(16)?,
         idempotency_key: r.get(17)?,
-        progress: r.get::<_, Option<String>>(18)?.map(raw).transpose()?,
-        result: r.get::<_, Option<String>>(19)?.map(raw).transpose()?,
-        errors: match errors {
-            Some(e) => serde_json::from_str(&e).map_err(|e| corrupt("errors", e))?,
-            None => Vec::new(),
-        },
-        dead_reason: dead_reason
-            .map(|d| DeadReason::parse(&d).ok_or_else(|| corrupt("dead_reason", d)))
-            .transpose()?,
+        progress: r.get(18)?,
+        result: r.get(19)?,
+        errors: r.get(20)?,
+        dead_reason: r.get(21)?,
         cancel_requested: r.get(22)?,
-        lease,
-        last_lease_token: lease_token,
+        lease_token: r.get(23)?,
+        worker_id: r.get(24)?,
+        lease_expires_at: r.get(25)?,
+        deadline_at: r.get(26)?,
         created_at: r.get(27)?,
         started_at: r.get(28)?,
         finished_at: r.get(29)?,
     })
+}
+
+fn corrupt_field(what: &str, detail: impl std::fmt::Display) -> Error {
+    Error::Backend(format!("stored {what} is invalid: {detail}").into())
+}
+
+impl JobRow {
+    /// Decodes the row. A row that does not decode is corruption, reported as a backend error.
+    pub(crate) fn decode(self) -> Result<Job> {
+        let state =
+            JobState::parse(&self.state).ok_or_else(|| corrupt_field("state", &self.state))?;
+        let lease = match (state, self.lease_expires_at) {
+            (JobState::Active, Some(expires_at)) => Some(Lease {
+                token: self.lease_token.clone().unwrap_or_default(),
+                worker_id: self.worker_id.unwrap_or_default(),
+                expires_at,
+                deadline_at: self.deadline_at.unwrap_or(expires_at),
+            }),
+            _ => None,
+        };
+        let json = |what: &str, s: String| raw_json(s).map_err(|e| corrupt_field(what, e));
+        Ok(Job {
+            id: self.id.parse().map_err(|e| corrupt_field("id", e))?,
+            queue: self.queue,
+            kind: self.kind,
+            payload: json("payload", self.payload)?,
+            state,
+            priority: self.priority,
+            run_at: self.run_at,
+            attempts: self.attempts,
+            max_attempts: self.max_attempts,
+            backoff: serde_json::from_str(&self.backoff)
+                .map_err(|e| corrupt_field("backoff", e))?,
+            timeout_ms: self.timeout_ms as u64,
+            heartbeat_ms: self.heartbeat_ms.map(|h| h as u64),
+            lease_ms: self.lease_ms as u64,
+            max_stalled: self.max_stalled,
+            stalls: self.stalls,
+            unique_key: self.unique_key,
+            group_key: self.group_key,
+            idempotency_key: self.idempotency_key,
+            progress: self.progress.map(|p| json("progress", p)).transpose()?,
+            result: self.result.map(|r| json("result", r)).transpose()?,
+            errors: match self.errors {
+                Some(e) => serde_json::from_str(&e).map_err(|e| corrupt_field("errors", e))?,
+                None => Vec::new(),
+            },
+            dead_reason: self
+                .dead_reason
+                .map(|d| DeadReason::parse(&d).ok_or_else(|| corrupt_field("dead_reason", d)))
+                .transpose()?,
+            cancel_requested: self.cancel_requested,
+            lease,
+            last_lease_token: self.lease_token,
+            created_at: self.created_at,
+            started_at: self.started_at,
+            finished_at: self.finished_at,
+        })
+    }
+}
+
+/// Decodes rows, keeping the first error.
+pub(crate) fn decode_all(rows: Vec<JobRow>) -> Result<Vec<Job>> {
+    rows.into_iter().map(JobRow::decode).collect()
 }
 
 fn json_text<T: serde::Serialize>(v: &T) -> Result<String> {
@@ -163,8 +232,8 @@ pub(crate) fn job_insert(conn: &Connection, p: &JobInsert) -> Result<Vec<Inserte
     Ok(out)
 }
 
-pub(crate) fn job_claim(conn: &Connection, p: &JobClaim) -> Result<Claimed> {
-    let limit = p.leases.len();
+pub(crate) fn job_claim(conn: &Connection, p: &JobClaim) -> Result<ClaimedRows> {
+    let limit = p.limit;
     let mut promoted = Vec::new();
     for q in &p.queues {
         promoted.extend(job_promote_due(conn, q, p.now, p.promote_limit)?);
@@ -199,43 +268,60 @@ pub(crate) fn job_claim(conn: &Connection, p: &JobClaim) -> Result<Claimed> {
         }
     }
     if best.is_empty() {
-        return Ok(Claimed {
+        return Ok(ClaimedRows {
             promoted,
-            jobs: Vec::new(),
+            rows: Vec::new(),
         });
     }
     best.sort();
     best.truncate(limit);
-    // One statement claims them all: per-row statements cost twice as much. The writer thread is the only
-    // writer, so the candidates cannot change between the SELECT above and this UPDATE.
-    let mut pairs = String::with_capacity(best.len() * 48);
-    pairs.push('[');
-    for (i, ((_, _, _, rowid), token)) in best.iter().zip(&p.leases).enumerate() {
+    // One statement claims them all (per-row statements cost twice as much), named by rowid: a JSON list
+    // of integers is the cheapest set to pass. The writer thread is the only writer, so the candidates
+    // cannot change between the SELECT above and this UPDATE.
+    let mut rowids = String::with_capacity(best.len() * 8 + 2);
+    rowids.push('[');
+    for (i, (_, _, _, rowid)) in best.iter().enumerate() {
         if i > 0 {
-            pairs.push(',');
+            rowids.push(',');
         }
-        // Tokens are hex made by the engine: nothing to escape.
-        pairs.push_str(&format!("[{rowid},\"{token}\"]"));
+        rowids.push_str(&rowid.to_string());
     }
-    pairs.push(']');
+    rowids.push(']');
     let mut claim = conn
         .prepare_cached(&format!(
             "UPDATE OR FAIL jobs SET state = 'active', attempts = attempts + 1, \
-             lease_token = c.c_token, worker_id = ?2, lease_expires_at = ?3 + lease_ms, \
-             deadline_at = ?3 + timeout_ms, started_at = ?3, cancel_requested = 0 \
-             FROM (SELECT value ->> 0 AS c_rowid, value ->> 1 AS c_token FROM json_each(?1)) AS c \
-             WHERE jobs.rowid = c.c_rowid AND jobs.state = 'waiting' RETURNING {JOB_COLUMNS}"
+             lease_token = ?2, worker_id = ?3, lease_expires_at = ?4 + lease_ms, \
+             deadline_at = ?4 + timeout_ms, started_at = ?4, cancel_requested = 0 \
+             WHERE rowid IN (SELECT value FROM json_each(?1)) AND state = 'waiting' \
+             RETURNING {JOB_COLUMNS}"
         ))
         .map_err(backend)?;
     let rows = claim
-        .query_map(params![pairs, p.worker_id, p.now], job_from_row)
+        .query_map(params![rowids, p.lease, p.worker_id, p.now], job_row)
         .map_err(backend)?;
-    let mut jobs = rows
+    let rows = rows
         .map(|r| r.map_err(backend))
-        .collect::<Result<Vec<Job>>>()?;
-    // RETURNING has no order: restore best-first.
-    jobs.sort_by(|a, b| (a.priority, a.run_at, a.id).cmp(&(b.priority, b.run_at, b.id)));
-    Ok(Claimed { promoted, jobs })
+        .collect::<Result<Vec<JobRow>>>()?;
+    Ok(ClaimedRows { promoted, rows })
+}
+
+/// A claim as the writer returns it; [`ClaimedRows::decode`] makes it a [`Claimed`].
+#[derive(Debug)]
+pub(crate) struct ClaimedRows {
+    promoted: Vec<(JobId, Transitioned)>,
+    rows: Vec<JobRow>,
+}
+
+impl ClaimedRows {
+    pub(crate) fn decode(self) -> Result<Claimed> {
+        let mut jobs = decode_all(self.rows)?;
+        // RETURNING has no order: restore best-first.
+        jobs.sort_by(|a, b| (a.priority, a.run_at, a.id).cmp(&(b.priority, b.run_at, b.id)));
+        Ok(Claimed {
+            promoted: self.promoted,
+            jobs,
+        })
+    }
 }
 
 pub(crate) fn lease_renew(conn: &Connection, p: &LeaseRenew) -> Result<Renewed> {
@@ -558,28 +644,31 @@ pub(crate) fn queue_set_paused(conn: &Connection, name: &str, paused: bool) -> R
 
 // ---- reads ----------------------------------------------------------------------------------------
 
-pub(crate) fn job_expired(conn: &Connection, now: Timestamp, limit: usize) -> Result<Vec<Job>> {
+/// Active jobs are few (as many as workers run at once), so they are found through `jobs_by_state` for
+/// every known queue rather than through an index of their own that every claim and completion would
+/// pay for.
+pub(crate) fn job_expired(conn: &Connection, now: Timestamp, limit: usize) -> Result<Vec<JobRow>> {
     let mut stmt = conn
         .prepare_cached(&format!(
-            "SELECT {JOB_COLUMNS} FROM jobs WHERE state = 'active' \
-             AND (lease_expires_at <= ?1 OR deadline_at <= ?1) LIMIT ?2"
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE queue IN (SELECT name FROM queues) \
+             AND state = 'active' AND (lease_expires_at <= ?1 OR deadline_at <= ?1) LIMIT ?2"
         ))
         .map_err(backend)?;
     let rows = stmt
-        .query_map(params![now, limit as i64], job_from_row)
+        .query_map(params![now, limit as i64], job_row)
         .map_err(backend)?;
     rows.map(|r| r.map_err(backend)).collect()
 }
 
-pub(crate) fn job_get(conn: &Connection, id: JobId) -> Result<Option<Job>> {
+pub(crate) fn job_get(conn: &Connection, id: JobId) -> Result<Option<JobRow>> {
     conn.prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"))
         .map_err(backend)?
-        .query_row([id.to_string()], job_from_row)
+        .query_row([id.to_string()], job_row)
         .optional()
         .map_err(backend)
 }
 
-pub(crate) fn job_list(conn: &Connection, p: &JobList) -> Result<Vec<Job>> {
+pub(crate) fn job_list(conn: &Connection, p: &JobList) -> Result<Vec<JobRow>> {
     let mut stmt = conn
         .prepare_cached(&format!(
             "SELECT {JOB_COLUMNS} FROM jobs WHERE queue = ?1 AND state = ?2 AND id > ?3 \
@@ -590,7 +679,7 @@ pub(crate) fn job_list(conn: &Connection, p: &JobList) -> Result<Vec<Job>> {
     let rows = stmt
         .query_map(
             params![p.queue, p.state.as_str(), after, p.kind, p.limit as i64],
-            job_from_row,
+            job_row,
         )
         .map_err(backend)?;
     rows.map(|r| r.map_err(backend)).collect()
@@ -601,7 +690,13 @@ fn queue_from_row(r: &Row<'_>) -> rusqlite::Result<QueueInfo> {
     Ok(QueueInfo {
         name: r.get(0)?,
         config: match config {
-            Some(c) => serde_json::from_str(&c).map_err(|e| corrupt("queue config", e))?,
+            Some(c) => serde_json::from_str(&c).map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    1,
+                    rusqlite::types::Type::Text,
+                    format!("stored queue config is invalid: {e}").into(),
+                )
+            })?,
             None => QueueConfig::default(),
         },
         paused: r.get(2)?,

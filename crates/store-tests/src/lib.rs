@@ -4,7 +4,7 @@
 //! A store crate provides an async function that returns a [`Fixture`] over a fresh, empty store, and
 //! expands [`conformance_suite!`] in an integration test:
 //!
-//! ```ignore
+//! ```text
 //! async fn fresh() -> errand_store_tests::Fixture { /* new temp dir, open store */ }
 //! errand_store_tests::conformance_suite!(fresh);
 //! ```
