@@ -147,12 +147,17 @@ pub struct Page {
     pub next: Option<JobId>,
 }
 
-/// What one maintenance pass did.
+/// What one maintenance pass did: changes that applied, not ones it attempted (a worker that acknowledged
+/// a job in the meantime wins, and that job is not counted).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MaintenanceReport {
+    /// Delayed jobs that became waiting.
     pub promoted: u64,
+    /// Active jobs whose lease expired: back to waiting, or dead after too many stalls.
     pub stalled: u64,
+    /// Active jobs past their timeout: the attempt failed.
     pub timed_out: u64,
+    /// Finished jobs removed by retention.
     pub pruned: u64,
 }
 
@@ -959,29 +964,31 @@ impl Engine {
             let expired = self.inner.store.job_expired(now, batch).await?;
             let full = expired.len() == batch;
             let mut plans = Vec::with_capacity(expired.len());
+            let mut timed_out = Vec::with_capacity(expired.len());
             for job in &expired {
                 let Some(lease) = &job.lease else { continue };
                 let guard = Guard::Lease(lease.token.clone());
-                if lease.deadline_at <= now {
-                    report.timed_out += 1;
+                let timeout = lease.deadline_at <= now;
+                timed_out.push(timeout);
+                plans.push(if timeout {
                     let msg = format!(
                         "attempt {} timed out after {} ms",
                         job.attempts, job.timeout_ms
                     );
-                    plans.push(self.after_failed_attempt(
-                        job,
-                        guard,
-                        ErrorKind::Timeout,
-                        msg,
-                        None,
-                        now,
-                    ));
+                    self.after_failed_attempt(job, guard, ErrorKind::Timeout, msg, None, now)
                 } else {
-                    report.stalled += 1;
-                    plans.push(self.after_stall(job, guard, now));
+                    self.after_stall(job, guard, now)
+                });
+            }
+            // Count what applied: a worker may have acknowledged a job since we read it, and then its
+            // guard failed and the job is not ours to count.
+            for (applied, timeout) in self.apply(plans).await?.into_iter().zip(timed_out) {
+                match (applied.is_ok(), timeout) {
+                    (true, true) => report.timed_out += 1,
+                    (true, false) => report.stalled += 1,
+                    (false, _) => {}
                 }
             }
-            self.apply(plans).await?;
             if !full {
                 break;
             }

@@ -416,3 +416,43 @@ impl QueueStats {
         *slot = n;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exponential_backoff_doubles_from_the_first_failure() {
+        let b = Backoff::exponential(1_000);
+        let delays: Vec<u64> = (1..=5).map(|n| b.delay_after(n, 0.0)).collect();
+        assert_eq!(delays, vec![1_000, 2_000, 4_000, 8_000, 16_000]);
+    }
+
+    #[test]
+    fn backoff_saturates_instead_of_overflowing_and_honours_its_cap() {
+        let b = Backoff::exponential(u64::MAX / 2);
+        assert_eq!(b.delay_after(200, 0.0) as f64, u64::MAX as f64);
+        let capped = Backoff::exponential(1_000).with_max(60_000);
+        assert_eq!(capped.delay_after(100, 0.0), 60_000);
+        assert_eq!(Backoff::fixed(7).delay_after(1_000, 0.0), 7);
+    }
+
+    #[test]
+    fn jitter_takes_off_at_most_its_fraction() {
+        let b = Backoff::fixed(10_000).with_jitter(0.25);
+        assert_eq!(b.delay_after(1, 0.0), 10_000);
+        assert_eq!(b.delay_after(1, 1.0), 7_500);
+        assert_eq!(b.delay_after(1, 0.5), 8_750);
+        // Out-of-range inputs are clamped, never negative or larger than the delay.
+        assert_eq!(Backoff::fixed(100).with_jitter(5.0).delay_after(1, 2.0), 0);
+    }
+
+    #[test]
+    fn states_round_trip_through_their_names() {
+        for s in JobState::ALL {
+            assert_eq!(JobState::parse(s.as_str()), Some(s));
+        }
+        assert_eq!(JobState::parse("stalled"), None);
+        assert!(JobState::Dead.is_final() && !JobState::Delayed.is_final());
+    }
+}

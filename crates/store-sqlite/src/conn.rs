@@ -122,20 +122,34 @@ pub(crate) fn open_connection(path: &Path, sync: SyncMode, reader: bool) -> Resu
     Ok(conn)
 }
 
-/// The writer thread's handle. Dropping the last one stops the thread after it answers what it holds.
-#[derive(Debug, Clone)]
+/// The writer thread's handle. Dropping it lets the thread answer what it holds, checkpoint, and close
+/// the connection, and waits for that: whoever opens the file next finds it complete and unused.
+#[derive(Debug)]
 pub(crate) struct Writer {
-    tx: mpsc::Sender<Box<dyn WriteOp>>,
+    tx: Option<mpsc::Sender<Box<dyn WriteOp>>>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.tx.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 impl Writer {
     pub(crate) fn start(conn: Connection) -> Result<Self> {
         let (tx, rx) = mpsc::channel::<Box<dyn WriteOp>>();
-        thread::Builder::new()
+        let thread = thread::Builder::new()
             .name("errand-sqlite-writer".into())
             .spawn(move || writer_loop(conn, rx))
             .map_err(|e| Error::Backend(Box::new(e)))?;
-        Ok(Writer { tx })
+        Ok(Writer {
+            tx: Some(tx),
+            thread: Some(thread),
+        })
     }
 
     /// Runs `f` in the next group's transaction and answers once that transaction is durable. `f` may run
@@ -151,6 +165,8 @@ impl Writer {
             reply,
         });
         self.tx
+            .as_ref()
+            .ok_or_else(|| Error::Unavailable("the store is closed".into()))?
             .send(op)
             .map_err(|_| Error::Unavailable("the store is closed".into()))?;
         rx.await

@@ -55,6 +55,7 @@ pub struct SqliteStore {
 
 #[derive(Debug)]
 struct Inner {
+    // Fields drop in order: the writer thread is joined before the lock below is released.
     writer: Writer,
     readers: Readers,
     path: PathBuf,

@@ -316,7 +316,7 @@ impl ClaimedRows {
     pub(crate) fn decode(self) -> Result<Claimed> {
         let mut jobs = decode_all(self.rows)?;
         // RETURNING has no order: restore best-first.
-        jobs.sort_by(|a, b| (a.priority, a.run_at, a.id).cmp(&(b.priority, b.run_at, b.id)));
+        jobs.sort_by_key(|j| (j.priority, j.run_at, j.id));
         Ok(Claimed {
             promoted: self.promoted,
             jobs,

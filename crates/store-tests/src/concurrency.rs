@@ -80,7 +80,7 @@ pub async fn eight_claimers_claim_ten_thousand_jobs_exactly_once(f: Fixture) {
     for t in tasks {
         t.await.unwrap();
     }
-    let claimed = claimed.lock().unwrap();
+    let claimed = std::mem::take(&mut *claimed.lock().unwrap());
     let unique: HashSet<_> = claimed.iter().collect();
     assert_eq!(claimed.len() as u64, N, "no job claimed twice");
     assert_eq!(unique.len() as u64, N, "every job claimed");
@@ -95,8 +95,10 @@ pub async fn concurrent_acks_and_reaper_record_one_outcome(f: Fixture) {
     e.enqueue_many(
         (0..N)
             .map(|i| {
+                // A promised heartbeat, so that an expired lease is a stall rather than a timeout.
                 job("race", i).with_options(JobOptions {
                     max_stalled: Some(10),
+                    heartbeat_ms: Some(1_000),
                     ..Default::default()
                 })
             })

@@ -11,6 +11,9 @@
 //!
 //! Each check becomes its own `#[tokio::test]`. Checks drive time with a [`ManualClock`]; none sleeps.
 
+// This crate is test code run by other crates' tests: a failed unwrap is a failed check.
+#![allow(clippy::unwrap_used)]
+
 use std::any::Any;
 use std::sync::Arc;
 
