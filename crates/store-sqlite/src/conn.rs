@@ -189,10 +189,15 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Box<dyn WriteOp>>) {
     let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);");
 }
 
+/// Runs a statement without parsing it again each time (BEGIN and COMMIT run once per group).
+fn exec_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
+}
+
 /// Runs a group in one transaction and answers every operation of it.
 fn commit_group(conn: &Connection, mut group: Vec<Box<dyn WriteOp>>) {
     'attempt: while !group.is_empty() {
-        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        if let Err(e) = exec_cached(conn, "BEGIN IMMEDIATE") {
             let e = backend(e);
             for op in group {
                 op.answer(Err(Error::Unavailable(format!(
@@ -211,7 +216,7 @@ fn commit_group(conn: &Connection, mut group: Vec<Box<dyn WriteOp>>) {
                 Err(e) if conn.total_changes() == before => op.answer(Err(e)),
                 Err(e) => {
                     // Failed half-way: undo the group, answer this one, run the rest again.
-                    let _ = conn.execute_batch("ROLLBACK");
+                    let _ = exec_cached(conn, "ROLLBACK");
                     tracing::warn!("a store write failed after writing, group retried: {e}");
                     op.answer(Err(e));
                     group = kept.into_iter().chain(ops).collect();
@@ -219,10 +224,10 @@ fn commit_group(conn: &Connection, mut group: Vec<Box<dyn WriteOp>>) {
                 }
             }
         }
-        let commit = conn.execute_batch("COMMIT").map_err(backend);
+        let commit = exec_cached(conn, "COMMIT").map_err(backend);
         if commit.is_err() {
             // Nothing of the group is durable: undo it and tell every caller.
-            let _ = conn.execute_batch("ROLLBACK");
+            let _ = exec_cached(conn, "ROLLBACK");
         }
         for op in kept {
             op.answer(match &commit {

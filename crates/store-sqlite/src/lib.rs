@@ -116,9 +116,10 @@ fn lock_path(db: &Path) -> PathBuf {
 #[async_trait]
 impl Store for SqliteStore {
     async fn job_insert(&self, p: JobInsert) -> Result<Vec<Inserted>> {
+        let rows = ops::insert_rows(&p)?;
         self.inner
             .writer
-            .write(move |c| ops::job_insert(c, &p))
+            .write(move |c| ops::job_insert(c, &p, &rows))
             .await
     }
 

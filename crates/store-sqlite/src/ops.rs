@@ -165,12 +165,99 @@ fn json_text<T: serde::Serialize>(v: &T) -> Result<String> {
 
 // ---- writes ---------------------------------------------------------------------------------------
 
-pub(crate) fn job_insert(conn: &Connection, p: &JobInsert) -> Result<Vec<Inserted>> {
-    let mut out = Vec::with_capacity(p.jobs.len());
-    let mut queues_seen: HashSet<&str> = HashSet::new();
+/// What a [`JobSpec`](errand_core::store::JobSpec) needs encoded for its row, done by the caller so
+/// that the writer thread only binds.
+#[derive(Debug)]
+pub(crate) struct InsertRow {
+    id: String,
+    backoff: String,
+    timeout_ms: i64,
+    heartbeat_ms: Option<i64>,
+    lease_ms: i64,
+}
+
+/// Encodes the rows of an insert, off the writer thread.
+pub(crate) fn insert_rows(p: &JobInsert) -> Result<Vec<InsertRow>> {
+    p.jobs
+        .iter()
+        .map(|j| {
+            Ok(InsertRow {
+                id: j.id.to_string(),
+                backoff: json_text(&j.backoff)?,
+                timeout_ms: j.timeout_ms as i64,
+                heartbeat_ms: j.heartbeat_ms.map(|h| h as i64),
+                lease_ms: j.lease_ms as i64,
+            })
+        })
+        .collect()
+}
+
+const INSERT_COLUMNS: &str = "id, queue, kind, payload, state, priority, run_at, max_attempts, \
+    backoff, timeout_ms, heartbeat_ms, lease_ms, max_stalled, unique_key, group_key, idempotency_key, \
+    created_at";
+const INSERT_ARITY: usize = 17;
+/// Rows per multi-row INSERT: fewer statements, while staying far below SQLite's 32,766 parameters.
+const INSERT_CHUNK: usize = 64;
+
+/// Inserts a batch (`rows` is [`insert_rows`] of `p`). Jobs without a unique key go in with multi-row
+/// statements; jobs with one are checked and inserted one by one after them, so that a key is resolved
+/// against everything before it, including earlier jobs of the same batch.
+pub(crate) fn job_insert(
+    conn: &Connection,
+    p: &JobInsert,
+    rows: &[InsertRow],
+) -> Result<Vec<Inserted>> {
     let mut register = conn
         .prepare_cached("INSERT OR IGNORE INTO queues (name) VALUES (?1)")
         .map_err(backend)?;
+    let mut queues_seen: HashSet<&str> = HashSet::new();
+    for job in &p.jobs {
+        if queues_seen.insert(job.queue.as_str()) {
+            register.execute([&job.queue]).map_err(backend)?;
+        }
+    }
+    let (plain, unique): (Vec<usize>, Vec<usize>) =
+        (0..p.jobs.len()).partition(|&i| p.jobs[i].unique_key.is_none());
+    for chunk in plain.chunks(INSERT_CHUNK) {
+        let payloads: Vec<&str> = chunk.iter().map(|&i| p.jobs[i].payload.get()).collect();
+        let states: Vec<&str> = chunk.iter().map(|&i| p.jobs[i].state.as_str()).collect();
+        let mut params: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(chunk.len() * INSERT_ARITY);
+        for (k, &i) in chunk.iter().enumerate() {
+            let (j, r) = (&p.jobs[i], &rows[i]);
+            params.extend([
+                &r.id as &dyn rusqlite::ToSql,
+                &j.queue,
+                &j.kind,
+                &payloads[k],
+                &states[k],
+                &j.priority,
+                &j.run_at,
+                &j.max_attempts,
+                &r.backoff,
+                &r.timeout_ms,
+                &r.heartbeat_ms,
+                &r.lease_ms,
+                &j.max_stalled,
+                &j.unique_key,
+                &j.group_key,
+                &j.idempotency_key,
+                &j.created_at,
+            ]);
+        }
+        let one = format!("({})", vec!["?"; INSERT_ARITY].join(", "));
+        let sql = format!(
+            "INSERT OR FAIL INTO jobs ({INSERT_COLUMNS}) VALUES {}",
+            vec![one; chunk.len()].join(", ")
+        );
+        conn.prepare_cached(&sql)
+            .map_err(backend)?
+            .execute(params.as_slice())
+            .map_err(backend)?;
+    }
+    let mut out = vec![Inserted::New; p.jobs.len()];
+    if unique.is_empty() {
+        return Ok(out);
+    }
     let mut find_unique = conn
         .prepare_cached(
             "SELECT id, state FROM jobs WHERE queue = ?1 AND unique_key = ?2 \
@@ -179,36 +266,31 @@ pub(crate) fn job_insert(conn: &Connection, p: &JobInsert) -> Result<Vec<Inserte
         )
         .map_err(backend)?;
     let mut insert = conn
-        .prepare_cached(
-            "INSERT OR FAIL INTO jobs (id, queue, kind, payload, state, priority, run_at, max_attempts, \
-             backoff, timeout_ms, heartbeat_ms, lease_ms, max_stalled, unique_key, group_key, \
-             idempotency_key, created_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
-        )
+        .prepare_cached(&format!(
+            "INSERT OR FAIL INTO jobs ({INSERT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, \
+             ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
+        ))
         .map_err(backend)?;
-    for job in &p.jobs {
-        if queues_seen.insert(job.queue.as_str()) {
-            register.execute([&job.queue]).map_err(backend)?;
-        }
-        if let Some(key) = &job.unique_key {
-            let existing = find_unique
-                .query_row(params![job.queue, key, job.unique_finished_since], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-                })
-                .optional()
-                .map_err(backend)?;
-            if let Some((id, state)) = existing {
-                out.push(Inserted::Existing {
-                    id: id.parse().map_err(|e| Error::Backend(Box::new(e)))?,
-                    state: JobState::parse(&state)
-                        .ok_or_else(|| Error::Backend(format!("bad state {state}").into()))?,
-                });
-                continue;
-            }
+    for i in unique {
+        let (job, r) = (&p.jobs[i], &rows[i]);
+        let existing = find_unique
+            .query_row(
+                params![job.queue, job.unique_key, job.unique_finished_since],
+                |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)),
+            )
+            .optional()
+            .map_err(backend)?;
+        if let Some((id, state)) = existing {
+            out[i] = Inserted::Existing {
+                id: id.parse().map_err(|e| Error::Backend(Box::new(e)))?,
+                state: JobState::parse(&state)
+                    .ok_or_else(|| Error::Backend(format!("bad state {state}").into()))?,
+            };
+            continue;
         }
         insert
             .execute(params![
-                job.id.to_string(),
+                r.id,
                 job.queue,
                 job.kind,
                 job.payload.get(),
@@ -216,10 +298,10 @@ pub(crate) fn job_insert(conn: &Connection, p: &JobInsert) -> Result<Vec<Inserte
                 job.priority,
                 job.run_at,
                 job.max_attempts,
-                json_text(&job.backoff)?,
-                job.timeout_ms as i64,
-                job.heartbeat_ms.map(|h| h as i64),
-                job.lease_ms as i64,
+                r.backoff,
+                r.timeout_ms,
+                r.heartbeat_ms,
+                r.lease_ms,
                 job.max_stalled,
                 job.unique_key,
                 job.group_key,
@@ -227,7 +309,6 @@ pub(crate) fn job_insert(conn: &Connection, p: &JobInsert) -> Result<Vec<Inserte
                 job.created_at,
             ])
             .map_err(backend)?;
-        out.push(Inserted::New);
     }
     Ok(out)
 }

@@ -1,0 +1,143 @@
+//! The maintenance pass: promotion of due jobs, stalls, timeouts and retention.
+
+use crate::clock::Timestamp;
+use crate::error::Result;
+use crate::model::{DeadReason, ErrorKind, ErrorRecord, Job, JobState};
+use crate::store::{Attempts, Guard, JobPrune, Transition};
+
+use super::Engine;
+
+/// What one maintenance pass did: changes that applied, not ones it attempted (a worker that acknowledged
+/// a job in the meantime wins, and that job is not counted).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MaintenanceReport {
+    /// Delayed jobs that became waiting.
+    pub promoted: u64,
+    /// Active jobs whose lease expired: back to waiting, or dead after too many stalls.
+    pub stalled: u64,
+    /// Active jobs past their timeout: the attempt failed.
+    pub timed_out: u64,
+    /// Finished jobs removed by retention.
+    pub pruned: u64,
+}
+
+impl Engine {
+    async fn promote_due(&self, queue: &str, now: Timestamp) -> Result<u64> {
+        let moved = self
+            .inner
+            .store
+            .job_promote_due(queue, now, self.inner.config.batch_size)
+            .await?;
+        let n = moved.len() as u64;
+        self.announce(
+            now,
+            moved
+                .into_iter()
+                .map(|(id, t)| (id, JobState::Waiting, t))
+                .collect(),
+        );
+        Ok(n)
+    }
+
+    /// One maintenance pass: promotes due delayed jobs, recovers stalled jobs (lease expired), fails
+    /// timed-out attempts (even if they keep heartbeating), and prunes finished jobs past their queue's
+    /// retention. Dead jobs are never pruned. Safe to run on several nodes at once: every change is
+    /// guarded, so each job is handled once.
+    pub async fn maintain(&self) -> Result<MaintenanceReport> {
+        let mut report = MaintenanceReport::default();
+        let now = self.now();
+        let batch = self.inner.config.batch_size;
+        let queues = self.inner.store.queue_list().await?;
+        for q in &queues {
+            loop {
+                let n = self.promote_due(&q.name, now).await?;
+                report.promoted += n;
+                if (n as usize) < batch {
+                    break;
+                }
+            }
+        }
+        loop {
+            let expired = self.inner.store.job_expired(now, batch).await?;
+            let full = expired.len() == batch;
+            let mut plans = Vec::with_capacity(expired.len());
+            let mut timed_out = Vec::with_capacity(expired.len());
+            for job in &expired {
+                let Some(lease) = &job.lease else { continue };
+                let guard = Guard::Lease(lease.token.clone());
+                let timeout = lease.deadline_at <= now;
+                timed_out.push(timeout);
+                plans.push(if timeout {
+                    let msg = format!(
+                        "attempt {} timed out after {} ms",
+                        job.attempts, job.timeout_ms
+                    );
+                    self.after_failed_attempt(job, guard, ErrorKind::Timeout, msg, None, now)
+                } else {
+                    self.after_stall(job, guard, now)
+                });
+            }
+            // Count what applied: a worker may have acknowledged a job since we read it, and then its
+            // guard failed and the job is not ours to count.
+            for (applied, timeout) in self.apply(plans).await?.into_iter().zip(timed_out) {
+                match (applied.is_ok(), timeout) {
+                    (true, true) => report.timed_out += 1,
+                    (true, false) => report.stalled += 1,
+                    (false, _) => {}
+                }
+            }
+            if !full {
+                break;
+            }
+        }
+        for q in queues {
+            let r = &q.config.retention;
+            if r.max_count.is_none() && r.max_age_ms.is_none() {
+                continue;
+            }
+            loop {
+                let n = self
+                    .inner
+                    .store
+                    .job_prune(JobPrune {
+                        queue: q.name.clone(),
+                        states: vec![JobState::Completed, JobState::Cancelled],
+                        keep: r.max_count,
+                        finished_before: r.max_age_ms.map(|a| now - a as i64),
+                        limit: batch,
+                    })
+                    .await?;
+                report.pruned += n;
+                if (n as usize) < batch {
+                    break;
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// A lease expired: the attempt does not count, and the job waits again — unless it stalled more than
+    /// `max_stalled` times (dead, reason `stalled`) or a cancel was requested (cancelled).
+    fn after_stall(&self, job: &Job, guard: Guard, now: Timestamp) -> Transition {
+        let mut t = Transition::new(job.id, guard, JobState::Waiting, now);
+        t.stalled = true;
+        t.error = Some(ErrorRecord {
+            attempt: job.attempts,
+            kind: ErrorKind::Stalled,
+            message: format!(
+                "lease expired without a heartbeat (worker {})",
+                job.lease.as_ref().map_or("?", |l| l.worker_id.as_str())
+            ),
+            at: now,
+        });
+        if job.cancel_requested {
+            t.to = JobState::Cancelled;
+        } else if job.stalls + 1 > job.max_stalled {
+            t.to = JobState::Dead;
+            t.dead_reason = Some(DeadReason::Stalled);
+        } else {
+            t.attempts = Attempts::GiveBack;
+        }
+        t
+    }
+}

@@ -1,0 +1,265 @@
+//! Operators: cancel, retry, replay and purge dead jobs, promote, pause, configure, and look.
+
+use crate::error::{Error, Result};
+use crate::id::JobId;
+use crate::model::{Job, JobState, QueueConfig, QueueInfo, QueueStats};
+use crate::store::{Attempts, Guard, JobDelete, JobList, Transition};
+use crate::validate;
+
+use super::Engine;
+
+/// The outcome of a cancel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cancelled {
+    /// The job was waiting or delayed and is now cancelled (or already was).
+    Cancelled,
+    /// The job is active: its worker learns of the request on its next heartbeat.
+    Requested,
+}
+
+/// Selects dead jobs for replay or purge.
+#[derive(Debug, Clone, Default)]
+pub struct DeadFilter {
+    pub queue: String,
+    pub kind: Option<String>,
+    /// Only jobs whose latest error message contains this text.
+    pub error_contains: Option<String>,
+    /// At most this many jobs (all matching when `None`).
+    pub limit: Option<u64>,
+}
+
+/// A page of jobs; `next` is the cursor for the following page.
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub jobs: Vec<Job>,
+    pub next: Option<JobId>,
+}
+
+impl Engine {
+    /// Cancels a job: a waiting or delayed job is cancelled at once; an active one is asked to stop (its
+    /// worker sees the request on its next heartbeat). A finished job cannot be cancelled.
+    pub async fn cancel(&self, id: JobId) -> Result<Cancelled> {
+        // A job may change state between our read and our guarded write (a worker claims it); then we
+        // read again. Three rounds are plenty: each lost race means the job moved forward.
+        for _ in 0..3 {
+            let job = self.get(id).await?;
+            let now = self.now();
+            match job.state {
+                JobState::Cancelled => return Ok(Cancelled::Cancelled),
+                JobState::Waiting | JobState::Delayed => {
+                    let t = Transition::new(id, Guard::State(job.state), JobState::Cancelled, now);
+                    match self.transition_one(t).await {
+                        Ok(()) => return Ok(Cancelled::Cancelled),
+                        Err(Error::Conflict(_)) => continue,
+                        Err(e) => return Err(e),
+                    }
+                }
+                JobState::Active => match self.inner.store.job_request_cancel(id).await {
+                    Ok(_) => return Ok(Cancelled::Requested),
+                    Err(Error::Conflict(_)) => continue,
+                    Err(e) => return Err(e),
+                },
+                JobState::Completed | JobState::Dead => {
+                    return Err(Error::Conflict(format!(
+                        "job {id} is {} and cannot be cancelled",
+                        job.state
+                    )));
+                }
+            }
+        }
+        Err(Error::Conflict(format!(
+            "job {id} kept changing state; try again"
+        )))
+    }
+
+    /// Puts a dead or cancelled job back to waiting with a fresh attempt budget. Its idempotency key and
+    /// error history stay.
+    pub async fn retry(&self, id: JobId) -> Result<()> {
+        let job = self.get(id).await?;
+        if !matches!(job.state, JobState::Dead | JobState::Cancelled) {
+            return Err(Error::Conflict(format!(
+                "job {id} is {}; only dead or cancelled jobs can be retried",
+                job.state
+            )));
+        }
+        self.transition_one(self.revive(id, job.state)).await
+    }
+
+    fn revive(&self, id: JobId, from: JobState) -> Transition {
+        let now = self.now();
+        let mut t = Transition::new(id, Guard::State(from), JobState::Waiting, now);
+        t.run_at = Some(now);
+        t.attempts = Attempts::Reset;
+        t
+    }
+
+    /// Makes a delayed job due now.
+    pub async fn promote(&self, id: JobId) -> Result<()> {
+        let now = self.now();
+        let mut t = Transition::new(id, Guard::State(JobState::Delayed), JobState::Waiting, now);
+        t.run_at = Some(now);
+        self.transition_one(t).await
+    }
+
+    async fn transition_one(&self, t: Transition) -> Result<()> {
+        self.apply(vec![t]).await?.remove(0)
+    }
+
+    /// Replays dead jobs matching `filter` (back to waiting, fresh attempt budget, same idempotency key).
+    /// Returns how many.
+    pub async fn replay_dead(&self, filter: DeadFilter) -> Result<u64> {
+        self.for_dead(&filter, |engine, ids| async move {
+            let ts = ids
+                .iter()
+                .map(|id| engine.revive(*id, JobState::Dead))
+                .collect();
+            let res = engine.apply(ts).await?;
+            Ok(res.iter().filter(|r| r.is_ok()).count() as u64)
+        })
+        .await
+    }
+
+    /// Deletes dead jobs matching `filter` for good. Returns how many.
+    pub async fn purge_dead(&self, filter: DeadFilter) -> Result<u64> {
+        self.for_dead(&filter, |engine, ids| async move {
+            engine
+                .inner
+                .store
+                .job_delete(JobDelete {
+                    ids: ids.into_iter().map(|id| (id, JobState::Dead)).collect(),
+                })
+                .await
+        })
+        .await
+    }
+
+    /// Runs `apply` over the ids of the dead jobs matching `filter`, a page at a time.
+    async fn for_dead<F, Fut>(&self, filter: &DeadFilter, apply: F) -> Result<u64>
+    where
+        F: Fn(Engine, Vec<JobId>) -> Fut,
+        Fut: std::future::Future<Output = Result<u64>>,
+    {
+        validate::queue_name("queue", &filter.queue, self.limits())?;
+        if let Some(k) = &filter.kind {
+            validate::kind("kind", k, self.limits())?;
+        }
+        let mut done = 0u64;
+        let mut after = None;
+        let budget = filter.limit.unwrap_or(u64::MAX);
+        while done < budget {
+            let page = self
+                .inner
+                .store
+                .job_list(JobList {
+                    queue: filter.queue.clone(),
+                    state: JobState::Dead,
+                    kind: filter.kind.clone(),
+                    after,
+                    limit: self.inner.config.batch_size,
+                })
+                .await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.id);
+            let full = page.len() == self.inner.config.batch_size;
+            let ids: Vec<JobId> = page
+                .iter()
+                .filter(|j| match &filter.error_contains {
+                    Some(text) => j.errors.last().is_some_and(|e| e.message.contains(text)),
+                    None => true,
+                })
+                .map(|j| j.id)
+                .take((budget - done).min(usize::MAX as u64) as usize)
+                .collect();
+            if !ids.is_empty() {
+                done += apply(self.clone(), ids).await?;
+            }
+            if !full {
+                break;
+            }
+        }
+        Ok(done)
+    }
+
+    /// Pauses a queue: it keeps accepting jobs but hands none out until resumed.
+    pub async fn pause(&self, queue: &str) -> Result<()> {
+        validate::queue_name("queue", queue, self.limits())?;
+        self.inner.store.queue_set_paused(queue, true).await
+    }
+
+    /// Resumes a paused queue.
+    pub async fn resume(&self, queue: &str) -> Result<()> {
+        validate::queue_name("queue", queue, self.limits())?;
+        self.inner.store.queue_set_paused(queue, false).await
+    }
+
+    /// A queue's configuration (the defaults for a queue never configured).
+    pub async fn queue_info(&self, queue: &str) -> Result<QueueInfo> {
+        validate::queue_name("queue", queue, self.limits())?;
+        Ok(self
+            .inner
+            .store
+            .queue_get(queue)
+            .await?
+            .unwrap_or_else(|| QueueInfo {
+                name: queue.to_string(),
+                config: QueueConfig::default(),
+                paused: false,
+            }))
+    }
+
+    /// Sets a queue's configuration; it applies to jobs enqueued from now on.
+    pub async fn set_queue_config(&self, queue: &str, config: QueueConfig) -> Result<()> {
+        validate::queue_name("queue", queue, self.limits())?;
+        validate::queue_config(&config, self.limits())?;
+        self.inner.store.queue_put(queue, config).await
+    }
+
+    /// Every known queue.
+    pub async fn queues(&self) -> Result<Vec<QueueInfo>> {
+        self.inner.store.queue_list().await
+    }
+
+    /// A queue's counts per state and the age of its oldest waiting job.
+    pub async fn stats(&self, queue: &str) -> Result<QueueStats> {
+        validate::queue_name("queue", queue, self.limits())?;
+        self.inner.store.queue_stats(queue, self.now()).await
+    }
+
+    /// One job.
+    pub async fn get(&self, id: JobId) -> Result<Job> {
+        self.inner
+            .store
+            .job_get(id)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("job {id}")))
+    }
+
+    /// A page of a queue's jobs in one state, oldest first; pass `next` back as `after` for the next page.
+    pub async fn list(
+        &self,
+        queue: &str,
+        state: JobState,
+        after: Option<JobId>,
+        limit: usize,
+    ) -> Result<Page> {
+        validate::queue_name("queue", queue, self.limits())?;
+        validate::range_u64("limit", limit as u64, 1, self.limits().max_claim as u64)?;
+        let jobs = self
+            .inner
+            .store
+            .job_list(JobList {
+                queue: queue.to_string(),
+                state,
+                kind: None,
+                after,
+                limit,
+            })
+            .await?;
+        let next = if jobs.len() == limit {
+            jobs.last().map(|j| j.id)
+        } else {
+            None
+        };
+        Ok(Page { jobs, next })
+    }
+}

@@ -1,0 +1,154 @@
+//! The engine: every job semantic, over any [`Store`].
+//!
+//! Each public method validates its input, reads what it needs, decides, and hands the store one guarded
+//! change (see [`crate::store`]). Every state change it makes is announced as an [`Event`].
+//!
+//! The methods are grouped by who calls them: `enqueue.rs` for producers, `work.rs` for workers,
+//! `manage.rs` for operators and `maintain.rs` for the periodic maintenance pass. This file holds the
+//! engine itself and the plumbing they share: applying guarded transitions and announcing events.
+
+mod enqueue;
+mod maintain;
+mod manage;
+mod work;
+
+pub use enqueue::Enqueued;
+pub use maintain::MaintenanceReport;
+pub use manage::{Cancelled, DeadFilter, Page};
+pub use work::{Ack, AckOutcome, Claim, Failure};
+
+use std::sync::{Arc, Mutex};
+
+use serde_json::value::RawValue;
+use tokio::sync::broadcast;
+
+use crate::clock::{Clock, Timestamp};
+use crate::error::{Error, Result};
+use crate::event::Event;
+use crate::id::{IdGenerator, JobId};
+use crate::limits::Limits;
+use crate::model::JobState;
+use crate::store::{Store, Transition, Transitioned};
+
+/// Settings of an [`Engine`]. [`EngineConfig::default`] gives the documented defaults.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub limits: Limits,
+    /// Events buffered per subscriber; a subscriber that falls further behind misses events (and is told).
+    pub event_capacity: usize,
+    /// Jobs handled per store call by maintenance and bulk operations.
+    pub batch_size: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            limits: Limits::default(),
+            event_capacity: 4_096,
+            batch_size: 500,
+        }
+    }
+}
+
+/// The engine. Cheap to clone; clones share everything.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    config: EngineConfig,
+    events: broadcast::Sender<Event>,
+    ids: Mutex<IdGenerator>,
+}
+
+impl Engine {
+    /// An engine over `store`, reading time from `clock`.
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, config: EngineConfig) -> Self {
+        let (events, _) = broadcast::channel(config.event_capacity.max(1));
+        Engine {
+            inner: Arc::new(Inner {
+                store,
+                clock,
+                config,
+                events,
+                ids: Mutex::new(IdGenerator::default()),
+            }),
+        }
+    }
+
+    /// The store under this engine.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// The engine's clock.
+    pub fn now(&self) -> Timestamp {
+        self.inner.clock.now()
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.inner.config.limits
+    }
+
+    /// Subscribes to every state change from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.inner.events.subscribe()
+    }
+
+    pub(super) fn emit(&self, events: impl FnOnce() -> Vec<Event>) {
+        // Building events costs allocations; skip it when nobody listens.
+        if self.inner.events.receiver_count() == 0 {
+            return;
+        }
+        for e in events() {
+            let _ = self.inner.events.send(e);
+        }
+    }
+
+    /// Announces applied transitions: `(job, new state, what it was)`.
+    pub(super) fn announce(&self, at: Timestamp, applied: Vec<(JobId, JobState, Transitioned)>) {
+        self.emit(|| {
+            applied
+                .into_iter()
+                .map(|(id, to, t)| Event {
+                    job_id: id,
+                    queue: t.queue,
+                    kind: t.kind,
+                    from: Some(t.from),
+                    to,
+                    at,
+                    attempt: t.attempts,
+                })
+                .collect()
+        });
+    }
+
+    /// Applies guarded transitions in one store call and announces those that applied. Returns each
+    /// transition's outcome, in order.
+    pub(super) async fn apply(&self, ts: Vec<Transition>) -> Result<Vec<Result<()>>> {
+        if ts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let at = ts[0].now;
+        let targets: Vec<(JobId, JobState)> = ts.iter().map(|t| (t.id, t.to)).collect();
+        let res = self.inner.store.job_transition(ts).await?;
+        let mut applied = Vec::new();
+        let out = targets
+            .into_iter()
+            .zip(res)
+            .map(|((id, to), r)| r.map(|t| applied.push((id, to, t))))
+            .collect();
+        self.announce(at, applied);
+        Ok(out)
+    }
+}
+
+/// Parses stored JSON text.
+pub fn raw_json(s: String) -> Result<Box<RawValue>> {
+    RawValue::from_string(s).map_err(|e| Error::Backend(Box::new(e)))
+}

@@ -1,0 +1,326 @@
+//! Workers: claim, heartbeat, and acknowledge (complete or fail).
+
+use rand::RngExt;
+use serde_json::Value;
+
+use crate::clock::Timestamp;
+use crate::error::{Error, Result};
+use crate::event::Event;
+use crate::id::{JobId, LeaseToken, new_lease_token};
+use crate::model::{DeadReason, ErrorKind, ErrorRecord, Job, JobState};
+use crate::store::{Guard, JobClaim, LeaseRenew, Renewed, Transition};
+use crate::validate;
+
+use super::Engine;
+
+/// A claim request.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub queues: Vec<String>,
+    pub worker_id: String,
+    /// How many jobs at most (1 to `limits.max_claim`).
+    pub limit: usize,
+}
+
+/// A worker's report that an attempt failed.
+#[derive(Debug, Clone, Default)]
+pub struct Failure {
+    pub message: String,
+    /// `false`: no retry can help; the job goes straight to dead.
+    pub retryable: bool,
+    /// Retry no sooner than this (e.g. a provider's `Retry-After`); overrides the backoff policy.
+    pub retry_after_ms: Option<u64>,
+}
+
+impl Failure {
+    /// A retryable failure.
+    pub fn retryable(message: impl Into<String>) -> Self {
+        Failure {
+            message: message.into(),
+            retryable: true,
+            retry_after_ms: None,
+        }
+    }
+
+    /// A failure no retry can fix.
+    pub fn fatal(message: impl Into<String>) -> Self {
+        Failure {
+            message: message.into(),
+            retryable: false,
+            retry_after_ms: None,
+        }
+    }
+}
+
+/// One acknowledgement of a batch.
+#[derive(Debug, Clone)]
+pub enum Ack {
+    Complete {
+        id: JobId,
+        token: LeaseToken,
+        result: Option<Value>,
+    },
+    Fail {
+        id: JobId,
+        token: LeaseToken,
+        failure: Failure,
+    },
+}
+
+/// Where an acknowledged job went.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AckOutcome {
+    pub state: JobState,
+    /// When a retry is due (for `delayed` and `waiting`).
+    pub run_at: Option<Timestamp>,
+    /// The same lease was acknowledged before (a client retrying a completion whose answer it lost):
+    /// nothing changed, and this is still a success.
+    pub duplicate: bool,
+}
+
+impl Engine {
+    /// Claims up to `limit` due jobs for a worker. Each comes with a fresh lease token.
+    pub async fn claim(&self, req: Claim) -> Result<Vec<Job>> {
+        let limits = self.limits();
+        if req.queues.is_empty() {
+            return Err(Error::invalid("queues", "name at least one queue"));
+        }
+        for (i, q) in req.queues.iter().enumerate() {
+            validate::queue_name(&format!("queues[{i}]"), q, limits)?;
+        }
+        validate::worker_id("worker_id", &req.worker_id, limits)?;
+        validate::range_u64("limit", req.limit as u64, 1, limits.max_claim as u64)?;
+        let now = self.now();
+        let claimed = self
+            .inner
+            .store
+            .job_claim(JobClaim {
+                queues: req.queues,
+                worker_id: req.worker_id,
+                limit: req.limit,
+                lease: new_lease_token(),
+                now,
+                promote_limit: self.inner.config.batch_size,
+            })
+            .await?;
+        self.announce(
+            now,
+            claimed
+                .promoted
+                .into_iter()
+                .map(|(id, t)| (id, JobState::Waiting, t))
+                .collect(),
+        );
+        let jobs = claimed.jobs;
+        self.emit(|| {
+            jobs.iter()
+                .map(|j| Event {
+                    job_id: j.id,
+                    queue: j.queue.clone(),
+                    kind: j.kind.clone(),
+                    from: Some(JobState::Waiting),
+                    to: JobState::Active,
+                    at: now,
+                    attempt: j.attempts,
+                })
+                .collect()
+        });
+        Ok(jobs)
+    }
+
+    /// Extends a lease, optionally recording progress; says whether a cancel was requested.
+    pub async fn heartbeat(
+        &self,
+        id: JobId,
+        token: LeaseToken,
+        progress: Option<Value>,
+    ) -> Result<Renewed> {
+        let progress = progress
+            .map(|p| validate::json("progress", &p, self.limits().max_progress_bytes))
+            .transpose()?;
+        self.inner
+            .store
+            .lease_renew(LeaseRenew {
+                id,
+                token,
+                now: self.now(),
+                progress,
+            })
+            .await
+    }
+
+    /// Completes a job under its lease.
+    pub async fn complete(
+        &self,
+        id: JobId,
+        token: LeaseToken,
+        result: Option<Value>,
+    ) -> Result<AckOutcome> {
+        self.ack_one(Ack::Complete { id, token, result }).await
+    }
+
+    /// Fails the current attempt of a job under its lease: it is retried after its backoff, or dies.
+    pub async fn fail(&self, id: JobId, token: LeaseToken, failure: Failure) -> Result<AckOutcome> {
+        self.ack_one(Ack::Fail { id, token, failure }).await
+    }
+
+    async fn ack_one(&self, ack: Ack) -> Result<AckOutcome> {
+        let mut out = self.ack(vec![ack]).await?;
+        out.remove(0)
+    }
+
+    /// Acknowledges many jobs in one store transaction. Each acknowledgement succeeds or fails on its own
+    /// (a lost lease on one does not affect the others).
+    pub async fn ack(&self, acks: Vec<Ack>) -> Result<Vec<Result<AckOutcome>>> {
+        if acks.len() > self.limits().max_batch {
+            return Err(Error::invalid(
+                "acks",
+                format!("at most {} per batch", self.limits().max_batch),
+            ));
+        }
+        let now = self.now();
+        let many = acks.len() > 1;
+        let mut out: Vec<Option<Result<AckOutcome>>> = Vec::with_capacity(acks.len());
+        let mut planned = Vec::new();
+        let mut transitions = Vec::new();
+        for (i, ack) in acks.into_iter().enumerate() {
+            let plan = match ack {
+                Ack::Complete { id, token, result } => result
+                    .map(|r| validate::json("result", &r, self.limits().max_result_bytes))
+                    .transpose()
+                    .map(|result| {
+                        let mut t =
+                            Transition::new(id, Guard::Lease(token), JobState::Completed, now);
+                        t.result = result;
+                        t
+                    }),
+                Ack::Fail { id, token, failure } => {
+                    self.plan_failure(id, &token, &failure, now).await
+                }
+            };
+            match plan {
+                Ok(t) => {
+                    planned.push((i, t.id, t.to, t.run_at, t.guard.clone()));
+                    transitions.push(t);
+                    out.push(None);
+                }
+                Err(e) if many => out.push(Some(Err(e.in_field(&format!("acks[{i}]"))))),
+                Err(e) => out.push(Some(Err(e))),
+            }
+        }
+        let applied = self.apply(transitions).await?;
+        for ((i, id, to, run_at, guard), res) in planned.into_iter().zip(applied) {
+            out[i] = Some(match res {
+                Ok(()) => Ok(AckOutcome {
+                    state: to,
+                    run_at,
+                    duplicate: false,
+                }),
+                Err(Error::LeaseLost) => self.duplicate_ack(id, to, &guard).await,
+                Err(e) => Err(e),
+            });
+        }
+        Ok(out
+            .into_iter()
+            .map(|o| o.unwrap_or(Err(Error::LeaseLost)))
+            .collect())
+    }
+
+    /// A lease guard failed: if the job already reached the state this very lease asked for, the client is
+    /// retrying an acknowledgement whose answer it lost, and that is a success. Otherwise the lease is lost.
+    async fn duplicate_ack(&self, id: JobId, to: JobState, guard: &Guard) -> Result<AckOutcome> {
+        let Guard::Lease(token) = guard else {
+            return Err(Error::LeaseLost);
+        };
+        match self.inner.store.job_get(id).await? {
+            Some(job)
+                if job.lease.is_none()
+                    && job.last_lease_token.as_deref() == Some(token.as_str())
+                    && job.state == JobState::Completed
+                    && to == JobState::Completed =>
+            {
+                Ok(AckOutcome {
+                    state: job.state,
+                    run_at: None,
+                    duplicate: true,
+                })
+            }
+            _ => Err(Error::LeaseLost),
+        }
+    }
+
+    /// Works out where a failed attempt goes: cancelled (if a cancel was requested), dead (not retryable,
+    /// or out of attempts), or delayed by its backoff (or the worker's `retry_after`).
+    async fn plan_failure(
+        &self,
+        id: JobId,
+        token: &LeaseToken,
+        failure: &Failure,
+        now: Timestamp,
+    ) -> Result<Transition> {
+        let limits = self.limits();
+        if let Some(ra) = failure.retry_after_ms {
+            validate::range_u64("retry_after_ms", ra, 0, limits.max_delay_ms)?;
+        }
+        let job = self
+            .inner
+            .store
+            .job_get(id)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("job {id}")))?;
+        if job.lease.as_ref().map(|l| &l.token) != Some(token) {
+            return Err(Error::LeaseLost);
+        }
+        let kind = if failure.retryable {
+            ErrorKind::Error
+        } else {
+            ErrorKind::NonRetryable
+        };
+        let message = validate::truncate(failure.message.clone(), limits.max_error_message);
+        Ok(self.after_failed_attempt(
+            &job,
+            Guard::Lease(token.clone()),
+            kind,
+            message,
+            failure.retry_after_ms,
+            now,
+        ))
+    }
+
+    pub(super) fn after_failed_attempt(
+        &self,
+        job: &Job,
+        guard: Guard,
+        kind: ErrorKind,
+        message: String,
+        retry_after_ms: Option<u64>,
+        now: Timestamp,
+    ) -> Transition {
+        let error = ErrorRecord {
+            attempt: job.attempts,
+            kind,
+            message,
+            at: now,
+        };
+        let mut t = Transition::new(job.id, guard, JobState::Dead, now);
+        t.error = Some(error);
+        if job.cancel_requested {
+            t.to = JobState::Cancelled;
+        } else if kind == ErrorKind::NonRetryable {
+            t.dead_reason = Some(DeadReason::NonRetryable);
+        } else if job.attempts >= job.max_attempts {
+            t.dead_reason = Some(DeadReason::AttemptsExhausted);
+        } else {
+            let r: f64 = rand::rng().random();
+            let delay = retry_after_ms.unwrap_or_else(|| job.backoff.delay_after(job.attempts, r));
+            let run_at = now + delay as i64;
+            t.to = if delay == 0 {
+                JobState::Waiting
+            } else {
+                JobState::Delayed
+            };
+            t.run_at = Some(run_at);
+        }
+        t
+    }
+}
