@@ -17,6 +17,7 @@
 //! write was answered.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 
@@ -128,6 +129,22 @@ pub(crate) fn open_connection(path: &Path, sync: SyncMode, reader: bool) -> Resu
 pub(crate) struct Writer {
     tx: Option<mpsc::Sender<Box<dyn WriteOp>>>,
     thread: Option<thread::JoinHandle<()>>,
+    stats: Arc<Counters>,
+}
+
+/// What the writer has committed since the store opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct WriterStats {
+    /// Transactions committed (each one sync in `SyncMode::Full`).
+    pub commits: u64,
+    /// Operations answered with success by those commits.
+    pub operations: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    commits: AtomicU64,
+    operations: AtomicU64,
 }
 
 impl Drop for Writer {
@@ -142,14 +159,24 @@ impl Drop for Writer {
 impl Writer {
     pub(crate) fn start(conn: Connection) -> Result<Self> {
         let (tx, rx) = mpsc::channel::<Box<dyn WriteOp>>();
+        let stats = Arc::new(Counters::default());
+        let counters = stats.clone();
         let thread = thread::Builder::new()
             .name("errand-sqlite-writer".into())
-            .spawn(move || writer_loop(conn, rx))
+            .spawn(move || writer_loop(conn, rx, &counters))
             .map_err(|e| Error::Backend(Box::new(e)))?;
         Ok(Writer {
             tx: Some(tx),
             thread: Some(thread),
+            stats,
         })
+    }
+
+    pub(crate) fn stats(&self) -> WriterStats {
+        WriterStats {
+            commits: self.stats.commits.load(Ordering::Relaxed),
+            operations: self.stats.operations.load(Ordering::Relaxed),
+        }
     }
 
     /// Runs `f` in the next group's transaction and answers once that transaction is durable. `f` may run
@@ -174,7 +201,7 @@ impl Writer {
     }
 }
 
-fn writer_loop(conn: Connection, rx: mpsc::Receiver<Box<dyn WriteOp>>) {
+fn writer_loop(conn: Connection, rx: mpsc::Receiver<Box<dyn WriteOp>>, counters: &Counters) {
     while let Ok(first) = rx.recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -183,7 +210,7 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Box<dyn WriteOp>>) {
                 Err(_) => break,
             }
         }
-        commit_group(&conn, group);
+        commit_group(&conn, group, counters);
     }
     // All handles dropped: leave the WAL checkpointed so the file is complete on its own.
     let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);");
@@ -195,7 +222,7 @@ fn exec_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
 }
 
 /// Runs a group in one transaction and answers every operation of it.
-fn commit_group(conn: &Connection, mut group: Vec<Box<dyn WriteOp>>) {
+fn commit_group(conn: &Connection, mut group: Vec<Box<dyn WriteOp>>, counters: &Counters) {
     'attempt: while !group.is_empty() {
         if let Err(e) = exec_cached(conn, "BEGIN IMMEDIATE") {
             let e = backend(e);
@@ -225,7 +252,12 @@ fn commit_group(conn: &Connection, mut group: Vec<Box<dyn WriteOp>>) {
             }
         }
         let commit = exec_cached(conn, "COMMIT").map_err(backend);
-        if commit.is_err() {
+        if commit.is_ok() {
+            counters.commits.fetch_add(1, Ordering::Relaxed);
+            counters
+                .operations
+                .fetch_add(kept.len() as u64, Ordering::Relaxed);
+        } else {
             // Nothing of the group is durable: undo it and tell every caller.
             let _ = exec_cached(conn, "ROLLBACK");
         }

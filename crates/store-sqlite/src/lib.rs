@@ -27,8 +27,8 @@ use errand_core::store::{
 };
 use errand_core::{Error, Job, JobId, QueueConfig, QueueInfo, QueueStats, Result, Timestamp};
 
-pub use conn::SyncMode;
 use conn::{Readers, Writer, open_connection};
+pub use conn::{SyncMode, WriterStats};
 
 /// Options for [`SqliteStore::open`].
 #[derive(Debug, Clone)]
@@ -104,6 +104,11 @@ impl SqliteStore {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// How many transactions the writer committed, and how many operations they carried.
+    pub fn writer_stats(&self) -> WriterStats {
+        self.inner.writer.stats()
     }
 }
 
