@@ -7,6 +7,8 @@
 //! | progress (JSON bytes) | 64 KiB |
 //! | jobs in one enqueue batch | 10,000 |
 //! | jobs in one claim | 1,000 |
+//! | queues named in one claim | 64 |
+//! | JSON nesting of a payload, result or progress | 64 levels |
 //! | queue name | 1–64 of `A-Z a-z 0-9 _ - . :` |
 //! | kind | 1–128 of `A-Z a-z 0-9 _ - . : /` |
 //! | worker id | 1–128 printable characters |
@@ -16,7 +18,7 @@
 //! | delay / run_at | at most 365 days ahead |
 //! | timeout | 100 ms – 7 days (queue default 5 min) |
 //! | heartbeat interval | 100 ms – the timeout (queue default: none) |
-//! | backoff delay and cap | at most 30 days; jitter 0–1 |
+//! | backoff delay and cap | at most 30 days; jitter 0–1; a computed delay never exceeds 30 days |
 //! | max stalls | 0–100 (queue default 1) |
 //! | error message | 8 KiB, longer ones are truncated (a worker's failure is never refused for its size) |
 
@@ -37,6 +39,8 @@ pub struct Limits {
     pub max_progress_bytes: usize,
     pub max_batch: usize,
     pub max_claim: usize,
+    pub max_claim_queues: usize,
+    pub max_json_depth: usize,
     pub max_queue_name: usize,
     pub max_kind: usize,
     pub max_worker_id: usize,
@@ -59,6 +63,8 @@ impl Default for Limits {
             max_progress_bytes: 64 << 10,
             max_batch: 10_000,
             max_claim: 1_000,
+            max_claim_queues: 64,
+            max_json_depth: 64,
             max_queue_name: 64,
             max_kind: 128,
             max_worker_id: 128,

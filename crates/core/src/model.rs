@@ -318,7 +318,8 @@ impl NewJob {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Retention {
-    /// Keep at most this many (the most recently finished). `None`: no count limit.
+    /// Keep at most this many completed jobs, and as many cancelled ones: the most recently created
+    /// (ids sort by creation; a store keeps no index of finish times for this). `None`: no count limit.
     pub max_count: Option<u64>,
     /// Remove those finished longer ago than this. `None`: no age limit.
     pub max_age_ms: Option<u64>,

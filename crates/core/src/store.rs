@@ -149,6 +149,12 @@ pub struct Transition {
     pub attempts: Attempts,
     /// Counts a stall.
     pub stalled: bool,
+    /// Also guards on the job's cancel flag: applies only if it still has this value. A failure or stall
+    /// is decided on the flag the engine read; a cancel requested since must not be lost.
+    pub expect_cancel_requested: Option<bool>,
+    /// Also guards on the job's unique key: applies only if no *other* unfinished job of its queue holds
+    /// it (for reviving a dead or cancelled job).
+    pub unique_key_free: bool,
 }
 
 impl Transition {
@@ -165,16 +171,20 @@ impl Transition {
             dead_reason: None,
             attempts: Attempts::Keep,
             stalled: false,
+            expect_cancel_requested: None,
+            unique_key_free: false,
         }
     }
 }
 
-/// The job a [`Transition`] applied to, as it was before.
+/// The job a [`Transition`] applied to.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Transitioned {
     pub queue: String,
     pub kind: String,
+    /// The state it left.
     pub from: JobState,
+    /// Its attempt count after the change.
     pub attempts: u32,
 }
 
@@ -218,9 +228,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Renews a lease. `Err(LeaseLost)` if the guard fails.
     async fn lease_renew(&self, p: LeaseRenew) -> Result<Renewed>;
 
-    /// Applies transitions, each independently guarded, in one transaction. A failed guard gives
-    /// `Err(LeaseLost)` (lease guard), `Err(Conflict)` (state guard) or `Err(NotFound)` for that item and
-    /// leaves the others applied.
+    /// Applies transitions, each independently guarded, in one transaction. A failed guard gives, for
+    /// that item, `Err(NotFound)`, `Err(LeaseLost)` (the lease is not the job's), or `Err(Conflict)`
+    /// (the state, the cancel flag or the unique key is not as required), and leaves the others applied.
     async fn job_transition(&self, p: Vec<Transition>) -> Result<Vec<Result<Transitioned>>>;
 
     /// Marks an active job as cancel-requested. `Err(Conflict)` if it is not active.

@@ -73,8 +73,30 @@ pub fn priority(field: &str, p: i32) -> Result<()> {
     Ok(())
 }
 
-/// A JSON document of at most `max` bytes, serialized once here and kept as text from then on.
-pub fn json(field: &str, v: &serde_json::Value, max: usize) -> Result<Box<RawValue>> {
+/// How deeply `v` nests (a scalar is 0).
+fn depth(v: &serde_json::Value) -> usize {
+    match v {
+        serde_json::Value::Array(a) => 1 + a.iter().map(depth).max().unwrap_or(0),
+        serde_json::Value::Object(o) => 1 + o.values().map(depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// A JSON document of at most `max` bytes and `limits.max_json_depth` levels, serialized once here and
+/// kept as text from then on. The depth bound keeps every later parser (ours, SQLite's, a client's)
+/// well inside its own limits.
+pub fn json(
+    field: &str,
+    v: &serde_json::Value,
+    max: usize,
+    limits: &Limits,
+) -> Result<Box<RawValue>> {
+    if depth(v) > limits.max_json_depth {
+        return Err(Error::invalid(
+            field,
+            format!("nests deeper than {} levels", limits.max_json_depth),
+        ));
+    }
     let raw = serde_json::value::to_raw_value(v)
         .map_err(|e| Error::invalid(field, format!("is not serializable JSON: {e}")))?;
     if raw.get().len() > max {

@@ -237,14 +237,26 @@ fn commit_group(conn: &Connection, mut group: Vec<Box<dyn WriteOp>>, counters: &
         let mut ops = group.into_iter();
         while let Some(mut op) = ops.next() {
             let before = conn.total_changes();
-            match op.run(conn) {
-                Ok(()) => kept.push(op),
-                // Failed before writing anything: nothing to undo.
-                Err(e) if conn.total_changes() == before => op.answer(Err(e)),
-                Err(e) => {
-                    // Failed half-way: undo the group, answer this one, run the rest again.
-                    let _ = exec_cached(conn, "ROLLBACK");
-                    tracing::warn!("a store write failed after writing, group retried: {e}");
+            let result = op.run(conn);
+            // On a full disk, an I/O error or out of memory, SQLite rolls the whole transaction back by
+            // itself: then the connection is in autocommit mode and everything before is gone too.
+            let aborted = conn.is_autocommit();
+            match result {
+                Ok(()) if !aborted => kept.push(op),
+                // Failed before writing anything, transaction intact: nothing to undo.
+                Err(e) if !aborted && conn.total_changes() == before => op.answer(Err(e)),
+                outcome => {
+                    // Failed half-way, or the transaction is gone: undo what is left of it, answer
+                    // this operation with its error, and run the others again in a new transaction.
+                    if !aborted {
+                        let _ = exec_cached(conn, "ROLLBACK");
+                    }
+                    let e = outcome.err().unwrap_or_else(|| {
+                        Error::Unavailable("the transaction was rolled back by the database".into())
+                    });
+                    tracing::warn!(
+                        "a store write failed and rolled its group back, retrying the rest: {e}"
+                    );
                     op.answer(Err(e));
                     group = kept.into_iter().chain(ops).collect();
                     continue 'attempt;
@@ -312,5 +324,112 @@ impl Readers {
         })
         .await
         .map_err(|e| Error::Unavailable(format!("read task failed: {e}")))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A write op for `commit_group`, and the receiver of its answer.
+    fn op<T: Send + 'static>(
+        f: impl FnMut(&Connection) -> Result<T> + Send + 'static,
+    ) -> (Box<dyn WriteOp>, oneshot::Receiver<Result<T>>) {
+        let (reply, rx) = oneshot::channel();
+        (
+            Box::new(Op {
+                f,
+                out: None,
+                reply,
+            }),
+            rx,
+        )
+    }
+
+    fn insert(v: &'static str) -> impl FnMut(&Connection) -> Result<()> + Send {
+        move |c| {
+            c.execute("INSERT INTO t (v) VALUES (?1)", [v])
+                .map(|_| ())
+                .map_err(backend)
+        }
+    }
+
+    /// A database that can hold a few small rows but not a 1 MiB one.
+    fn tiny_db() -> (tempfile::TempDir, Connection) {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = open_connection(&dir.path().join("t.db"), SyncMode::Full, false).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE t (v TEXT); CREATE TABLE n (x INTEGER); INSERT INTO n VALUES (0);",
+        )
+        .unwrap();
+        conn.pragma_update(None, "max_page_count", 64).unwrap();
+        (dir, conn)
+    }
+
+    fn rows(conn: &Connection) -> Vec<String> {
+        let mut st = conn.prepare("SELECT v FROM t ORDER BY v").unwrap();
+        st.query_map([], |r| r.get(0))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_full_disk_in_the_middle_of_a_group_fails_only_its_own_operation() {
+        let (_dir, conn) = tiny_db();
+        let counters = Counters::default();
+        let big = "x".repeat(1 << 20);
+        let (a, ra) = op(insert("a"));
+        let (b, mut rb) = op(move |c: &Connection| {
+            c.execute("INSERT INTO t (v) VALUES (?1)", [&big])
+                .map(|_| ())
+                .map_err(backend)
+        });
+        // Two statements: the first succeeds, the second hits the full disk.
+        let (c, mut rc) = op(|c: &Connection| {
+            c.execute("INSERT INTO t (v) VALUES ('c1')", [])
+                .map_err(backend)?;
+            c.execute("INSERT INTO t (v) VALUES (?1)", ["y".repeat(1 << 20)])
+                .map(|_| ())
+                .map_err(backend)
+        });
+        let (d, rd) = op(|c: &Connection| {
+            c.execute("UPDATE n SET x = x + 1", [])
+                .map(|_| ())
+                .map_err(backend)
+        });
+        let (e, re) = op(insert("e"));
+        commit_group(&conn, vec![a, b, c, d, e], &counters);
+
+        assert!(ra.blocking_recv().unwrap().is_ok());
+        assert!(rb.try_recv().unwrap().is_err(), "the too-big write fails");
+        assert!(rc.try_recv().unwrap().is_err(), "so does the half-done one");
+        assert!(rd.blocking_recv().unwrap().is_ok());
+        assert!(re.blocking_recv().unwrap().is_ok());
+        assert!(conn.is_autocommit(), "no transaction left open");
+        assert_eq!(
+            rows(&conn),
+            vec!["a", "e"],
+            "nothing of the failed ones, all of the others"
+        );
+        let x: i64 = conn.query_row("SELECT x FROM n", [], |r| r.get(0)).unwrap();
+        assert_eq!(x, 1, "an operation that was run again counts once");
+        assert_eq!(counters.commits.load(Ordering::Relaxed), 1);
+        assert_eq!(counters.operations.load(Ordering::Relaxed), 3);
+    }
+
+    #[test]
+    fn a_failure_without_writes_leaves_the_group_alone() {
+        let (_dir, conn) = tiny_db();
+        let counters = Counters::default();
+        let (a, ra) = op(insert("a"));
+        let (b, mut rb) = op(|_: &Connection| -> Result<()> { Err(Error::LeaseLost) });
+        let (c, rc) = op(insert("c"));
+        commit_group(&conn, vec![a, b, c], &counters);
+        assert!(ra.blocking_recv().unwrap().is_ok());
+        assert!(matches!(rb.try_recv().unwrap(), Err(Error::LeaseLost)));
+        assert!(rc.blocking_recv().unwrap().is_ok());
+        assert_eq!(rows(&conn), vec!["a", "c"]);
+        assert_eq!(counters.commits.load(Ordering::Relaxed), 1);
     }
 }

@@ -442,29 +442,30 @@ fn is_plain_completion(t: &Transition) -> bool {
         && t.dead_reason.is_none()
         && t.attempts == Attempts::Keep
         && !t.stalled
+        && t.expect_cancel_requested.is_none()
+        && !t.unique_key_free
 }
 
 /// Encodes the plain completions among `ts` as `[[id, token, result?], ...]` for [`job_transition`]'s
-/// one-statement fast path. Done by the caller, off the writer thread.
+/// one-statement fast path. Done by the caller, off the writer thread. Results are copied as the text
+/// they are, never parsed again: a parse and re-print could change a float's digits.
 pub(crate) fn completions_json(ts: &[Transition]) -> Result<String> {
-    let rows: Vec<serde_json::Value> = ts
-        .iter()
-        .filter(|t| is_plain_completion(t))
-        .map(|t| {
-            let Guard::Lease(token) = &t.guard else {
-                unreachable!("filtered on plain completions")
-            };
-            let mut row = vec![
-                serde_json::Value::String(t.id.to_string()),
-                serde_json::Value::String(token.clone()),
-            ];
-            if let Some(r) = &t.result {
-                row.push(serde_json::from_str(r.get()).map_err(|e| Error::Backend(Box::new(e)))?);
-            }
-            Ok(serde_json::Value::Array(row))
-        })
-        .collect::<Result<_>>()?;
-    json_text(&rows)
+    let mut out = String::from("[");
+    for t in ts.iter().filter(|t| is_plain_completion(t)) {
+        let Guard::Lease(token) = &t.guard else {
+            continue;
+        };
+        if out.len() > 1 {
+            out.push(',');
+        }
+        let row = match &t.result {
+            Some(r) => serde_json::to_string(&(t.id.to_string(), token, r.as_ref())),
+            None => serde_json::to_string(&(t.id.to_string(), token)),
+        };
+        out.push_str(&row.map_err(|e| Error::Backend(Box::new(e)))?);
+    }
+    out.push(']');
+    Ok(out)
 }
 
 /// Applies transitions. Completions — the bulk of the traffic — go through one set-based statement
@@ -476,7 +477,8 @@ pub(crate) fn job_transition(
     ts: &[Transition],
     completions: &str,
 ) -> Result<Vec<Result<Transitioned>>> {
-    let mut completed: HashMap<String, (String, String, u32)> = HashMap::new();
+    // Keyed by id and token: a batch may name one job twice, with a stale token and the current one.
+    let mut completed: HashMap<(String, String), (String, String, u32)> = HashMap::new();
     if ts.iter().any(is_plain_completion) {
         let mut complete = conn
             .prepare_cached(
@@ -485,12 +487,12 @@ pub(crate) fn job_transition(
                  FROM (SELECT value ->> 0 AS c_id, value ->> 1 AS c_token, value -> 2 AS c_result \
                        FROM json_each(?1)) AS c \
                  WHERE jobs.id = c.c_id AND jobs.state = 'active' AND jobs.lease_token = c.c_token \
-                 RETURNING id, queue, kind, attempts",
+                 RETURNING id, lease_token, queue, kind, attempts",
             )
             .map_err(backend)?;
         let rows = complete
             .query_map(params![completions, ts[0].now], |r| {
-                Ok((r.get(0)?, (r.get(1)?, r.get(2)?, r.get(3)?)))
+                Ok(((r.get(0)?, r.get(1)?), (r.get(2)?, r.get(3)?, r.get(4)?)))
             })
             .map_err(backend)?;
         for row in rows {
@@ -513,11 +515,16 @@ pub(crate) fn job_transition(
                cancel_requested = CASE WHEN ?11 THEN cancel_requested ELSE 0 END, \
                finished_at = CASE WHEN ?11 THEN ?12 ELSE NULL END \
              WHERE id = ?1 AND state = ?2 AND (?3 IS NULL OR lease_token = ?3) \
+               AND (?13 IS NULL OR cancel_requested = ?13) \
+               AND (NOT ?14 OR unique_key IS NULL OR NOT EXISTS ( \
+                    SELECT 1 FROM jobs AS other WHERE other.queue = jobs.queue \
+                    AND other.unique_key = jobs.unique_key AND other.id <> jobs.id \
+                    AND other.state IN ('waiting', 'delayed', 'active'))) \
              RETURNING queue, kind, attempts",
         )
         .map_err(backend)?;
     let mut probe = conn
-        .prepare_cached("SELECT state FROM jobs WHERE id = ?1")
+        .prepare_cached("SELECT state, lease_token, cancel_requested FROM jobs WHERE id = ?1")
         .map_err(backend)?;
     let mut out = Vec::with_capacity(ts.len());
     for t in ts {
@@ -527,9 +534,9 @@ pub(crate) fn job_transition(
             Guard::State(s) => (*s, None),
         };
         let applied = if is_plain_completion(t) {
-            // `remove`: if a batch names one job twice, only one of them applied.
+            // `remove`: if a batch names one lease twice, only the first is told it applied it.
             completed
-                .remove(&id)
+                .remove(&(id.clone(), token.unwrap_or_default().to_string()))
                 .map(|(queue, kind, attempts)| Transitioned {
                     queue,
                     kind,
@@ -558,6 +565,8 @@ pub(crate) fn job_transition(
                         t.stalled as i64,
                         t.to.is_final(),
                         t.now,
+                        t.expect_cancel_requested,
+                        t.unique_key_free,
                     ],
                     |r| {
                         Ok(Transitioned {
@@ -574,21 +583,40 @@ pub(crate) fn job_transition(
         out.push(match applied {
             Some(t) => Ok(t),
             None => {
-                let current: Option<String> = probe
-                    .query_row([&id], |r| r.get(0))
+                let current: Option<(String, Option<String>, bool)> = probe
+                    .query_row([&id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
                     .optional()
                     .map_err(backend)?;
-                Err(match (current, &t.guard) {
-                    (None, _) => Error::NotFound(format!("job {id}")),
-                    (Some(_), Guard::Lease(_)) => Error::LeaseLost,
-                    (Some(s), Guard::State(want)) => {
-                        Error::Conflict(format!("job {id} is {s}, not {want}"))
-                    }
-                })
+                Err(guard_failure(&id, t, current))
             }
         });
     }
     Ok(out)
+}
+
+/// Says which guard of `t` failed, given the job's current `(state, lease_token, cancel_requested)`.
+fn guard_failure(
+    id: &str,
+    t: &Transition,
+    current: Option<(String, Option<String>, bool)>,
+) -> Error {
+    let Some((state, token, cancel)) = current else {
+        return Error::NotFound(format!("job {id}"));
+    };
+    match &t.guard {
+        Guard::Lease(want) if state == "active" && token.as_deref() == Some(want.as_str()) => {
+            if t.expect_cancel_requested.is_some_and(|c| c != cancel) {
+                Error::Conflict(format!("a cancel of job {id} was requested meanwhile"))
+            } else {
+                Error::Conflict(format!("job {id} changed meanwhile"))
+            }
+        }
+        Guard::Lease(_) => Error::LeaseLost,
+        Guard::State(want) if state == want.as_str() && t.unique_key_free => Error::Conflict(
+            format!("job {id}: another unfinished job of its queue holds its unique key"),
+        ),
+        Guard::State(want) => Error::Conflict(format!("job {id} is {state}, not {want}")),
+    }
 }
 
 pub(crate) fn job_request_cancel(conn: &Connection, id: JobId) -> Result<Transitioned> {

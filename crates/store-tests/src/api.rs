@@ -506,3 +506,72 @@ pub async fn unique_key_returns_the_existing_job_within_its_window(f: Fixture) {
         .unwrap();
     assert!(elsewhere.created);
 }
+
+pub async fn retry_and_replay_respect_the_unique_key(f: Fixture) {
+    let ctx = Ctx::new(f);
+    let e = &ctx.engine;
+    let uk = |n: u64| {
+        job("u", n).with_options(JobOptions {
+            unique_key: Some("order-9".into()),
+            max_attempts: Some(1),
+            ..Default::default()
+        })
+    };
+    let a = e.enqueue(uk(1)).await.unwrap().id;
+    let j = claim_one(e, "u").await;
+    e.fail(j.id, token(&j), Failure::retryable("down"))
+        .await
+        .unwrap();
+    // A is dead, so the key is free and B takes it.
+    let b = e.enqueue(uk(2)).await.unwrap();
+    assert!(b.created);
+    assert!(
+        matches!(e.retry(a).await, Err(Error::Conflict(_))),
+        "B holds the key"
+    );
+    let n = e
+        .replay_dead(DeadFilter {
+            queue: "u".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(n, 0);
+    assert_eq!(
+        e.get(a).await.unwrap().state,
+        JobState::Dead,
+        "left as it was"
+    );
+    // Once B is done, A may run again.
+    let j = claim_one(e, "u").await;
+    e.complete(j.id, token(&j), None).await.unwrap();
+    e.retry(a).await.unwrap();
+    assert_eq!(e.get(a).await.unwrap().state, JobState::Waiting);
+}
+
+pub async fn a_queue_named_twice_in_a_claim_counts_once(f: Fixture) {
+    let ctx = Ctx::new(f);
+    let e = &ctx.engine;
+    e.enqueue_many((0..4).map(|i| job("q", i)).collect())
+        .await
+        .unwrap();
+    let got = e
+        .claim(Claim {
+            queues: vec!["q".into(), "q".into()],
+            worker_id: "w".into(),
+            limit: 4,
+        })
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 4);
+    let too_many = Claim {
+        queues: (0..e.limits().max_claim_queues + 1)
+            .map(|i| format!("q{i}"))
+            .collect(),
+        worker_id: "w".into(),
+        limit: 1,
+    };
+    assert!(
+        matches!(e.claim(too_many).await, Err(Error::Invalid { field, .. }) if field == "queues")
+    );
+}

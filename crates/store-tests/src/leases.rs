@@ -203,3 +203,73 @@ pub async fn retried_completion_of_the_same_lease_is_a_success(f: Fixture) {
         json!({"ok": true})
     );
 }
+
+pub async fn a_stale_token_batched_with_the_current_one_is_refused(f: Fixture) {
+    let ctx = Ctx::new(f);
+    let e = &ctx.engine;
+    e.enqueue(job("q", 1).with_options(JobOptions {
+        heartbeat_ms: Some(1_000),
+        max_stalled: Some(5),
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+    let stale = claim_one(e, "q").await;
+    ctx.clock.advance(stale.lease_ms as i64);
+    e.maintain().await.unwrap();
+    let current = claim_one(e, "q").await;
+    assert_eq!(current.id, stale.id);
+    let out = e
+        .ack(vec![
+            errand_core::Ack::Complete {
+                id: stale.id,
+                token: token(&stale),
+                result: Some(json!("stale")),
+            },
+            errand_core::Ack::Complete {
+                id: current.id,
+                token: token(&current),
+                result: Some(json!("current")),
+            },
+        ])
+        .await
+        .unwrap();
+    assert!(matches!(out[0], Err(Error::LeaseLost)), "{:?}", out[0]);
+    let ok = out[1].as_ref().unwrap();
+    assert!(!ok.duplicate);
+    let got = e.get(current.id).await.unwrap();
+    assert_eq!(got.result.unwrap().get(), r#""current""#);
+}
+
+pub async fn results_are_stored_exactly_as_sent(f: Fixture) {
+    let ctx = Ctx::new(f);
+    let e = &ctx.engine;
+    let results = [
+        json!({"p": 0.448_012_491_920_167_23, "q": -1.5e-300, "r": 1e300, "s": 0.1, "t": 123_456_789.987_654_33}),
+        json!(null),
+        json!("text with \"quotes\", \\ and ünïcödé"),
+        json!([1, [2, [3]], {"k": {}}]),
+        json!(18_446_744_073_709_551_615u64),
+    ];
+    e.enqueue_many((0..results.len() as u64).map(|i| job("q", i)).collect())
+        .await
+        .unwrap();
+    let jobs = crate::support::claim(e, "q", "w", 10).await;
+    // One batch, so the bulk path of a store is exercised too.
+    let acks = jobs
+        .iter()
+        .zip(&results)
+        .map(|(j, r)| errand_core::Ack::Complete {
+            id: j.id,
+            token: token(j),
+            result: Some(r.clone()),
+        })
+        .collect();
+    for r in e.ack(acks).await.unwrap() {
+        r.unwrap();
+    }
+    for (j, r) in jobs.iter().zip(&results) {
+        let got = e.get(j.id).await.unwrap();
+        assert_eq!(got.result.unwrap().get(), serde_json::to_string(r).unwrap());
+    }
+}

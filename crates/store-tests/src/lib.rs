@@ -24,6 +24,7 @@ pub mod concurrency;
 pub mod events;
 pub mod leases;
 pub mod model;
+pub mod races;
 pub mod reaper;
 pub mod retries;
 mod support;
@@ -125,6 +126,7 @@ macro_rules! __for_each_check {
             $fresh,
             model::retention_prunes_by_count_and_age_but_never_dead_jobs
         );
+        $m!($fresh, model::json_nested_too_deep_is_refused);
         // 4. retries
         $m!($fresh, retries::fixed_backoff_waits_the_same_each_time);
         $m!($fresh, retries::exponential_backoff_doubles_up_to_its_cap);
@@ -135,6 +137,7 @@ macro_rules! __for_each_check {
             $fresh,
             retries::exhausted_job_is_dead_with_payload_and_every_error
         );
+        $m!($fresh, retries::backoff_never_exceeds_its_limit);
         // 5. leases and fencing
         $m!(
             $fresh,
@@ -155,6 +158,19 @@ macro_rules! __for_each_check {
         $m!(
             $fresh,
             leases::retried_completion_of_the_same_lease_is_a_success
+        );
+        $m!(
+            $fresh,
+            leases::a_stale_token_batched_with_the_current_one_is_refused
+        );
+        $m!($fresh, leases::results_are_stored_exactly_as_sent);
+        $m!(
+            $fresh,
+            races::a_cancel_requested_while_a_failure_is_written_is_not_lost
+        );
+        $m!(
+            $fresh,
+            races::a_cancel_requested_while_a_stall_is_written_is_not_lost
         );
         // 6. the reaper
         $m!(
@@ -177,6 +193,8 @@ macro_rules! __for_each_check {
         $m!($fresh, api::batch_with_one_bad_job_writes_nothing);
         $m!($fresh, api::cancel_waiting_delayed_and_active_jobs);
         $m!($fresh, api::retry_a_dead_job_and_replay_by_filter);
+        $m!($fresh, api::retry_and_replay_respect_the_unique_key);
+        $m!($fresh, api::a_queue_named_twice_in_a_claim_counts_once);
         $m!($fresh, api::purge_dead_jobs_by_filter);
         $m!($fresh, api::promote_a_delayed_job);
         $m!($fresh, api::paused_queue_accepts_but_hands_out_nothing);
@@ -201,4 +219,40 @@ macro_rules! __for_each_check {
         // 8. events
         $m!($fresh, events::every_state_change_emits_an_event);
     };
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every check function is in `__for_each_check!`: a check left out would silently never run.
+    #[test]
+    fn every_check_is_listed() {
+        let lib = include_str!("lib.rs");
+        let modules = [
+            ("api", include_str!("api.rs")),
+            ("concurrency", include_str!("concurrency.rs")),
+            ("events", include_str!("events.rs")),
+            ("leases", include_str!("leases.rs")),
+            ("model", include_str!("model.rs")),
+            ("races", include_str!("races.rs")),
+            ("reaper", include_str!("reaper.rs")),
+            ("retries", include_str!("retries.rs")),
+        ];
+        let mut missing = Vec::new();
+        for (module, src) in modules {
+            for line in src.lines() {
+                if let Some(rest) = line.strip_prefix("pub async fn ") {
+                    let name = rest.split('(').next().unwrap_or_default();
+                    let path = format!("{module}::{name}");
+                    let listed = lib.match_indices(&path).any(|(at, _)| {
+                        let next = lib[at + path.len()..].chars().next();
+                        !next.is_some_and(|c| c.is_alphanumeric() || c == '_')
+                    });
+                    if !listed {
+                        missing.push(format!("{module}::{name}"));
+                    }
+                }
+            }
+        }
+        assert!(missing.is_empty(), "not in __for_each_check!: {missing:?}");
+    }
 }

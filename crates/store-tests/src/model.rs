@@ -387,3 +387,31 @@ pub async fn retention_prunes_by_count_and_age_but_never_dead_jobs(f: Fixture) {
     }
     assert_eq!(e.get(waiting.id).await.unwrap().state, JobState::Waiting);
 }
+
+pub async fn json_nested_too_deep_is_refused(f: Fixture) {
+    let ctx = Ctx::new(f);
+    let e = &ctx.engine;
+    let nest = |levels: usize| {
+        let mut v = json!(1);
+        for _ in 0..levels {
+            v = json!([v]);
+        }
+        v
+    };
+    let limit = e.limits().max_json_depth;
+    e.enqueue(NewJob::new("q", "k", nest(limit))).await.unwrap();
+    match e.enqueue(NewJob::new("q", "k", nest(limit + 1))).await {
+        Err(Error::Invalid { field, .. }) => assert_eq!(field, "payload"),
+        other => panic!("expected invalid payload, got {other:?}"),
+    }
+    let j = claim_one(e, "q").await;
+    assert!(matches!(
+        e.complete(j.id, token(&j), Some(nest(limit + 1))).await,
+        Err(Error::Invalid { field, .. }) if field == "result"
+    ));
+    assert_eq!(
+        e.get(j.id).await.unwrap().state,
+        JobState::Active,
+        "nothing changed"
+    );
+}

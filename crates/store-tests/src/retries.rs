@@ -186,3 +186,46 @@ pub async fn exhausted_job_is_dead_with_payload_and_every_error(f: Fixture) {
     );
     assert_eq!(e.stats("r").await.unwrap().dead, 1);
 }
+
+pub async fn backoff_never_exceeds_its_limit(f: Fixture) {
+    let ctx = Ctx::new(f);
+    let e = &ctx.engine;
+    let cap = e.limits().max_backoff_ms as i64;
+    // The largest delay allowed, doubling with no cap of its own: it must neither overflow nor wrap.
+    e.enqueue(with_backoff(60, Backoff::exponential(cap as u64)))
+        .await
+        .unwrap();
+    for failure in 1..=40 {
+        let j = claim_one(e, "r").await;
+        let out = e
+            .fail(j.id, token(&j), Failure::retryable("again"))
+            .await
+            .unwrap();
+        let delay = out.run_at.unwrap() - ctx.clock.now();
+        assert_eq!(
+            delay, cap,
+            "failure {failure}: capped at the limit, never wrapped"
+        );
+        ctx.clock.advance(delay);
+    }
+    // A small base doubled 60 times is far past the cap too: capped, not negative.
+    e.enqueue(
+        NewJob::new("s", "flaky", json!({})).with_options(JobOptions {
+            max_attempts: Some(70),
+            backoff: Some(Backoff::exponential(1_000)),
+            ..Default::default()
+        }),
+    )
+    .await
+    .unwrap();
+    for _ in 1..=64 {
+        let j = claim_one(e, "s").await;
+        let out = e
+            .fail(j.id, token(&j), Failure::retryable("again"))
+            .await
+            .unwrap();
+        let delay = out.run_at.unwrap() - ctx.clock.now();
+        assert!((0..=cap).contains(&delay) && delay > 0, "{delay}");
+        ctx.clock.advance(delay);
+    }
+}

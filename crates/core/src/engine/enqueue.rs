@@ -128,7 +128,7 @@ impl Engine {
         let qc = &configs[&job.queue];
         let o = job.options;
         validate::kind("kind", &job.kind, limits)?;
-        let payload = validate::json("payload", &job.payload, limits.max_payload_bytes)?;
+        let payload = validate::json("payload", &job.payload, limits.max_payload_bytes, limits)?;
         let priority = o.priority.unwrap_or(qc.priority);
         validate::priority("priority", priority)?;
         let run_at = match (o.delay_ms, o.run_at) {
@@ -140,7 +140,7 @@ impl Engine {
             }
             (Some(d), None) => {
                 validate::range_u64("delay_ms", d, 0, limits.max_delay_ms)?;
-                now + d as i64
+                now.saturating_add(d as i64)
             }
             (None, Some(t)) => {
                 if t > now + limits.max_delay_ms as i64 {

@@ -121,6 +121,7 @@ impl Engine {
     fn after_stall(&self, job: &Job, guard: Guard, now: Timestamp) -> Transition {
         let mut t = Transition::new(job.id, guard, JobState::Waiting, now);
         t.stalled = true;
+        t.expect_cancel_requested = Some(job.cancel_requested);
         t.error = Some(ErrorRecord {
             attempt: job.attempts,
             kind: ErrorKind::Stalled,

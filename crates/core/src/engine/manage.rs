@@ -90,6 +90,8 @@ impl Engine {
         let mut t = Transition::new(id, Guard::State(from), JobState::Waiting, now);
         t.run_at = Some(now);
         t.attempts = Attempts::Reset;
+        // Back among the unfinished, it must not share its unique key with another unfinished job.
+        t.unique_key_free = true;
         t
     }
 

@@ -85,9 +85,19 @@ impl Engine {
         if req.queues.is_empty() {
             return Err(Error::invalid("queues", "name at least one queue"));
         }
+        if req.queues.len() > limits.max_claim_queues {
+            return Err(Error::invalid(
+                "queues",
+                format!("name at most {} queues", limits.max_claim_queues),
+            ));
+        }
         for (i, q) in req.queues.iter().enumerate() {
             validate::queue_name(&format!("queues[{i}]"), q, limits)?;
         }
+        // A queue named twice would take two of the claim's slots for the same candidates.
+        let mut queues = req.queues;
+        let mut seen = std::collections::HashSet::new();
+        queues.retain(|q| seen.insert(q.clone()));
         validate::worker_id("worker_id", &req.worker_id, limits)?;
         validate::range_u64("limit", req.limit as u64, 1, limits.max_claim as u64)?;
         let now = self.now();
@@ -95,7 +105,7 @@ impl Engine {
             .inner
             .store
             .job_claim(JobClaim {
-                queues: req.queues,
+                queues,
                 worker_id: req.worker_id,
                 limit: req.limit,
                 lease: new_lease_token(),
@@ -136,7 +146,14 @@ impl Engine {
         progress: Option<Value>,
     ) -> Result<Renewed> {
         let progress = progress
-            .map(|p| validate::json("progress", &p, self.limits().max_progress_bytes))
+            .map(|p| {
+                validate::json(
+                    "progress",
+                    &p,
+                    self.limits().max_progress_bytes,
+                    self.limits(),
+                )
+            })
             .transpose()?;
         self.inner
             .store
@@ -183,10 +200,13 @@ impl Engine {
         let mut out: Vec<Option<Result<AckOutcome>>> = Vec::with_capacity(acks.len());
         let mut planned = Vec::new();
         let mut transitions = Vec::new();
+        let mut retry_plans = std::collections::HashMap::new();
         for (i, ack) in acks.into_iter().enumerate() {
             let plan = match ack {
                 Ack::Complete { id, token, result } => result
-                    .map(|r| validate::json("result", &r, self.limits().max_result_bytes))
+                    .map(|r| {
+                        validate::json("result", &r, self.limits().max_result_bytes, self.limits())
+                    })
                     .transpose()
                     .map(|result| {
                         let mut t =
@@ -195,7 +215,9 @@ impl Engine {
                         t
                     }),
                 Ack::Fail { id, token, failure } => {
-                    self.plan_failure(id, &token, &failure, now).await
+                    let plan = self.plan_failure(id, &token, &failure, now).await;
+                    retry_plans.insert(i, (id, token, failure));
+                    plan
                 }
             };
             match plan {
@@ -217,6 +239,11 @@ impl Engine {
                     duplicate: false,
                 }),
                 Err(Error::LeaseLost) => self.duplicate_ack(id, to, &guard).await,
+                // A failure decided before a cancel request landed: decide again on what is there now.
+                Err(Error::Conflict(_)) if retry_plans.contains_key(&i) => {
+                    let (id, token, failure) = &retry_plans[&i];
+                    self.fail_again(*id, token, failure).await
+                }
                 Err(e) => Err(e),
             });
         }
@@ -224,6 +251,33 @@ impl Engine {
             .into_iter()
             .map(|o| o.unwrap_or(Err(Error::LeaseLost)))
             .collect())
+    }
+
+    /// Plans and applies a failure again after its first plan lost a race with a cancel request. The
+    /// cancel flag only ever goes from unset to set, so a second round settles it; a third is a bug.
+    async fn fail_again(
+        &self,
+        id: JobId,
+        token: &LeaseToken,
+        failure: &Failure,
+    ) -> Result<AckOutcome> {
+        let mut last = Error::Conflict(format!("job {id} kept changing while failing it"));
+        for _ in 0..2 {
+            let t = self.plan_failure(id, token, failure, self.now()).await?;
+            let (to, run_at) = (t.to, t.run_at);
+            match self.apply(vec![t]).await?.remove(0) {
+                Ok(()) => {
+                    return Ok(AckOutcome {
+                        state: to,
+                        run_at,
+                        duplicate: false,
+                    });
+                }
+                Err(Error::Conflict(m)) => last = Error::Conflict(m),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last)
     }
 
     /// A lease guard failed: if the job already reached the state this very lease asked for, the client is
@@ -304,6 +358,7 @@ impl Engine {
         };
         let mut t = Transition::new(job.id, guard, JobState::Dead, now);
         t.error = Some(error);
+        t.expect_cancel_requested = Some(job.cancel_requested);
         if job.cancel_requested {
             t.to = JobState::Cancelled;
         } else if kind == ErrorKind::NonRetryable {
@@ -312,8 +367,14 @@ impl Engine {
             t.dead_reason = Some(DeadReason::AttemptsExhausted);
         } else {
             let r: f64 = rand::rng().random();
-            let delay = retry_after_ms.unwrap_or_else(|| job.backoff.delay_after(job.attempts, r));
-            let run_at = now + delay as i64;
+            // A policy's delay is capped by the limits (an uncapped exponential would reach years);
+            // a worker's retry_after was validated against them already.
+            let delay = retry_after_ms.unwrap_or_else(|| {
+                job.backoff
+                    .delay_after(job.attempts, r)
+                    .min(self.limits().max_backoff_ms)
+            });
+            let run_at = now.saturating_add(i64::try_from(delay).unwrap_or(i64::MAX));
             t.to = if delay == 0 {
                 JobState::Waiting
             } else {

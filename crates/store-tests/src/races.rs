@@ -1,0 +1,142 @@
+//! Races the engine must win whatever the timing: each check puts a competing change exactly between
+//! the engine's read and its guarded write, through a store wrapper, instead of hoping for the timing.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use errand_core::store::{
+    Claimed, Guard, Inserted, JobClaim, JobDelete, JobInsert, JobList, JobPrune, LeaseRenew,
+    Renewed, Store, Transition, Transitioned,
+};
+use errand_core::{
+    Cancelled, Failure, Job, JobId, JobOptions, JobState, QueueConfig, QueueInfo, QueueStats,
+    Result, Timestamp,
+};
+
+use crate::support::{claim_one, job, token};
+use crate::{Ctx, Fixture};
+
+/// A store that requests the cancel of a job just before the first lease-guarded transition of it: the
+/// moment after the engine decided what a failure or stall means and before it writes that down.
+#[derive(Debug)]
+struct CancelBeforeWrite {
+    inner: Arc<dyn Store>,
+    armed: AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl Store for CancelBeforeWrite {
+    async fn job_transition(&self, p: Vec<Transition>) -> Result<Vec<Result<Transitioned>>> {
+        if let Some(t) = p.iter().find(|t| matches!(t.guard, Guard::Lease(_)))
+            && self.armed.swap(false, Ordering::SeqCst)
+        {
+            self.inner.job_request_cancel(t.id).await?;
+        }
+        self.inner.job_transition(p).await
+    }
+    async fn job_insert(&self, p: JobInsert) -> Result<Vec<Inserted>> {
+        self.inner.job_insert(p).await
+    }
+    async fn job_claim(&self, p: JobClaim) -> Result<Claimed> {
+        self.inner.job_claim(p).await
+    }
+    async fn lease_renew(&self, p: LeaseRenew) -> Result<Renewed> {
+        self.inner.lease_renew(p).await
+    }
+    async fn job_request_cancel(&self, id: JobId) -> Result<Transitioned> {
+        self.inner.job_request_cancel(id).await
+    }
+    async fn job_promote_due(
+        &self,
+        queue: &str,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<(JobId, Transitioned)>> {
+        self.inner.job_promote_due(queue, now, limit).await
+    }
+    async fn job_expired(&self, now: Timestamp, limit: usize) -> Result<Vec<Job>> {
+        self.inner.job_expired(now, limit).await
+    }
+    async fn job_get(&self, id: JobId) -> Result<Option<Job>> {
+        self.inner.job_get(id).await
+    }
+    async fn job_list(&self, p: JobList) -> Result<Vec<Job>> {
+        self.inner.job_list(p).await
+    }
+    async fn job_prune(&self, p: JobPrune) -> Result<u64> {
+        self.inner.job_prune(p).await
+    }
+    async fn job_delete(&self, p: JobDelete) -> Result<u64> {
+        self.inner.job_delete(p).await
+    }
+    async fn queue_get(&self, name: &str) -> Result<Option<QueueInfo>> {
+        self.inner.queue_get(name).await
+    }
+    async fn queue_list(&self) -> Result<Vec<QueueInfo>> {
+        self.inner.queue_list().await
+    }
+    async fn queue_put(&self, name: &str, config: QueueConfig) -> Result<()> {
+        self.inner.queue_put(name, config).await
+    }
+    async fn queue_set_paused(&self, name: &str, paused: bool) -> Result<()> {
+        self.inner.queue_set_paused(name, paused).await
+    }
+    async fn queue_stats(&self, name: &str, now: Timestamp) -> Result<QueueStats> {
+        self.inner.queue_stats(name, now).await
+    }
+}
+
+fn racing(f: Fixture) -> (Ctx, Arc<CancelBeforeWrite>) {
+    let store = Arc::new(CancelBeforeWrite {
+        inner: f.store.clone(),
+        armed: AtomicBool::new(false),
+    });
+    let ctx = Ctx::new(Fixture::new(store.clone(), f));
+    (ctx, store)
+}
+
+pub async fn a_cancel_requested_while_a_failure_is_written_is_not_lost(f: Fixture) {
+    let (ctx, race) = racing(f);
+    let e = &ctx.engine;
+    e.enqueue(job("q", 1).with_options(JobOptions {
+        max_attempts: Some(5),
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+    let j = claim_one(e, "q").await;
+    race.armed.store(true, Ordering::SeqCst);
+    // Decided as "retry later" on a job with no cancel request; the request lands before the write.
+    let out = e
+        .fail(j.id, token(&j), Failure::retryable("flaky"))
+        .await
+        .unwrap();
+    assert_eq!(
+        out.state,
+        JobState::Cancelled,
+        "the cancel wins over the retry"
+    );
+    let got = e.get(j.id).await.unwrap();
+    assert_eq!(got.state, JobState::Cancelled);
+    assert_eq!(got.errors.len(), 1, "the failed attempt is still recorded");
+}
+
+pub async fn a_cancel_requested_while_a_stall_is_written_is_not_lost(f: Fixture) {
+    let (ctx, race) = racing(f);
+    let e = &ctx.engine;
+    e.enqueue(job("q", 1).with_options(JobOptions {
+        heartbeat_ms: Some(1_000),
+        max_stalled: Some(5),
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+    let j = claim_one(e, "q").await;
+    ctx.clock.advance(j.lease_ms as i64);
+    race.armed.store(true, Ordering::SeqCst);
+    // The pass that lost the race leaves the job to the next pass, which sees the request.
+    e.maintain().await.unwrap();
+    e.maintain().await.unwrap();
+    assert_eq!(e.get(j.id).await.unwrap().state, JobState::Cancelled);
+    assert_eq!(e.cancel(j.id).await.unwrap(), Cancelled::Cancelled);
+}
