@@ -8,6 +8,10 @@ pub enum Error {
     /// with its index: `jobs[3].payload`).
     #[error("invalid {field}: {message}")]
     Invalid { field: String, message: String },
+    /// The input is larger than a limit allows (a payload, result or progress, or a batch); nothing was
+    /// written. `field` names it as for [`Error::Invalid`].
+    #[error("{field} too large: {message}")]
+    TooLarge { field: String, message: String },
     /// No such job (or queue).
     #[error("{0} not found")]
     NotFound(String),
@@ -35,10 +39,30 @@ impl Error {
         }
     }
 
+    /// A [`Error::TooLarge`] for `field`.
+    pub fn too_large(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::TooLarge {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The input field an error names, if any.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            Error::Invalid { field, .. } | Error::TooLarge { field, .. } => Some(field),
+            _ => None,
+        }
+    }
+
     /// Prefixes the field of an [`Error::Invalid`] (used to name the item of a batch).
     pub(crate) fn in_field(self, prefix: &str) -> Self {
         match self {
             Error::Invalid { field, message } => Error::Invalid {
+                field: format!("{prefix}.{field}"),
+                message,
+            },
+            Error::TooLarge { field, message } => Error::TooLarge {
                 field: format!("{prefix}.{field}"),
                 message,
             },

@@ -100,7 +100,7 @@ pub fn json(
     let raw = serde_json::value::to_raw_value(v)
         .map_err(|e| Error::invalid(field, format!("is not serializable JSON: {e}")))?;
     if raw.get().len() > max {
-        return Err(Error::invalid(
+        return Err(Error::too_large(
             field,
             format!("is {} bytes; at most {max} are allowed", raw.get().len()),
         ));

@@ -135,7 +135,7 @@ pub async fn heartbeat_extends_the_lease_carries_progress_and_reports_cancel(f: 
     let big = "p".repeat(e.limits().max_progress_bytes + 1);
     assert!(matches!(
         e.heartbeat(j.id, token(&j), Some(json!(big))).await,
-        Err(Error::Invalid { field, .. }) if field == "progress"
+        Err(Error::TooLarge { field, .. }) if field == "progress"
     ));
 
     // Once the lease has expired it cannot be renewed: the job is the reaper's.
@@ -272,4 +272,39 @@ pub async fn results_are_stored_exactly_as_sent(f: Fixture) {
         let got = e.get(j.id).await.unwrap();
         assert_eq!(got.result.unwrap().get(), serde_json::to_string(r).unwrap());
     }
+}
+
+pub async fn released_job_is_due_at_once_without_using_an_attempt(f: Fixture) {
+    let ctx = Ctx::new(f);
+    let e = &ctx.engine;
+    e.enqueue(job("q", 1).with_options(JobOptions {
+        max_attempts: Some(1),
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+    let j = claim_one(e, "q").await;
+    let out = e.release(j.id, token(&j)).await.unwrap();
+    assert_eq!(out.state, JobState::Waiting);
+    let again = e.get(j.id).await.unwrap();
+    assert_eq!(again.attempts, 0, "a released job used no attempt");
+    assert!(again.errors.is_empty() && again.lease.is_none());
+    // Another worker gets it at once, and its single attempt is still there to be used.
+    let j2 = claim_one(e, "q").await;
+    assert_eq!(j2.id, j.id);
+    assert_eq!(j2.attempts, 1);
+    assert!(matches!(
+        e.release(j.id, token(&j)).await,
+        Err(Error::LeaseLost)
+    ));
+    assert_eq!(
+        state(e, &j2).await,
+        JobState::Active,
+        "the stale release changed nothing"
+    );
+
+    // A job whose cancel was requested is cancelled when released, not run again.
+    e.cancel(j2.id).await.unwrap();
+    let out = e.release(j2.id, token(&j2)).await.unwrap();
+    assert_eq!(out.state, JobState::Cancelled);
 }

@@ -166,6 +166,10 @@ macro_rules! __for_each_check {
         $m!($fresh, leases::results_are_stored_exactly_as_sent);
         $m!(
             $fresh,
+            leases::released_job_is_due_at_once_without_using_an_attempt
+        );
+        $m!(
+            $fresh,
             races::a_cancel_requested_while_a_failure_is_written_is_not_lost
         );
         $m!(

@@ -131,7 +131,7 @@ pub async fn invalid_job_names_the_field_and_writes_nothing(f: Fixture) {
     ];
     for (bad, want) in cases {
         match e.enqueue(bad.clone()).await {
-            Err(Error::Invalid { field, message }) => {
+            Err(Error::Invalid { field, message } | Error::TooLarge { field, message }) => {
                 assert_eq!(field, want, "{bad:?}: {message}");
                 assert!(!message.is_empty());
             }

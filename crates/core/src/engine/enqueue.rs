@@ -37,7 +37,7 @@ impl Engine {
             return Err(Error::invalid("jobs", "must contain at least one job"));
         }
         if jobs.len() > self.limits().max_batch {
-            return Err(Error::invalid(
+            return Err(Error::too_large(
                 "jobs",
                 format!("at most {} jobs per batch", self.limits().max_batch),
             ));

@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::id::{JobId, LeaseToken, new_lease_token};
 use crate::model::{DeadReason, ErrorKind, ErrorRecord, Job, JobState};
-use crate::store::{Guard, JobClaim, LeaseRenew, Renewed, Transition};
+use crate::store::{Attempts, Guard, JobClaim, LeaseRenew, Renewed, Transition};
 use crate::validate;
 
 use super::Engine;
@@ -181,6 +181,46 @@ impl Engine {
         self.ack_one(Ack::Fail { id, token, failure }).await
     }
 
+    /// Gives back a job the worker holds but will not run (it fetched it and is shutting down): the job
+    /// is due again at once, for any worker, and the attempt is not counted. A job whose cancel was
+    /// requested is cancelled instead. A stale token gets [`Error::LeaseLost`].
+    pub async fn release(&self, id: JobId, token: LeaseToken) -> Result<AckOutcome> {
+        // The cancel flag may be set between our read and our write; the guard on it makes the store
+        // refuse, and the second round reads the flag as it is.
+        for _ in 0..2 {
+            let job = self.get(id).await?;
+            if job.lease.as_ref().map(|l| &l.token) != Some(&token) {
+                return Err(Error::LeaseLost);
+            }
+            let now = self.now();
+            let to = if job.cancel_requested {
+                JobState::Cancelled
+            } else {
+                JobState::Waiting
+            };
+            let mut t = Transition::new(id, Guard::Lease(token.clone()), to, now);
+            t.expect_cancel_requested = Some(job.cancel_requested);
+            if to == JobState::Waiting {
+                t.run_at = Some(now);
+                t.attempts = Attempts::GiveBack;
+            }
+            match self.apply(vec![t]).await?.remove(0) {
+                Ok(()) => {
+                    return Ok(AckOutcome {
+                        state: to,
+                        run_at: (to == JobState::Waiting).then_some(now),
+                        duplicate: false,
+                    });
+                }
+                Err(Error::Conflict(_)) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::Conflict(format!(
+            "job {id} kept changing while releasing it"
+        )))
+    }
+
     async fn ack_one(&self, ack: Ack) -> Result<AckOutcome> {
         let mut out = self.ack(vec![ack]).await?;
         out.remove(0)
@@ -190,7 +230,7 @@ impl Engine {
     /// (a lost lease on one does not affect the others).
     pub async fn ack(&self, acks: Vec<Ack>) -> Result<Vec<Result<AckOutcome>>> {
         if acks.len() > self.limits().max_batch {
-            return Err(Error::invalid(
+            return Err(Error::too_large(
                 "acks",
                 format!("at most {} per batch", self.limits().max_batch),
             ));
