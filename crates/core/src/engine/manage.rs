@@ -244,7 +244,22 @@ impl Engine {
         after: Option<JobId>,
         limit: usize,
     ) -> Result<Page> {
+        self.list_kind(queue, state, None, after, limit).await
+    }
+
+    /// [`Engine::list`], only jobs of `kind` when given.
+    pub async fn list_kind(
+        &self,
+        queue: &str,
+        state: JobState,
+        kind: Option<String>,
+        after: Option<JobId>,
+        limit: usize,
+    ) -> Result<Page> {
         validate::queue_name("queue", queue, self.limits())?;
+        if let Some(k) = &kind {
+            validate::kind("kind", k, self.limits())?;
+        }
         validate::range_u64("limit", limit as u64, 1, self.limits().max_claim as u64)?;
         let jobs = self
             .inner
@@ -252,7 +267,7 @@ impl Engine {
             .job_list(JobList {
                 queue: queue.to_string(),
                 state,
-                kind: None,
+                kind,
                 after,
                 limit,
             })

@@ -1,0 +1,222 @@
+//! API keys: who may call what, on which queues.
+//!
+//! A key is kept only as the SHA-256 of its secret. A request's `Authorization: Bearer <secret>` is
+//! hashed and compared with every configured hash in constant time, so that neither the comparison nor
+//! the position of the matching key shows in the response time.
+//!
+//! | scope | grants |
+//! |---|---|
+//! | `produce` | enqueue; get and cancel a job |
+//! | `work` | fetch, heartbeat, complete, fail, release, batch ack |
+//! | `read` | every `GET`: jobs, listings, queues, configuration, dead letters |
+//! | `admin` | everything: retry, promote, pause, resume, configure, replay, purge |
+//!
+//! A key limited to queue-name prefixes may only touch queues whose names start with one of them.
+//! Heartbeats and acknowledgements are not checked against prefixes: the lease token, handed out by a
+//! fetch that was, is the proof.
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// What a key may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    Produce,
+    Work,
+    Read,
+    Admin,
+}
+
+impl Scope {
+    /// Every scope.
+    pub const ALL: [Scope; 4] = [Scope::Produce, Scope::Work, Scope::Read, Scope::Admin];
+
+    /// The scope's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Produce => "produce",
+            Scope::Work => "work",
+            Scope::Read => "read",
+            Scope::Admin => "admin",
+        }
+    }
+}
+
+/// A key as written in the config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyConfig {
+    /// Shown in logs; never the secret.
+    pub name: String,
+    /// The SHA-256 of the secret, in hex (`errand key new` prints one).
+    pub sha256: String,
+    pub scopes: Vec<Scope>,
+    /// Queue-name prefixes the key is limited to; empty or absent: every queue.
+    #[serde(default)]
+    pub queues: Vec<String>,
+}
+
+/// A configured key.
+#[derive(Clone)]
+pub struct ApiKey {
+    pub name: String,
+    hash: [u8; 32],
+    pub scopes: Vec<Scope>,
+    pub queue_prefixes: Vec<String>,
+}
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiKey")
+            .field("name", &self.name)
+            .field("scopes", &self.scopes)
+            .field("queue_prefixes", &self.queue_prefixes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The SHA-256 of a secret, in lowercase hex: what the config file stores.
+pub fn hash_secret(secret: &str) -> String {
+    hex(&Sha256::digest(secret.as_bytes()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl ApiKey {
+    /// A key from its secret (hashed at once; the secret is not kept).
+    pub fn from_secret(
+        name: &str,
+        secret: &str,
+        scopes: Vec<Scope>,
+        queue_prefixes: Vec<String>,
+    ) -> ApiKey {
+        ApiKey {
+            name: name.to_string(),
+            hash: Sha256::digest(secret.as_bytes()).into(),
+            scopes,
+            queue_prefixes,
+        }
+    }
+
+    /// A key from the config file.
+    pub fn from_config(c: KeyConfig) -> Result<ApiKey, String> {
+        if c.name.is_empty() {
+            return Err("name must not be empty".into());
+        }
+        let hex = c.sha256.trim();
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!(
+                "{}: sha256 must be 64 hex digits (the SHA-256 of the secret)",
+                c.name
+            ));
+        }
+        let mut hash = [0u8; 32];
+        for (i, byte) in hash.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)
+                .map_err(|_| format!("{}: sha256 is not hex", c.name))?;
+        }
+        if c.scopes.is_empty() {
+            return Err(format!("{}: give at least one scope", c.name));
+        }
+        Ok(ApiKey {
+            name: c.name,
+            hash,
+            scopes: c.scopes,
+            queue_prefixes: c.queues,
+        })
+    }
+
+    /// Whether the key has `scope` (admin has every scope).
+    pub fn allows(&self, scope: Scope) -> bool {
+        self.scopes.contains(&scope) || self.scopes.contains(&Scope::Admin)
+    }
+
+    /// Whether the key may touch `queue`.
+    pub fn allows_queue(&self, queue: &str) -> bool {
+        self.queue_prefixes.is_empty() || self.queue_prefixes.iter().any(|p| queue.starts_with(p))
+    }
+}
+
+/// The caller of a request.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    /// No keys are configured: everyone may do everything (only allowed on loopback).
+    Open,
+    Key(ApiKey),
+}
+
+impl Caller {
+    /// Whether the caller has `scope`.
+    pub fn allows(&self, scope: Scope) -> bool {
+        match self {
+            Caller::Open => true,
+            Caller::Key(k) => k.allows(scope),
+        }
+    }
+
+    /// Whether the caller may touch `queue`.
+    pub fn allows_queue(&self, queue: &str) -> bool {
+        match self {
+            Caller::Open => true,
+            Caller::Key(k) => k.allows_queue(queue),
+        }
+    }
+
+    /// The key's name, for logs.
+    pub fn name(&self) -> &str {
+        match self {
+            Caller::Open => "-",
+            Caller::Key(k) => &k.name,
+        }
+    }
+}
+
+/// The key whose hash matches `secret`'s, compared in constant time against every key.
+pub fn find_key<'a>(keys: &'a [ApiKey], secret: &str) -> Option<&'a ApiKey> {
+    let hash: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
+    let mut found = None;
+    for k in keys {
+        if bool::from(k.hash.ct_eq(&hash)) {
+            found = Some(k);
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn keys_are_found_by_their_secret_and_kept_as_hashes() {
+        let k = ApiKey::from_config(KeyConfig {
+            name: "billing".into(),
+            sha256: hash_secret("s3cret"),
+            scopes: vec![Scope::Produce],
+            queues: vec!["billing.".into()],
+        })
+        .unwrap();
+        let keys = vec![k];
+        assert_eq!(find_key(&keys, "s3cret").unwrap().name, "billing");
+        assert!(find_key(&keys, "s3cret ").is_none());
+        assert!(!format!("{:?}", keys[0]).contains("s3cret"));
+        assert!(keys[0].allows(Scope::Produce) && !keys[0].allows(Scope::Work));
+        assert!(keys[0].allows_queue("billing.invoices") && !keys[0].allows_queue("mail"));
+    }
+
+    #[test]
+    fn a_malformed_hash_is_refused() {
+        let bad = KeyConfig {
+            name: "x".into(),
+            sha256: "abc".into(),
+            scopes: vec![Scope::Read],
+            queues: vec![],
+        };
+        assert!(ApiKey::from_config(bad).unwrap_err().contains("64 hex"));
+    }
+}

@@ -1,0 +1,295 @@
+//! The server's settings: defaults, a TOML file, `ERRAND_*` environment variables and flags, in rising
+//! order of precedence. [`ServeArgs`] is `errand serve`'s command line; its `--help` lists every option
+//! with its default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::auth::{ApiKey, KeyConfig, Scope};
+
+/// How the log is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// For people.
+    Text,
+    /// One JSON object per line, for log aggregation.
+    Json,
+}
+
+/// How the embedded store syncs a commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Sync {
+    /// Every acknowledged write survives a power cut (one fdatasync per group commit).
+    Full,
+    /// Survives a crash of the server, not a power cut of the machine; faster.
+    Normal,
+}
+
+/// `errand serve`'s options. Each may also be set in the config file (same name, `_` for `-`) or in
+/// the environment (`ERRAND_` and the name in capitals); a flag beats the environment, which beats the
+/// file.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ServeArgs {
+    /// A TOML file with any of these settings and the API keys ([[keys]]).
+    #[arg(long, env = "ERRAND_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:7700]. Any address other than loopback needs an API
+    /// key.
+    #[arg(long, env = "ERRAND_LISTEN", value_name = "HOST:PORT")]
+    pub listen: Option<String>,
+    /// Directory of the embedded store [default: ./errand-data].
+    #[arg(long, env = "ERRAND_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Store URL: sqlite://PATH [default: sqlite://DATA_DIR/errand.db].
+    #[arg(long, env = "ERRAND_STORE", value_name = "URL")]
+    pub store: Option<String>,
+    /// Durability of the embedded store [default: full].
+    #[arg(long, env = "ERRAND_SYNC", value_enum)]
+    pub sync: Option<Sync>,
+    /// Log format [default: text].
+    #[arg(long, env = "ERRAND_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Log filter, in `tracing`'s syntax [default: info].
+    #[arg(long, env = "ERRAND_LOG", value_name = "FILTER")]
+    pub log: Option<String>,
+    /// Largest request body in bytes [default: 16777216 (16 MiB)].
+    #[arg(long, env = "ERRAND_MAX_BODY_BYTES", value_name = "BYTES")]
+    pub max_body_bytes: Option<usize>,
+    /// Longest long-poll wait of a fetch, in ms [default: 30000].
+    #[arg(long, env = "ERRAND_MAX_WAIT_MS", value_name = "MS")]
+    pub max_wait_ms: Option<u64>,
+    /// Fetches that may wait at once; beyond it a fetch gets 429 [default: 10000].
+    #[arg(long, env = "ERRAND_MAX_WAITING_FETCHES", value_name = "N")]
+    pub max_waiting_fetches: Option<usize>,
+    /// How often the maintenance pass runs (stalls, timeouts, due jobs, retention), in ms [default:
+    /// 1000].
+    #[arg(long, env = "ERRAND_MAINTENANCE_INTERVAL_MS", value_name = "MS")]
+    pub maintenance_interval_ms: Option<u64>,
+    /// How long a graceful shutdown may take before the server exits anyway, in ms [default: 10000].
+    #[arg(long, env = "ERRAND_SHUTDOWN_TIMEOUT_MS", value_name = "MS")]
+    pub shutdown_timeout_ms: Option<u64>,
+}
+
+/// The config file: the same settings as [`ServeArgs`], plus the API keys.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    data_dir: Option<PathBuf>,
+    store: Option<String>,
+    sync: Option<Sync>,
+    log_format: Option<LogFormat>,
+    log: Option<String>,
+    max_body_bytes: Option<usize>,
+    max_wait_ms: Option<u64>,
+    max_waiting_fetches: Option<usize>,
+    maintenance_interval_ms: Option<u64>,
+    shutdown_timeout_ms: Option<u64>,
+    #[serde(default)]
+    keys: Vec<KeyConfig>,
+}
+
+/// The environment variable holding one API key in plain text, with every scope: the quick way to
+/// secure a single-team server. Its hash is kept, never the key.
+pub const API_KEY_ENV: &str = "ERRAND_API_KEY";
+
+/// Where the jobs are kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreUrl {
+    /// The embedded store: one SQLite file.
+    Sqlite(PathBuf),
+}
+
+impl StoreUrl {
+    /// Parses `sqlite://PATH` (or `sqlite:PATH`).
+    pub fn parse(url: &str) -> Result<StoreUrl, String> {
+        if let Some(path) = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+        {
+            if path.is_empty() {
+                return Err(
+                    "sqlite:// needs a file path, e.g. sqlite://./errand-data/errand.db".into(),
+                );
+            }
+            return Ok(StoreUrl::Sqlite(PathBuf::from(path)));
+        }
+        Err(format!(
+            "unsupported store URL {url:?}: expected sqlite://PATH"
+        ))
+    }
+}
+
+/// The resolved settings of a server.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub store: StoreUrl,
+    pub sync: Sync,
+    pub log_format: LogFormat,
+    pub log: String,
+    pub max_body_bytes: usize,
+    pub max_wait_ms: u64,
+    pub max_waiting_fetches: usize,
+    pub maintenance_interval_ms: u64,
+    pub shutdown_timeout_ms: u64,
+    /// Empty: no authentication (allowed on loopback only).
+    pub keys: Vec<ApiKey>,
+}
+
+impl Config {
+    /// The defaults, with the embedded store in `data_dir`.
+    pub fn with_data_dir(data_dir: &Path) -> Config {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7700)),
+            store: StoreUrl::Sqlite(data_dir.join("errand.db")),
+            sync: Sync::Full,
+            log_format: LogFormat::Text,
+            log: "info".into(),
+            max_body_bytes: 16 << 20,
+            max_wait_ms: 30_000,
+            max_waiting_fetches: 10_000,
+            maintenance_interval_ms: 1_000,
+            shutdown_timeout_ms: 10_000,
+            keys: Vec::new(),
+        }
+    }
+
+    /// Resolves flags and environment (already merged by clap) over the config file over the defaults.
+    /// `env_key` is the value of [`API_KEY_ENV`], if set.
+    pub fn resolve(args: &ServeArgs, env_key: Option<String>) -> Result<Config, String> {
+        let file = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
+                toml::from_str::<FileConfig>(&text)
+                    .map_err(|e| format!("config file {}: {e}", path.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        let data_dir = args
+            .data_dir
+            .clone()
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("errand-data"));
+        let mut c = Config::with_data_dir(&data_dir);
+        if let Some(listen) = args.listen.clone().or(file.listen) {
+            c.listen = listen.parse().map_err(|_| {
+                format!("listen: {listen:?} is not HOST:PORT (e.g. 127.0.0.1:7700)")
+            })?;
+        }
+        if let Some(url) = args.store.clone().or(file.store) {
+            c.store = StoreUrl::parse(&url).map_err(|e| format!("store: {e}"))?;
+        }
+        macro_rules! pick {
+            ($($f:ident),*) => { $( if let Some(v) = args.$f.clone().or(file.$f) { c.$f = v; } )* };
+        }
+        pick!(
+            sync,
+            log_format,
+            log,
+            max_body_bytes,
+            max_wait_ms,
+            max_waiting_fetches,
+            maintenance_interval_ms,
+            shutdown_timeout_ms
+        );
+        if c.maintenance_interval_ms == 0 {
+            return Err("maintenance_interval_ms must be at least 1".into());
+        }
+        for (i, k) in file.keys.into_iter().enumerate() {
+            c.keys
+                .push(ApiKey::from_config(k).map_err(|e| format!("keys[{i}]: {e}"))?);
+        }
+        if let Some(secret) = env_key.filter(|s| !s.is_empty()) {
+            c.keys.push(ApiKey::from_secret(
+                API_KEY_ENV,
+                &secret,
+                Scope::ALL.to_vec(),
+                Vec::new(),
+            ));
+        }
+        Ok(c)
+    }
+
+    /// Refuses a configuration that would expose an open server to the network.
+    pub fn check_exposure(&self) -> Result<(), String> {
+        if self.keys.is_empty() && !self.listen.ip().is_loopback() {
+            return Err(format!(
+                "refusing to listen on {} without an API key: anyone who can reach it could run and \
+                 delete jobs. Set {API_KEY_ENV}=<secret> for one key with every scope, or add \
+                 [[keys]] (name, sha256, scopes, queues) to the config file (`errand key new` makes \
+                 one), or listen on 127.0.0.1",
+                self.listen
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn flags_beat_the_file_which_beats_the_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("errand.toml");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:9000\"\nmax_wait_ms = 5000\nsync = \"normal\"\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(file),
+            max_wait_ms: Some(100),
+            ..Default::default()
+        };
+        let c = Config::resolve(&args, None).unwrap();
+        assert_eq!(c.listen.port(), 9000, "from the file");
+        assert_eq!(c.max_wait_ms, 100, "the flag wins");
+        assert_eq!(c.sync, Sync::Normal);
+        assert_eq!(c.max_waiting_fetches, 10_000, "the default");
+    }
+
+    #[test]
+    fn a_misspelt_setting_in_the_file_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("errand.toml");
+        std::fs::write(&file, "max_wait = 5000\n").unwrap();
+        let args = ServeArgs {
+            config: Some(file),
+            ..Default::default()
+        };
+        let err = Config::resolve(&args, None).unwrap_err();
+        assert!(err.contains("max_wait"), "{err}");
+    }
+
+    #[test]
+    fn an_open_server_on_the_network_is_refused() {
+        let args = ServeArgs {
+            listen: Some("0.0.0.0:7700".into()),
+            ..Default::default()
+        };
+        let c = Config::resolve(&args, None).unwrap();
+        let err = c.check_exposure().unwrap_err();
+        assert!(err.contains(API_KEY_ENV), "says how to add a key: {err}");
+        let c = Config::resolve(&args, Some("s3cret".into())).unwrap();
+        assert!(c.check_exposure().is_ok());
+    }
+
+    #[test]
+    fn store_urls() {
+        assert_eq!(
+            StoreUrl::parse("sqlite:///var/lib/errand.db").unwrap(),
+            StoreUrl::Sqlite("/var/lib/errand.db".into())
+        );
+        assert!(StoreUrl::parse("mysql://x").is_err());
+        assert!(StoreUrl::parse("sqlite://").is_err());
+    }
+}

@@ -1,0 +1,210 @@
+//! Between the engine's types and the wire's. The protocol mirrors the model so that clients need not
+//! compile the engine; this is the one place that knows both.
+
+use errand_core as core;
+use errand_protocol as wire;
+
+pub fn state(s: core::JobState) -> wire::JobState {
+    match s {
+        core::JobState::Waiting => wire::JobState::Waiting,
+        core::JobState::Delayed => wire::JobState::Delayed,
+        core::JobState::Active => wire::JobState::Active,
+        core::JobState::Completed => wire::JobState::Completed,
+        core::JobState::Cancelled => wire::JobState::Cancelled,
+        core::JobState::Dead => wire::JobState::Dead,
+    }
+}
+
+pub fn backoff(b: &core::Backoff) -> wire::Backoff {
+    wire::Backoff {
+        kind: match b.kind {
+            core::BackoffKind::Fixed => wire::BackoffKind::Fixed,
+            core::BackoffKind::Exponential => wire::BackoffKind::Exponential,
+        },
+        delay_ms: b.delay_ms,
+        jitter: b.jitter,
+        max_ms: b.max_ms,
+    }
+}
+
+pub fn backoff_from_wire(b: wire::Backoff) -> core::Backoff {
+    core::Backoff {
+        kind: match b.kind {
+            wire::BackoffKind::Fixed => core::BackoffKind::Fixed,
+            wire::BackoffKind::Exponential => core::BackoffKind::Exponential,
+        },
+        delay_ms: b.delay_ms,
+        jitter: b.jitter,
+        max_ms: b.max_ms,
+    }
+}
+
+fn error_kind(k: core::ErrorKind) -> &'static str {
+    match k {
+        core::ErrorKind::Error => "error",
+        core::ErrorKind::NonRetryable => "non_retryable",
+        core::ErrorKind::Timeout => "timeout",
+        core::ErrorKind::Stalled => "stalled",
+    }
+}
+
+/// A job as operators see it: everything but the lease token.
+pub fn job_view(j: core::Job) -> wire::JobView {
+    wire::JobView {
+        id: j.id.to_string(),
+        queue: j.queue,
+        kind: j.kind,
+        payload: j.payload,
+        state: state(j.state),
+        priority: j.priority,
+        run_at: j.run_at,
+        attempts: j.attempts,
+        max_attempts: j.max_attempts,
+        backoff: backoff(&j.backoff),
+        timeout_ms: j.timeout_ms,
+        heartbeat_ms: j.heartbeat_ms,
+        lease_ms: j.lease_ms,
+        max_stalled: j.max_stalled,
+        stalls: j.stalls,
+        unique_key: j.unique_key,
+        group_key: j.group_key,
+        idempotency_key: j.idempotency_key,
+        progress: j.progress,
+        result: j.result,
+        errors: j
+            .errors
+            .into_iter()
+            .map(|e| wire::AttemptError {
+                attempt: e.attempt,
+                kind: error_kind(e.kind).to_string(),
+                message: e.message,
+                at: e.at,
+            })
+            .collect(),
+        dead_reason: j.dead_reason.map(|r| r.as_str().to_string()),
+        cancel_requested: j.cancel_requested,
+        lease: j.lease.map(|l| wire::LeaseView {
+            worker_id: l.worker_id,
+            expires_at: l.expires_at,
+            deadline_at: l.deadline_at,
+        }),
+        created_at: j.created_at,
+        started_at: j.started_at,
+        finished_at: j.finished_at,
+    }
+}
+
+/// A claimed job as its worker gets it, with the lease token. `None` for a job without a lease (never
+/// returned by a claim).
+pub fn fetched(j: core::Job) -> Option<wire::FetchedJob> {
+    let lease = j.lease?;
+    Some(wire::FetchedJob {
+        id: j.id.to_string(),
+        queue: j.queue,
+        kind: j.kind,
+        payload: j.payload,
+        attempt: j.attempts,
+        max_attempts: j.max_attempts,
+        lease_token: lease.token,
+        lease_expires_at: lease.expires_at,
+        deadline_at: lease.deadline_at,
+        timeout_ms: j.timeout_ms,
+        heartbeat_ms: j.heartbeat_ms,
+        idempotency_key: j.idempotency_key,
+        priority: j.priority,
+        group_key: j.group_key,
+        progress: j.progress,
+        created_at: j.created_at,
+    })
+}
+
+pub fn new_job(queue: &str, j: wire::EnqueueJob) -> core::NewJob {
+    core::NewJob {
+        queue: queue.to_string(),
+        kind: j.kind,
+        payload: j.payload,
+        options: core::JobOptions {
+            priority: j.priority,
+            delay_ms: j.delay_ms,
+            run_at: j.run_at,
+            max_attempts: j.max_attempts,
+            backoff: j.backoff.map(backoff_from_wire),
+            timeout_ms: j.timeout_ms,
+            heartbeat_ms: j.heartbeat_ms,
+            max_stalled: j.max_stalled,
+            unique_key: j.unique_key,
+            group_key: j.group_key,
+            idempotency_key: j.idempotency_key,
+        },
+    }
+}
+
+pub fn enqueued(e: core::Enqueued) -> wire::Enqueued {
+    wire::Enqueued {
+        id: e.id.to_string(),
+        state: state(e.state),
+        created: e.created,
+    }
+}
+
+pub fn ack(o: core::AckOutcome) -> wire::AckResponse {
+    wire::AckResponse {
+        state: state(o.state),
+        run_at: o.run_at,
+        duplicate: o.duplicate,
+    }
+}
+
+/// A queue's configuration with every field filled in.
+pub fn queue_config(c: &core::QueueConfig) -> wire::QueueConfig {
+    wire::QueueConfig {
+        priority: Some(c.priority),
+        max_attempts: Some(c.max_attempts),
+        backoff: Some(backoff(&c.backoff)),
+        timeout_ms: Some(c.timeout_ms),
+        heartbeat_ms: c.heartbeat_ms,
+        max_stalled: Some(c.max_stalled),
+        unique_window_ms: Some(c.unique_window_ms),
+        retention: Some(wire::Retention {
+            max_count: c.retention.max_count,
+            max_age_ms: c.retention.max_age_ms,
+        }),
+    }
+}
+
+/// A `PUT` configuration: every field left out takes its default.
+pub fn queue_config_from_wire(c: wire::QueueConfig) -> core::QueueConfig {
+    let d = core::QueueConfig::default();
+    core::QueueConfig {
+        priority: c.priority.unwrap_or(d.priority),
+        max_attempts: c.max_attempts.unwrap_or(d.max_attempts),
+        backoff: c.backoff.map(backoff_from_wire).unwrap_or(d.backoff),
+        timeout_ms: c.timeout_ms.unwrap_or(d.timeout_ms),
+        heartbeat_ms: c.heartbeat_ms,
+        max_stalled: c.max_stalled.unwrap_or(d.max_stalled),
+        unique_window_ms: c.unique_window_ms.unwrap_or(d.unique_window_ms),
+        retention: c
+            .retention
+            .map(|r| core::Retention {
+                max_count: r.max_count,
+                max_age_ms: r.max_age_ms,
+            })
+            .unwrap_or(d.retention),
+    }
+}
+
+pub fn queue_view(s: core::QueueStats) -> wire::QueueView {
+    wire::QueueView {
+        name: s.queue,
+        paused: s.paused,
+        counts: wire::QueueCounts {
+            waiting: s.waiting,
+            delayed: s.delayed,
+            active: s.active,
+            completed: s.completed,
+            cancelled: s.cancelled,
+            dead: s.dead,
+        },
+        oldest_waiting_age_ms: s.oldest_waiting_age_ms,
+    }
+}

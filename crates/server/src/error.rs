@@ -1,0 +1,111 @@
+//! Errors as the API answers them: a status and `{"error": {"code", "message", "field"?}}`.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use errand_core::Error;
+use errand_protocol::{ErrorBody, ErrorDetail, code};
+
+/// An error answer.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub field: Option<String>,
+    /// Seconds, for 429 and 503.
+    pub retry_after: Option<u64>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            field: None,
+            retry_after: None,
+        }
+    }
+
+    /// 400 naming `field`.
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        let mut e = ApiError::new(StatusCode::BAD_REQUEST, code::INVALID, message);
+        e.field = Some(field.into());
+        e
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::UNAUTHORIZED, code::UNAUTHORIZED, message)
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::FORBIDDEN, code::FORBIDDEN, message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::NOT_FOUND, code::NOT_FOUND, message)
+    }
+
+    /// The detail, as a batch item carries it.
+    pub fn detail(&self) -> ErrorDetail {
+        ErrorDetail {
+            code: self.code.to_string(),
+            message: self.message.clone(),
+            field: self.field.clone(),
+        }
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        let message = e.to_string();
+        match e {
+            Error::Invalid { field, message } => ApiError::invalid(field, message),
+            Error::TooLarge { field, message } => {
+                let mut a = ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, code::TOO_LARGE, message);
+                a.field = Some(field);
+                a
+            }
+            Error::NotFound(_) => ApiError::not_found(message),
+            Error::LeaseLost => ApiError::new(StatusCode::CONFLICT, code::LEASE_LOST, message),
+            Error::Conflict(m) => ApiError::new(StatusCode::CONFLICT, code::CONFLICT, m),
+            Error::Unavailable(_) => {
+                let mut a =
+                    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code::UNAVAILABLE, message);
+                a.retry_after = Some(1);
+                a
+            }
+            other => {
+                // The details of a store failure are for the log, not for the caller.
+                tracing::error!(error = %other, "store error");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    code::INTERNAL,
+                    "internal error; see the server log",
+                )
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let retry_after = self.retry_after;
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_string(),
+                message: self.message,
+                field: self.field,
+            },
+        };
+        let mut resp = (self.status, axum::Json(body)).into_response();
+        if let Some(s) = retry_after {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        resp
+    }
+}
+
+/// The result of a handler.
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,203 @@
+//! Request extractors that answer bad input in the API's error format: a JSON body (415 for another
+//! content type, 413 beyond the body limit, 400 naming the field), the caller's key (401), query
+//! strings (400 naming the parameter) and job ids.
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use errand_core::JobId;
+use errand_protocol::code;
+use serde::de::DeserializeOwned;
+
+use crate::AppState;
+use crate::auth::{Caller, Scope, find_key};
+use crate::error::ApiError;
+
+/// A JSON request body.
+#[derive(Debug)]
+pub struct Json<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for Json<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        let bytes = json_bytes(req, state).await?;
+        decode(&bytes).map(Json)
+    }
+}
+
+/// Checks the content type and reads the body.
+pub async fn json_bytes(req: Request, state: &AppState) -> Result<Bytes, ApiError> {
+    let json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|mime| {
+            let mime = mime.trim();
+            mime.eq_ignore_ascii_case("application/json")
+                || (mime.starts_with("application/") && mime.ends_with("+json"))
+        });
+    if !json {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            code::UNSUPPORTED_MEDIA_TYPE,
+            "send the body as JSON with Content-Type: application/json",
+        ));
+    }
+    Bytes::from_request(req, state).await.map_err(|rej| {
+        if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                code::TOO_LARGE,
+                format!(
+                    "the body is larger than the server's limit of {} bytes",
+                    state.config.max_body_bytes
+                ),
+            )
+        } else {
+            ApiError::invalid("body", rej.body_text())
+        }
+    })
+}
+
+/// Decodes JSON, naming the field at fault (`jobs[3].priority`) when it does not fit `T`.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let message = inner.to_string();
+        // serde names a missing or unknown field in its message, with the path ending at its parent.
+        let named = ["missing field `", "unknown field `"]
+            .iter()
+            .find_map(|p| message.strip_prefix(p))
+            .and_then(|rest| rest.split('`').next());
+        let field = match (path.as_str(), named) {
+            // An unknown field is already the last segment of the path; a missing one is not.
+            (p, Some(f)) if p == f || p.ends_with(&format!(".{f}")) => p.to_string(),
+            (".", Some(f)) => f.to_string(),
+            (p, Some(f)) => format!("{p}.{f}"),
+            (".", None) => "body".to_string(),
+            (p, None) => p.to_string(),
+        };
+        ApiError::invalid(field, message)
+    })
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if state.config.keys.is_empty() {
+            return Ok(Caller::Open);
+        }
+        let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
+            return Err(ApiError::unauthorized(
+                "an API key is required: send Authorization: Bearer <key>",
+            ));
+        };
+        let secret = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .ok_or_else(|| {
+                ApiError::unauthorized("the Authorization header must be Bearer <key>")
+            })?;
+        find_key(&state.config.keys, secret)
+            .map(|k| Caller::Key(k.clone()))
+            .ok_or_else(|| ApiError::unauthorized("unknown API key"))
+    }
+}
+
+impl Caller {
+    /// 403 unless the caller has one of `scopes`.
+    pub fn require(&self, scopes: &[Scope]) -> Result<(), ApiError> {
+        if scopes.iter().any(|s| self.allows(*s)) {
+            return Ok(());
+        }
+        let names: Vec<&str> = scopes.iter().map(|s| s.as_str()).collect();
+        Err(ApiError::forbidden(format!(
+            "key {:?} lacks the scope for this (needs one of: {})",
+            self.name(),
+            names.join(", ")
+        )))
+    }
+
+    /// 403 unless the caller may touch `queue`.
+    pub fn require_queue(&self, queue: &str) -> Result<(), ApiError> {
+        if self.allows_queue(queue) {
+            return Ok(());
+        }
+        Err(ApiError::forbidden(format!(
+            "key {:?} may not use queue {queue:?}",
+            self.name()
+        )))
+    }
+}
+
+/// A query string as name → value, refusing parameters the route does not know.
+#[derive(Debug, Default)]
+pub struct Params(HashMap<String, String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Params {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let mut map = HashMap::new();
+        if let Some(q) = parts.uri.query() {
+            let pairs: Vec<(String, String)> = serde_urlencoded::from_str(q)
+                .map_err(|e| ApiError::invalid("query", e.to_string()))?;
+            for (k, v) in pairs {
+                if map.insert(k.clone(), v).is_some() {
+                    return Err(ApiError::invalid(k, "given more than once"));
+                }
+            }
+        }
+        Ok(Params(map))
+    }
+}
+
+impl Params {
+    /// Refuses any parameter not in `known`.
+    pub fn only(&self, known: &[&str]) -> Result<(), ApiError> {
+        match self.0.keys().find(|k| !known.contains(&k.as_str())) {
+            Some(k) => Err(ApiError::invalid(
+                k.clone(),
+                format!("unknown query parameter; known: {}", known.join(", ")),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// A text parameter.
+    pub fn text(&self, name: &str) -> Option<String> {
+        self.0.get(name).cloned()
+    }
+
+    /// A number parameter.
+    pub fn number(&self, name: &str) -> Result<Option<u64>, ApiError> {
+        self.0
+            .get(name)
+            .map(|v| {
+                v.parse()
+                    .map_err(|_| ApiError::invalid(name, format!("{v:?} is not a whole number")))
+            })
+            .transpose()
+    }
+
+    /// A job-id parameter (a cursor).
+    pub fn job_id(&self, name: &str) -> Result<Option<JobId>, ApiError> {
+        self.0.get(name).map(|v| parse_id(name, v)).transpose()
+    }
+}
+
+/// Parses a job id, naming `field` when it is not one.
+pub fn parse_id(field: &str, s: &str) -> Result<JobId, ApiError> {
+    s.parse()
+        .map_err(|e: errand_core::id::ParseJobIdError| ApiError::invalid(field, e.to_string()))
+}

@@ -1,0 +1,159 @@
+//! Errand's server: the HTTP API over the engine, with auth, long-poll fetch, the maintenance loop and
+//! graceful shutdown.
+//!
+//! [`app`] builds the router (tests drive it directly); [`run`] opens the store, starts the background
+//! tasks, serves until a signal and shuts down in order. `docs/API.md` shows every route.
+//!
+//! **Invariant:** no job semantics here. Handlers check the caller, translate between the wire types and
+//! the engine's, and map errors to statuses; the engine decides.
+
+pub mod auth;
+pub mod config;
+mod convert;
+pub mod error;
+mod extract;
+mod routes;
+mod run;
+pub mod testing;
+mod wake;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use errand_core::Engine;
+use errand_protocol::code;
+use tokio::sync::watch;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub use config::{Config, ServeArgs, StoreUrl};
+pub use run::{Server, run, serve_until};
+
+use crate::error::ApiError;
+use crate::wake::Waiters;
+
+/// What every handler shares. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub engine: Engine,
+    pub config: Arc<Config>,
+    waiters: Arc<Waiters>,
+    /// Becomes `true` when the server starts shutting down: waiting fetches answer at once.
+    shutdown: watch::Receiver<bool>,
+}
+
+impl AppState {
+    /// A state over `engine`. The server must also run [`AppState::follow_events`] for long polls to be
+    /// woken; `shutdown` turning `true` ends them.
+    pub fn new(engine: Engine, config: Config, shutdown: watch::Receiver<bool>) -> AppState {
+        AppState {
+            engine,
+            config: Arc::new(config),
+            waiters: Arc::new(Waiters::default()),
+            shutdown,
+        }
+    }
+
+    /// Wakes waiting fetches as jobs become due; runs until the engine is dropped.
+    pub fn follow_events(&self) -> tokio::task::JoinHandle<()> {
+        let events = self.engine.subscribe();
+        tokio::spawn(Arc::clone(&self.waiters).follow(events))
+    }
+
+    /// Wakes every waiting fetch (they see the shutdown flag and answer empty).
+    pub fn wake_all(&self) {
+        self.waiters.wake_all();
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Errand",
+        description = "A background-job queue: producers enqueue jobs, workers fetch them under a lease \
+                       and report the outcome. Instants are ms since the Unix epoch; durations are ms.",
+    ),
+    modifiers(&BearerAuth),
+    security(("api_key" = [])),
+    tags(
+        (name = "jobs", description = "producers and operators"),
+        (name = "workers", description = "fetch under a lease, heartbeat, acknowledge"),
+        (name = "queues", description = "stats, pause, configuration, listings"),
+        (name = "dead letters", description = "jobs that failed for good"),
+        (name = "health", description = "for load balancers and orchestrators"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The routes with their OpenAPI description, from one list so that the two cannot drift apart.
+fn routes() -> OpenApiRouter<AppState> {
+    use routes::{health, jobs, queues, work};
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(jobs::enqueue))
+        .routes(routes!(jobs::get_job))
+        .routes(routes!(jobs::cancel))
+        .routes(routes!(jobs::retry))
+        .routes(routes!(jobs::promote))
+        .routes(routes!(work::fetch))
+        .routes(routes!(work::heartbeat))
+        .routes(routes!(work::complete))
+        .routes(routes!(work::fail))
+        .routes(routes!(work::release))
+        .routes(routes!(work::ack))
+        .routes(routes!(queues::list_queues))
+        .routes(routes!(queues::get_queue))
+        .routes(routes!(queues::pause))
+        .routes(routes!(queues::resume))
+        .routes(routes!(queues::get_config, queues::put_config))
+        .routes(routes!(queues::list_jobs))
+        .routes(routes!(queues::list_dead, queues::purge_dead))
+        .routes(routes!(queues::replay_dead))
+        .routes(routes!(health::live))
+        .routes(routes!(health::ready))
+}
+
+/// The OpenAPI 3.1 description of every route [`app`] serves.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes().split_for_parts().1
+}
+
+/// The router: every API route, `/openapi.json`, and JSON errors for unknown routes and methods.
+pub fn app(state: AppState) -> Router {
+    let (router, api) = routes().split_for_parts();
+    let api = Arc::new(api);
+    let max_body = state.config.max_body_bytes;
+    router
+        .route(
+            "/openapi.json",
+            axum::routing::get(move || {
+                let api = Arc::clone(&api);
+                async move { axum::Json(api.as_ref().clone()) }
+            }),
+        )
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                code::METHOD_NOT_ALLOWED,
+                "the route does not take this method",
+            )
+        })
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(state)
+}

@@ -1,0 +1,42 @@
+//! Liveness and readiness.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use errand_protocol::Health;
+
+use crate::AppState;
+
+/// The process answers.
+#[utoipa::path(get, path = "/health/live", tag = "health", responses((status = 200, body = Health)))]
+pub async fn live() -> axum::Json<Health> {
+    axum::Json(Health {
+        status: "ok".into(),
+    })
+}
+
+/// The store answers and the server is not shutting down.
+#[utoipa::path(
+    get, path = "/health/ready", tag = "health",
+    responses((status = 200, body = Health), (status = 503, body = Health))
+)]
+pub async fn ready(State(s): State<AppState>) -> (StatusCode, axum::Json<Health>) {
+    if *s.shutdown.borrow() {
+        return unready("shutting down".into());
+    }
+    match s.engine.store().queue_get("errand.ready-check").await {
+        Ok(_) => (
+            StatusCode::OK,
+            axum::Json(Health {
+                status: "ok".into(),
+            }),
+        ),
+        Err(e) => unready(format!("store: {e}")),
+    }
+}
+
+fn unready(status: String) -> (StatusCode, axum::Json<Health>) {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        axum::Json(Health { status }),
+    )
+}

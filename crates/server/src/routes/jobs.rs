@@ -1,0 +1,175 @@
+//! Producers and operators: enqueue, look at one job, cancel, retry, promote.
+
+use axum::extract::{Path, Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use errand_protocol::{
+    CancelResponse, EnqueueBatch, EnqueueJob, Enqueued, EnqueuedBatch, ErrorBody, JobStateResponse,
+    JobView,
+};
+use serde::Deserialize;
+
+use crate::AppState;
+use crate::auth::{Caller, Scope};
+use crate::convert;
+use crate::error::ApiResult;
+use crate::extract::{decode, json_bytes, parse_id};
+
+/// One job or an atomic batch (`{"jobs": [...]}`); for the OpenAPI description.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub enum EnqueueBody {
+    One(Box<EnqueueJob>),
+    Batch(EnqueueBatch),
+}
+
+/// The answer to an enqueue; for the OpenAPI description.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub enum EnqueueAnswer {
+    One(Enqueued),
+    Batch(EnqueuedBatch),
+}
+
+/// Tells a batch from a single job without decoding the jobs twice.
+#[derive(Deserialize)]
+struct Probe {
+    jobs: Option<serde::de::IgnoredAny>,
+}
+
+/// Enqueue one job, or a batch atomically.
+#[utoipa::path(
+    post, path = "/v1/queues/{queue}/jobs", tag = "jobs",
+    params(("queue" = String, Path, description = "queue name")),
+    request_body(content = EnqueueBody, description = "one job, or {\"jobs\": [...]} written all or nothing"),
+    responses(
+        (status = 201, description = "created", body = EnqueueAnswer),
+        (status = 200, description = "the unique key matched an existing job", body = Enqueued),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 503, body = ErrorBody),
+    )
+)]
+pub async fn enqueue(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(queue): Path<String>,
+    req: Request,
+) -> ApiResult<Response> {
+    caller.require(&[Scope::Produce])?;
+    caller.require_queue(&queue)?;
+    let bytes = json_bytes(req, &s).await?;
+    let probe: Probe = decode(&bytes)?;
+    if probe.jobs.is_some() {
+        let batch: EnqueueBatch = decode(&bytes)?;
+        let jobs = batch
+            .jobs
+            .into_iter()
+            .map(|j| convert::new_job(&queue, j))
+            .collect();
+        let out = s.engine.enqueue_many(jobs).await?;
+        let body = EnqueuedBatch {
+            jobs: out.into_iter().map(convert::enqueued).collect(),
+        };
+        Ok((StatusCode::CREATED, axum::Json(body)).into_response())
+    } else {
+        let job: EnqueueJob = decode(&bytes)?;
+        let out = s.engine.enqueue(convert::new_job(&queue, job)).await?;
+        tracing::debug!(job_id = %out.id, queue = %queue, created = out.created, "enqueued");
+        let status = if out.created {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        };
+        Ok((status, axum::Json(convert::enqueued(out))).into_response())
+    }
+}
+
+/// Loads a job the caller may see.
+async fn visible_job(s: &AppState, caller: &Caller, id: &str) -> ApiResult<errand_core::Job> {
+    let id = parse_id("id", id)?;
+    let job = s.engine.get(id).await?;
+    caller.require_queue(&job.queue)?;
+    Ok(job)
+}
+
+/// A job: state, attempts and their errors, progress, result.
+#[utoipa::path(
+    get, path = "/v1/jobs/{id}", tag = "jobs",
+    params(("id" = String, Path, description = "job id")),
+    responses((status = 200, body = JobView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody))
+)]
+pub async fn get_job(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<JobView>> {
+    caller.require(&[Scope::Read, Scope::Produce])?;
+    Ok(axum::Json(convert::job_view(
+        visible_job(&s, &caller, &id).await?,
+    )))
+}
+
+/// Cancel a job: waiting or delayed ones at once; an active one is asked to stop.
+#[utoipa::path(
+    post, path = "/v1/jobs/{id}/cancel", tag = "jobs",
+    params(("id" = String, Path, description = "job id")),
+    responses((status = 200, body = CancelResponse), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody))
+)]
+pub async fn cancel(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<CancelResponse>> {
+    caller.require(&[Scope::Produce, Scope::Admin])?;
+    let job = visible_job(&s, &caller, &id).await?;
+    let outcome = match s.engine.cancel(job.id).await? {
+        errand_core::Cancelled::Cancelled => "cancelled",
+        errand_core::Cancelled::Requested => "requested",
+    };
+    Ok(axum::Json(CancelResponse {
+        id: job.id.to_string(),
+        outcome: outcome.into(),
+    }))
+}
+
+/// Retry a dead or cancelled job: back to waiting with a fresh attempt budget and the same idempotency key.
+#[utoipa::path(
+    post, path = "/v1/jobs/{id}/retry", tag = "jobs",
+    params(("id" = String, Path, description = "job id")),
+    responses((status = 200, body = JobStateResponse), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody))
+)]
+pub async fn retry(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<JobStateResponse>> {
+    caller.require(&[Scope::Admin])?;
+    let job = visible_job(&s, &caller, &id).await?;
+    s.engine.retry(job.id).await?;
+    state_of(&s, job.id).await
+}
+
+/// Make a delayed job due now.
+#[utoipa::path(
+    post, path = "/v1/jobs/{id}/promote", tag = "jobs",
+    params(("id" = String, Path, description = "job id")),
+    responses((status = 200, body = JobStateResponse), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody))
+)]
+pub async fn promote(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<JobStateResponse>> {
+    caller.require(&[Scope::Admin])?;
+    let job = visible_job(&s, &caller, &id).await?;
+    s.engine.promote(job.id).await?;
+    state_of(&s, job.id).await
+}
+
+async fn state_of(s: &AppState, id: errand_core::JobId) -> ApiResult<axum::Json<JobStateResponse>> {
+    let job = s.engine.get(id).await?;
+    Ok(axum::Json(JobStateResponse {
+        id: id.to_string(),
+        state: convert::state(job.state),
+    }))
+}

@@ -1,0 +1,275 @@
+//! Queues: listing with stats, pause and resume, configuration, job listings, dead letters.
+
+use axum::extract::{Path, State};
+use errand_core::{DeadFilter, JobState};
+use errand_protocol::{CountResponse, ErrorBody, JobPage, QueueConfig, QueueList, QueueView};
+
+use crate::AppState;
+use crate::auth::{Caller, Scope};
+use crate::convert;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{Json, Params};
+
+/// Default and largest page of a listing.
+const DEFAULT_PAGE: u64 = 100;
+
+/// Every queue the caller may see, with its counts.
+#[utoipa::path(
+    get, path = "/v1/queues", tag = "queues",
+    responses((status = 200, body = QueueList), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody))
+)]
+pub async fn list_queues(
+    State(s): State<AppState>,
+    caller: Caller,
+) -> ApiResult<axum::Json<QueueList>> {
+    caller.require(&[Scope::Read])?;
+    let mut queues = Vec::new();
+    for q in s.engine.queues().await? {
+        if caller.allows_queue(&q.name) {
+            queues.push(convert::queue_view(s.engine.stats(&q.name).await?));
+        }
+    }
+    Ok(axum::Json(QueueList { queues }))
+}
+
+/// A queue's counts per state and the age of its oldest waiting job.
+#[utoipa::path(
+    get, path = "/v1/queues/{queue}", tag = "queues",
+    params(("queue" = String, Path, description = "queue name")),
+    responses((status = 200, body = QueueView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody))
+)]
+pub async fn get_queue(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(queue): Path<String>,
+) -> ApiResult<axum::Json<QueueView>> {
+    caller.require(&[Scope::Read])?;
+    caller.require_queue(&queue)?;
+    view_of_known(&s, &queue).await
+}
+
+/// The stats of a queue that exists (was configured or has had jobs); 404 otherwise.
+async fn view_of_known(s: &AppState, queue: &str) -> ApiResult<axum::Json<QueueView>> {
+    let stats = s.engine.stats(queue).await?;
+    let known = s.engine.store().queue_get(queue).await?.is_some();
+    if !known {
+        return Err(ApiError::not_found(format!("queue {queue:?} not found")));
+    }
+    Ok(axum::Json(convert::queue_view(stats)))
+}
+
+/// Stop handing out the queue's jobs (it still accepts new ones).
+#[utoipa::path(
+    post, path = "/v1/queues/{queue}/pause", tag = "queues",
+    params(("queue" = String, Path, description = "queue name")),
+    responses((status = 200, body = QueueView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody))
+)]
+pub async fn pause(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(queue): Path<String>,
+) -> ApiResult<axum::Json<QueueView>> {
+    caller.require(&[Scope::Admin])?;
+    caller.require_queue(&queue)?;
+    s.engine.pause(&queue).await?;
+    Ok(axum::Json(convert::queue_view(
+        s.engine.stats(&queue).await?,
+    )))
+}
+
+/// Hand out the queue's jobs again.
+#[utoipa::path(
+    post, path = "/v1/queues/{queue}/resume", tag = "queues",
+    params(("queue" = String, Path, description = "queue name")),
+    responses((status = 200, body = QueueView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody))
+)]
+pub async fn resume(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(queue): Path<String>,
+) -> ApiResult<axum::Json<QueueView>> {
+    caller.require(&[Scope::Admin])?;
+    caller.require_queue(&queue)?;
+    s.engine.resume(&queue).await?;
+    Ok(axum::Json(convert::queue_view(
+        s.engine.stats(&queue).await?,
+    )))
+}
+
+/// The queue's defaults (every field filled in; the defaults for a queue never configured).
+#[utoipa::path(
+    get, path = "/v1/queues/{queue}/config", tag = "queues",
+    params(("queue" = String, Path, description = "queue name")),
+    responses((status = 200, body = QueueConfig), (status = 400, body = ErrorBody))
+)]
+pub async fn get_config(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(queue): Path<String>,
+) -> ApiResult<axum::Json<QueueConfig>> {
+    caller.require(&[Scope::Read])?;
+    caller.require_queue(&queue)?;
+    let info = s.engine.queue_info(&queue).await?;
+    Ok(axum::Json(convert::queue_config(&info.config)))
+}
+
+/// Replace the queue's defaults; fields left out take theirs. Applies to jobs enqueued afterwards.
+#[utoipa::path(
+    put, path = "/v1/queues/{queue}/config", tag = "queues",
+    params(("queue" = String, Path, description = "queue name")),
+    request_body = QueueConfig,
+    responses((status = 200, body = QueueConfig), (status = 400, body = ErrorBody), (status = 415, body = ErrorBody))
+)]
+pub async fn put_config(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(queue): Path<String>,
+    Json(config): Json<QueueConfig>,
+) -> ApiResult<axum::Json<QueueConfig>> {
+    caller.require(&[Scope::Admin])?;
+    caller.require_queue(&queue)?;
+    let config = convert::queue_config_from_wire(config);
+    s.engine.set_queue_config(&queue, config).await?;
+    let info = s.engine.queue_info(&queue).await?;
+    Ok(axum::Json(convert::queue_config(&info.config)))
+}
+
+/// A page of the queue's jobs in one state, oldest first.
+#[utoipa::path(
+    get, path = "/v1/queues/{queue}/jobs", tag = "queues",
+    params(
+        ("queue" = String, Path, description = "queue name"),
+        ("state" = String, Query, description = "waiting, delayed, active, completed, cancelled or dead"),
+        ("kind" = Option<String>, Query, description = "only jobs of this kind"),
+        ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
+        ("limit" = Option<u64>, Query, description = "1–1000, default 100"),
+    ),
+    responses((status = 200, body = JobPage), (status = 400, body = ErrorBody))
+)]
+pub async fn list_jobs(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(queue): Path<String>,
+    params: Params,
+) -> ApiResult<axum::Json<JobPage>> {
+    caller.require(&[Scope::Read])?;
+    caller.require_queue(&queue)?;
+    params.only(&["state", "kind", "cursor", "limit"])?;
+    let state = params.text("state").ok_or_else(|| {
+        ApiError::invalid(
+            "state",
+            "required: waiting, delayed, active, completed, cancelled or dead",
+        )
+    })?;
+    let state = JobState::parse(&state).ok_or_else(|| {
+        ApiError::invalid(
+            "state",
+            format!("{state:?} is not one of waiting, delayed, active, completed, cancelled, dead"),
+        )
+    })?;
+    page(&s, &queue, state, &params).await
+}
+
+async fn page(
+    s: &AppState,
+    queue: &str,
+    state: JobState,
+    params: &Params,
+) -> ApiResult<axum::Json<JobPage>> {
+    let limit = params.number("limit")?.unwrap_or(DEFAULT_PAGE);
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let page = s
+        .engine
+        .list_kind(
+            queue,
+            state,
+            params.text("kind"),
+            params.job_id("cursor")?,
+            limit,
+        )
+        .await?;
+    Ok(axum::Json(JobPage {
+        jobs: page.jobs.into_iter().map(convert::job_view).collect(),
+        next_cursor: page.next.map(|id| id.to_string()),
+    }))
+}
+
+/// A page of the queue's dead jobs, oldest first, with every attempt's error.
+#[utoipa::path(
+    get, path = "/v1/queues/{queue}/dead", tag = "dead letters",
+    params(
+        ("queue" = String, Path, description = "queue name"),
+        ("kind" = Option<String>, Query, description = "only jobs of this kind"),
+        ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
+        ("limit" = Option<u64>, Query, description = "1–1000, default 100"),
+    ),
+    responses((status = 200, body = JobPage), (status = 400, body = ErrorBody))
+)]
+pub async fn list_dead(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(queue): Path<String>,
+    params: Params,
+) -> ApiResult<axum::Json<JobPage>> {
+    caller.require(&[Scope::Read])?;
+    caller.require_queue(&queue)?;
+    params.only(&["kind", "cursor", "limit"])?;
+    page(&s, &queue, JobState::Dead, &params).await
+}
+
+/// Replay dead jobs matching the filter: back to waiting, fresh attempts, same idempotency key.
+#[utoipa::path(
+    post, path = "/v1/queues/{queue}/dead/replay", tag = "dead letters",
+    params(("queue" = String, Path, description = "queue name")),
+    request_body = errand_protocol::DeadFilter,
+    responses((status = 200, description = "how many were replayed", body = CountResponse), (status = 400, body = ErrorBody))
+)]
+pub async fn replay_dead(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(queue): Path<String>,
+    Json(f): Json<errand_protocol::DeadFilter>,
+) -> ApiResult<axum::Json<CountResponse>> {
+    caller.require(&[Scope::Admin])?;
+    caller.require_queue(&queue)?;
+    let count = s.engine.replay_dead(dead_filter(queue, f)).await?;
+    Ok(axum::Json(CountResponse { count }))
+}
+
+/// Delete dead jobs matching the filter, for good.
+#[utoipa::path(
+    delete, path = "/v1/queues/{queue}/dead", tag = "dead letters",
+    params(
+        ("queue" = String, Path, description = "queue name"),
+        ("kind" = Option<String>, Query, description = "only jobs of this kind"),
+        ("error_contains" = Option<String>, Query, description = "only jobs whose latest error contains this"),
+        ("limit" = Option<u64>, Query, description = "at most this many"),
+    ),
+    responses((status = 200, description = "how many were deleted", body = CountResponse), (status = 400, body = ErrorBody))
+)]
+pub async fn purge_dead(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(queue): Path<String>,
+    params: Params,
+) -> ApiResult<axum::Json<CountResponse>> {
+    caller.require(&[Scope::Admin])?;
+    caller.require_queue(&queue)?;
+    params.only(&["kind", "error_contains", "limit"])?;
+    let f = errand_protocol::DeadFilter {
+        kind: params.text("kind"),
+        error_contains: params.text("error_contains"),
+        limit: params.number("limit")?,
+    };
+    let count = s.engine.purge_dead(dead_filter(queue, f)).await?;
+    Ok(axum::Json(CountResponse { count }))
+}
+
+fn dead_filter(queue: String, f: errand_protocol::DeadFilter) -> DeadFilter {
+    DeadFilter {
+        queue,
+        kind: f.kind,
+        error_contains: f.error_contains,
+        limit: f.limit,
+    }
+}

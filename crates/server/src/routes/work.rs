@@ -1,0 +1,315 @@
+//! Workers: fetch (long poll), heartbeat, complete, fail, release, and batch acknowledgements.
+
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use errand_core::{Ack, Claim, Failure, Job, JobId};
+use errand_protocol::{
+    AckBatchRequest, AckBatchResponse, AckItem, AckResponse, AckResult, CompleteRequest, ErrorBody,
+    FailRequest, FetchRequest, FetchResponse, HeartbeatRequest, HeartbeatResponse, ReleaseRequest,
+    code,
+};
+use tokio::sync::oneshot;
+
+use crate::AppState;
+use crate::auth::{Caller, Scope};
+use crate::convert;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{Json, parse_id};
+
+/// Claim due jobs, waiting up to `wait_ms` for one to arrive.
+#[utoipa::path(
+    post, path = "/v1/fetch", tag = "workers",
+    request_body = FetchRequest,
+    responses(
+        (status = 200, description = "the jobs claimed, each under a new lease; empty when none came in time", body = FetchResponse),
+        (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 429, body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    )
+)]
+pub async fn fetch(
+    State(s): State<AppState>,
+    caller: Caller,
+    Json(req): Json<FetchRequest>,
+) -> ApiResult<axum::Json<FetchResponse>> {
+    caller.require(&[Scope::Work])?;
+    for q in &req.queues {
+        caller.require_queue(q)?;
+    }
+    let claim = Claim {
+        queues: req.queues.clone(),
+        worker_id: req.worker_id,
+        limit: req.max_jobs as usize,
+    };
+    let wait = Duration::from_millis(req.wait_ms.min(s.config.max_wait_ms));
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut shutdown = s.shutdown.clone();
+    let mut jobs = claim_detached(&s, claim.clone()).await?;
+    if jobs.is_empty() && !wait.is_zero() && !*shutdown.borrow() {
+        // Register before claiming again, so that a job arriving in between wakes us.
+        let reg = s
+            .waiters
+            .register(&req.queues, s.config.max_waiting_fetches)
+            .ok_or_else(|| {
+                let mut e = ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    code::RATE_LIMITED,
+                    format!(
+                        "{} fetches are already waiting; retry shortly or fetch with wait_ms 0",
+                        s.config.max_waiting_fetches
+                    ),
+                );
+                e.retry_after = Some(1);
+                e
+            })?;
+        loop {
+            jobs = claim_detached(&s, claim.clone()).await?;
+            if !jobs.is_empty() {
+                break;
+            }
+            tokio::select! {
+                _ = reg.notify.notified() => {}
+                _ = tokio::time::sleep_until(deadline) => break,
+                // A shutting-down server answers waiting fetches at once, empty.
+                _ = shutdown.wait_for(|stop| *stop) => break,
+            }
+        }
+    }
+    for j in &jobs {
+        tracing::debug!(job_id = %j.id, queue = %j.queue, attempt = j.attempts, "fetched");
+    }
+    Ok(axum::Json(FetchResponse {
+        jobs: jobs.into_iter().filter_map(convert::fetched).collect(),
+    }))
+}
+
+/// Claims in a task of its own: if the client goes away while the claim commits, the jobs are released
+/// at once instead of waiting out a lease nobody holds.
+async fn claim_detached(s: &AppState, claim: Claim) -> errand_core::Result<Vec<Job>> {
+    let (tx, rx) = oneshot::channel();
+    let engine = s.engine.clone();
+    tokio::spawn(async move {
+        let res = engine.claim(claim).await;
+        if let Err(Ok(jobs)) = tx.send(res) {
+            for j in jobs {
+                if let Some(lease) = j.lease {
+                    let _ = engine.release(j.id, lease.token).await;
+                }
+            }
+        }
+    });
+    rx.await
+        .map_err(|_| errand_core::Error::Unavailable("the claim was interrupted".into()))?
+}
+
+/// Extend a lease; report progress; learn of a cancel request.
+#[utoipa::path(
+    post, path = "/v1/jobs/{id}/heartbeat", tag = "workers",
+    params(("id" = String, Path, description = "job id")),
+    request_body = HeartbeatRequest,
+    responses((status = 200, body = HeartbeatResponse), (status = 409, description = "lease_lost", body = ErrorBody), (status = 413, body = ErrorBody))
+)]
+pub async fn heartbeat(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Json(req): Json<HeartbeatRequest>,
+) -> ApiResult<axum::Json<HeartbeatResponse>> {
+    caller.require(&[Scope::Work])?;
+    let id = parse_id("id", &id)?;
+    let r = s
+        .engine
+        .heartbeat(id, req.lease_token, req.progress)
+        .await?;
+    Ok(axum::Json(HeartbeatResponse {
+        lease_expires_at: r.lease_expires_at,
+        cancel_requested: r.cancel_requested,
+    }))
+}
+
+/// Complete a job under its lease. A retried completion of the same lease answers success with `duplicate`.
+#[utoipa::path(
+    post, path = "/v1/jobs/{id}/complete", tag = "workers",
+    params(("id" = String, Path, description = "job id")),
+    request_body = CompleteRequest,
+    responses((status = 200, body = AckResponse), (status = 409, description = "lease_lost", body = ErrorBody), (status = 413, body = ErrorBody))
+)]
+pub async fn complete(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Json(req): Json<CompleteRequest>,
+) -> ApiResult<axum::Json<AckResponse>> {
+    caller.require(&[Scope::Work])?;
+    let id = parse_id("id", &id)?;
+    let out = s.engine.complete(id, req.lease_token, req.result).await?;
+    tracing::debug!(job_id = %id, state = %out.state, "completed");
+    Ok(axum::Json(convert::ack(out)))
+}
+
+/// Fail the current attempt: retried after its backoff (or `retry_after_ms`), or dead.
+#[utoipa::path(
+    post, path = "/v1/jobs/{id}/fail", tag = "workers",
+    params(("id" = String, Path, description = "job id")),
+    request_body = FailRequest,
+    responses((status = 200, body = AckResponse), (status = 409, description = "lease_lost", body = ErrorBody))
+)]
+pub async fn fail(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Json(req): Json<FailRequest>,
+) -> ApiResult<axum::Json<AckResponse>> {
+    caller.require(&[Scope::Work])?;
+    let id = parse_id("id", &id)?;
+    let failure = Failure {
+        message: req.message,
+        retryable: req.retryable,
+        retry_after_ms: req.retry_after_ms,
+    };
+    let out = s.engine.fail(id, req.lease_token, failure).await?;
+    tracing::debug!(job_id = %id, state = %out.state, "failed");
+    Ok(axum::Json(convert::ack(out)))
+}
+
+/// Give back a job fetched but not started: due again at once, the attempt not counted.
+#[utoipa::path(
+    post, path = "/v1/jobs/{id}/release", tag = "workers",
+    params(("id" = String, Path, description = "job id")),
+    request_body = ReleaseRequest,
+    responses((status = 200, body = AckResponse), (status = 409, description = "lease_lost", body = ErrorBody))
+)]
+pub async fn release(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Json(req): Json<ReleaseRequest>,
+) -> ApiResult<axum::Json<AckResponse>> {
+    caller.require(&[Scope::Work])?;
+    let id = parse_id("id", &id)?;
+    Ok(axum::Json(convert::ack(
+        s.engine.release(id, req.lease_token).await?,
+    )))
+}
+
+/// Many completions, failures and releases in one request; each stands or falls on its own.
+#[utoipa::path(
+    post, path = "/v1/ack", tag = "workers",
+    request_body = AckBatchRequest,
+    responses((status = 200, body = AckBatchResponse), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody))
+)]
+pub async fn ack(
+    State(s): State<AppState>,
+    caller: Caller,
+    Json(req): Json<AckBatchRequest>,
+) -> ApiResult<axum::Json<AckBatchResponse>> {
+    caller.require(&[Scope::Work])?;
+    let n = req.acks.len();
+    if n > s.engine.limits().max_batch {
+        return Err(errand_core::Error::too_large(
+            "acks",
+            format!("at most {} per batch", s.engine.limits().max_batch),
+        )
+        .into());
+    }
+    let mut results: Vec<Option<Result<AckResponse, ApiError>>> = vec![None; n];
+    let mut ids = Vec::with_capacity(n);
+    let mut batch = Vec::new();
+    let mut batch_slots = Vec::new();
+    let mut releases = Vec::new();
+    for (i, item) in req.acks.into_iter().enumerate() {
+        ids.push(item.id().to_string());
+        let id = match parse_id(&format!("acks[{i}].id"), item.id()) {
+            Ok(id) => id,
+            Err(e) => {
+                results[i] = Some(Err(e));
+                continue;
+            }
+        };
+        match item {
+            AckItem::Complete {
+                lease_token,
+                result,
+                ..
+            } => {
+                batch.push(Ack::Complete {
+                    id,
+                    token: lease_token,
+                    result,
+                });
+                batch_slots.push(i);
+            }
+            AckItem::Fail {
+                lease_token,
+                message,
+                retryable,
+                retry_after_ms,
+                ..
+            } => {
+                batch.push(Ack::Fail {
+                    id,
+                    token: lease_token,
+                    failure: Failure {
+                        message,
+                        retryable,
+                        retry_after_ms,
+                    },
+                });
+                batch_slots.push(i);
+            }
+            AckItem::Release { lease_token, .. } => releases.push((i, id, lease_token)),
+        }
+    }
+    if !batch.is_empty() {
+        let out = s.engine.ack(batch).await?;
+        for (slot, r) in batch_slots.into_iter().zip(out) {
+            results[slot] = Some(r.map(convert::ack).map_err(|e| item_error(e, slot)));
+        }
+    }
+    for (i, id, token) in releases {
+        results[i] = Some(
+            release_one(&s, id, token)
+                .await
+                .map_err(|e| item_error(e, i)),
+        );
+    }
+    Ok(axum::Json(AckBatchResponse {
+        results: ids
+            .into_iter()
+            .zip(results)
+            .map(|(id, r)| match r {
+                Some(Ok(ok)) => AckResult {
+                    id,
+                    ok: Some(ok),
+                    error: None,
+                },
+                Some(Err(e)) => AckResult {
+                    id,
+                    ok: None,
+                    error: Some(e.detail()),
+                },
+                None => AckResult {
+                    id,
+                    ok: None,
+                    error: Some(ApiError::from(errand_core::Error::LeaseLost).detail()),
+                },
+            })
+            .collect(),
+    }))
+}
+
+async fn release_one(s: &AppState, id: JobId, token: String) -> errand_core::Result<AckResponse> {
+    s.engine.release(id, token).await.map(convert::ack)
+}
+
+/// An item's error, its field named within the batch.
+fn item_error(e: errand_core::Error, i: usize) -> ApiError {
+    let mut a = ApiError::from(e);
+    if let Some(f) = &a.field
+        && !f.starts_with("acks[")
+    {
+        a.field = Some(format!("acks[{i}].{f}"));
+    }
+    a
+}

@@ -1,0 +1,232 @@
+//! Running a server: open the store, start the background tasks, serve, and shut down in order.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use errand_core::{Engine, EngineConfig, SystemClock};
+use errand_store_sqlite::{SqliteOptions, SqliteStore, SyncMode};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::{Config, LogFormat, ServeArgs, StoreUrl, Sync};
+use crate::{AppState, app};
+
+/// A server with its store open and its background tasks running, ready to serve.
+#[derive(Debug)]
+pub struct Server {
+    state: AppState,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Server {
+    /// Opens the store and starts the event follower and the maintenance loop. Errors are one line for
+    /// a person.
+    pub fn open(config: Config) -> Result<Server, String> {
+        let store = match &config.store {
+            StoreUrl::Sqlite(path) => {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir)
+                        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+                }
+                let options = SqliteOptions {
+                    sync: match config.sync {
+                        Sync::Full => SyncMode::Full,
+                        Sync::Normal => SyncMode::Normal,
+                    },
+                    ..Default::default()
+                };
+                SqliteStore::open(path, options)
+                    .map_err(|e| format!("cannot open the store at {}: {e}", path.display()))?
+            }
+        };
+        let engine = Engine::new(
+            Arc::new(store),
+            Arc::new(SystemClock),
+            EngineConfig::default(),
+        );
+        let (stop, stopped) = watch::channel(false);
+        let interval = Duration::from_millis(config.maintenance_interval_ms);
+        let state = AppState::new(engine, config, stopped);
+        let mut tasks = vec![state.follow_events()];
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            tasks.push(tokio::spawn(log_events(state.engine.subscribe())));
+        }
+        tasks.push(tokio::spawn(maintain(
+            state.engine.clone(),
+            interval,
+            state.shutdown.clone(),
+        )));
+        Ok(Server { state, stop, tasks })
+    }
+
+    /// The state the handlers share (the engine, for tests and embedders).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves on `listener` until `signal` resolves, then shuts down gracefully: stops accepting,
+    /// answers waiting fetches with no jobs, lets requests in flight finish (for at most the configured
+    /// shutdown timeout), stops the background tasks and closes the store, whose writer finishes the
+    /// commit in progress.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        signal: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), String> {
+        let Server { state, stop, tasks } = self;
+        let timeout = Duration::from_millis(state.config.shutdown_timeout_ms);
+        let (signalled_tx, signalled) = tokio::sync::oneshot::channel::<()>();
+        let waker = state.clone();
+        let stop_for_signal = stop.clone();
+        let graceful = async move {
+            signal.await;
+            tracing::info!("shutting down: no new connections; answering waiting fetches");
+            let _ = stop_for_signal.send(true);
+            waker.wake_all();
+            let _ = signalled_tx.send(());
+        };
+        let server = axum::serve(listener, app(state.clone()))
+            .with_graceful_shutdown(graceful)
+            .into_future();
+        tokio::pin!(server);
+        let deadline = async {
+            if signalled.await.is_ok() {
+                tokio::time::sleep(timeout).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            r = &mut server => r.map_err(|e| format!("server error: {e}"))?,
+            () = deadline => tracing::warn!(
+                timeout_ms = timeout.as_millis() as u64,
+                "requests still in flight at the shutdown deadline were cut off"
+            ),
+        }
+        let _ = stop.send(true);
+        for t in tasks {
+            t.abort();
+            let _ = t.await;
+        }
+        // The last handle to the store goes with the state; dropping it joins the writer thread, which
+        // first finishes the commit it is in.
+        tokio::task::spawn_blocking(move || drop(state))
+            .await
+            .map_err(|e| format!("closing the store: {e}"))?;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Serves `config` until SIGINT or SIGTERM: what `errand serve` runs.
+pub async fn serve_until(
+    config: Config,
+    signal: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
+    config.check_exposure()?;
+    let server = Server::open(config.clone())?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let store = match &config.store {
+        StoreUrl::Sqlite(p) => format!("sqlite://{}", p.display()),
+    };
+    tracing::info!(
+        %addr,
+        %store,
+        auth = if config.keys.is_empty() { "none (loopback only)" } else { "api keys" },
+        "errand listening on http://{addr}"
+    );
+    server.serve(listener, signal).await
+}
+
+/// `errand serve`: resolves the settings, sets up logging, and serves until a signal.
+pub async fn run(args: ServeArgs) -> Result<(), String> {
+    let config = Config::resolve(&args, std::env::var(crate::config::API_KEY_ENV).ok())?;
+    init_logging(&config)?;
+    serve_until(config, shutdown_signal()).await
+}
+
+fn init_logging(config: &Config) -> Result<(), String> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log)
+        .map_err(|e| format!("log: {:?} is not a log filter: {e}", config.log))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let res = match config.log_format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+    // Already set (an embedder or a test set up its own): keep theirs.
+    let _ = res;
+    Ok(())
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
+
+/// Runs the maintenance pass every `interval` until shutdown.
+async fn maintain(engine: Engine, interval: Duration, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        match engine.maintain().await {
+            Ok(r) if r != errand_core::MaintenanceReport::default() => tracing::info!(
+                promoted = r.promoted,
+                stalled = r.stalled,
+                timed_out = r.timed_out,
+                pruned = r.pruned,
+                "maintenance"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "maintenance pass failed; retrying next interval"),
+        }
+    }
+}
+
+/// Logs every state change with the job's id, queue and attempt.
+async fn log_events(mut events: tokio::sync::broadcast::Receiver<errand_core::Event>) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        match events.recv().await {
+            Ok(e) => tracing::debug!(
+                job_id = %e.job_id,
+                queue = %e.queue,
+                kind = %e.kind,
+                attempt = e.attempt,
+                from = e.from.map(|s| s.as_str()).unwrap_or("new"),
+                to = %e.to,
+                "job"
+            ),
+            Err(RecvError::Lagged(n)) => tracing::debug!(missed = n, "event log fell behind"),
+            Err(RecvError::Closed) => return,
+        }
+    }
+}

@@ -1,0 +1,157 @@
+//! Waking long-polling fetches the moment a job becomes due.
+//!
+//! Each waiting fetch registers one [`Notify`] under every queue it asks for. A task follows the engine's
+//! events and, for each job that became `waiting` (enqueued, promoted, retried, released, recovered from
+//! a stall), notifies the fetches registered for its queue. `Notify::notify_one` keeps a permit when the
+//! fetch is not yet parked, so a job that arrives between a fetch's empty claim and its wait is not
+//! missed.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use errand_core::{Event, JobState};
+use tokio::sync::{Notify, broadcast};
+
+/// The registry of waiting fetches, by queue.
+#[derive(Debug, Default)]
+pub struct Waiters {
+    by_queue: Mutex<HashMap<String, HashMap<u64, Arc<Notify>>>>,
+    next_id: AtomicU64,
+    waiting: AtomicU64,
+}
+
+/// A fetch's registration; it leaves the registry when dropped.
+#[derive(Debug)]
+pub struct Registration {
+    waiters: Arc<Waiters>,
+    id: u64,
+    queues: Vec<String>,
+    pub notify: Arc<Notify>,
+}
+
+impl Waiters {
+    /// Registers a fetch for `queues`, unless `max` fetches already wait.
+    pub fn register(self: &Arc<Self>, queues: &[String], max: usize) -> Option<Registration> {
+        if self.waiting.fetch_add(1, Ordering::AcqRel) >= max as u64 {
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let notify = Arc::new(Notify::new());
+        let mut map = self.lock();
+        for q in queues {
+            map.entry(q.clone())
+                .or_default()
+                .insert(id, Arc::clone(&notify));
+        }
+        Some(Registration {
+            waiters: Arc::clone(self),
+            id,
+            queues: queues.to_vec(),
+            notify,
+        })
+    }
+
+    /// Wakes every fetch waiting on `queue`.
+    pub fn wake(&self, queues: &HashSet<String>) {
+        let map = self.lock();
+        for q in queues {
+            if let Some(fetches) = map.get(q) {
+                fetches.values().for_each(|n| n.notify_one());
+            }
+        }
+    }
+
+    /// Wakes every waiting fetch (after missing events, or to shut down).
+    pub fn wake_all(&self) {
+        let map = self.lock();
+        map.values()
+            .flat_map(|f| f.values())
+            .for_each(|n| n.notify_one());
+    }
+
+    /// Fetches waiting now.
+    #[cfg(test)]
+    fn count(&self) -> u64 {
+        self.waiting.load(Ordering::Acquire)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, HashMap<u64, Arc<Notify>>>> {
+        // A panic while holding this lock leaves the map consistent (every change is one insert or
+        // remove), so a poisoned lock is safe to use.
+        self.by_queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Follows the engine's events until the channel closes, waking fetches as jobs become due.
+    pub async fn follow(self: Arc<Self>, mut events: broadcast::Receiver<Event>) {
+        let mut due = HashSet::new();
+        loop {
+            match events.recv().await {
+                Ok(e) => {
+                    if e.to == JobState::Waiting {
+                        due.insert(e.queue);
+                    }
+                    // Take whatever else is already there, and wake once for all of it.
+                    loop {
+                        match events.try_recv() {
+                            Ok(e) if e.to == JobState::Waiting => {
+                                due.insert(e.queue);
+                            }
+                            Ok(_) => {}
+                            Err(broadcast::error::TryRecvError::Lagged(_)) => self.wake_all(),
+                            Err(_) => break,
+                        }
+                    }
+                    if !due.is_empty() {
+                        self.wake(&due);
+                        due.clear();
+                    }
+                }
+                // Events were missed: any queue may have a due job.
+                Err(broadcast::error::RecvError::Lagged(_)) => self.wake_all(),
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let mut map = self.waiters.lock();
+        for q in &self.queues {
+            if let Some(fetches) = map.get_mut(q) {
+                fetches.remove(&self.id);
+                if fetches.is_empty() {
+                    map.remove(q);
+                }
+            }
+        }
+        drop(map);
+        self.waiters.waiting.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[tokio::test]
+    async fn a_wake_before_the_wait_is_not_lost_and_the_registry_is_bounded() {
+        let w = Arc::new(Waiters::default());
+        let r = w.register(&["a".into(), "b".into()], 2).unwrap();
+        let _r2 = w.register(&["c".into()], 2).unwrap();
+        assert!(w.register(&["d".into()], 2).is_none(), "at most 2 wait");
+        w.wake(&HashSet::from(["b".to_string()]));
+        // The permit was kept: this returns at once.
+        tokio::time::timeout(std::time::Duration::from_secs(1), r.notify.notified())
+            .await
+            .unwrap();
+        drop(r);
+        assert_eq!(w.count(), 1);
+        assert!(!w.lock().contains_key("a"), "empty entries are removed");
+    }
+}

@@ -1,0 +1,822 @@
+//! Every endpoint through `app()`: what a user relies on, and a real bad request for each error status.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode, header};
+use errand_protocol::code;
+use errand_server::auth::Scope;
+use serde_json::{Value, json};
+
+use support::{Api, Setup, assert_error};
+
+#[tokio::test]
+async fn enqueue_get_and_the_unique_key_answer_the_existing_job() {
+    let api = Api::new();
+    let (s, b) = api
+        .post(
+            "/v1/queues/mail/jobs",
+            json!({"kind": "send", "payload": {"to": "a@b.c"}, "priority": 10, "unique_key": "u1"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    assert_eq!(b["created"], true);
+    assert_eq!(b["state"], "waiting");
+    let id = b["id"].as_str().unwrap().to_string();
+
+    let (s, again) = api
+        .post(
+            "/v1/queues/mail/jobs",
+            json!({"kind": "send", "payload": {}, "unique_key": "u1"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "not created: {again}");
+    assert_eq!(
+        (again["id"].as_str(), again["created"].as_bool()),
+        (Some(id.as_str()), Some(false))
+    );
+
+    let (s, job) = api.get(&format!("/v1/jobs/{id}")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(job["queue"], "mail");
+    assert_eq!(job["kind"], "send");
+    assert_eq!(job["payload"], json!({"to": "a@b.c"}));
+    assert_eq!(job["priority"], 10);
+    assert_eq!(job["attempts"], 0);
+    assert_eq!(job["errors"], json!([]));
+    assert!(job["idempotency_key"].as_str().unwrap().len() > 8);
+    assert!(job.get("lease").is_none());
+}
+
+#[tokio::test]
+async fn a_batch_is_atomic_and_names_the_bad_job() {
+    let api = Api::new();
+    let (s, b) = api
+        .post(
+            "/v1/queues/batch/jobs",
+            json!({"jobs": [{"kind": "a"}, {"kind": "b", "priority": 5000}, {"kind": "c"}]}),
+        )
+        .await;
+    assert_error(
+        &(s, b),
+        StatusCode::BAD_REQUEST,
+        code::INVALID,
+        Some("jobs[1].priority"),
+    );
+    let (s, _) = api.get("/v1/queues/batch").await;
+    assert_eq!(
+        s,
+        StatusCode::NOT_FOUND,
+        "nothing was written, not even the queue"
+    );
+
+    // A wrong type deep in the batch is named by its path too.
+    let got = api
+        .post(
+            "/v1/queues/batch/jobs",
+            json!({"jobs": [{"kind": "a"}, {"kind": "b", "max_attempts": "3"}]}),
+        )
+        .await;
+    assert_error(
+        &got,
+        StatusCode::BAD_REQUEST,
+        code::INVALID,
+        Some("jobs[1].max_attempts"),
+    );
+
+    let (s, b) = api
+        .post(
+            "/v1/queues/batch/jobs",
+            json!({"jobs": [{"kind": "a"}, {"kind": "b"}]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    assert_eq!(b["jobs"].as_array().unwrap().len(), 2);
+    let (_, q) = api.get("/v1/queues/batch").await;
+    assert_eq!(q["counts"]["waiting"], 2);
+}
+
+#[tokio::test]
+async fn invalid_input_is_a_400_naming_the_field_and_writes_nothing() {
+    let api = Api::new();
+    let cases = [
+        (json!({"kind": "has space"}), "kind"),
+        (json!({"payload": {}}), "kind"),
+        (json!({"kind": "k", "priorty": 1}), "priorty"),
+        (json!({"kind": "k", "delay_ms": -5}), "delay_ms"),
+        (
+            json!({"kind": "k", "backoff": {"type": "linear", "delay_ms": 1}}),
+            "backoff.type",
+        ),
+        (json!({"kind": "k", "timeout_ms": 1}), "timeout_ms"),
+        (json!({"kind": "k", "unique_key": ""}), "unique_key"),
+    ];
+    for (body, field) in cases {
+        let got = api.post("/v1/queues/q/jobs", body.clone()).await;
+        assert_error(&got, StatusCode::BAD_REQUEST, code::INVALID, Some(field));
+    }
+    let got = api
+        .post("/v1/queues/bad%20name/jobs", json!({"kind": "k"}))
+        .await;
+    assert_error(&got, StatusCode::BAD_REQUEST, code::INVALID, Some("queue"));
+    // Not JSON at all.
+    let req = Request::post("/v1/queues/q/jobs")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from("{\"kind\": "))
+        .unwrap();
+    let (s, b, _) = api.raw(req).await;
+    assert_error(&(s, b), StatusCode::BAD_REQUEST, code::INVALID, None);
+    let got = api.get("/v1/jobs/not-an-id").await;
+    assert_error(&got, StatusCode::BAD_REQUEST, code::INVALID, Some("id"));
+    let got = api.get("/v1/queues/q/jobs?state=sleeping").await;
+    assert_error(&got, StatusCode::BAD_REQUEST, code::INVALID, Some("state"));
+    let got = api.get("/v1/queues/q/jobs?state=waiting&limt=5").await;
+    assert_error(&got, StatusCode::BAD_REQUEST, code::INVALID, Some("limt"));
+    let got = api.get("/v1/queues/q/jobs?state=waiting&limit=0").await;
+    assert_error(&got, StatusCode::BAD_REQUEST, code::INVALID, Some("limit"));
+    assert_eq!(
+        api.get("/v1/queues/q").await.0,
+        StatusCode::NOT_FOUND,
+        "nothing written"
+    );
+}
+
+#[tokio::test]
+async fn wrong_content_type_is_415_and_too_large_is_413() {
+    let api = Api::with(Setup {
+        tweak: |c| c.max_body_bytes = 4 << 20,
+        ..Default::default()
+    });
+    let req = Request::post("/v1/queues/q/jobs")
+        .header(header::CONTENT_TYPE, "text/plain")
+        .body(Body::from("{\"kind\":\"k\"}"))
+        .unwrap();
+    let (s, b, _) = api.raw(req).await;
+    assert_error(
+        &(s, b),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        code::UNSUPPORTED_MEDIA_TYPE,
+        None,
+    );
+    let req = Request::post("/v1/queues/q/jobs")
+        .body(Body::from("{\"kind\":\"k\"}"))
+        .unwrap();
+    assert_eq!(
+        api.raw(req).await.0,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "no content type"
+    );
+
+    // A payload over its 1 MiB limit, in a body the server accepts.
+    let big = "x".repeat((1 << 20) + 1);
+    let got = api
+        .post("/v1/queues/q/jobs", json!({"kind": "k", "payload": big}))
+        .await;
+    assert_error(
+        &got,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        code::TOO_LARGE,
+        Some("payload"),
+    );
+    // A body over the server's limit.
+    let huge = "x".repeat(5 << 20);
+    let got = api
+        .post("/v1/queues/q/jobs", json!({"kind": "k", "payload": huge}))
+        .await;
+    assert_error(&got, StatusCode::PAYLOAD_TOO_LARGE, code::TOO_LARGE, None);
+    // A batch over its count limit.
+    let jobs: Vec<Value> = (0..10_001).map(|_| json!({"kind": "k"})).collect();
+    let got = api.post("/v1/queues/q/jobs", json!({ "jobs": jobs })).await;
+    assert_error(
+        &got,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        code::TOO_LARGE,
+        Some("jobs"),
+    );
+    assert_eq!(
+        api.get("/v1/queues/q").await.0,
+        StatusCode::NOT_FOUND,
+        "nothing written"
+    );
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_answer_json() {
+    let api = Api::new();
+    let got = api.get("/v1/nope").await;
+    assert_error(&got, StatusCode::NOT_FOUND, code::NOT_FOUND, None);
+    let got = api.call(Method::DELETE, "/v1/fetch", None).await;
+    assert_error(
+        &got,
+        StatusCode::METHOD_NOT_ALLOWED,
+        code::METHOD_NOT_ALLOWED,
+        None,
+    );
+    let got = api.get("/v1/jobs/01JAAAAAAAAAAAAAAAAAAAAAAA").await;
+    assert_error(&got, StatusCode::NOT_FOUND, code::NOT_FOUND, None);
+    let got = api.get("/v1/queues/never-seen").await;
+    assert_error(&got, StatusCode::NOT_FOUND, code::NOT_FOUND, None);
+}
+
+#[tokio::test]
+async fn the_worker_protocol_end_to_end() {
+    let api = Api::new();
+    let id = api
+        .enqueue(
+            "w",
+            json!({"kind": "k", "payload": {"n": 1}, "max_attempts": 2,
+            "backoff": {"type": "fixed", "delay_ms": 0}, "heartbeat_ms": 1000}),
+        )
+        .await;
+    let jobs = api.fetch("w", 10).await;
+    assert_eq!(jobs.len(), 1);
+    let j = &jobs[0];
+    assert_eq!(j["id"], id.as_str());
+    assert_eq!(j["attempt"], 1);
+    assert_eq!(j["payload"], json!({"n": 1}));
+    let token = j["lease_token"].as_str().unwrap().to_string();
+    assert!(j["lease_expires_at"].as_i64().unwrap() > 0 && j["deadline_at"].as_i64().unwrap() > 0);
+
+    let (s, hb) = api
+        .post(
+            &format!("/v1/jobs/{id}/heartbeat"),
+            json!({"lease_token": token, "progress": {"pct": 50}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{hb}");
+    assert_eq!(hb["cancel_requested"], false);
+    let (_, job) = api.get(&format!("/v1/jobs/{id}")).await;
+    assert_eq!(job["progress"], json!({"pct": 50}));
+    assert_eq!(job["lease"]["worker_id"], "w1");
+    assert!(
+        job["lease"].get("token").is_none(),
+        "the token is for its holder only"
+    );
+
+    let (s, f) = api
+        .post(
+            &format!("/v1/jobs/{id}/fail"),
+            json!({"lease_token": token, "message": "boom"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{f}");
+    assert_eq!(f["state"], "waiting");
+    // The old token is stale now: 409 lease_lost, and nothing changes.
+    let got = api
+        .post(
+            &format!("/v1/jobs/{id}/complete"),
+            json!({"lease_token": token}),
+        )
+        .await;
+    assert_error(&got, StatusCode::CONFLICT, code::LEASE_LOST, None);
+    let got = api
+        .post(
+            &format!("/v1/jobs/{id}/heartbeat"),
+            json!({"lease_token": token}),
+        )
+        .await;
+    assert_error(&got, StatusCode::CONFLICT, code::LEASE_LOST, None);
+
+    let jobs = api.fetch("w", 1).await;
+    assert_eq!(jobs[0]["attempt"], 2);
+    let token2 = jobs[0]["lease_token"].as_str().unwrap().to_string();
+    assert_ne!(token, token2);
+    let body = json!({"lease_token": token2, "result": {"ok": true}});
+    let (s, c) = api
+        .post(&format!("/v1/jobs/{id}/complete"), body.clone())
+        .await;
+    assert_eq!(
+        (s, c["state"].as_str(), c["duplicate"].as_bool()),
+        (StatusCode::OK, Some("completed"), Some(false))
+    );
+    // A retried completion whose answer was lost is a success, once more, flagged duplicate.
+    let (s, c) = api.post(&format!("/v1/jobs/{id}/complete"), body).await;
+    assert_eq!((s, c["duplicate"].as_bool()), (StatusCode::OK, Some(true)));
+    let (_, job) = api.get(&format!("/v1/jobs/{id}")).await;
+    assert_eq!(job["state"], "completed");
+    assert_eq!(job["result"], json!({"ok": true}));
+    assert_eq!(job["errors"][0]["message"], "boom");
+    assert_eq!(job["errors"][0]["attempt"], 1);
+
+    // Retrying a completed job is a conflict.
+    let got = api.post(&format!("/v1/jobs/{id}/retry"), json!({})).await;
+    assert_error(&got, StatusCode::CONFLICT, code::CONFLICT, None);
+}
+
+#[tokio::test]
+async fn batch_ack_takes_completions_failures_and_releases_each_on_its_own() {
+    let api = Api::new();
+    for i in 0..4 {
+        api.enqueue("b", json!({"kind": "k", "payload": i, "max_attempts": 1}))
+            .await;
+    }
+    let jobs = api.fetch("b", 4).await;
+    assert_eq!(jobs.len(), 4);
+    let tok = |j: &Value| j["lease_token"].as_str().unwrap().to_string();
+    let (s, b) = api
+        .post(
+            "/v1/ack",
+            json!({"acks": [
+                {"outcome": "complete", "id": jobs[0]["id"], "lease_token": tok(&jobs[0]), "result": 1},
+                {"outcome": "fail", "id": jobs[1]["id"], "lease_token": tok(&jobs[1]), "message": "no", "retryable": false},
+                {"outcome": "release", "id": jobs[2]["id"], "lease_token": tok(&jobs[2])},
+                {"outcome": "complete", "id": jobs[3]["id"], "lease_token": "stale"},
+                {"outcome": "complete", "id": "nope", "lease_token": "x"},
+            ]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let r = b["results"].as_array().unwrap();
+    assert_eq!(r[0]["ok"]["state"], "completed");
+    assert_eq!(r[1]["ok"]["state"], "dead");
+    assert_eq!(r[2]["ok"]["state"], "waiting");
+    assert_eq!(r[3]["error"]["code"], "lease_lost");
+    assert_eq!(r[4]["error"]["code"], "invalid");
+    assert_eq!(r[4]["error"]["field"], "acks[4].id");
+    // The released job is due at once, its attempt not counted.
+    let again = api.fetch("b", 10).await;
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0]["id"], jobs[2]["id"]);
+    assert_eq!(again[0]["attempt"], 1);
+    let got = api
+        .post(
+            "/v1/ack",
+            json!({"acks": [{"outcome": "explode", "id": "x"}]}),
+        )
+        .await;
+    assert_error(&got, StatusCode::BAD_REQUEST, code::INVALID, None);
+}
+
+#[tokio::test]
+async fn a_waiting_fetch_wakes_as_soon_as_a_job_arrives_and_returns_empty_when_its_wait_ends() {
+    let api = Api::new();
+    let t = Instant::now();
+    let (s, b) = api
+        .post(
+            "/v1/fetch",
+            json!({"queues": ["lp"], "worker_id": "w", "wait_ms": 300}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(b["jobs"], json!([]));
+    assert!(t.elapsed() >= Duration::from_millis(290), "it waited");
+
+    let router = api.router.clone();
+    let waiting = tokio::spawn(async move {
+        let req = Request::post("/v1/fetch")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(
+                json!({"queues": ["other", "lp"], "worker_id": "w", "wait_ms": 20_000}).to_string(),
+            ))
+            .unwrap();
+        let t = Instant::now();
+        let resp = tower::ServiceExt::oneshot(router, req).await.unwrap();
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (
+            t.elapsed(),
+            serde_json::from_slice::<Value>(&bytes).unwrap(),
+        )
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let id = api.enqueue("lp", json!({"kind": "k"})).await;
+    let (elapsed, b) = waiting.await.unwrap();
+    assert_eq!(b["jobs"][0]["id"], id.as_str());
+    assert!(
+        elapsed < Duration::from_secs(5),
+        "woken by the enqueue, not by its wait: {elapsed:?}"
+    );
+}
+
+#[tokio::test]
+async fn too_many_waiting_fetches_get_429_and_shutdown_answers_waiters_empty() {
+    let api = Api::with(Setup {
+        tweak: |c| c.max_waiting_fetches = 1,
+        ..Default::default()
+    });
+    let router = api.router.clone();
+    let first = tokio::spawn(async move {
+        let req = Request::post("/v1/fetch")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(
+                json!({"queues": ["z"], "worker_id": "w", "wait_ms": 30_000}).to_string(),
+            ))
+            .unwrap();
+        let t = Instant::now();
+        let resp = tower::ServiceExt::oneshot(router, req).await.unwrap();
+        (t.elapsed(), resp.status())
+    });
+    // Until the first is parked, a second may still get in; wait for the limit to bite.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let got = loop {
+        let req = Request::post("/v1/fetch")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(
+                json!({"queues": ["z2"], "worker_id": "w", "wait_ms": 10}).to_string(),
+            ))
+            .unwrap();
+        let (s, b, h) = api.raw(req).await;
+        if s == StatusCode::TOO_MANY_REQUESTS || Instant::now() > deadline {
+            break (s, b, h);
+        }
+    };
+    assert_error(
+        &(got.0, got.1),
+        StatusCode::TOO_MANY_REQUESTS,
+        code::RATE_LIMITED,
+        None,
+    );
+    assert!(got.2.contains_key(header::RETRY_AFTER));
+
+    // Shutting down answers the waiting fetch at once, and readiness goes to 503.
+    api.stop.send(true).unwrap();
+    api.state.wake_all();
+    let (elapsed, status) = first.await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        elapsed < Duration::from_secs(10),
+        "not its whole wait: {elapsed:?}"
+    );
+    assert_eq!(
+        api.get("/health/ready").await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(api.get("/health/live").await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn operators_cancel_retry_promote_and_pause() {
+    let api = Api::new();
+    let waiting = api.enqueue("ops", json!({"kind": "k"})).await;
+    let (s, b) = api
+        .post(&format!("/v1/jobs/{waiting}/cancel"), json!({}))
+        .await;
+    assert_eq!(
+        (s, b["outcome"].as_str()),
+        (StatusCode::OK, Some("cancelled"))
+    );
+    let (s, b) = api
+        .post(&format!("/v1/jobs/{waiting}/retry"), json!({}))
+        .await;
+    assert_eq!(
+        (s, b["state"].as_str()),
+        (StatusCode::OK, Some("waiting")),
+        "{b}"
+    );
+
+    let active = api.fetch("ops", 1).await;
+    let (s, b) = api
+        .call(
+            Method::POST,
+            &format!("/v1/jobs/{}/cancel", active[0]["id"].as_str().unwrap()),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (s, b["outcome"].as_str()),
+        (StatusCode::OK, Some("requested"))
+    );
+    let (_, hb) = api
+        .post(
+            &format!("/v1/jobs/{}/heartbeat", active[0]["id"].as_str().unwrap()),
+            json!({"lease_token": active[0]["lease_token"]}),
+        )
+        .await;
+    assert_eq!(hb["cancel_requested"], true, "the worker learns of it");
+
+    let delayed = api
+        .enqueue("ops", json!({"kind": "k", "delay_ms": 3_600_000}))
+        .await;
+    assert!(api.fetch("ops", 1).await.is_empty(), "not due");
+    let (s, b) = api
+        .post(&format!("/v1/jobs/{delayed}/promote"), json!({}))
+        .await;
+    assert_eq!((s, b["state"].as_str()), (StatusCode::OK, Some("waiting")));
+    let got = api
+        .post(&format!("/v1/jobs/{delayed}/promote"), json!({}))
+        .await;
+    assert_error(&got, StatusCode::CONFLICT, code::CONFLICT, None);
+
+    let (s, q) = api.post("/v1/queues/ops/pause", json!({})).await;
+    assert_eq!((s, q["paused"].as_bool()), (StatusCode::OK, Some(true)));
+    assert!(
+        api.fetch("ops", 1).await.is_empty(),
+        "a paused queue hands out nothing"
+    );
+    let (_, q) = api.post("/v1/queues/ops/resume", json!({})).await;
+    assert_eq!(q["paused"], false);
+    assert_eq!(api.fetch("ops", 1).await.len(), 1);
+}
+
+#[tokio::test]
+async fn queue_config_listing_with_cursors_and_stats() {
+    let api = Api::new();
+    let (s, c) = api.get("/v1/queues/cfg/config").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        c["max_attempts"], 3,
+        "the defaults for a queue never configured"
+    );
+    let (s, c) = api
+        .call(
+            Method::PUT,
+            "/v1/queues/cfg/config",
+            Some(json!({"max_attempts": 7, "backoff": {"type": "fixed", "delay_ms": 10}})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{c}");
+    assert_eq!(c["max_attempts"], 7);
+    assert_eq!(c["timeout_ms"], 300_000, "left out: the default");
+    let got = api
+        .call(
+            Method::PUT,
+            "/v1/queues/cfg/config",
+            Some(json!({"max_attempts": 0})),
+        )
+        .await;
+    assert_error(
+        &got,
+        StatusCode::BAD_REQUEST,
+        code::INVALID,
+        Some("max_attempts"),
+    );
+    let id = api.enqueue("cfg", json!({"kind": "k"})).await;
+    let (_, job) = api.get(&format!("/v1/jobs/{id}")).await;
+    assert_eq!(job["max_attempts"], 7, "new jobs take the queue's defaults");
+
+    let jobs: Vec<Value> = (0..25)
+        .map(|i| json!({"kind": "k", "payload": i}))
+        .collect();
+    api.post("/v1/queues/cfg/jobs", json!({ "jobs": jobs }))
+        .await;
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/v1/queues/cfg/jobs?state=waiting&limit=10&cursor={c}"),
+            None => "/v1/queues/cfg/jobs?state=waiting&limit=10".to_string(),
+        };
+        let (s, page) = api.get(&path).await;
+        assert_eq!(s, StatusCode::OK, "{page}");
+        for j in page["jobs"].as_array().unwrap() {
+            seen.push(j["id"].as_str().unwrap().to_string());
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 26, "every waiting job once");
+    let mut sorted = seen.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), 26);
+
+    let (s, list) = api.get("/v1/queues").await;
+    assert_eq!(s, StatusCode::OK);
+    let cfg = list["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["name"] == "cfg")
+        .unwrap();
+    assert_eq!(cfg["counts"]["waiting"], 26);
+    assert!(cfg["oldest_waiting_age_ms"].as_u64().is_some());
+}
+
+#[tokio::test]
+async fn dead_letters_list_replay_by_filter_and_purge() {
+    let api = Api::new();
+    for (kind, msg) in [
+        ("pay", "card declined"),
+        ("pay", "timeout at bank"),
+        ("mail", "bounce"),
+    ] {
+        api.enqueue(
+            "dlq",
+            json!({"kind": kind, "max_attempts": 1, "idempotency_key": format!("{kind}-{msg}")}),
+        )
+        .await;
+        let j = &api.fetch("dlq", 1).await[0];
+        let id = j["id"].as_str().unwrap();
+        api.post(
+            &format!("/v1/jobs/{id}/fail"),
+            json!({"lease_token": j["lease_token"], "message": msg}),
+        )
+        .await;
+    }
+    let (s, page) = api.get("/v1/queues/dlq/dead").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(page["jobs"].as_array().unwrap().len(), 3);
+    assert_eq!(page["jobs"][0]["dead_reason"], "attempts_exhausted");
+    let (_, page) = api.get("/v1/queues/dlq/dead?kind=mail").await;
+    assert_eq!(page["jobs"].as_array().unwrap().len(), 1);
+
+    let (s, r) = api
+        .post(
+            "/v1/queues/dlq/dead/replay",
+            json!({"kind": "pay", "error_contains": "declined"}),
+        )
+        .await;
+    assert_eq!((s, r["count"].as_u64()), (StatusCode::OK, Some(1)));
+    let replayed = api.fetch("dlq", 1).await;
+    assert_eq!(
+        replayed[0]["idempotency_key"], "pay-card declined",
+        "a replay keeps its key"
+    );
+
+    let (s, r) = api
+        .call(Method::DELETE, "/v1/queues/dlq/dead?kind=mail", None)
+        .await;
+    assert_eq!((s, r["count"].as_u64()), (StatusCode::OK, Some(1)));
+    let (_, q) = api.get("/v1/queues/dlq").await;
+    assert_eq!(q["counts"]["dead"], 1);
+    let got = api
+        .post("/v1/queues/dlq/dead/replay", json!({"kynd": "pay"}))
+        .await;
+    assert_error(&got, StatusCode::BAD_REQUEST, code::INVALID, Some("kynd"));
+}
+
+#[tokio::test]
+async fn keys_scopes_and_queue_prefixes() {
+    let api = Api::with(Setup {
+        keys: vec![
+            Api::key("producer", &[Scope::Produce], &["billing."]),
+            Api::key("worker", &[Scope::Work], &[]),
+            Api::key("reader", &[Scope::Read], &[]),
+            Api::key("admin", &[Scope::Admin], &[]),
+        ],
+        ..Default::default()
+    });
+    let job = Some(json!({"kind": "k"}));
+    // 401: no key, an unknown key, a malformed header.
+    let got = api.call_as(None, Method::GET, "/v1/queues", None).await;
+    assert_error(&got, StatusCode::UNAUTHORIZED, code::UNAUTHORIZED, None);
+    let got = api
+        .call_as(Some("guess"), Method::GET, "/v1/queues", None)
+        .await;
+    assert_error(&got, StatusCode::UNAUTHORIZED, code::UNAUTHORIZED, None);
+    let req = Request::get("/v1/queues")
+        .header(header::AUTHORIZATION, "Basic eDp5")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(api.raw(req).await.0, StatusCode::UNAUTHORIZED);
+
+    let p = api.as_key("producer");
+    assert_eq!(
+        p.call(
+            Method::POST,
+            "/v1/queues/billing.invoices/jobs",
+            job.clone()
+        )
+        .await,
+        StatusCode::CREATED
+    );
+    let got = api
+        .call_as(
+            Some("producer"),
+            Method::POST,
+            "/v1/queues/mail/jobs",
+            job.clone(),
+        )
+        .await;
+    assert_error(&got, StatusCode::FORBIDDEN, code::FORBIDDEN, None);
+    assert_eq!(
+        p.call(
+            Method::POST,
+            "/v1/fetch",
+            Some(json!({"queues": ["billing.invoices"], "worker_id": "w"}))
+        )
+        .await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        p.call(Method::POST, "/v1/queues/billing.x/pause", None)
+            .await,
+        StatusCode::FORBIDDEN
+    );
+
+    let w = api.as_key("worker");
+    assert_eq!(
+        w.call(Method::POST, "/v1/queues/mail/jobs", job.clone())
+            .await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        w.call(
+            Method::POST,
+            "/v1/fetch",
+            Some(json!({"queues": ["billing.invoices"], "worker_id": "w"}))
+        )
+        .await,
+        StatusCode::OK
+    );
+
+    let r = api.as_key("reader");
+    assert_eq!(
+        r.call(Method::GET, "/v1/queues", None).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        r.call(Method::GET, "/v1/queues/billing.invoices/config", None)
+            .await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        r.call(
+            Method::PUT,
+            "/v1/queues/billing.invoices/config",
+            Some(json!({}))
+        )
+        .await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        r.call(Method::DELETE, "/v1/queues/billing.invoices/dead", None)
+            .await,
+        StatusCode::FORBIDDEN
+    );
+
+    let a = api.as_key("admin");
+    assert_eq!(
+        a.call(Method::POST, "/v1/queues/anything/jobs", job.clone())
+            .await,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        a.call(Method::POST, "/v1/queues/anything/pause", None)
+            .await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        a.call(Method::DELETE, "/v1/queues/anything/dead", None)
+            .await,
+        StatusCode::OK
+    );
+
+    // A prefixed key sees only its queues in the listing, and not other queues' jobs.
+    let (_, list) = api
+        .call_as(Some("producer"), Method::GET, "/v1/queues", None)
+        .await;
+    assert_eq!(
+        list["error"]["code"], "forbidden",
+        "produce does not grant listing queues"
+    );
+    let other = api
+        .call_as(Some("admin"), Method::POST, "/v1/queues/mail/jobs", job)
+        .await
+        .1;
+    let got = api
+        .call_as(
+            Some("producer"),
+            Method::GET,
+            &format!("/v1/jobs/{}", other["id"].as_str().unwrap()),
+            None,
+        )
+        .await;
+    assert_error(&got, StatusCode::FORBIDDEN, code::FORBIDDEN, None);
+    // Health and the API description need no key.
+    assert_eq!(
+        api.call_as(None, Method::GET, "/health/live", None).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        api.call_as(None, Method::GET, "/openapi.json", None)
+            .await
+            .0,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn a_stalled_lease_cannot_complete_after_recovery() {
+    let api = Api::with(Setup {
+        manual_clock: true,
+        ..Default::default()
+    });
+    let id = api
+        .enqueue(
+            "st",
+            json!({"kind": "k", "heartbeat_ms": 1000, "max_stalled": 5}),
+        )
+        .await;
+    let j = api.fetch("st", 1).await.remove(0);
+    let clock = api.clock.as_ref().unwrap();
+    clock.advance(60_000);
+    api.state.engine.maintain().await.unwrap();
+    let got = api
+        .post(
+            &format!("/v1/jobs/{id}/complete"),
+            json!({"lease_token": j["lease_token"]}),
+        )
+        .await;
+    assert_error(&got, StatusCode::CONFLICT, code::LEASE_LOST, None);
+    let (_, job) = api.get(&format!("/v1/jobs/{id}")).await;
+    assert_eq!(job["state"], "waiting");
+    assert_eq!(job["errors"][0]["kind"], "stalled");
+}
