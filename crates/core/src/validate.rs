@@ -11,7 +11,12 @@ use crate::model::{Backoff, QueueConfig};
 pub fn queue_name(field: &str, s: &str, limits: &Limits) -> Result<()> {
     name(field, s, limits.max_queue_name, |c| {
         c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':')
-    })
+    })?;
+    // `.` and `..` are path segments no URL can carry: such a queue could be written but never reached.
+    if s.bytes().all(|b| b == b'.') {
+        return Err(Error::invalid(field, "must not consist of dots only"));
+    }
+    Ok(())
 }
 
 /// A job kind: 1 to `max` characters of `A-Z a-z 0-9 _ - . : /`.
@@ -230,6 +235,8 @@ mod tests {
         let err = queue_name("queue", "has space", &l).unwrap_err();
         assert!(matches!(err, Error::Invalid { ref field, .. } if field == "queue"));
         assert!(queue_name("queue", "", &l).is_err());
+        assert!(queue_name("queue", "..", &l).is_err() && queue_name("queue", ".", &l).is_err());
+        assert!(queue_name("queue", ".hidden", &l).is_ok());
         assert!(queue_name("queue", &"q".repeat(65), &l).is_err());
         assert!(kind("kind", "email/send", &l).is_ok());
         assert!(queue_name("queue", "email/send", &l).is_err());

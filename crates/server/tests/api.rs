@@ -616,6 +616,21 @@ async fn dead_letters_list_replay_by_filter_and_purge() {
     assert_eq!(page["jobs"][0]["dead_reason"], "attempts_exhausted");
     let (_, page) = api.get("/v1/queues/dlq/dead?kind=mail").await;
     assert_eq!(page["jobs"].as_array().unwrap().len(), 1);
+    let (_, page) = api.get("/v1/queues/dlq/dead?error_contains=bank").await;
+    assert_eq!(page["jobs"].as_array().unwrap().len(), 1);
+    assert_eq!(page["jobs"][0]["errors"][0]["message"], "timeout at bank");
+    // Filtered a page of one at a time, the cursor walks past what does not match.
+    let (_, page) = api
+        .get("/v1/queues/dlq/dead?error_contains=a&limit=1")
+        .await;
+    assert_eq!(page["jobs"][0]["errors"][0]["message"], "card declined");
+    let cursor = page["next_cursor"].as_str().unwrap();
+    let (_, page) = api
+        .get(&format!(
+            "/v1/queues/dlq/dead?error_contains=a&limit=1&cursor={cursor}"
+        ))
+        .await;
+    assert_eq!(page["jobs"][0]["errors"][0]["message"], "timeout at bank");
 
     let (s, r) = api
         .post(

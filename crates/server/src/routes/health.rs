@@ -2,9 +2,10 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use errand_protocol::Health;
+use errand_protocol::{ErrorBody, Health, code};
 
 use crate::AppState;
+use crate::error::ApiError;
 
 /// The process answers.
 #[utoipa::path(get, path = "/health/live", tag = "health", responses((status = 200, body = Health)))]
@@ -17,7 +18,7 @@ pub async fn live() -> axum::Json<Health> {
 /// The store answers and the server is not shutting down.
 #[utoipa::path(
     get, path = "/health/ready", tag = "health",
-    responses((status = 200, body = Health), (status = 503, body = Health))
+    responses((status = 200, body = Health), (status = 503, body = ErrorBody))
 )]
 pub async fn ready(State(s): State<AppState>) -> (StatusCode, axum::Json<Health>) {
     if *s.shutdown.borrow() {

@@ -200,6 +200,7 @@ async fn page(
     params(
         ("queue" = String, Path, description = "queue name"),
         ("kind" = Option<String>, Query, description = "only jobs of this kind"),
+        ("error_contains" = Option<String>, Query, description = "only jobs whose latest error contains this; a page may then hold fewer than `limit` jobs and still have a next_cursor"),
         ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
         ("limit" = Option<u64>, Query, description = "1–1000, default 100"),
     ),
@@ -213,9 +214,46 @@ pub async fn list_dead(
 ) -> ApiResult<axum::Json<JobPage>> {
     caller.require(&[Scope::Read])?;
     caller.require_queue(&queue)?;
-    params.only(&["kind", "cursor", "limit"])?;
-    page(&s, &queue, JobState::Dead, &params).await
+    params.only(&["kind", "error_contains", "cursor", "limit"])?;
+    let Some(text) = params.text("error_contains") else {
+        return page(&s, &queue, JobState::Dead, &params).await;
+    };
+    // Filter by the latest error, scanning pages until the page is full or a scan budget is spent; the
+    // cursor then points past what was scanned, so the next call continues from there.
+    let limit = params.number("limit")?.unwrap_or(DEFAULT_PAGE);
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let kind = params.text("kind");
+    let mut cursor = params.job_id("cursor")?;
+    let mut jobs = Vec::new();
+    let mut next = None;
+    for _ in 0..DEAD_SCAN_PAGES {
+        let page = s
+            .engine
+            .list_kind(&queue, JobState::Dead, kind.clone(), cursor, limit)
+            .await?;
+        for j in page.jobs {
+            if jobs.len() < limit && j.errors.last().is_some_and(|e| e.message.contains(&text)) {
+                jobs.push(j);
+            }
+        }
+        if jobs.len() >= limit {
+            next = jobs.last().map(|j| j.id);
+            break;
+        }
+        next = page.next;
+        if page.next.is_none() {
+            break;
+        }
+        cursor = page.next;
+    }
+    Ok(axum::Json(JobPage {
+        jobs: jobs.into_iter().map(convert::job_view).collect(),
+        next_cursor: next.map(|id| id.to_string()),
+    }))
 }
+
+/// Pages of dead jobs one filtered listing reads at most before answering with what it found.
+const DEAD_SCAN_PAGES: usize = 10;
 
 /// Replay dead jobs matching the filter: back to waiting, fresh attempts, same idempotency key.
 #[utoipa::path(

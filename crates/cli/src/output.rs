@@ -1,0 +1,112 @@
+//! Printing: aligned tables for people, JSON for scripts, and errors with their exit code.
+
+use std::process::ExitCode;
+
+use serde::Serialize;
+
+/// Prints rows under a header, each column as wide as its widest cell.
+pub fn table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let parts: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        println!("{}", parts.join("  ").trim_end());
+    };
+    line(header.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}
+
+/// Prints `value` as JSON.
+pub fn json(value: &impl Serialize) -> ExitCode {
+    match serde_json::to_string_pretty(value) {
+        Ok(s) => {
+            println!("{s}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(1, &format!("cannot print JSON: {e}")),
+    }
+}
+
+/// Prints `message` to stderr and returns `code`.
+pub fn fail(code: u8, message: &str) -> ExitCode {
+    eprintln!("errand: {message}");
+    ExitCode::from(code)
+}
+
+/// The exit code for an error answer of status `status`.
+pub fn exit_code(status: u16) -> u8 {
+    match status {
+        400 | 413 | 415 => 2,
+        404 => 3,
+        409 => 4,
+        401 | 403 => 5,
+        _ => 1,
+    }
+}
+
+/// An instant (ms since the epoch) as UTC `YYYY-MM-DD HH:MM:SS`.
+pub fn instant(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+/// A duration in ms, briefly (`850ms`, `12.3s`, `4m`, `2h`).
+pub fn duration(ms: u64) -> String {
+    match ms {
+        0..=999 => format!("{ms}ms"),
+        1_000..=59_999 => format!("{:.1}s", ms as f64 / 1000.0),
+        60_000..=3_599_999 => format!("{}m", ms / 60_000),
+        _ => format!("{}h", ms / 3_600_000),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instants_print_as_utc() {
+        assert_eq!(instant(0), "1970-01-01 00:00:00");
+        assert_eq!(instant(1_763_900_000_000), "2025-11-23 12:13:20");
+        assert_eq!(instant(951_782_400_000), "2000-02-29 00:00:00");
+    }
+
+    #[test]
+    fn durations_are_brief() {
+        assert_eq!(duration(850), "850ms");
+        assert_eq!(duration(12_345), "12.3s");
+        assert_eq!(duration(7_200_000), "2h");
+    }
+}

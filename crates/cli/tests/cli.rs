@@ -1,0 +1,245 @@
+//! The `errand` commands against a real server: output, `--json`, and exit codes.
+
+#![allow(clippy::unwrap_used)]
+
+use std::process::Output;
+
+use errand_server::testing::TestServer;
+use serde_json::Value;
+
+fn errand(url: &str, args: &[&str]) -> Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_errand"))
+        .args(args)
+        .args(["--url", url])
+        .env_remove("ERRAND_API_KEY")
+        .output()
+        .unwrap()
+}
+
+async fn run(url: &str, args: &[&str]) -> Output {
+    let (url, args): (String, Vec<String>) = (
+        url.to_string(),
+        args.iter().map(|s| s.to_string()).collect(),
+    );
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        errand(&url, &args)
+    })
+    .await
+    .unwrap()
+}
+
+fn json(o: &Output) -> Value {
+    serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&o.stdout)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_queues_and_dead_letters_from_the_command_line() {
+    let server = TestServer::start().await;
+    let url = server.url();
+
+    let out = run(
+        &url,
+        &[
+            "job",
+            "add",
+            "mail",
+            "send",
+            "{\"to\": 1}",
+            "--max-attempts",
+            "1",
+            "--json",
+        ],
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = json(&out)["id"].as_str().unwrap().to_string();
+
+    let out = run(&url, &["job", "get", &id]).await;
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("waiting") && text.contains("{\"to\":1}"),
+        "{text}"
+    );
+
+    let out = run(&url, &["queue", "stats", "mail", "--json"]).await;
+    assert_eq!(json(&out)["counts"]["waiting"], 1);
+    let out = run(&url, &["queue", "ls"]).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with("QUEUE") && text.contains("mail"),
+        "a table: {text}"
+    );
+
+    assert!(
+        run(&url, &["queue", "pause", "mail"])
+            .await
+            .status
+            .success()
+    );
+    let out = run(&url, &["queue", "stats", "mail", "--json"]).await;
+    assert_eq!(json(&out)["paused"], true);
+    assert!(
+        run(&url, &["queue", "resume", "mail"])
+            .await
+            .status
+            .success()
+    );
+    let out = run(
+        &url,
+        &["queue", "config", "mail", "--set", "{\"max_attempts\": 4}"],
+    )
+    .await;
+    assert_eq!(
+        json(&out)["max_attempts"],
+        4,
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Kill it into the dead-letter queue through the engine's worker path, then replay and purge.
+    let engine = &server.state().engine;
+    let claimed = engine
+        .claim(errand_core::Claim {
+            queues: vec!["mail".into()],
+            worker_id: "w".into(),
+            limit: 1,
+        })
+        .await
+        .unwrap();
+    let token = claimed[0].lease.clone().unwrap().token;
+    engine
+        .fail(
+            claimed[0].id,
+            token,
+            errand_core::Failure::fatal("smtp 550"),
+        )
+        .await
+        .unwrap();
+    let out = run(&url, &["dlq", "ls", "mail"]).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("smtp 550") && text.contains("non_retryable"),
+        "{text}"
+    );
+    let out = run(
+        &url,
+        &[
+            "dlq",
+            "replay",
+            "mail",
+            "--error-contains",
+            "smtp",
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(json(&out)["count"], 1);
+    let out = run(&url, &["job", "cancel", &id, "--json"]).await;
+    assert_eq!(json(&out)["outcome"], "cancelled");
+    let out = run(&url, &["job", "retry", &id]).await;
+    assert!(out.status.success());
+
+    // Exit codes tell failures apart.
+    let out = run(&url, &["job", "get", "01AAAAAAAAAAAAAAAAAAAAAAAA"]).await;
+    assert_eq!(out.status.code(), Some(3), "not found");
+    let out = run(&url, &["job", "add", "bad queue", "k"]).await;
+    assert_eq!(out.status.code(), Some(2), "invalid input");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("queue"),
+        "names the field"
+    );
+    let out = run(&url, &["job", "add", "q", "k", "{not json"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    let out = run(&url, &["job", "retry", &id]).await;
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "a waiting job cannot be retried: conflict"
+    );
+    let out = run(&url, &["job", "frobnicate"]).await;
+    assert_eq!(out.status.code(), Some(2), "usage error");
+    server.shutdown().await;
+    let out = run(&url, &["queue", "ls"]).await;
+    assert_eq!(out.status.code(), Some(1), "unreachable server");
+}
+
+#[test]
+fn key_new_prints_a_secret_and_its_hash_for_the_config_file() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_errand"))
+        .args([
+            "key",
+            "new",
+            "--name",
+            "billing",
+            "--scopes",
+            "produce,read",
+            "--queues",
+            "billing.",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let secret = text
+        .split("secret (shown once; give it to the client): ")
+        .nth(1)
+        .unwrap();
+    let secret = secret.lines().next().unwrap().trim();
+    assert!(text.contains(&errand_server::auth::hash_secret(secret)));
+    assert!(
+        text.contains("scopes = [\"produce\", \"read\"]")
+            && text.contains("queues = [\"billing.\"]")
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_errand"))
+        .args(["key", "new", "--scopes", "root"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn serve_refuses_an_open_network_listener_and_says_how_to_add_a_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_errand"))
+        .args(["serve", "--listen", "0.0.0.0:0", "--data-dir"])
+        .arg(dir.path())
+        .env_remove("ERRAND_API_KEY")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("ERRAND_API_KEY") && err.lines().count() == 1,
+        "one clear line: {err}"
+    );
+}
+
+#[test]
+fn serve_help_documents_every_option_with_its_default() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_errand"))
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--data-dir",
+        "--listen",
+        "--store",
+        "--config",
+        "--log-format",
+        "--sync",
+        "--max-wait-ms",
+    ] {
+        assert!(help.contains(flag), "{flag} in {help}");
+    }
+    assert!(
+        help.contains("[default: 127.0.0.1:7700]") && help.contains("[default: ./errand-data]")
+    );
+}

@@ -1,0 +1,150 @@
+//! The real `errand` binary, killed with SIGKILL under load, loses no acknowledged write.
+//!
+//! Producers enqueue and workers fetch and complete over HTTP against `errand serve`; each records what
+//! the server acknowledged (a 2xx answer). The server is killed with SIGKILL mid-load and restarted on the
+//! same data directory: every acknowledged enqueue must be there, and every acknowledged completion must
+//! be `completed`.
+
+#![allow(clippy::unwrap_used)]
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use errand_client::Client;
+use errand_protocol::{CompleteRequest, EnqueueJob, FetchRequest, JobState};
+use serde_json::json;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start(dir: &std::path::Path, port: u16) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_errand"))
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(dir)
+        .env_remove("ERRAND_API_KEY")
+        .env("ERRAND_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap()
+}
+
+async fn wait_ready(client: &Client) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while client.health_ready().await.is_err() {
+        assert!(Instant::now() < deadline, "the server did not come up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_under_load_loses_no_acknowledged_enqueue_or_completion() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut server = start(dir.path(), port);
+    // No retries: an answer we count must be the server's own.
+    let client = Client::builder(&url)
+        .request_timeout(Duration::from_secs(5))
+        .retry(errand_client::RetryPolicy::none())
+        .build()
+        .unwrap();
+    wait_ready(&client).await;
+
+    let enqueued = Arc::new(Mutex::new(Vec::<String>::new()));
+    let completed = Arc::new(Mutex::new(Vec::<String>::new()));
+    let mut tasks = Vec::new();
+    for p in 0..4 {
+        let (c, log) = (client.clone(), Arc::clone(&enqueued));
+        tasks.push(tokio::spawn(async move {
+            for i in 0.. {
+                let job = EnqueueJob::new("k", json!({"p": p, "i": i}));
+                match c.enqueue("crash", &job).await {
+                    Ok(e) => log.lock().unwrap().push(e.id),
+                    Err(_) => return,
+                }
+            }
+        }));
+    }
+    for w in 0..4 {
+        let (c, log) = (client.clone(), Arc::clone(&completed));
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let req = FetchRequest {
+                    queues: vec!["crash".into()],
+                    worker_id: format!("w{w}"),
+                    max_jobs: 10,
+                    wait_ms: 100,
+                };
+                let Ok(jobs) = c.fetch(&req).await else {
+                    return;
+                };
+                for j in jobs.jobs {
+                    match c
+                        .complete(
+                            &j.id,
+                            &CompleteRequest {
+                                lease_token: j.lease_token.clone(),
+                                result: None,
+                            },
+                        )
+                        .await
+                    {
+                        Ok(_) => log.lock().unwrap().push(j.id),
+                        Err(_) => return,
+                    }
+                }
+            }
+        }));
+    }
+    // Let the load build up, then kill the server mid-stream.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while completed.lock().unwrap().len() < 1_000 {
+        assert!(Instant::now() < deadline, "the load never got going");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.kill().unwrap();
+    server.wait().unwrap();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let enqueued = enqueued.lock().unwrap().clone();
+    let completed = completed.lock().unwrap().clone();
+    assert!(!enqueued.is_empty() && !completed.is_empty());
+
+    let mut server = start(dir.path(), port);
+    wait_ready(&client).await;
+    for id in &enqueued {
+        client
+            .get(id)
+            .await
+            .unwrap_or_else(|e| panic!("acknowledged enqueue {id} lost: {e}"));
+    }
+    for id in &completed {
+        let job = client.get(id).await.unwrap();
+        assert_eq!(
+            job.state,
+            JobState::Completed,
+            "acknowledged completion of {id} lost"
+        );
+    }
+    server.kill().unwrap();
+    server.wait().unwrap();
+    eprintln!(
+        "checked {} acknowledged enqueues and {} completions after SIGKILL",
+        enqueued.len(),
+        completed.len()
+    );
+}

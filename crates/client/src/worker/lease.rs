@@ -1,0 +1,127 @@
+//! Keeping a fetched job's lease: heartbeats from the moment the job arrives until its outcome is
+//! queued, carrying progress and bringing back cancel requests and lost leases.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use errand_protocol::HeartbeatRequest;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::job::JobShared;
+use crate::Client;
+
+/// Heartbeats no more often than this, however often progress is reported.
+const MIN_GAP: Duration = Duration::from_millis(100);
+
+/// How long a final heartbeat carrying a failed job's last progress may take.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The interval of a job's heartbeats: its `heartbeat_ms`, or a third of its lease.
+pub(crate) fn interval(shared: &JobShared) -> Duration {
+    let job = &shared.job;
+    let ms = match job.heartbeat_ms {
+        Some(ms) => ms,
+        None => {
+            // The server's clock: the claim was at deadline_at − timeout_ms, the lease ends at
+            // lease_expires_at.
+            let claimed_at = job
+                .deadline_at
+                .saturating_sub(i64::try_from(job.timeout_ms).unwrap_or(i64::MAX));
+            let lease_ms = job.lease_expires_at.saturating_sub(claimed_at).max(0);
+            u64::try_from(lease_ms / 3).unwrap_or(0)
+        }
+    };
+    Duration::from_millis(ms).max(MIN_GAP)
+}
+
+/// A running heartbeat task.
+#[derive(Debug)]
+pub(crate) struct Keeper {
+    task: JoinHandle<()>,
+    stop: watch::Sender<bool>,
+}
+
+impl Keeper {
+    /// Starts heartbeating `shared`'s job.
+    pub(crate) fn start(client: Client, shared: Arc<JobShared>) -> Keeper {
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(run(client, shared, stopped));
+        Keeper { task, stop }
+    }
+
+    /// Stops at once; progress not yet sent is dropped.
+    pub(crate) fn abort(self) {
+        self.task.abort();
+    }
+
+    /// Stops after sending the progress not yet sent, if any (bounded by a short timeout).
+    pub(crate) async fn stop_and_flush(self) {
+        let _ = self.stop.send(true);
+        let mut task = self.task;
+        if tokio::time::timeout(FLUSH_TIMEOUT, &mut task)
+            .await
+            .is_err()
+        {
+            task.abort();
+        }
+    }
+}
+
+async fn run(client: Client, shared: Arc<JobShared>, mut stop: watch::Receiver<bool>) {
+    let every = interval(&shared);
+    let mut last = Instant::now();
+    loop {
+        let stopping = tokio::select! {
+            _ = tokio::time::sleep_until(last + every) => false,
+            _ = shared.progress_set.notified() => {
+                tokio::time::sleep_until(last + MIN_GAP).await;
+                *stop.borrow()
+            }
+            _ = async { let _ = stop.wait_for(|s| *s).await; } => true,
+        };
+        let progress = shared.take_progress();
+        if stopping && progress.is_none() {
+            return;
+        }
+        last = Instant::now();
+        if !beat(&client, &shared, progress).await || stopping {
+            return;
+        }
+    }
+}
+
+/// One heartbeat; `false` when the lease is gone and heartbeating should stop.
+async fn beat(client: &Client, shared: &JobShared, progress: Option<serde_json::Value>) -> bool {
+    let job = &shared.job;
+    let req = HeartbeatRequest {
+        lease_token: job.lease_token.clone(),
+        progress,
+    };
+    match client.heartbeat(&job.id, &req).await {
+        Ok(r) => {
+            if r.cancel_requested && !*shared.cancel.borrow() {
+                tracing::info!(job_id = %job.id, "cancel requested");
+                shared.cancel.send_replace(true);
+            }
+            true
+        }
+        Err(e) if e.is_lease_lost() || e.is_not_found() => {
+            tracing::warn!(job_id = %job.id, error = %e, "lease lost; abandoning the job");
+            shared.lease_lost.send_replace(true);
+            false
+        }
+        Err(e) if e.is_too_large() || e.is_invalid() => {
+            tracing::warn!(job_id = %job.id, error = %e, "progress refused; dropped");
+            true
+        }
+        Err(e) => {
+            tracing::warn!(job_id = %job.id, error = %e, "heartbeat failed");
+            if let Some(p) = req.progress {
+                shared.restore_progress(p);
+            }
+            true
+        }
+    }
+}
