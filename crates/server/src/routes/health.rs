@@ -20,24 +20,20 @@ pub async fn live() -> axum::Json<Health> {
     get, path = "/health/ready", tag = "health",
     responses((status = 200, body = Health), (status = 503, body = ErrorBody))
 )]
-pub async fn ready(State(s): State<AppState>) -> (StatusCode, axum::Json<Health>) {
+pub async fn ready(State(s): State<AppState>) -> Result<axum::Json<Health>, ApiError> {
     if *s.shutdown.borrow() {
-        return unready("shutting down".into());
+        return Err(unready("the server is shutting down".into()));
     }
     match s.engine.store().queue_get("errand.ready-check").await {
-        Ok(_) => (
-            StatusCode::OK,
-            axum::Json(Health {
-                status: "ok".into(),
-            }),
-        ),
-        Err(e) => unready(format!("store: {e}")),
+        Ok(_) => Ok(axum::Json(Health {
+            status: "ok".into(),
+        })),
+        Err(e) => Err(unready(format!("the store does not answer: {e}"))),
     }
 }
 
-fn unready(status: String) -> (StatusCode, axum::Json<Health>) {
-    (
-        StatusCode::SERVICE_UNAVAILABLE,
-        axum::Json(Health { status }),
-    )
+fn unready(message: String) -> ApiError {
+    let mut e = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code::UNAVAILABLE, message);
+    e.retry_after = Some(1);
+    e
 }
