@@ -8,7 +8,7 @@ use errand_protocol::{Backoff, BackoffKind, DeadFilter, EnqueueJob, JobView, Que
 use rand::RngExt;
 
 use crate::Remote;
-use crate::output::{duration, exit_code, fail, instant, json, table};
+use crate::output::{duration, exit_code, fail, instant, json, say, table};
 
 // Parsed once per process: the size of a variant costs nothing worth boxing for.
 #[allow(clippy::large_enum_variant)]
@@ -150,7 +150,11 @@ fn client(remote: &Remote) -> Result<Client, ExitCode> {
 
 /// Turns a client error into a message and an exit code.
 fn report(e: errand_client::Error) -> ExitCode {
-    let code = e.status().map_or(1, exit_code);
+    let code = match &e {
+        // The client refused to send it: the input cannot be put in a request.
+        errand_client::Error::InvalidRequest(_) => 2,
+        _ => e.status().map_or(1, exit_code),
+    };
     match &e {
         errand_client::Error::Api {
             field: Some(field),
@@ -214,7 +218,7 @@ pub async fn job(cmd: JobCommand, remote: &Remote) -> ExitCode {
                 } else {
                     " (existing job with this unique key)"
                 };
-                println!("{} {}{note}", e.id, e.state);
+                say!("{} {}{note}", e.id, e.state);
                 ExitCode::SUCCESS
             })
         }
@@ -230,7 +234,7 @@ pub async fn job(cmd: JobCommand, remote: &Remote) -> ExitCode {
             if remote.json {
                 json(&r)
             } else {
-                println!("{} {}", r.id, r.outcome);
+                say!("{} {}", r.id, r.outcome);
                 ExitCode::SUCCESS
             }
         }),
@@ -238,7 +242,7 @@ pub async fn job(cmd: JobCommand, remote: &Remote) -> ExitCode {
             if remote.json {
                 json(&r)
             } else {
-                println!("{} {}", r.id, r.state);
+                say!("{} {}", r.id, r.state);
                 ExitCode::SUCCESS
             }
         }),
@@ -294,10 +298,10 @@ fn print_job(j: &JobView) {
         rows.push(("finished", instant(t)));
     }
     for (k, v) in rows {
-        println!("{k:<16} {v}");
+        say!("{k:<16} {v}");
     }
     for e in &j.errors {
-        println!(
+        say!(
             "error #{:<9} {} {}: {}",
             e.attempt,
             instant(e.at),
@@ -331,14 +335,14 @@ pub async fn queue(cmd: QueueCommand, remote: &Remote) -> ExitCode {
             if remote.json {
                 return json(&q);
             }
-            println!("{} paused", q.name);
+            say!("{} paused", q.name);
             ExitCode::SUCCESS
         }),
         QueueCommand::Resume { queue } => c.resume(&queue).await.map(|q| {
             if remote.json {
                 return json(&q);
             }
-            println!("{} resumed", q.name);
+            say!("{} resumed", q.name);
             ExitCode::SUCCESS
         }),
         QueueCommand::Config { queue, set } => match set {
@@ -440,7 +444,7 @@ fn count(remote: &Remote, what: &str, n: u64) -> ExitCode {
     if remote.json {
         return json(&errand_protocol::CountResponse { count: n });
     }
-    println!("{what} {n}");
+    say!("{what} {n}");
     ExitCode::SUCCESS
 }
 
@@ -469,15 +473,15 @@ pub fn key(cmd: KeyCommand) -> ExitCode {
             .collect::<Vec<_>>()
             .join(", ")
     };
-    println!("secret (shown once; give it to the client): {secret}");
-    println!();
-    println!("# add to the server's config file:");
-    println!("[[keys]]");
-    println!("name = {name:?}");
-    println!("sha256 = {:?}", errand_server::auth::hash_secret(&secret));
-    println!("scopes = [{}]", quote(&scopes));
+    say!("secret (shown once; give it to the client): {secret}");
+    say!();
+    say!("# add to the server's config file:");
+    say!("[[keys]]");
+    say!("name = {name:?}");
+    say!("sha256 = {:?}", errand_server::auth::hash_secret(&secret));
+    say!("scopes = [{}]", quote(&scopes));
     if !queues.is_empty() {
-        println!("queues = [{}]", quote(&queues));
+        say!("queues = [{}]", quote(&queues));
     }
     ExitCode::SUCCESS
 }

@@ -87,14 +87,12 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    runtime.block_on(async move {
+    let code = runtime.block_on(async move {
         match cli.command {
             Command::Serve(args) => match errand_server::run(*args).await {
                 Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("errand: {e}");
-                    ExitCode::from(1)
-                }
+                Err(errand_server::RunError::Config(e)) => output::fail(2, &e),
+                Err(errand_server::RunError::Failed(e)) => output::fail(1, &e),
             },
             Command::Job { command, remote } => commands::job(command, &remote).await,
             Command::Queue { command, remote } => commands::queue(command, &remote).await,
@@ -102,7 +100,7 @@ fn main() -> ExitCode {
             Command::Key { command } => commands::key(command),
             Command::Openapi => match errand_server::openapi().to_pretty_json() {
                 Ok(s) => {
-                    println!("{s}");
+                    output::say!("{s}");
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
@@ -111,5 +109,9 @@ fn main() -> ExitCode {
                 }
             },
         }
-    })
+    });
+    // The server has shut down in order; tasks still running (a connection cut off at the shutdown
+    // deadline) get a bounded moment more, so that the process always exits.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    code
 }

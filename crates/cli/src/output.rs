@@ -2,6 +2,15 @@
 
 use std::process::ExitCode;
 
+/// `println!` that ignores a closed stdout (`errand queue ls | head`) instead of panicking.
+macro_rules! say {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+pub(crate) use say;
+
 use serde::Serialize;
 
 /// Prints rows under a header, each column as wide as its widest cell.
@@ -18,7 +27,7 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) {
             .zip(&widths)
             .map(|(c, w)| format!("{c:<w$}"))
             .collect();
-        println!("{}", parts.join("  ").trim_end());
+        say!("{}", parts.join("  ").trim_end());
     };
     line(header.to_vec());
     for row in rows {
@@ -30,7 +39,7 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) {
 pub fn json(value: &impl Serialize) -> ExitCode {
     match serde_json::to_string_pretty(value) {
         Ok(s) => {
-            println!("{s}");
+            say!("{s}");
             ExitCode::SUCCESS
         }
         Err(e) => fail(1, &format!("cannot print JSON: {e}")),

@@ -213,7 +213,7 @@ fn serve_refuses_an_open_network_listener_and_says_how_to_add_a_key() {
         .env_remove("ERRAND_API_KEY")
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2), "a configuration error");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("ERRAND_API_KEY") && err.lines().count() == 1,

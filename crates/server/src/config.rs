@@ -201,6 +201,17 @@ impl Config {
         if c.maintenance_interval_ms == 0 {
             return Err("maintenance_interval_ms must be at least 1".into());
         }
+        if c.max_waiting_fetches == 0 {
+            return Err(
+                "max_waiting_fetches must be at least 1 (every long poll would get 429)".into(),
+            );
+        }
+        if c.max_body_bytes < 64 << 10 {
+            return Err("max_body_bytes must be at least 65536".into());
+        }
+        if c.shutdown_timeout_ms > 600_000 {
+            return Err("shutdown_timeout_ms must be at most 600000 (10 minutes)".into());
+        }
         for (i, k) in file.keys.into_iter().enumerate() {
             c.keys
                 .push(ApiKey::from_config(k).map_err(|e| format!("keys[{i}]: {e}"))?);

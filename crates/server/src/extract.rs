@@ -103,7 +103,10 @@ impl FromRequestParts<AppState> for Caller {
         let secret = value
             .to_str()
             .ok()
-            .and_then(|v| v.strip_prefix("Bearer "))
+            .and_then(|v| {
+                let (scheme, secret) = v.split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then_some(secret)
+            })
             .map(str::trim)
             .ok_or_else(|| {
                 ApiError::unauthorized("the Authorization header must be Bearer <key>")
@@ -137,6 +140,25 @@ impl Caller {
             "key {:?} may not use queue {queue:?}",
             self.name()
         )))
+    }
+}
+
+/// A path parameter, refused in the API's error format when it is not valid text.
+#[derive(Debug)]
+pub struct Path<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Path<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(v)| Path(v))
+            .map_err(|rej| ApiError::invalid("path", rej.body_text()))
     }
 }
 

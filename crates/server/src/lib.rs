@@ -30,7 +30,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub use config::{Config, ServeArgs, StoreUrl};
-pub use run::{Server, run, serve_until};
+pub use run::{RunError, Server, run, serve_until};
 
 use crate::error::ApiError;
 use crate::wake::Waiters;
@@ -61,6 +61,11 @@ impl AppState {
     pub fn follow_events(&self) -> tokio::task::JoinHandle<()> {
         let events = self.engine.subscribe();
         tokio::spawn(Arc::clone(&self.waiters).follow(events))
+    }
+
+    /// Wakes the fetches waiting on `queue`, whose jobs became available without an event (a resume).
+    pub fn wake_queue(&self, queue: &str) {
+        self.waiters.wake_queue(queue);
     }
 
     /// Wakes every waiting fetch (they see the shutdown flag and answer empty).

@@ -144,11 +144,32 @@ pub async fn serve_until(
     server.serve(listener, signal).await
 }
 
+/// Why `errand serve` stopped with an error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunError {
+    /// The settings are wrong (a flag, the environment or the config file): nothing was started.
+    Config(String),
+    /// The server could not start (the store, the address) or failed while running.
+    Failed(String),
+}
+
+impl std::fmt::Display for RunError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RunError::Config(m) | RunError::Failed(m) => f.write_str(m),
+        }
+    }
+}
+
 /// `errand serve`: resolves the settings, sets up logging, and serves until a signal.
-pub async fn run(args: ServeArgs) -> Result<(), String> {
-    let config = Config::resolve(&args, std::env::var(crate::config::API_KEY_ENV).ok())?;
-    init_logging(&config)?;
-    serve_until(config, shutdown_signal()).await
+pub async fn run(args: ServeArgs) -> Result<(), RunError> {
+    let config = Config::resolve(&args, std::env::var(crate::config::API_KEY_ENV).ok())
+        .map_err(RunError::Config)?;
+    config.check_exposure().map_err(RunError::Config)?;
+    init_logging(&config).map_err(RunError::Config)?;
+    serve_until(config, shutdown_signal())
+        .await
+        .map_err(RunError::Failed)
 }
 
 fn init_logging(config: &Config) -> Result<(), String> {

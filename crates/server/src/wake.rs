@@ -6,7 +6,7 @@
 //! fetch is not yet parked, so a job that arrives between a fetch's empty claim and its wait is not
 //! missed.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -53,13 +53,22 @@ impl Waiters {
         })
     }
 
-    /// Wakes every fetch waiting on `queue`.
-    pub fn wake(&self, queues: &HashSet<String>) {
+    /// Wakes, for each queue, as many of the fetches waiting on it as jobs became due there: waking
+    /// them all for one job would have every idle worker claim at once (a herd on the store's writer).
+    /// A woken fetch that finds nothing goes back to waiting.
+    pub fn wake(&self, due: &HashMap<String, usize>) {
         let map = self.lock();
-        for q in queues {
+        for (q, n) in due {
             if let Some(fetches) = map.get(q) {
-                fetches.values().for_each(|n| n.notify_one());
+                fetches.values().take(*n).for_each(|f| f.notify_one());
             }
+        }
+    }
+
+    /// Wakes every fetch waiting on `queue` (it was resumed).
+    pub fn wake_queue(&self, queue: &str) {
+        if let Some(fetches) = self.lock().get(queue) {
+            fetches.values().for_each(|f| f.notify_one());
         }
     }
 
@@ -87,18 +96,18 @@ impl Waiters {
 
     /// Follows the engine's events until the channel closes, waking fetches as jobs become due.
     pub async fn follow(self: Arc<Self>, mut events: broadcast::Receiver<Event>) {
-        let mut due = HashSet::new();
+        let mut due: HashMap<String, usize> = HashMap::new();
         loop {
             match events.recv().await {
                 Ok(e) => {
                     if e.to == JobState::Waiting {
-                        due.insert(e.queue);
+                        *due.entry(e.queue).or_default() += 1;
                     }
                     // Take whatever else is already there, and wake once for all of it.
                     loop {
                         match events.try_recv() {
                             Ok(e) if e.to == JobState::Waiting => {
-                                due.insert(e.queue);
+                                *due.entry(e.queue).or_default() += 1;
                             }
                             Ok(_) => {}
                             Err(broadcast::error::TryRecvError::Lagged(_)) => self.wake_all(),
@@ -145,13 +154,29 @@ mod tests {
         let r = w.register(&["a".into(), "b".into()], 2).unwrap();
         let _r2 = w.register(&["c".into()], 2).unwrap();
         assert!(w.register(&["d".into()], 2).is_none(), "at most 2 wait");
-        w.wake(&HashSet::from(["b".to_string()]));
+        w.wake(&HashMap::from([("b".to_string(), 1)]));
         // The permit was kept: this returns at once.
         tokio::time::timeout(std::time::Duration::from_secs(1), r.notify.notified())
             .await
             .unwrap();
         drop(r);
         assert_eq!(w.count(), 1);
+
+        // One due job wakes one of three waiting fetches, not all of them.
+        let w = Arc::new(Waiters::default());
+        let regs: Vec<Registration> = (0..3)
+            .map(|_| w.register(&["q".into()], 10).unwrap())
+            .collect();
+        w.wake(&HashMap::from([("q".to_string(), 1)]));
+        let mut woken = 0;
+        for r in &regs {
+            let got =
+                tokio::time::timeout(std::time::Duration::from_millis(20), r.notify.notified());
+            if got.await.is_ok() {
+                woken += 1;
+            }
+        }
+        assert_eq!(woken, 1);
         assert!(!w.lock().contains_key("a"), "empty entries are removed");
     }
 }

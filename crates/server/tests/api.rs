@@ -411,7 +411,8 @@ async fn too_many_waiting_fetches_get_429_and_shutdown_answers_waiters_empty() {
         let resp = tower::ServiceExt::oneshot(router, req).await.unwrap();
         (t.elapsed(), resp.status())
     });
-    // Until the first is parked, a second may still get in; wait for the limit to bite.
+    // Let the first park before probing: a probe that registered first would take its place.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let deadline = Instant::now() + Duration::from_secs(5);
     let got = loop {
         let req = Request::post("/v1/fetch")
@@ -834,4 +835,136 @@ async fn a_stalled_lease_cannot_complete_after_recovery() {
     let (_, job) = api.get(&format!("/v1/jobs/{id}")).await;
     assert_eq!(job["state"], "waiting");
     assert_eq!(job["errors"][0]["kind"], "stalled");
+}
+
+#[tokio::test]
+async fn review_findings_each_answered_right() {
+    let api = Api::new();
+    // A bad max_jobs names max_jobs.
+    let got = api
+        .post(
+            "/v1/fetch",
+            json!({"queues": ["q"], "worker_id": "w", "max_jobs": 0}),
+        )
+        .await;
+    assert_error(
+        &got,
+        StatusCode::BAD_REQUEST,
+        code::INVALID,
+        Some("max_jobs"),
+    );
+    // A path that is not valid text is refused in JSON.
+    let got = api.get("/v1/jobs/%FF").await;
+    assert_error(&got, StatusCode::BAD_REQUEST, code::INVALID, Some("path"));
+
+    // A batch's bad item is named by its place in the request, releases and bad ids counted.
+    api.enqueue("ix", json!({"kind": "k"})).await;
+    api.enqueue("ix", json!({"kind": "k"})).await;
+    let jobs = api.fetch("ix", 2).await;
+    let (_, b) = api
+        .post(
+            "/v1/ack",
+            json!({"acks": [
+                {"outcome": "release", "id": jobs[0]["id"], "lease_token": jobs[0]["lease_token"]},
+                {"outcome": "complete", "id": "bad", "lease_token": "t"},
+                {"outcome": "fail", "id": jobs[1]["id"], "lease_token": jobs[1]["lease_token"],
+                 "message": "m", "retry_after_ms": 1_000_000_000_000_000u64},
+            ]}),
+        )
+        .await;
+    let r = b["results"].as_array().unwrap();
+    assert!(r[0]["ok"].is_object(), "{b}");
+    assert_eq!(r[2]["error"]["field"], "acks[2].retry_after_ms", "{b}");
+}
+
+#[tokio::test]
+async fn resuming_a_queue_wakes_the_fetches_parked_on_it() {
+    let api = Api::new();
+    api.post("/v1/queues/pz/pause", json!({})).await;
+    api.enqueue("pz", json!({"kind": "k"})).await;
+    let router = api.router.clone();
+    let waiting = tokio::spawn(async move {
+        let req = Request::post("/v1/fetch")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(
+                json!({"queues": ["pz"], "worker_id": "w", "wait_ms": 20_000}).to_string(),
+            ))
+            .unwrap();
+        let t = Instant::now();
+        let resp = tower::ServiceExt::oneshot(router, req).await.unwrap();
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (
+            t.elapsed(),
+            serde_json::from_slice::<Value>(&bytes).unwrap(),
+        )
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    api.post("/v1/queues/pz/resume", json!({})).await;
+    let (elapsed, b) = waiting.await.unwrap();
+    assert_eq!(b["jobs"].as_array().unwrap().len(), 1, "{b}");
+    assert!(
+        elapsed < Duration::from_secs(5),
+        "woken by the resume: {elapsed:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_bearer_scheme_is_case_insensitive() {
+    let api = Api::with(Setup {
+        keys: vec![Api::key("k1", &[Scope::Read], &[])],
+        ..Default::default()
+    });
+    for scheme in ["Bearer", "bearer", "BEARER"] {
+        let req = Request::get("/v1/queues")
+            .header(header::AUTHORIZATION, format!("{scheme} k1"))
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(api.raw(req).await.0, StatusCode::OK, "{scheme}");
+    }
+}
+
+#[tokio::test]
+async fn a_store_that_cannot_write_answers_503_and_the_write_is_not_made() {
+    let api = Api::new();
+    api.enqueue("busy", json!({"kind": "k"})).await;
+    // Another process holds the database's write lock: the store gives up after its busy timeout.
+    let db = api.db_path();
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        let conn = rusqlite::Connection::open(db).unwrap();
+        conn.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        locked_tx.send(()).unwrap();
+        release_rx.recv().unwrap();
+        conn.execute_batch("ROLLBACK").unwrap();
+    });
+    locked_rx.recv().unwrap();
+    let (s, b, h) = api
+        .raw(
+            Request::post("/v1/queues/busy/jobs")
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(json!({"kind": "k"}).to_string()))
+                .unwrap(),
+        )
+        .await;
+    assert_error(
+        &(s, b),
+        StatusCode::SERVICE_UNAVAILABLE,
+        code::UNAVAILABLE,
+        None,
+    );
+    assert!(
+        h.contains_key(header::RETRY_AFTER),
+        "tells the client to come back"
+    );
+    release_tx.send(()).unwrap();
+    holder.join().unwrap();
+    let (_, q) = api.get("/v1/queues/busy").await;
+    assert_eq!(
+        q["counts"]["waiting"], 1,
+        "the refused enqueue wrote nothing"
+    );
+    api.enqueue("busy", json!({"kind": "k"})).await;
 }

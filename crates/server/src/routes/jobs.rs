@@ -1,6 +1,6 @@
 //! Producers and operators: enqueue, look at one job, cancel, retry, promote.
 
-use axum::extract::{Path, Request, State};
+use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use errand_protocol::{
@@ -13,7 +13,7 @@ use crate::AppState;
 use crate::auth::{Caller, Scope};
 use crate::convert;
 use crate::error::ApiResult;
-use crate::extract::{decode, json_bytes, parse_id};
+use crate::extract::{Path, decode, json_bytes, parse_id};
 
 /// One job or an atomic batch (`{"jobs": [...]}`); for the OpenAPI description.
 #[derive(utoipa::ToSchema)]

@@ -1,6 +1,6 @@
 //! Queues: listing with stats, pause and resume, configuration, job listings, dead letters.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use errand_core::{DeadFilter, JobState};
 use errand_protocol::{CountResponse, ErrorBody, JobPage, QueueConfig, QueueList, QueueView};
 
@@ -8,7 +8,7 @@ use crate::AppState;
 use crate::auth::{Caller, Scope};
 use crate::convert;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Json, Params};
+use crate::extract::{Json, Params, Path};
 
 /// Default and largest page of a listing.
 const DEFAULT_PAGE: u64 = 100;
@@ -91,6 +91,8 @@ pub async fn resume(
     caller.require(&[Scope::Admin])?;
     caller.require_queue(&queue)?;
     s.engine.resume(&queue).await?;
+    // Its waiting jobs became available without an event: wake the fetches parked on it.
+    s.wake_queue(&queue);
     Ok(axum::Json(convert::queue_view(
         s.engine.stats(&queue).await?,
     )))

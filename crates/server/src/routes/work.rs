@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use errand_core::{Ack, Claim, Failure, Job, JobId};
 use errand_protocol::{
@@ -16,7 +16,7 @@ use crate::AppState;
 use crate::auth::{Caller, Scope};
 use crate::convert;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Json, parse_id};
+use crate::extract::{Json, Path, parse_id};
 
 /// Claim due jobs, waiting up to `wait_ms` for one to arrive.
 #[utoipa::path(
@@ -36,6 +36,13 @@ pub async fn fetch(
     caller.require(&[Scope::Work])?;
     for q in &req.queues {
         caller.require_queue(q)?;
+    }
+    let max_claim = s.engine.limits().max_claim;
+    if req.max_jobs == 0 || req.max_jobs as usize > max_claim {
+        return Err(ApiError::invalid(
+            "max_jobs",
+            format!("must be between 1 and {max_claim}"),
+        ));
     }
     let claim = Claim {
         queues: req.queues.clone(),
@@ -263,8 +270,17 @@ pub async fn ack(
     }
     if !batch.is_empty() {
         let out = s.engine.ack(batch).await?;
-        for (slot, r) in batch_slots.into_iter().zip(out) {
-            results[slot] = Some(r.map(convert::ack).map_err(|e| item_error(e, slot)));
+        for (k, (slot, r)) in batch_slots.into_iter().zip(out).enumerate() {
+            results[slot] = Some(r.map(convert::ack).map_err(|e| {
+                // The engine numbers the items of its own sub-batch; name the request's item.
+                let mut a = ApiError::from(e);
+                if let Some(f) = &a.field {
+                    let rest = f.strip_prefix(&format!("acks[{k}]")).unwrap_or(f);
+                    let rest = rest.strip_prefix('.').unwrap_or(rest);
+                    a.field = Some(format!("acks[{slot}].{rest}"));
+                }
+                a
+            }));
         }
     }
     for (i, id, token) in releases {

@@ -73,6 +73,11 @@ impl Api {
         }
     }
 
+    /// The database file of the store.
+    pub fn db_path(&self) -> std::path::PathBuf {
+        self._dir.path().join("e.db")
+    }
+
     /// A key with `scopes` and `prefixes`, its secret being its name.
     pub fn key(name: &str, scopes: &[Scope], prefixes: &[&str]) -> ApiKey {
         ApiKey::from_secret(
