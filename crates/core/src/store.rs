@@ -273,4 +273,20 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// Counts per state and the oldest waiting job's age.
     async fn queue_stats(&self, name: &str, now: Timestamp) -> Result<QueueStats>;
+
+    /// Takes or keeps the lead of `role` (e.g. `maintenance`) for `holder` for `ttl_ms`, if no other
+    /// holder has it: work that should run on one node at a time goes to the node that gets `true`. The
+    /// lead lapses when its holder stops renewing it (it died), so another node takes over. A store used
+    /// by one process only may always answer `true`, as the default does.
+    async fn try_lead(&self, role: &str, holder: &str, ttl_ms: u64) -> Result<bool> {
+        let _ = (role, holder, ttl_ms);
+        Ok(true)
+    }
+
+    /// Names of queues where jobs became due through *another* process sharing this store (another
+    /// server node), so that this process can wake its long-polling fetches. `None`: no other process
+    /// writes to this store (the engine's own events cover everything).
+    fn subscribe_due(&self) -> Option<tokio::sync::broadcast::Receiver<String>> {
+        None
+    }
 }
