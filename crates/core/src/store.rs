@@ -9,6 +9,7 @@
 //! | store | crate | tested by |
 //! |---|---|---|
 //! | SQLite (embedded, default) | `errand-store-sqlite` | the conformance suite, `errand-store-tests` |
+//! | PostgreSQL (several nodes) | `errand-store-postgres` | the same suite, each check in a fresh schema |
 //!
 //! Every operation is durable when it returns `Ok` (per the store's sync mode), and every batch operation
 //! is one transaction.

@@ -44,9 +44,16 @@ pub struct ServeArgs {
     /// Directory of the embedded store [default: ./errand-data].
     #[arg(long, env = "ERRAND_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Store URL: sqlite://PATH [default: sqlite://DATA_DIR/errand.db].
+    /// Store URL: sqlite://PATH, or postgres://USER:PASSWORD@HOST:PORT/DB for several nodes on one
+    /// database [default: sqlite://DATA_DIR/errand.db].
     #[arg(long, env = "ERRAND_STORE", value_name = "URL")]
     pub store: Option<String>,
+    /// PostgreSQL schema holding Errand's tables [default: errand].
+    #[arg(long, env = "ERRAND_PG_SCHEMA", value_name = "NAME")]
+    pub pg_schema: Option<String>,
+    /// PostgreSQL connections per node [default: 16].
+    #[arg(long, env = "ERRAND_PG_POOL_SIZE", value_name = "N")]
+    pub pg_pool_size: Option<usize>,
     /// Durability of the embedded store [default: full].
     #[arg(long, env = "ERRAND_SYNC", value_enum)]
     pub sync: Option<Sync>,
@@ -81,6 +88,8 @@ struct FileConfig {
     listen: Option<String>,
     data_dir: Option<PathBuf>,
     store: Option<String>,
+    pg_schema: Option<String>,
+    pg_pool_size: Option<usize>,
     sync: Option<Sync>,
     log_format: Option<LogFormat>,
     log: Option<String>,
@@ -98,14 +107,43 @@ struct FileConfig {
 pub const API_KEY_ENV: &str = "ERRAND_API_KEY";
 
 /// Where the jobs are kept.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum StoreUrl {
     /// The embedded store: one SQLite file.
     Sqlite(PathBuf),
+    /// A PostgreSQL database shared by every node (`postgres://user:password@host:port/db`).
+    Postgres(String),
+}
+
+impl std::fmt::Debug for StoreUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{self}")
+    }
+}
+
+impl std::fmt::Display for StoreUrl {
+    /// The URL without its password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreUrl::Sqlite(p) => write!(f, "sqlite://{}", p.display()),
+            StoreUrl::Postgres(url) => {
+                let shown = match (url.find("://"), url.rfind('@')) {
+                    (Some(s), Some(at)) if at > s => {
+                        let creds = &url[s + 3..at];
+                        let user = creds.split(':').next().unwrap_or("");
+                        let hidden = if creds.contains(':') { ":***" } else { "" };
+                        format!("{}{user}{hidden}{}", &url[..s + 3], &url[at..])
+                    }
+                    _ => url.clone(),
+                };
+                f.write_str(&shown)
+            }
+        }
+    }
 }
 
 impl StoreUrl {
-    /// Parses `sqlite://PATH` (or `sqlite:PATH`).
+    /// Parses `sqlite://PATH` (or `sqlite:PATH`) or `postgres://...` (or `postgresql://...`).
     pub fn parse(url: &str) -> Result<StoreUrl, String> {
         if let Some(path) = url
             .strip_prefix("sqlite://")
@@ -118,9 +156,10 @@ impl StoreUrl {
             }
             return Ok(StoreUrl::Sqlite(PathBuf::from(path)));
         }
-        Err(format!(
-            "unsupported store URL {url:?}: expected sqlite://PATH"
-        ))
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(StoreUrl::Postgres(url.to_string()));
+        }
+        Err("unsupported store URL: expected sqlite://PATH or postgres://USER@HOST:PORT/DB".into())
     }
 }
 
@@ -129,6 +168,8 @@ impl StoreUrl {
 pub struct Config {
     pub listen: SocketAddr,
     pub store: StoreUrl,
+    pub pg_schema: String,
+    pub pg_pool_size: usize,
     pub sync: Sync,
     pub log_format: LogFormat,
     pub log: String,
@@ -147,6 +188,8 @@ impl Config {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 7700)),
             store: StoreUrl::Sqlite(data_dir.join("errand.db")),
+            pg_schema: "errand".into(),
+            pg_pool_size: 16,
             sync: Sync::Full,
             log_format: LogFormat::Text,
             log: "info".into(),
@@ -189,6 +232,8 @@ impl Config {
             ($($f:ident),*) => { $( if let Some(v) = args.$f.clone().or(file.$f) { c.$f = v; } )* };
         }
         pick!(
+            pg_schema,
+            pg_pool_size,
             sync,
             log_format,
             log,
@@ -301,6 +346,12 @@ mod tests {
             StoreUrl::Sqlite("/var/lib/errand.db".into())
         );
         assert!(StoreUrl::parse("mysql://x").is_err());
+        let pg = StoreUrl::parse("postgres://errand:s3cret@db:5432/jobs").unwrap();
+        assert_eq!(
+            pg.to_string(),
+            "postgres://errand:***@db:5432/jobs",
+            "never the password"
+        );
         assert!(StoreUrl::parse("sqlite://").is_err());
     }
 }

@@ -63,6 +63,15 @@ impl AppState {
         tokio::spawn(Arc::clone(&self.waiters).follow(events))
     }
 
+    /// Wakes fetches for jobs that became due through other nodes sharing the store; runs until the
+    /// store's notifications end.
+    pub fn follow_other_nodes(
+        &self,
+        due: tokio::sync::broadcast::Receiver<String>,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(Arc::clone(&self.waiters).follow_store(due))
+    }
+
     /// Wakes the fetches waiting on `queue`, whose jobs became available without an event (a resume).
     pub fn wake_queue(&self, queue: &str) {
         self.waiters.wake_queue(queue);

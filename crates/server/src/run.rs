@@ -4,7 +4,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use errand_core::Store;
 use errand_core::{Engine, EngineConfig, SystemClock};
+use errand_store_postgres::{PgOptions, PgStore};
 use errand_store_sqlite::{SqliteOptions, SqliteStore, SyncMode};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -24,8 +26,8 @@ pub struct Server {
 impl Server {
     /// Opens the store and starts the event follower and the maintenance loop. Errors are one line for
     /// a person.
-    pub fn open(config: Config) -> Result<Server, String> {
-        let store = match &config.store {
+    pub async fn open(config: Config) -> Result<Server, String> {
+        let store: Arc<dyn Store> = match &config.store {
             StoreUrl::Sqlite(path) => {
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                     std::fs::create_dir_all(dir)
@@ -38,19 +40,31 @@ impl Server {
                     },
                     ..Default::default()
                 };
-                SqliteStore::open(path, options)
-                    .map_err(|e| format!("cannot open the store at {}: {e}", path.display()))?
+                let store = SqliteStore::open(path, options)
+                    .map_err(|e| format!("cannot open the store at {}: {e}", path.display()))?;
+                Arc::new(store)
+            }
+            StoreUrl::Postgres(url) => {
+                let options = PgOptions {
+                    schema: config.pg_schema.clone(),
+                    pool_size: config.pg_pool_size,
+                    ..Default::default()
+                };
+                Arc::new(
+                    PgStore::connect(url, options)
+                        .await
+                        .map_err(|e| e.to_string())?,
+                )
             }
         };
-        let engine = Engine::new(
-            Arc::new(store),
-            Arc::new(SystemClock),
-            EngineConfig::default(),
-        );
+        let engine = Engine::new(store, Arc::new(SystemClock), EngineConfig::default());
         let (stop, stopped) = watch::channel(false);
         let interval = Duration::from_millis(config.maintenance_interval_ms);
         let state = AppState::new(engine, config, stopped);
         let mut tasks = vec![state.follow_events()];
+        if let Some(due) = state.engine.store().subscribe_due() {
+            tasks.push(state.follow_other_nodes(due));
+        }
         if tracing::enabled!(tracing::Level::DEBUG) {
             tasks.push(tokio::spawn(log_events(state.engine.subscribe())));
         }
@@ -127,14 +141,12 @@ pub async fn serve_until(
     signal: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
     config.check_exposure()?;
-    let server = Server::open(config.clone())?;
+    let server = Server::open(config.clone()).await?;
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let store = match &config.store {
-        StoreUrl::Sqlite(p) => format!("sqlite://{}", p.display()),
-    };
+    let store = config.store.to_string();
     tracing::info!(
         %addr,
         %store,
@@ -209,14 +221,26 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// Runs the maintenance pass every `interval` until shutdown.
+/// Runs the maintenance pass every `interval` until shutdown, on whichever node leads it: with a shared
+/// store (PostgreSQL) one node at a time does the work, and another takes over within a few intervals
+/// when it dies. Every change of the pass is guarded anyway, so a brief overlap is harmless.
 async fn maintain(engine: Engine, interval: Duration, mut stop: watch::Receiver<bool>) {
+    let node = node_id();
+    let ttl_ms = u64::try_from(interval.as_millis().saturating_mul(3)).unwrap_or(u64::MAX);
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = stop.wait_for(|s| *s) => return,
+        }
+        match engine.store().try_lead("maintenance", &node, ttl_ms).await {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot tell who leads maintenance; retrying next interval");
+                continue;
+            }
         }
         match engine.maintain().await {
             Ok(r) if r != errand_core::MaintenanceReport::default() => tracing::info!(
@@ -230,6 +254,17 @@ async fn maintain(engine: Engine, interval: Duration, mut stop: watch::Receiver<
             Err(e) => tracing::warn!(error = %e, "maintenance pass failed; retrying next interval"),
         }
     }
+}
+
+/// This process's name among the nodes sharing a store.
+fn node_id() -> String {
+    use rand::RngExt;
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "node".into());
+    format!(
+        "{host}-{}-{:08x}",
+        std::process::id(),
+        rand::rng().random::<u32>()
+    )
 }
 
 /// Logs every state change with the job's id, queue and attempt.

@@ -39,7 +39,7 @@ impl TestServer {
             .await
             .expect("a loopback port");
         let addr = listener.local_addr().expect("the bound address");
-        let server = Server::open(config).expect("the server opens");
+        let server = Server::open(config).await.expect("the server opens");
         let state = server.state().clone();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(server.serve(listener, async {

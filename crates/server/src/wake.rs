@@ -127,6 +127,22 @@ impl Waiters {
     }
 }
 
+impl Waiters {
+    /// Follows the store's notice of queues where another node made jobs due. The notice does not say
+    /// how many, so every fetch waiting on the queue wakes; `*` (the store lost track, e.g. after a
+    /// reconnect) wakes them all.
+    pub async fn follow_store(self: Arc<Self>, mut due: broadcast::Receiver<String>) {
+        loop {
+            match due.recv().await {
+                Ok(q) if q == "*" => self.wake_all(),
+                Ok(q) => self.wake_queue(&q),
+                Err(broadcast::error::RecvError::Lagged(_)) => self.wake_all(),
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+}
+
 impl Drop for Registration {
     fn drop(&mut self) {
         let mut map = self.waiters.lock();

@@ -1,0 +1,317 @@
+//! Errand's PostgreSQL store: several stateless server nodes sharing one database.
+//!
+//! - **Claims** take the best waiting jobs with `FOR UPDATE SKIP LOCKED` over a partial index of the
+//!   waiting jobs only, so concurrent claimers on any node pass over each other's rows, never claim a
+//!   job twice, and stay fast however many finished rows the table holds.
+//! - **Unique keys** are decided under a transaction-scoped advisory lock per `(queue, key)`, so that
+//!   concurrent enqueues of one key, from any node, make exactly one job.
+//! - **Wake-ups**: every transaction that makes jobs due notifies `<schema>_due` with the queue's name;
+//!   each node listens on a connection of its own and hands the names to the server through
+//!   [`Store::subscribe_due`], so that a fetch long-polling on one node wakes when another node enqueues.
+//!   If that connection drops, the node reconnects and then announces [`ANY_QUEUE`].
+//! - **Leadership** ([`Store::try_lead`]): a lease row per role, timed by the database's clock, so that
+//!   maintenance runs on one node at a time and moves to another when its node dies.
+//! - **Schema**: everything lives in one schema (`errand` by default), versioned by
+//!   `<schema>.migrations` and migrated at connect under an advisory lock (see [`schema`]).
+//!
+//! Every other time is the one the engine passes, exactly as in the SQLite store: the engine owns the
+//! clock, and the conformance suite drives it by hand.
+//!
+//! The driver is `tokio-postgres` with a `deadpool-postgres` pool: explicit SQL and no macros, and much
+//! lighter to compile than the alternatives. No TLS: connect over a trusted network or a local socket.
+//!
+//! **Invariant:** no job semantics here. This crate turns the [`Store`] operations into SQL; the engine in
+//! `errand-core` decides what they should be.
+
+pub mod conn;
+mod listen;
+mod ops;
+pub mod schema;
+pub mod testing;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Pool, PoolError};
+
+use errand_core::store::{
+    Claimed, Inserted, JobClaim, JobDelete, JobInsert, JobList, JobPrune, LeaseRenew, Renewed,
+    Store, Transition, Transitioned,
+};
+use errand_core::{Error, Job, JobId, QueueConfig, QueueInfo, QueueStats, Result, Timestamp};
+
+use conn::{connect_reason, describe, run, write};
+use listen::Listener;
+use ops::Cx;
+pub use ops::due_channel;
+
+/// The payload of a due-jobs notification that stands for every queue: sent after the listening
+/// connection was re-established, since notifications sent while it was down are lost.
+pub const ANY_QUEUE: &str = "*";
+
+/// Options for [`PgStore::connect`].
+#[derive(Debug, Clone)]
+pub struct PgOptions {
+    /// The schema holding Errand's tables (default `errand`): `[a-z_][a-z0-9_]{0,62}`. Several Errand
+    /// deployments can share a database in schemas of their own.
+    pub schema: String,
+    /// Connections in the pool (default 16). The node also holds one more, for `LISTEN`.
+    pub pool_size: usize,
+    /// How long to wait for a connection to be made, or to be free in the pool (default 5 s).
+    pub connect_timeout: Duration,
+}
+
+impl Default for PgOptions {
+    fn default() -> Self {
+        PgOptions {
+            schema: "errand".to_string(),
+            pool_size: 16,
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The PostgreSQL store. Cheap to clone; the pool and the listening task stop when the last clone is
+/// dropped.
+#[derive(Clone)]
+pub struct PgStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: Pool,
+    cx: Cx,
+    /// `host:port/db as user "u"`, for `Debug` and messages: never the password.
+    target: String,
+    listener: Listener,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore")
+            .field("target", &self.inner.target)
+            .field("schema", &self.inner.cx.schema)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PgStore {
+    /// Connects to the database at `url` (`postgres://user:password@host:port/db`), creates the schema if
+    /// it is missing, brings it up to date under an advisory lock (two nodes starting together apply each
+    /// migration once), and starts listening for due jobs.
+    ///
+    /// Errors are one line for a person, and never show the password: `cannot connect to PostgreSQL at
+    /// 127.0.0.1:5432 as user "errand": connection refused`. A schema more than one version newer than
+    /// this build knows is refused ([`Error::Unavailable`]).
+    pub async fn connect(url: &str, options: PgOptions) -> Result<PgStore> {
+        if !schema::valid_schema_name(&options.schema) {
+            return Err(Error::invalid(
+                "schema",
+                format!(
+                    "{:?} is not a schema name Errand accepts: 1 to 63 of a-z, 0-9 and _, not \
+                     starting with a digit",
+                    options.schema
+                ),
+            ));
+        }
+        let mut config: tokio_postgres::Config = url.parse().map_err(|e| {
+            Error::invalid("url", format!("not a PostgreSQL URL ({})", describe(&e)))
+        })?;
+        config.connect_timeout(options.connect_timeout);
+        if config.get_application_name().is_none() {
+            config.application_name("errand");
+        }
+        let (at, user) = conn::target(&config);
+        let db = config.get_dbname().unwrap_or(&user).to_string();
+        let timeout = options.connect_timeout;
+        let cannot = |reason: String| {
+            Error::Unavailable(format!(
+                "cannot connect to PostgreSQL at {at} as user \"{user}\": {reason}"
+            ))
+        };
+
+        let pool = conn::pool(config.clone(), options.pool_size, timeout)?;
+        let mut client = pool.get().await.map_err(|e| match e {
+            PoolError::Backend(e) => cannot(connect_reason(&e, timeout)),
+            PoolError::Timeout(_) => cannot(format!("timed out after {}", conn::human(timeout))),
+            other => cannot(other.to_string()),
+        })?;
+        schema::migrate(&mut client, &options.schema)
+            .await
+            .map_err(|e| match e {
+                Error::Unavailable(m) => Error::Unavailable(m),
+                other => Error::Unavailable(format!(
+                    "cannot set up the schema \"{}\" in PostgreSQL at {at}/{db}: {other}",
+                    options.schema
+                )),
+            })?;
+        drop(client);
+
+        let cx = Cx::new(&options.schema);
+        let listener = Listener::start(config, cx.channel.clone())
+            .await
+            .map_err(|e| cannot(connect_reason(&e, timeout)))?;
+        Ok(PgStore {
+            inner: Arc::new(Inner {
+                pool,
+                cx,
+                target: format!("{at}/{db} as user \"{user}\""),
+                listener,
+            }),
+        })
+    }
+
+    /// The schema holding this store's tables.
+    pub fn schema(&self) -> &str {
+        &self.inner.cx.schema
+    }
+
+    fn pool(&self) -> &Pool {
+        &self.inner.pool
+    }
+
+    fn cx(&self) -> &Cx {
+        &self.inner.cx
+    }
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn job_insert(&self, p: JobInsert) -> Result<Vec<Inserted>> {
+        write(self.pool(), self.cx(), &p, |tx, cx, p| {
+            Box::pin(ops::job_insert(tx, cx, p))
+        })
+        .await
+    }
+
+    async fn job_claim(&self, p: JobClaim) -> Result<Claimed> {
+        write(self.pool(), self.cx(), &p, |tx, cx, p| {
+            Box::pin(ops::job_claim(tx, cx, p))
+        })
+        .await
+    }
+
+    async fn lease_renew(&self, p: LeaseRenew) -> Result<Renewed> {
+        run(self.pool(), self.cx(), &p, |c, cx, p| {
+            Box::pin(ops::lease_renew(c, cx, p))
+        })
+        .await
+    }
+
+    async fn job_transition(&self, p: Vec<Transition>) -> Result<Vec<Result<Transitioned>>> {
+        if p.is_empty() {
+            return Ok(Vec::new());
+        }
+        write(self.pool(), self.cx(), &p, |tx, cx, p| {
+            Box::pin(ops::job_transition(tx, cx, p))
+        })
+        .await
+    }
+
+    async fn job_request_cancel(&self, id: JobId) -> Result<Transitioned> {
+        run(self.pool(), self.cx(), &id, |c, cx, id| {
+            Box::pin(ops::job_request_cancel(c, cx, *id))
+        })
+        .await
+    }
+
+    async fn job_promote_due(
+        &self,
+        queue: &str,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<(JobId, Transitioned)>> {
+        let p = (queue.to_string(), now, limit);
+        write(self.pool(), self.cx(), &p, |tx, cx, p| {
+            Box::pin(ops::job_promote_due(tx, cx, p))
+        })
+        .await
+    }
+
+    async fn job_expired(&self, now: Timestamp, limit: usize) -> Result<Vec<Job>> {
+        run(self.pool(), self.cx(), &(now, limit), |c, cx, p| {
+            Box::pin(ops::job_expired(c, cx, p.0, p.1))
+        })
+        .await
+    }
+
+    async fn job_get(&self, id: JobId) -> Result<Option<Job>> {
+        run(self.pool(), self.cx(), &id, |c, cx, id| {
+            Box::pin(ops::job_get(c, cx, *id))
+        })
+        .await
+    }
+
+    async fn job_list(&self, p: JobList) -> Result<Vec<Job>> {
+        run(self.pool(), self.cx(), &p, |c, cx, p| {
+            Box::pin(ops::job_list(c, cx, p))
+        })
+        .await
+    }
+
+    async fn job_prune(&self, p: JobPrune) -> Result<u64> {
+        write(self.pool(), self.cx(), &p, |tx, cx, p| {
+            Box::pin(ops::job_prune(tx, cx, p))
+        })
+        .await
+    }
+
+    async fn job_delete(&self, p: JobDelete) -> Result<u64> {
+        write(self.pool(), self.cx(), &p, |tx, cx, p| {
+            Box::pin(ops::job_delete(tx, cx, p))
+        })
+        .await
+    }
+
+    async fn queue_get(&self, name: &str) -> Result<Option<QueueInfo>> {
+        run(self.pool(), self.cx(), name, |c, cx, name| {
+            Box::pin(ops::queue_get(c, cx, name))
+        })
+        .await
+    }
+
+    async fn queue_list(&self) -> Result<Vec<QueueInfo>> {
+        run(self.pool(), self.cx(), &(), |c, cx, ()| {
+            Box::pin(ops::queue_list(c, cx))
+        })
+        .await
+    }
+
+    async fn queue_put(&self, name: &str, config: QueueConfig) -> Result<()> {
+        let p = (name.to_string(), config);
+        run(self.pool(), self.cx(), &p, |c, cx, p| {
+            Box::pin(ops::queue_put(c, cx, p))
+        })
+        .await
+    }
+
+    async fn queue_set_paused(&self, name: &str, paused: bool) -> Result<()> {
+        let p = (name.to_string(), paused);
+        write(self.pool(), self.cx(), &p, |tx, cx, p| {
+            Box::pin(ops::queue_set_paused(tx, cx, p))
+        })
+        .await
+    }
+
+    async fn queue_stats(&self, name: &str, now: Timestamp) -> Result<QueueStats> {
+        run(self.pool(), self.cx(), &(name, now), |c, cx, p| {
+            Box::pin(ops::queue_stats(c, cx, p.0, p.1))
+        })
+        .await
+    }
+
+    async fn try_lead(&self, role: &str, holder: &str, ttl_ms: u64) -> Result<bool> {
+        run(
+            self.pool(),
+            self.cx(),
+            &(role, holder, ttl_ms),
+            |c, cx, p| Box::pin(ops::try_lead(c, cx, p.0, p.1, p.2)),
+        )
+        .await
+    }
+
+    fn subscribe_due(&self) -> Option<tokio::sync::broadcast::Receiver<String>> {
+        Some(self.inner.listener.subscribe())
+    }
+}

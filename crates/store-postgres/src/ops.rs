@@ -1,0 +1,1050 @@
+//! The SQL of each store operation. Writes run inside a transaction that `conn::write` gives them;
+//! reads, and writes of a single idempotent statement, on a pooled connection (`conn::run`). Each
+//! function does what its `Store` method's contract says and nothing more, exactly as the SQLite store
+//! does, so that both pass the same conformance suite.
+//!
+//! Every statement is prepared once per connection (the pool caches them) with the schema's name written
+//! in: [`Sql`] holds the texts, built when the store connects.
+//!
+//! **Wake-ups.** Whenever jobs become `waiting` (inserted as waiting, promoted, moved back to waiting,
+//! revived, or their queue resumed), the same transaction calls `pg_notify('<schema>_due', queue)` once
+//! per queue; PostgreSQL delivers the notification when (and only if) the transaction commits.
+
+use std::collections::{BTreeSet, HashMap};
+
+use deadpool_postgres::GenericClient;
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
+
+use errand_core::engine::raw_json;
+use errand_core::store::{
+    Attempts, Claimed, Guard, Inserted, JobClaim, JobDelete, JobInsert, JobList, JobPrune,
+    LeaseRenew, Renewed, Transition, Transitioned,
+};
+use errand_core::{
+    DeadReason, Error, ErrorRecord, Job, JobId, JobState, Lease, QueueConfig, QueueInfo,
+    QueueStats, Result, Timestamp,
+};
+
+use crate::conn::{db, lock_key, quote_ident};
+
+/// Every column of `jobs`, in the order [`decode_job`] reads them.
+macro_rules! job_columns {
+    () => {
+        "id, queue, kind, payload, state, priority, run_at, attempts, max_attempts, backoff, \
+         timeout_ms, heartbeat_ms, lease_ms, max_stalled, stalls, unique_key, group_key, \
+         idempotency_key, progress, result, errors, dead_reason, cancel_requested, lease_token, \
+         worker_id, lease_expires_at, deadline_at, created_at, started_at, finished_at"
+    };
+}
+
+/// What the claim sets on each claimed job: `$2` the lease token, `$3` the worker, `$4` now.
+macro_rules! claim_set {
+    () => {
+        "state = 'active', attempts = attempts + 1, lease_token = $2, worker_id = $3, \
+         lease_expires_at = $4 + lease_ms, deadline_at = $4 + timeout_ms, started_at = $4, \
+         cancel_requested = false"
+    };
+}
+
+/// Declares [`Sql`]: one field per statement, `{s}` replaced by the quoted schema.
+macro_rules! statements {
+    ($($(#[$doc:meta])* $name:ident = $sql:expr;)*) => {
+        /// The text of every statement, with the schema's name written in.
+        #[derive(Debug)]
+        pub(crate) struct Sql {
+            $($(#[$doc])* pub(crate) $name: String,)*
+        }
+
+        impl Sql {
+            pub(crate) fn new(schema: &str) -> Sql {
+                let s = quote_ident(schema);
+                Sql { $($name: $sql.replace("{s}", &s),)* }
+            }
+        }
+    };
+}
+
+statements! {
+    register_queues = "INSERT INTO {s}.queues (name) SELECT unnest($1::text[]) \
+        ON CONFLICT (name) DO NOTHING";
+    /// Takes transaction-scoped advisory locks in the order given (sorted by the caller, so that two
+    /// transactions never wait for each other's keys in a cycle).
+    lock_keys = "SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k";
+    /// For each `(queue, unique key, finished since)`, the newest job holding the key, by position.
+    find_unique = "SELECT k.n, j.id, j.state \
+        FROM unnest($1::text[], $2::text[], $3::bigint[]) WITH ORDINALITY AS k(queue, ukey, since, n) \
+        CROSS JOIN LATERAL (SELECT id, state FROM {s}.jobs \
+            WHERE queue = k.queue AND unique_key = k.ukey \
+              AND (state IN ('waiting', 'delayed', 'active') OR finished_at > k.since) \
+            ORDER BY id DESC LIMIT 1) AS j";
+    insert = "INSERT INTO {s}.jobs (id, queue, kind, payload, state, priority, run_at, \
+            max_attempts, backoff, timeout_ms, heartbeat_ms, lease_ms, max_stalled, unique_key, \
+            group_key, idempotency_key, created_at) \
+        SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int[], \
+            $7::bigint[], $8::int[], $9::text[], $10::bigint[], $11::bigint[], $12::bigint[], \
+            $13::int[], $14::text[], $15::text[], $16::text[], $17::bigint[])";
+    notify = "SELECT pg_notify($1, q) FROM unnest($2::text[]) AS q";
+    /// Due delayed jobs of each queue (at most `$3` per queue) become waiting. Rows another transaction
+    /// holds are skipped: it is promoting or changing them itself.
+    promote = "UPDATE {s}.jobs SET state = 'waiting' \
+        WHERE id = ANY(ARRAY(SELECT d.did FROM unnest($1::text[]) AS q(name) \
+              CROSS JOIN LATERAL (SELECT id AS did FROM {s}.jobs \
+                  WHERE queue = q.name AND state = 'delayed' AND run_at <= $2 \
+                  ORDER BY run_at LIMIT $3 FOR UPDATE SKIP LOCKED) AS d)) \
+          AND state = 'delayed' \
+        RETURNING id, queue, kind, attempts";
+    /// A claim from one queue, in one statement: the best `$5` waiting jobs not locked by another
+    /// claimer, unless the queue is paused.
+    claim_one = concat!(
+        "WITH picked AS (SELECT id AS pid FROM {s}.jobs \
+             WHERE queue = $1 AND state = 'waiting' \
+               AND NOT EXISTS (SELECT 1 FROM {s}.queues WHERE name = $1 AND paused) \
+             ORDER BY priority, run_at, id LIMIT $5 FOR UPDATE SKIP LOCKED) \
+         UPDATE {s}.jobs SET ", claim_set!(), " \
+         WHERE id = ANY(ARRAY(SELECT pid FROM picked)) AND state = 'waiting' \
+         RETURNING ", job_columns!());
+    /// The best `$2` unlocked waiting jobs of each unpaused queue, locked: the candidates of a claim
+    /// from several queues.
+    claim_candidates = "SELECT c.id, c.queue, c.priority, c.run_at FROM unnest($1::text[]) AS q(name) \
+        CROSS JOIN LATERAL (SELECT id, queue, priority, run_at FROM {s}.jobs \
+            WHERE queue = q.name AND state = 'waiting' \
+            ORDER BY priority, run_at, id LIMIT $2 FOR UPDATE SKIP LOCKED) AS c \
+        WHERE NOT EXISTS (SELECT 1 FROM {s}.queues WHERE name = q.name AND paused)";
+    claim_ids = concat!(
+        "UPDATE {s}.jobs SET ", claim_set!(), " WHERE id = ANY($1::text[]) AND state = 'waiting' \
+         RETURNING ", job_columns!());
+    renew = "UPDATE {s}.jobs SET lease_expires_at = $3 + lease_ms, \
+            progress = COALESCE($4::text, progress) \
+        WHERE id = $1 AND state = 'active' AND lease_token = $2 AND lease_expires_at > $3 \
+        RETURNING lease_expires_at, cancel_requested";
+    /// Plain completions in one statement. A batch naming one job twice updates it once.
+    complete_many = "UPDATE {s}.jobs AS j SET state = 'completed', result = c.c_result, \
+            finished_at = $4, lease_expires_at = NULL, deadline_at = NULL \
+        FROM unnest($1::text[], $2::text[], $3::text[]) AS c(c_id, c_token, c_result) \
+        WHERE j.id = c.c_id AND j.state = 'active' AND j.lease_token = c.c_token \
+        RETURNING j.id, j.lease_token, j.queue, j.kind, j.attempts";
+    /// One guarded transition; see `Transition` for what each parameter does. Error records are
+    /// appended as text, without parsing the array (`jsonb` would refuse a `\u0000` in a message).
+    transition = "UPDATE {s}.jobs AS j SET \
+            state = $4, \
+            run_at = COALESCE($5::bigint, run_at), \
+            result = COALESCE($6::text, result), \
+            errors = CASE WHEN $7::text IS NULL THEN errors \
+                     WHEN errors IS NULL OR errors = '[]' THEN '[' || $7::text || ']' \
+                     ELSE left(errors, -1) || ',' || $7::text || ']' END, \
+            dead_reason = $8::text, \
+            attempts = CASE $9::int WHEN 1 THEN GREATEST(attempts - 1, 0) WHEN 2 THEN 0 \
+                       ELSE attempts END, \
+            stalls = CASE $9::int WHEN 2 THEN 0 ELSE stalls + $10::int END, \
+            lease_expires_at = NULL, deadline_at = NULL, \
+            cancel_requested = CASE WHEN $11::boolean THEN cancel_requested ELSE false END, \
+            finished_at = CASE WHEN $11::boolean THEN $12::bigint ELSE NULL END \
+        WHERE id = $1 AND state = $2 AND ($3::text IS NULL OR lease_token = $3::text) \
+          AND ($13::boolean IS NULL OR cancel_requested = $13::boolean) \
+          AND (NOT $14::boolean OR unique_key IS NULL OR NOT EXISTS ( \
+               SELECT 1 FROM {s}.jobs AS other WHERE other.queue = j.queue \
+               AND other.unique_key = j.unique_key AND other.id <> j.id \
+               AND other.state IN ('waiting', 'delayed', 'active'))) \
+        RETURNING queue, kind, attempts";
+    probe = "SELECT state, lease_token, cancel_requested FROM {s}.jobs WHERE id = $1";
+    unique_keys_of = "SELECT DISTINCT queue, unique_key FROM {s}.jobs \
+        WHERE id = ANY($1::text[]) AND unique_key IS NOT NULL";
+    request_cancel = "UPDATE {s}.jobs SET cancel_requested = true WHERE id = $1 AND state = 'active' \
+        RETURNING queue, kind, attempts";
+    expired = concat!("SELECT ", job_columns!(), " FROM {s}.jobs WHERE state = 'active' \
+        AND (lease_expires_at <= $1 OR deadline_at <= $1) LIMIT $2");
+    get = concat!("SELECT ", job_columns!(), " FROM {s}.jobs WHERE id = $1");
+    list = concat!("SELECT ", job_columns!(), " FROM {s}.jobs \
+        WHERE (queue, state, id) > ($1, $2, $3) AND queue = $1 AND state = $2 \
+          AND ($4::text IS NULL OR kind = $4::text) \
+        ORDER BY queue, state, id LIMIT $5");
+    prune_finished_before = "DELETE FROM {s}.jobs WHERE id = ANY(ARRAY(SELECT id FROM {s}.jobs \
+        WHERE (queue, state, id) > ($1, $2, '') AND queue = $1 AND state = $2 AND finished_at < $3 \
+        ORDER BY queue, state, id LIMIT $4))";
+    count_state = "SELECT COUNT(*) FROM {s}.jobs WHERE queue = $1 AND state = $2";
+    prune_oldest = "DELETE FROM {s}.jobs WHERE id = ANY(ARRAY(SELECT id FROM {s}.jobs \
+        WHERE (queue, state, id) > ($1, $2, '') AND queue = $1 AND state = $2 \
+        ORDER BY queue, state, id LIMIT $3))";
+    delete = "DELETE FROM {s}.jobs AS j USING unnest($1::text[], $2::text[]) AS d(d_id, d_state) \
+        WHERE j.id = d.d_id AND j.state = d.d_state";
+    queue_put = "INSERT INTO {s}.queues (name, config) VALUES ($1, $2) \
+        ON CONFLICT (name) DO UPDATE SET config = excluded.config";
+    queue_set_paused = "INSERT INTO {s}.queues (name, paused) VALUES ($1, $2) \
+        ON CONFLICT (name) DO UPDATE SET paused = excluded.paused";
+    queue_get = "SELECT name, config, paused FROM {s}.queues WHERE name = $1";
+    queue_list = "SELECT name, config, paused FROM {s}.queues ORDER BY name";
+    queue_paused = "SELECT paused FROM {s}.queues WHERE name = $1";
+    state_counts = "SELECT state, COUNT(*) FROM {s}.jobs WHERE queue = $1 GROUP BY state";
+    /// Bounded work even with a million waiting: the earliest due time among the 1,000 longest queued.
+    oldest_waiting = "SELECT MIN(run_at) FROM (SELECT run_at FROM {s}.jobs \
+        WHERE (queue, state, id) > ($1, 'waiting', '') AND queue = $1 AND state = 'waiting' \
+        ORDER BY queue, state, id LIMIT 1000) AS w";
+    /// Takes the lead if nobody holds it, keeps it for its holder, takes it over once it lapsed; the
+    /// database's clock decides, so that nodes whose clocks disagree still agree.
+    try_lead = "INSERT INTO {s}.leaders AS l (role, holder, expires_at) \
+        VALUES ($1, $2, now() + $3::bigint * interval '1 millisecond') \
+        ON CONFLICT (role) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at \
+        WHERE l.holder = excluded.holder OR l.expires_at < now() \
+        RETURNING holder";
+}
+
+/// What every operation needs besides its parameters: the schema, the statements, the channel.
+#[derive(Debug)]
+pub(crate) struct Cx {
+    pub(crate) schema: String,
+    pub(crate) sql: Sql,
+    /// The `LISTEN`/`NOTIFY` channel of due jobs.
+    pub(crate) channel: String,
+}
+
+impl Cx {
+    pub(crate) fn new(schema: &str) -> Cx {
+        Cx {
+            schema: schema.to_string(),
+            sql: Sql::new(schema),
+            channel: due_channel(schema),
+        }
+    }
+}
+
+/// The notification channel of `schema`: `<schema>_due`. A channel name must fit in 63 bytes, so a long
+/// schema name is shortened and a hash of it keeps the channel its own.
+pub fn due_channel(schema: &str) -> String {
+    let plain = format!("{schema}_due");
+    if plain.len() <= 63 {
+        return plain;
+    }
+    // Schema names are ASCII (checked at connect), so byte slicing is safe.
+    let head = &schema[..schema.len().min(40)];
+    format!("{head}_{:016x}_due", lock_key(&[schema]) as u64)
+}
+
+// ---- helpers --------------------------------------------------------------------------------------
+
+type Params<'a> = [&'a (dyn ToSql + Sync)];
+
+async fn query(c: &impl GenericClient, sql: &str, params: &Params<'_>) -> Result<Vec<Row>> {
+    let st = c.prepare_cached(sql).await.map_err(db)?;
+    c.query(&st, params).await.map_err(db)
+}
+
+async fn query_opt(c: &impl GenericClient, sql: &str, params: &Params<'_>) -> Result<Option<Row>> {
+    let st = c.prepare_cached(sql).await.map_err(db)?;
+    c.query_opt(&st, params).await.map_err(db)
+}
+
+async fn execute(c: &impl GenericClient, sql: &str, params: &Params<'_>) -> Result<u64> {
+    let st = c.prepare_cached(sql).await.map_err(db)?;
+    c.execute(&st, params).await.map_err(db)
+}
+
+/// Sends one notification per distinct queue of `queues`, delivered when the transaction commits.
+async fn notify<'q>(
+    c: &impl GenericClient,
+    cx: &Cx,
+    queues: impl IntoIterator<Item = &'q str>,
+) -> Result<()> {
+    let queues: Vec<&str> = queues
+        .into_iter()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if !queues.is_empty() {
+        query(c, &cx.sql.notify, &[&cx.channel, &queues]).await?;
+    }
+    Ok(())
+}
+
+fn corrupt_field(what: &str, detail: impl std::fmt::Display) -> Error {
+    Error::Backend(format!("stored {what} is invalid: {detail}").into())
+}
+
+fn get<'a, T: tokio_postgres::types::FromSql<'a>>(row: &'a Row, i: usize) -> Result<T> {
+    row.try_get(i).map_err(db)
+}
+
+fn count(v: i32, what: &str) -> Result<u32> {
+    u32::try_from(v).map_err(|_| corrupt_field(what, v))
+}
+
+fn parse_id(s: &str) -> Result<JobId> {
+    s.parse().map_err(|e| corrupt_field("id", e))
+}
+
+fn parse_state(s: &str) -> Result<JobState> {
+    JobState::parse(s).ok_or_else(|| corrupt_field("state", s))
+}
+
+fn int4(v: u32, field: &str) -> Result<i32> {
+    i32::try_from(v).map_err(|_| Error::invalid(field, "too large"))
+}
+
+fn int8(v: u64, field: &str) -> Result<i64> {
+    i64::try_from(v).map_err(|_| Error::invalid(field, "too large"))
+}
+
+fn json_text<T: serde::Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| Error::Backend(Box::new(e)))
+}
+
+/// Decodes a row selected with [`job_columns!`]. A row that does not decode is corruption, reported as a
+/// backend error.
+fn decode_job(r: &Row) -> Result<Job> {
+    let state = parse_state(get(r, 4)?)?;
+    let lease_token: Option<String> = get(r, 23)?;
+    let worker_id: Option<String> = get(r, 24)?;
+    let lease_expires_at: Option<i64> = get(r, 25)?;
+    let deadline_at: Option<i64> = get(r, 26)?;
+    let lease = match (state, lease_expires_at) {
+        (JobState::Active, Some(expires_at)) => Some(Lease {
+            token: lease_token.clone().unwrap_or_default(),
+            worker_id: worker_id.unwrap_or_default(),
+            expires_at,
+            deadline_at: deadline_at.unwrap_or(expires_at),
+        }),
+        _ => None,
+    };
+    let json = |what: &str, s: String| raw_json(s).map_err(|e| corrupt_field(what, e));
+    let backoff: String = get(r, 9)?;
+    let errors: Option<String> = get(r, 20)?;
+    let dead_reason: Option<String> = get(r, 21)?;
+    Ok(Job {
+        id: parse_id(get(r, 0)?)?,
+        queue: get(r, 1)?,
+        kind: get(r, 2)?,
+        payload: json("payload", get(r, 3)?)?,
+        state,
+        priority: get(r, 5)?,
+        run_at: get(r, 6)?,
+        attempts: count(get(r, 7)?, "attempts")?,
+        max_attempts: count(get(r, 8)?, "max_attempts")?,
+        backoff: serde_json::from_str(&backoff).map_err(|e| corrupt_field("backoff", e))?,
+        timeout_ms: get::<i64>(r, 10)? as u64,
+        heartbeat_ms: get::<Option<i64>>(r, 11)?.map(|h| h as u64),
+        lease_ms: get::<i64>(r, 12)? as u64,
+        max_stalled: count(get(r, 13)?, "max_stalled")?,
+        stalls: count(get(r, 14)?, "stalls")?,
+        unique_key: get(r, 15)?,
+        group_key: get(r, 16)?,
+        idempotency_key: get(r, 17)?,
+        progress: get::<Option<String>>(r, 18)?
+            .map(|p| json("progress", p))
+            .transpose()?,
+        result: get::<Option<String>>(r, 19)?
+            .map(|p| json("result", p))
+            .transpose()?,
+        errors: match errors {
+            Some(e) => serde_json::from_str(&e).map_err(|e| corrupt_field("errors", e))?,
+            None => Vec::new(),
+        },
+        dead_reason: dead_reason
+            .map(|d| DeadReason::parse(&d).ok_or_else(|| corrupt_field("dead_reason", d)))
+            .transpose()?,
+        cancel_requested: get(r, 22)?,
+        lease,
+        last_lease_token: lease_token,
+        created_at: get(r, 27)?,
+        started_at: get(r, 28)?,
+        finished_at: get(r, 29)?,
+    })
+}
+
+fn decode_all(rows: &[Row]) -> Result<Vec<Job>> {
+    rows.iter().map(decode_job).collect()
+}
+
+/// Reads `(id, queue, kind, attempts)` rows as returned by promotions.
+fn decode_moved(rows: &[Row], from: JobState) -> Result<Vec<(JobId, Transitioned)>> {
+    rows.iter()
+        .map(|r| {
+            Ok((
+                parse_id(get(r, 0)?)?,
+                Transitioned {
+                    queue: get(r, 1)?,
+                    kind: get(r, 2)?,
+                    from,
+                    attempts: count(get(r, 3)?, "attempts")?,
+                },
+            ))
+        })
+        .collect()
+}
+
+// ---- writes ---------------------------------------------------------------------------------------
+
+/// The advisory lock that serialises everything deciding who holds `(queue, unique_key)`: inserts with
+/// that key and revivals of jobs that have it.
+fn unique_lock(cx: &Cx, queue: &str, key: &str) -> i64 {
+    lock_key(&["errand.unique", &cx.schema, queue, key])
+}
+
+/// Locks the given unique keys, sorted (so that two transactions never wait on each other in a cycle).
+async fn lock_unique_keys(
+    c: &impl GenericClient,
+    cx: &Cx,
+    keys: impl IntoIterator<Item = (String, String)>,
+) -> Result<()> {
+    let locks: Vec<i64> = keys
+        .into_iter()
+        .map(|(q, k)| unique_lock(cx, &q, &k))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if !locks.is_empty() {
+        query(c, &cx.sql.lock_keys, &[&locks]).await?;
+    }
+    Ok(())
+}
+
+/// Inserts a batch. Jobs with a unique key are resolved under an advisory lock per `(queue, key)`, held
+/// until commit, so that concurrent inserts of one key (from any node) make exactly one job: the first
+/// to get the lock inserts, the others then see its job. A key is resolved against everything before
+/// it, including earlier jobs of the same batch. Everything new goes in with one statement.
+pub(crate) async fn job_insert(
+    c: &impl GenericClient,
+    cx: &Cx,
+    p: &JobInsert,
+) -> Result<Vec<Inserted>> {
+    let jobs = &p.jobs;
+    let mut out = vec![Inserted::New; jobs.len()];
+    if jobs.is_empty() {
+        return Ok(out);
+    }
+    let queues: Vec<&str> = jobs
+        .iter()
+        .map(|j| j.queue.as_str())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    // Sorted, like every set of locks taken here: concurrent batches register queues in one order.
+    query(c, &cx.sql.register_queues, &[&queues]).await?;
+
+    let unique: Vec<usize> = (0..jobs.len())
+        .filter(|&i| jobs[i].unique_key.is_some())
+        .collect();
+    if !unique.is_empty() {
+        let key = |i: usize| {
+            (
+                jobs[i].queue.as_str(),
+                jobs[i].unique_key.as_deref().unwrap_or(""),
+            )
+        };
+        lock_unique_keys(
+            c,
+            cx,
+            unique.iter().map(|&i| {
+                let (q, k) = key(i);
+                (q.to_string(), k.to_string())
+            }),
+        )
+        .await?;
+        let qs: Vec<&str> = unique.iter().map(|&i| key(i).0).collect();
+        let ks: Vec<&str> = unique.iter().map(|&i| key(i).1).collect();
+        let since: Vec<i64> = unique
+            .iter()
+            .map(|&i| jobs[i].unique_finished_since)
+            .collect();
+        // Position (1-based, in `unique`) → the newest stored job holding that key.
+        let mut stored: HashMap<usize, (JobId, JobState)> = HashMap::new();
+        for row in query(c, &cx.sql.find_unique, &[&qs, &ks, &since]).await? {
+            let n: i64 = get(&row, 0)?;
+            let id = parse_id(get(&row, 1)?)?;
+            let state = parse_state(get(&row, 2)?)?;
+            stored.insert(n as usize, (id, state));
+        }
+        // The first job of the batch to take a key holds it for the rest of the batch.
+        let mut taken: HashMap<(&str, &str), (JobId, JobState)> = HashMap::new();
+        for (pos, &i) in unique.iter().enumerate() {
+            let earlier = taken.get(&key(i)).copied();
+            let holder = match (stored.get(&(pos + 1)).copied(), earlier) {
+                // Both hold it: the newer one, as a lookup after inserting the earlier job would find.
+                (Some(a), Some(b)) => Some(if a.0 > b.0 { a } else { b }),
+                (a, b) => a.or(b),
+            };
+            match holder {
+                Some((id, state)) => out[i] = Inserted::Existing { id, state },
+                None => {
+                    taken.insert(key(i), (jobs[i].id, jobs[i].state));
+                }
+            }
+        }
+    }
+
+    let new: Vec<usize> = (0..jobs.len())
+        .filter(|&i| out[i] == Inserted::New)
+        .collect();
+    if new.is_empty() {
+        return Ok(out);
+    }
+    let mut ids = Vec::with_capacity(new.len());
+    let mut qs = Vec::with_capacity(new.len());
+    let mut kinds = Vec::with_capacity(new.len());
+    let mut payloads = Vec::with_capacity(new.len());
+    let mut states = Vec::with_capacity(new.len());
+    let mut priorities = Vec::with_capacity(new.len());
+    let mut run_ats = Vec::with_capacity(new.len());
+    let mut max_attempts = Vec::with_capacity(new.len());
+    let mut backoffs = Vec::with_capacity(new.len());
+    let mut timeouts = Vec::with_capacity(new.len());
+    let mut heartbeats = Vec::with_capacity(new.len());
+    let mut leases = Vec::with_capacity(new.len());
+    let mut max_stalled = Vec::with_capacity(new.len());
+    let mut unique_keys = Vec::with_capacity(new.len());
+    let mut group_keys = Vec::with_capacity(new.len());
+    let mut idempotency_keys = Vec::with_capacity(new.len());
+    let mut created = Vec::with_capacity(new.len());
+    for &i in &new {
+        let j = &jobs[i];
+        ids.push(j.id.to_string());
+        qs.push(j.queue.as_str());
+        kinds.push(j.kind.as_str());
+        payloads.push(j.payload.get());
+        states.push(j.state.as_str());
+        priorities.push(j.priority);
+        run_ats.push(j.run_at);
+        max_attempts.push(int4(j.max_attempts, "max_attempts")?);
+        backoffs.push(json_text(&j.backoff)?);
+        timeouts.push(int8(j.timeout_ms, "timeout_ms")?);
+        heartbeats.push(
+            j.heartbeat_ms
+                .map(|h| int8(h, "heartbeat_ms"))
+                .transpose()?,
+        );
+        leases.push(int8(j.lease_ms, "lease_ms")?);
+        max_stalled.push(int4(j.max_stalled, "max_stalled")?);
+        unique_keys.push(j.unique_key.as_deref());
+        group_keys.push(j.group_key.as_deref());
+        idempotency_keys.push(j.idempotency_key.as_str());
+        created.push(j.created_at);
+    }
+    execute(
+        c,
+        &cx.sql.insert,
+        &[
+            &ids,
+            &qs,
+            &kinds,
+            &payloads,
+            &states,
+            &priorities,
+            &run_ats,
+            &max_attempts,
+            &backoffs,
+            &timeouts,
+            &heartbeats,
+            &leases,
+            &max_stalled,
+            &unique_keys,
+            &group_keys,
+            &idempotency_keys,
+            &created,
+        ],
+    )
+    .await?;
+    notify(
+        c,
+        cx,
+        new.iter()
+            .filter(|&&i| jobs[i].state == JobState::Waiting)
+            .map(|&i| jobs[i].queue.as_str()),
+    )
+    .await?;
+    Ok(out)
+}
+
+/// Promotes the due delayed jobs of `queues` (at most `limit` per queue) and announces them.
+async fn promote(
+    c: &impl GenericClient,
+    cx: &Cx,
+    queues: &[&str],
+    now: Timestamp,
+    limit: usize,
+) -> Result<Vec<(JobId, Transitioned)>> {
+    let rows = query(c, &cx.sql.promote, &[&queues, &now, &(limit as i64)]).await?;
+    let moved = decode_moved(&rows, JobState::Delayed)?;
+    notify(c, cx, moved.iter().map(|(_, t)| t.queue.as_str())).await?;
+    Ok(moved)
+}
+
+/// Promotes the queues' due jobs, then claims the best waiting ones. Candidates are locked with
+/// `FOR UPDATE SKIP LOCKED`: concurrent claimers (on any node) pass over each other's rows instead of
+/// waiting for them, and no job is claimed twice.
+pub(crate) async fn job_claim(c: &impl GenericClient, cx: &Cx, p: &JobClaim) -> Result<Claimed> {
+    // A queue named twice would lock (and count) its candidates twice.
+    let mut queues: Vec<&str> = Vec::with_capacity(p.queues.len());
+    for q in &p.queues {
+        if !queues.contains(&q.as_str()) {
+            queues.push(q);
+        }
+    }
+    if queues.is_empty() || p.limit == 0 {
+        return Ok(Claimed {
+            promoted: Vec::new(),
+            jobs: Vec::new(),
+        });
+    }
+    let promoted = promote(c, cx, &queues, p.now, p.promote_limit).await?;
+    let limit = p.limit as i64;
+    let rows = if let [queue] = queues[..] {
+        query(
+            c,
+            &cx.sql.claim_one,
+            &[&queue, &p.lease, &p.worker_id, &p.now, &limit],
+        )
+        .await?
+    } else {
+        // The best `limit` of each queue (locked), merged: the overall best `limit` are among them.
+        let mut candidates: Vec<(i32, i64, String, String)> = Vec::new();
+        for row in query(c, &cx.sql.claim_candidates, &[&queues, &limit]).await? {
+            candidates.push((get(&row, 2)?, get(&row, 3)?, get(&row, 0)?, get(&row, 1)?));
+        }
+        candidates.sort();
+        let rest = candidates.split_off(candidates.len().min(p.limit));
+        // Rows locked but not taken were invisible to other claimers until this commits: tell them.
+        notify(c, cx, rest.iter().map(|(_, _, _, q)| q.as_str())).await?;
+        if candidates.is_empty() {
+            Vec::new()
+        } else {
+            let ids: Vec<&str> = candidates.iter().map(|(_, _, id, _)| id.as_str()).collect();
+            query(
+                c,
+                &cx.sql.claim_ids,
+                &[&ids, &p.lease, &p.worker_id, &p.now],
+            )
+            .await?
+        }
+    };
+    let mut jobs = decode_all(&rows)?;
+    // RETURNING has no order: restore best-first.
+    jobs.sort_by_key(|j| (j.priority, j.run_at, j.id));
+    Ok(Claimed { promoted, jobs })
+}
+
+pub(crate) async fn lease_renew(
+    c: &impl GenericClient,
+    cx: &Cx,
+    p: &LeaseRenew,
+) -> Result<Renewed> {
+    let id = p.id.to_string();
+    let progress = p.progress.as_ref().map(|r| r.get());
+    let row = query_opt(c, &cx.sql.renew, &[&id, &p.token, &p.now, &progress])
+        .await?
+        .ok_or(Error::LeaseLost)?;
+    Ok(Renewed {
+        lease_expires_at: get(&row, 0)?,
+        cancel_requested: get(&row, 1)?,
+    })
+}
+
+/// A plain completion: completed under a lease, with nothing else changed but the result.
+fn is_plain_completion(t: &Transition) -> bool {
+    matches!(t.guard, Guard::Lease(_))
+        && t.to == JobState::Completed
+        && t.run_at.is_none()
+        && t.error.is_none()
+        && t.dead_reason.is_none()
+        && t.attempts == Attempts::Keep
+        && !t.stalled
+        && t.expect_cancel_requested.is_none()
+        && !t.unique_key_free
+}
+
+/// Applies transitions. Completions — the bulk of the traffic — go through one set-based statement;
+/// everything else (failures, stalls, replays: the rare paths) row by row. Items whose guard failed are
+/// then looked at one by one to say why.
+pub(crate) async fn job_transition(
+    c: &impl GenericClient,
+    cx: &Cx,
+    ts: &[Transition],
+) -> Result<Vec<Result<Transitioned>>> {
+    // Revivals check that no other unfinished job holds their unique key: under the same lock as
+    // inserts of that key, taken before any row lock.
+    let reviving: Vec<String> = ts
+        .iter()
+        .filter(|t| t.unique_key_free)
+        .map(|t| t.id.to_string())
+        .collect();
+    if !reviving.is_empty() {
+        let mut keys = Vec::new();
+        for row in query(c, &cx.sql.unique_keys_of, &[&reviving]).await? {
+            keys.push((get::<String>(&row, 0)?, get::<String>(&row, 1)?));
+        }
+        lock_unique_keys(c, cx, keys).await?;
+    }
+
+    // Keyed by id and token: a batch may name one job twice, with a stale token and the current one.
+    let mut completed: HashMap<(String, String), (String, String, u32)> = HashMap::new();
+    let plain: Vec<&Transition> = ts.iter().filter(|t| is_plain_completion(t)).collect();
+    if !plain.is_empty() {
+        let ids: Vec<String> = plain.iter().map(|t| t.id.to_string()).collect();
+        let tokens: Vec<&str> = plain
+            .iter()
+            .map(|t| match &t.guard {
+                Guard::Lease(token) => token.as_str(),
+                Guard::State(_) => "",
+            })
+            .collect();
+        // Results are passed as the text they are, never parsed again: a parse and re-print could change
+        // a float's digits.
+        let results: Vec<Option<&str>> = plain
+            .iter()
+            .map(|t| t.result.as_ref().map(|r| r.get()))
+            .collect();
+        for row in query(
+            c,
+            &cx.sql.complete_many,
+            &[&ids, &tokens, &results, &plain[0].now],
+        )
+        .await?
+        {
+            completed.insert(
+                (get(&row, 0)?, get(&row, 1)?),
+                (
+                    get(&row, 2)?,
+                    get(&row, 3)?,
+                    count(get(&row, 4)?, "attempts")?,
+                ),
+            );
+        }
+    }
+
+    let mut out = Vec::with_capacity(ts.len());
+    let mut woken: Vec<String> = Vec::new();
+    for t in ts {
+        let id = t.id.to_string();
+        let (from, token) = match &t.guard {
+            Guard::Lease(token) => (JobState::Active, Some(token.as_str())),
+            Guard::State(s) => (*s, None),
+        };
+        let applied = if is_plain_completion(t) {
+            // `remove`: if a batch names one lease twice, only the first is told it applied it.
+            completed
+                .remove(&(id.clone(), token.unwrap_or_default().to_string()))
+                .map(|(queue, kind, attempts)| Transitioned {
+                    queue,
+                    kind,
+                    from,
+                    attempts,
+                })
+        } else {
+            let error = t.error.as_ref().map(json_text::<ErrorRecord>).transpose()?;
+            let attempts: i32 = match t.attempts {
+                Attempts::Keep => 0,
+                Attempts::GiveBack => 1,
+                Attempts::Reset => 2,
+            };
+            let row = query_opt(
+                c,
+                &cx.sql.transition,
+                &[
+                    &id,
+                    &from.as_str(),
+                    &token,
+                    &t.to.as_str(),
+                    &t.run_at,
+                    &t.result.as_ref().map(|r| r.get()),
+                    &error,
+                    &t.dead_reason.map(DeadReason::as_str),
+                    &attempts,
+                    &(t.stalled as i32),
+                    &t.to.is_final(),
+                    &t.now,
+                    &t.expect_cancel_requested,
+                    &t.unique_key_free,
+                ],
+            )
+            .await?;
+            match row {
+                Some(r) => Some(Transitioned {
+                    queue: get(&r, 0)?,
+                    kind: get(&r, 1)?,
+                    from,
+                    attempts: count(get(&r, 2)?, "attempts")?,
+                }),
+                None => None,
+            }
+        };
+        out.push(match applied {
+            Some(done) => {
+                if t.to == JobState::Waiting {
+                    woken.push(done.queue.clone());
+                }
+                Ok(done)
+            }
+            None => {
+                let current = match query_opt(c, &cx.sql.probe, &[&id]).await? {
+                    Some(r) => Some((
+                        get::<String>(&r, 0)?,
+                        get::<Option<String>>(&r, 1)?,
+                        get::<bool>(&r, 2)?,
+                    )),
+                    None => None,
+                };
+                Err(guard_failure(&id, t, current))
+            }
+        });
+    }
+    notify(c, cx, woken.iter().map(String::as_str)).await?;
+    Ok(out)
+}
+
+/// Says which guard of `t` failed, given the job's current `(state, lease_token, cancel_requested)`.
+fn guard_failure(
+    id: &str,
+    t: &Transition,
+    current: Option<(String, Option<String>, bool)>,
+) -> Error {
+    let Some((state, token, cancel)) = current else {
+        return Error::NotFound(format!("job {id}"));
+    };
+    match &t.guard {
+        Guard::Lease(want) if state == "active" && token.as_deref() == Some(want.as_str()) => {
+            if t.expect_cancel_requested.is_some_and(|c| c != cancel) {
+                Error::Conflict(format!("a cancel of job {id} was requested meanwhile"))
+            } else {
+                Error::Conflict(format!("job {id} changed meanwhile"))
+            }
+        }
+        Guard::Lease(_) => Error::LeaseLost,
+        Guard::State(want) if state == want.as_str() && t.unique_key_free => Error::Conflict(
+            format!("job {id}: another unfinished job of its queue holds its unique key"),
+        ),
+        Guard::State(want) => Error::Conflict(format!("job {id} is {state}, not {want}")),
+    }
+}
+
+pub(crate) async fn job_request_cancel(
+    c: &impl GenericClient,
+    cx: &Cx,
+    id: JobId,
+) -> Result<Transitioned> {
+    let row = query_opt(c, &cx.sql.request_cancel, &[&id.to_string()])
+        .await?
+        .ok_or_else(|| Error::Conflict(format!("job {id} is not active")))?;
+    Ok(Transitioned {
+        queue: get(&row, 0)?,
+        kind: get(&row, 1)?,
+        from: JobState::Active,
+        attempts: count(get(&row, 2)?, "attempts")?,
+    })
+}
+
+pub(crate) async fn job_promote_due(
+    c: &impl GenericClient,
+    cx: &Cx,
+    p: &(String, Timestamp, usize),
+) -> Result<Vec<(JobId, Transitioned)>> {
+    let (queue, now, limit) = p;
+    promote(c, cx, &[queue.as_str()], *now, *limit).await
+}
+
+/// Retention walks `jobs_by_state` in id (creation) order rather than keeping an index of finish times,
+/// which every completion would pay for. Jobs finish roughly in the order they were created, so "the
+/// oldest" by id is, for retention, close enough to "the longest finished".
+pub(crate) async fn job_prune(c: &impl GenericClient, cx: &Cx, p: &JobPrune) -> Result<u64> {
+    let mut deleted = 0u64;
+    for state in &p.states {
+        let state = state.as_str();
+        let budget = (p.limit as u64).saturating_sub(deleted);
+        if budget == 0 {
+            break;
+        }
+        if let Some(before) = p.finished_before {
+            deleted += execute(
+                c,
+                &cx.sql.prune_finished_before,
+                &[&p.queue, &state, &before, &(budget as i64)],
+            )
+            .await?;
+        }
+        let budget = (p.limit as u64).saturating_sub(deleted);
+        if let (Some(keep), true) = (p.keep, budget > 0) {
+            // The newest `keep` stay; the oldest beyond them go.
+            let rows = query(c, &cx.sql.count_state, &[&p.queue, &state]).await?;
+            let n: i64 = match rows.first() {
+                Some(r) => get(r, 0)?,
+                None => 0,
+            };
+            let excess = (n.max(0) as u64).saturating_sub(keep).min(budget);
+            if excess > 0 {
+                deleted += execute(
+                    c,
+                    &cx.sql.prune_oldest,
+                    &[&p.queue, &state, &(excess as i64)],
+                )
+                .await?;
+            }
+        }
+    }
+    Ok(deleted)
+}
+
+pub(crate) async fn job_delete(c: &impl GenericClient, cx: &Cx, p: &JobDelete) -> Result<u64> {
+    if p.ids.is_empty() {
+        return Ok(0);
+    }
+    let ids: Vec<String> = p.ids.iter().map(|(id, _)| id.to_string()).collect();
+    let states: Vec<&str> = p.ids.iter().map(|(_, s)| s.as_str()).collect();
+    execute(c, &cx.sql.delete, &[&ids, &states]).await
+}
+
+pub(crate) async fn queue_put(
+    c: &impl GenericClient,
+    cx: &Cx,
+    p: &(String, QueueConfig),
+) -> Result<()> {
+    let (name, config) = p;
+    execute(c, &cx.sql.queue_put, &[name, &json_text(config)?]).await?;
+    Ok(())
+}
+
+/// Pauses or resumes a queue. A resumed queue's waiting jobs are claimable again: other nodes' fetches
+/// are woken as for new jobs.
+pub(crate) async fn queue_set_paused(
+    c: &impl GenericClient,
+    cx: &Cx,
+    p: &(String, bool),
+) -> Result<()> {
+    let (name, paused) = p;
+    execute(c, &cx.sql.queue_set_paused, &[name, paused]).await?;
+    if !paused {
+        notify(c, cx, [name.as_str()]).await?;
+    }
+    Ok(())
+}
+
+pub(crate) async fn try_lead(
+    c: &impl GenericClient,
+    cx: &Cx,
+    role: &str,
+    holder: &str,
+    ttl_ms: u64,
+) -> Result<bool> {
+    // Capped far beyond any real lease so that the interval arithmetic cannot overflow.
+    const MAX_TTL_MS: u64 = 100 * 365 * 24 * 3_600_000;
+    let ttl = ttl_ms.min(MAX_TTL_MS) as i64;
+    let row = query_opt(c, &cx.sql.try_lead, &[&role, &holder, &ttl]).await?;
+    Ok(match row {
+        Some(r) => get::<&str>(&r, 0)? == holder,
+        None => false,
+    })
+}
+
+// ---- reads ----------------------------------------------------------------------------------------
+
+pub(crate) async fn job_expired(
+    c: &impl GenericClient,
+    cx: &Cx,
+    now: Timestamp,
+    limit: usize,
+) -> Result<Vec<Job>> {
+    decode_all(&query(c, &cx.sql.expired, &[&now, &(limit as i64)]).await?)
+}
+
+pub(crate) async fn job_get(c: &impl GenericClient, cx: &Cx, id: JobId) -> Result<Option<Job>> {
+    query_opt(c, &cx.sql.get, &[&id.to_string()])
+        .await?
+        .as_ref()
+        .map(decode_job)
+        .transpose()
+}
+
+pub(crate) async fn job_list(c: &impl GenericClient, cx: &Cx, p: &JobList) -> Result<Vec<Job>> {
+    let after = p.after.map(|a| a.to_string()).unwrap_or_default();
+    let rows = query(
+        c,
+        &cx.sql.list,
+        &[
+            &p.queue,
+            &p.state.as_str(),
+            &after,
+            &p.kind,
+            &(p.limit as i64),
+        ],
+    )
+    .await?;
+    decode_all(&rows)
+}
+
+fn decode_queue(r: &Row) -> Result<QueueInfo> {
+    let config: Option<String> = get(r, 1)?;
+    Ok(QueueInfo {
+        name: get(r, 0)?,
+        config: match config {
+            Some(c) => serde_json::from_str(&c).map_err(|e| corrupt_field("queue config", e))?,
+            None => QueueConfig::default(),
+        },
+        paused: get(r, 2)?,
+    })
+}
+
+pub(crate) async fn queue_get(
+    c: &impl GenericClient,
+    cx: &Cx,
+    name: &str,
+) -> Result<Option<QueueInfo>> {
+    query_opt(c, &cx.sql.queue_get, &[&name])
+        .await?
+        .as_ref()
+        .map(decode_queue)
+        .transpose()
+}
+
+pub(crate) async fn queue_list(c: &impl GenericClient, cx: &Cx) -> Result<Vec<QueueInfo>> {
+    query(c, &cx.sql.queue_list, &[])
+        .await?
+        .iter()
+        .map(decode_queue)
+        .collect()
+}
+
+pub(crate) async fn queue_stats(
+    c: &impl GenericClient,
+    cx: &Cx,
+    name: &str,
+    now: Timestamp,
+) -> Result<QueueStats> {
+    let mut stats = QueueStats {
+        queue: name.to_string(),
+        ..QueueStats::default()
+    };
+    stats.paused = match query_opt(c, &cx.sql.queue_paused, &[&name]).await? {
+        Some(r) => get(&r, 0)?,
+        None => false,
+    };
+    for row in query(c, &cx.sql.state_counts, &[&name]).await? {
+        let state: String = get(&row, 0)?;
+        let n: i64 = get(&row, 1)?;
+        if let Some(s) = JobState::parse(&state) {
+            stats.set_count(s, n.max(0) as u64);
+        }
+    }
+    let oldest: Option<i64> = match query_opt(c, &cx.sql.oldest_waiting, &[&name]).await? {
+        Some(r) => get(&r, 0)?,
+        None => None,
+    };
+    stats.oldest_waiting_age_ms = oldest.map_or(0, |t| (now - t).max(0) as u64);
+    Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statements_name_the_schema_quoted() {
+        let sql = Sql::new("errand_x");
+        assert!(sql.get.contains("FROM \"errand_x\".jobs"), "{}", sql.get);
+        assert!(!sql.claim_one.contains("{s}"));
+    }
+
+    #[test]
+    fn channels_fit_in_an_identifier_and_stay_distinct() {
+        assert_eq!(due_channel("errand"), "errand_due");
+        let a = due_channel(&format!("{}a", "x".repeat(62)));
+        let b = due_channel(&format!("{}b", "x".repeat(62)));
+        assert!(a.len() <= 63 && b.len() <= 63, "{a} {b}");
+        assert_ne!(a, b);
+    }
+}

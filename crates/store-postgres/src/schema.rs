@@ -1,0 +1,203 @@
+//! Versioned schema migrations, tracked in `<schema>.migrations`.
+//!
+//! Each entry of `MIGRATIONS` takes the schema from version `i` to `i + 1`. They are applied when a
+//! node connects, all in one transaction that holds `pg_advisory_xact_lock(<hash of the schema name>)`,
+//! so that two nodes starting together apply each migration once and neither sees half of one.
+//!
+//! Migrations are **additive** (new tables, columns with defaults, indexes; never a drop or a rename), so
+//! that during a rolling upgrade a node one version behind keeps working on the newer schema: a node
+//! accepts a schema up to one version newer than it knows ([`SCHEMA_VERSION`] + 1) and refuses anything
+//! newer, which may have moved on in ways it cannot see.
+//!
+//! Every column of time is milliseconds since the epoch (`BIGINT`), from the engine's clock, as in the
+//! SQLite store; only the leader lease uses the database's clock (`timestamptz`, `now()`), so that nodes
+//! whose clocks disagree still agree on who leads. Payloads, results and progress are `TEXT`: they come
+//! back byte for byte as sent (`jsonb` would reorder keys and drop whitespace). Ids, queue names and
+//! lease tokens are `COLLATE "C"`: ids are ULIDs, which sort by creation only in byte order.
+
+use deadpool_postgres::Object;
+
+use errand_core::{Error, Result};
+
+use crate::conn::{db, lock_key, quote_ident};
+
+/// Migration `i` brings the schema from version `i` to `i + 1`. `{s}` stands for the quoted schema.
+const MIGRATIONS: &[&str] = &[
+    // 1: jobs, queues and leader leases.
+    r#"
+    CREATE TABLE {s}.queues (
+        name   TEXT COLLATE "C" PRIMARY KEY,
+        config TEXT,                          -- JSON QueueConfig; NULL: the defaults
+        paused BOOLEAN NOT NULL DEFAULT false
+    );
+    CREATE TABLE {s}.jobs (
+        id               TEXT COLLATE "C" PRIMARY KEY, -- ULID: the FIFO tie-breaker and the cursor
+        queue            TEXT COLLATE "C" NOT NULL,
+        kind             TEXT NOT NULL,
+        payload          TEXT NOT NULL,               -- JSON, exactly as sent
+        state            TEXT NOT NULL CHECK (state IN
+                             ('waiting', 'delayed', 'active', 'completed', 'cancelled', 'dead')),
+        priority         INTEGER NOT NULL,
+        run_at           BIGINT NOT NULL,
+        attempts         INTEGER NOT NULL DEFAULT 0,
+        max_attempts     INTEGER NOT NULL,
+        backoff          TEXT NOT NULL,               -- JSON Backoff
+        timeout_ms       BIGINT NOT NULL,
+        heartbeat_ms     BIGINT,
+        lease_ms         BIGINT NOT NULL,
+        max_stalled      INTEGER NOT NULL,
+        stalls           INTEGER NOT NULL DEFAULT 0,
+        unique_key       TEXT,
+        group_key        TEXT,
+        idempotency_key  TEXT NOT NULL,
+        progress         TEXT,                        -- JSON, exactly as sent
+        result           TEXT,                        -- JSON, exactly as sent
+        errors           TEXT,                        -- JSON array of ErrorRecord; NULL: none
+        dead_reason      TEXT,
+        cancel_requested BOOLEAN NOT NULL DEFAULT false,
+        lease_token      TEXT COLLATE "C",            -- kept after the job leaves active
+        worker_id        TEXT,
+        lease_expires_at BIGINT,                      -- set only while active
+        deadline_at      BIGINT,                      -- set only while active
+        created_at       BIGINT NOT NULL,
+        started_at       BIGINT,
+        finished_at      BIGINT
+    );
+    -- Claiming: the best due job of a queue is the first entry, however many finished rows there are.
+    CREATE INDEX jobs_ready ON {s}.jobs (queue, priority, run_at, id) WHERE state = 'waiting';
+    -- Promotion of due delayed jobs, per queue.
+    CREATE INDEX jobs_delayed ON {s}.jobs (queue, run_at) WHERE state = 'delayed';
+    -- Listing and counting by state, retention.
+    CREATE INDEX jobs_by_state ON {s}.jobs (queue, state, id);
+    -- Unique keys.
+    CREATE INDEX jobs_unique ON {s}.jobs (queue, unique_key) WHERE unique_key IS NOT NULL;
+    -- The reaper: active jobs are few (as many as run at once), this index holds only them.
+    CREATE INDEX jobs_active ON {s}.jobs (lease_expires_at) WHERE state = 'active';
+    -- Who leads work that runs on one node at a time (maintenance); times from the database's clock.
+    CREATE TABLE {s}.leaders (
+        role       TEXT PRIMARY KEY,
+        holder     TEXT NOT NULL,
+        expires_at TIMESTAMPTZ NOT NULL
+    );
+    "#,
+];
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
+
+/// Whether `name` may name Errand's schema: `[a-z_][a-z0-9_]{0,62}` (a plain PostgreSQL identifier
+/// that needs no quoting and fits `NAMEDATALEN`).
+pub fn valid_schema_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && name.len() <= 63
+}
+
+/// Creates `schema` if needed and brings it up to [`SCHEMA_VERSION`], or refuses one more than a version
+/// newer. One transaction under an advisory lock on the schema's name.
+pub(crate) async fn migrate(client: &mut Object, schema: &str) -> Result<()> {
+    let s = quote_ident(schema);
+    let tx = client.transaction().await.map_err(db)?;
+    tx.execute(
+        "SELECT pg_advisory_xact_lock($1)",
+        &[&lock_key(&["errand.migrate", schema])],
+    )
+    .await
+    .map_err(db)?;
+    // Looked up rather than `CREATE SCHEMA IF NOT EXISTS`, which needs the CREATE privilege on the
+    // database even when the schema exists: a node may run as a role that can only use its schema.
+    let exists: bool = tx
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)",
+            &[&schema],
+        )
+        .await
+        .map_err(db)?
+        .get(0);
+    if !exists {
+        tx.batch_execute(&format!("CREATE SCHEMA {s}"))
+            .await
+            .map_err(db)?;
+    }
+    let has_table: bool = tx
+        .query_one(
+            "SELECT to_regclass($1) IS NOT NULL",
+            &[&format!("{s}.migrations")],
+        )
+        .await
+        .map_err(db)?
+        .get(0);
+    if !has_table {
+        tx.batch_execute(&format!(
+            "CREATE TABLE {s}.migrations (
+                 version    INTEGER PRIMARY KEY,
+                 applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+             )"
+        ))
+        .await
+        .map_err(db)?;
+    }
+    let current: i32 = tx
+        .query_one(
+            &format!("SELECT COALESCE(MAX(version), 0) FROM {s}.migrations"),
+            &[],
+        )
+        .await
+        .map_err(db)?
+        .get(0);
+    if current > SCHEMA_VERSION + 1 {
+        return Err(Error::Unavailable(format!(
+            "the PostgreSQL schema \"{schema}\" has version {current}, more than one version newer \
+             than this Errand knows ({SCHEMA_VERSION}); run a newer Errand release on it"
+        )));
+    }
+    if current == SCHEMA_VERSION + 1 {
+        tracing::warn!(
+            schema,
+            version = current,
+            known = SCHEMA_VERSION,
+            "the schema is one version newer than this node knows (a rolling upgrade?); \
+             carrying on, as migrations are additive"
+        );
+    }
+    for (v, sql) in MIGRATIONS.iter().enumerate().skip(current.max(0) as usize) {
+        let version = v as i32 + 1;
+        tx.batch_execute(&sql.replace("{s}", &s))
+            .await
+            .map_err(db)?;
+        tx.execute(
+            &format!("INSERT INTO {s}.migrations (version) VALUES ($1)"),
+            &[&version],
+        )
+        .await
+        .map_err(db)?;
+        tracing::info!(schema, version, "applied schema migration");
+    }
+    tx.commit().await.map_err(db)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_names_are_plain_lowercase_identifiers() {
+        for ok in ["errand", "_x", "errand_t_0123abcd", &"a".repeat(63)] {
+            assert!(valid_schema_name(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "Errand",
+            "1abc",
+            "a-b",
+            "a b",
+            "a\"b",
+            "é",
+            &"a".repeat(64),
+        ] {
+            assert!(!valid_schema_name(bad), "{bad}");
+        }
+    }
+}

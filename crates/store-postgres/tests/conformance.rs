@@ -1,0 +1,34 @@
+//! The conformance suite against the PostgreSQL store: each check in a fresh schema of its own, dropped
+//! when the check ends.
+//!
+//! The suite's checks are expanded through `errand_store_tests::__for_each_check!` (the list that
+//! `conformance_suite!` itself expands) with a test body of our own, which returns early when there is no
+//! database: `testing::test_url` has then said so loudly on stderr, or — with `ERRAND_REQUIRE_POSTGRES=1`,
+//! as in CI — panicked. Every check of the list runs; none is left out.
+
+use std::sync::Arc;
+
+use errand_store_postgres::testing::{TestSchema, test_url};
+use errand_store_tests::Fixture;
+
+/// A fixture over a store in a fresh schema, or `None` without a database.
+async fn fresh() -> Option<Fixture> {
+    let url = test_url().await?;
+    let schema = TestSchema::new(&url).await;
+    let store = schema.store().await;
+    Some(Fixture::new(Arc::new(store), schema))
+}
+
+macro_rules! pg_check {
+    ($fresh:path, $module:ident :: $name:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn $name() {
+            let Some(fixture) = $fresh().await else {
+                return;
+            };
+            errand_store_tests::$module::$name(fixture).await;
+        }
+    };
+}
+
+errand_store_tests::__for_each_check!(pg_check, fresh);
