@@ -220,7 +220,7 @@ async fn four_workers_on_two_nodes_drain_20000_jobs_each_exactly_once() {
         let _ = stop.send(());
         task.await.unwrap();
     }
-    let runs = runs.lock().unwrap();
+    let runs = runs.lock().unwrap().clone();
     assert_eq!(runs.len(), 20_000, "every job ran");
     assert!(runs.values().all(|&n| n == 1), "no job ran twice");
     let q = a.client.queue("mn").await.unwrap();
