@@ -12,7 +12,7 @@
 
 use std::time::{Duration, Instant};
 
-use errand_client::protocol::EnqueueJob;
+use errand_client::protocol::{EnqueueJob, QueueConfig, Retention};
 use errand_client::{Client, JobContext, Worker};
 use serde_json::{Value, json};
 
@@ -40,6 +40,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or(32);
     let queue = arg("--queue").unwrap_or_else(|| format!("drain-{}", std::process::id()));
     let client = Client::builder(&url).build()?;
+
+    // Keep every completed job, so that the server's completed count reaches N (retention keeps 10,000
+    // by default).
+    let keep_all = QueueConfig {
+        priority: None,
+        max_attempts: None,
+        backoff: None,
+        timeout_ms: None,
+        heartbeat_ms: None,
+        max_stalled: None,
+        unique_window_ms: None,
+        retention: Some(Retention {
+            max_count: None,
+            max_age_ms: None,
+        }),
+    };
+    client.set_queue_config(&queue, &keep_all).await?;
 
     let t = Instant::now();
     let mut left = n;
