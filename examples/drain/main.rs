@@ -44,17 +44,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Keep every completed job, so that the server's completed count reaches N (retention keeps 10,000
     // by default).
     let keep_all = QueueConfig {
-        priority: None,
-        max_attempts: None,
-        backoff: None,
-        timeout_ms: None,
-        heartbeat_ms: None,
-        max_stalled: None,
-        unique_window_ms: None,
-        retention: Some(Retention {
-            max_count: None,
-            max_age_ms: None,
-        }),
+        retention: Some(Retention::KEEP_ALL),
+        ..Default::default()
     };
     client.set_queue_config(&queue, &keep_all).await?;
 

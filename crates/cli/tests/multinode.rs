@@ -7,11 +7,13 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::collections::HashMap;
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use support::{free_port, wait_ready};
 
 use errand_client::protocol::{EnqueueJob, FetchRequest, QueueConfig, Retention};
 use errand_client::{Client, JobContext, RetryPolicy, ShutdownReport, Worker};
@@ -21,14 +23,6 @@ use tokio::sync::oneshot;
 struct Node {
     child: Child,
     client: Client,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 async fn node(url: &str, schema: &str) -> Node {
@@ -53,11 +47,7 @@ async fn node(url: &str, schema: &str) -> Node {
         })
         .build()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while client.health_ready().await.is_err() {
-        assert!(Instant::now() < deadline, "node did not come up");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_ready(&client).await;
     Node { child, client }
 }
 
@@ -122,17 +112,8 @@ fn worker(
 async fn enqueue(client: &Client, n: usize, heartbeat_ms: Option<u64>) {
     // Keep every completed job, so that the count can be checked (retention keeps 10,000 by default).
     let keep_all = QueueConfig {
-        priority: None,
-        max_attempts: None,
-        backoff: None,
-        timeout_ms: None,
-        heartbeat_ms: None,
-        max_stalled: None,
-        unique_window_ms: None,
-        retention: Some(Retention {
-            max_count: None,
-            max_age_ms: None,
-        }),
+        retention: Some(Retention::KEEP_ALL),
+        ..Default::default()
     };
     client.set_queue_config("mn", &keep_all).await.unwrap();
     for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {

@@ -7,26 +7,20 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::net::TcpListener;
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use support::{free_port, wait_ready};
 
 use errand_client::protocol::{CompleteRequest, EnqueueJob, FetchRequest, JobState};
 use errand_client::{Client, RetryPolicy};
 use serde_json::json;
 
 const PASSWORD: &str = "errand-test-pw";
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn is_root() -> bool {
     Command::new("id")
@@ -198,11 +192,7 @@ async fn the_database_restarting_under_load_gives_503_then_recovers_losing_nothi
         .retry(RetryPolicy::none())
         .build()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while client.health_ready().await.is_err() {
-        assert!(Instant::now() < deadline, "the server did not come up");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_ready(&client).await;
 
     let enqueued = Arc::new(Mutex::new(Vec::<String>::new()));
     let completed = Arc::new(Mutex::new(Vec::<String>::new()));

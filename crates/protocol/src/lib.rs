@@ -530,6 +530,7 @@ pub struct AckBatchResponse {
 }
 
 /// How long finished (completed and cancelled) jobs are kept; dead jobs are never pruned automatically.
+/// [`Retention::KEEP_ALL`] keeps every one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(deny_unknown_fields)]
@@ -540,9 +541,17 @@ pub struct Retention {
     pub max_age_ms: Option<u64>,
 }
 
+impl Retention {
+    /// No limit by count or by age.
+    pub const KEEP_ALL: Retention = Retention {
+        max_count: None,
+        max_age_ms: None,
+    };
+}
+
 /// A queue's defaults and settings (`GET`/`PUT /v1/queues/{queue}/config`). A `PUT` replaces the whole
 /// configuration; a field left out takes its default. It applies to jobs enqueued afterwards.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct QueueConfig {

@@ -365,27 +365,11 @@ async fn a_waiting_fetch_wakes_as_soon_as_a_job_arrives_and_returns_empty_when_i
     assert_eq!(b["jobs"], json!([]));
     assert!(t.elapsed() >= Duration::from_millis(290), "it waited");
 
-    let router = api.router.clone();
-    let waiting = tokio::spawn(async move {
-        let req = Request::post("/v1/fetch")
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(Body::from(
-                json!({"queues": ["other", "lp"], "worker_id": "w", "wait_ms": 20_000}).to_string(),
-            ))
-            .unwrap();
-        let t = Instant::now();
-        let resp = tower::ServiceExt::oneshot(router, req).await.unwrap();
-        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
-            .await
-            .unwrap();
-        (
-            t.elapsed(),
-            serde_json::from_slice::<Value>(&bytes).unwrap(),
-        )
-    });
+    let waiting =
+        api.spawn_fetch(json!({"queues": ["other", "lp"], "worker_id": "w", "wait_ms": 20_000}));
     tokio::time::sleep(Duration::from_millis(200)).await;
     let id = api.enqueue("lp", json!({"kind": "k"})).await;
-    let (elapsed, b) = waiting.await.unwrap();
+    let (elapsed, _, b) = waiting.await.unwrap();
     assert_eq!(b["jobs"][0]["id"], id.as_str());
     assert!(
         elapsed < Duration::from_secs(5),
@@ -399,18 +383,7 @@ async fn too_many_waiting_fetches_get_429_and_shutdown_answers_waiters_empty() {
         tweak: |c| c.max_waiting_fetches = 1,
         ..Default::default()
     });
-    let router = api.router.clone();
-    let first = tokio::spawn(async move {
-        let req = Request::post("/v1/fetch")
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(Body::from(
-                json!({"queues": ["z"], "worker_id": "w", "wait_ms": 30_000}).to_string(),
-            ))
-            .unwrap();
-        let t = Instant::now();
-        let resp = tower::ServiceExt::oneshot(router, req).await.unwrap();
-        (t.elapsed(), resp.status())
-    });
+    let first = api.spawn_fetch(json!({"queues": ["z"], "worker_id": "w", "wait_ms": 30_000}));
     // Let the first park before probing: a probe that registered first would take its place.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -437,7 +410,7 @@ async fn too_many_waiting_fetches_get_429_and_shutdown_answers_waiters_empty() {
     // Shutting down answers the waiting fetch at once, and readiness goes to 503.
     api.stop.send(true).unwrap();
     api.state.wake_all();
-    let (elapsed, status) = first.await.unwrap();
+    let (elapsed, status, _) = first.await.unwrap();
     assert_eq!(status, StatusCode::OK);
     assert!(
         elapsed < Duration::from_secs(10),
@@ -882,27 +855,10 @@ async fn resuming_a_queue_wakes_the_fetches_parked_on_it() {
     let api = Api::new();
     api.post("/v1/queues/pz/pause", json!({})).await;
     api.enqueue("pz", json!({"kind": "k"})).await;
-    let router = api.router.clone();
-    let waiting = tokio::spawn(async move {
-        let req = Request::post("/v1/fetch")
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(Body::from(
-                json!({"queues": ["pz"], "worker_id": "w", "wait_ms": 20_000}).to_string(),
-            ))
-            .unwrap();
-        let t = Instant::now();
-        let resp = tower::ServiceExt::oneshot(router, req).await.unwrap();
-        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
-            .await
-            .unwrap();
-        (
-            t.elapsed(),
-            serde_json::from_slice::<Value>(&bytes).unwrap(),
-        )
-    });
+    let waiting = api.spawn_fetch(json!({"queues": ["pz"], "worker_id": "w", "wait_ms": 20_000}));
     tokio::time::sleep(Duration::from_millis(200)).await;
     api.post("/v1/queues/pz/resume", json!({})).await;
-    let (elapsed, b) = waiting.await.unwrap();
+    let (elapsed, _, b) = waiting.await.unwrap();
     assert_eq!(b["jobs"].as_array().unwrap().len(), 1, "{b}");
     assert!(
         elapsed < Duration::from_secs(5),

@@ -157,6 +157,31 @@ impl Api {
         b["id"].as_str().unwrap().to_string()
     }
 
+    /// Sends a fetch `body` in a task of its own (a long poll): its answer and how long it took.
+    pub fn spawn_fetch(
+        &self,
+        body: Value,
+    ) -> tokio::task::JoinHandle<(std::time::Duration, StatusCode, Value)> {
+        let router = self.router.clone();
+        tokio::spawn(async move {
+            let req = Request::post("/v1/fetch")
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(body.to_string()))
+                .unwrap();
+            let t = std::time::Instant::now();
+            let resp = router.oneshot(req).await.unwrap();
+            let status = resp.status();
+            let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            (
+                t.elapsed(),
+                status,
+                serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+            )
+        })
+    }
+
     /// Fetches up to `n` jobs of `queue` without waiting.
     pub async fn fetch(&self, queue: &str, n: u32) -> Vec<Value> {
         let (s, b) = self
