@@ -4,6 +4,7 @@
 //! input the server refused as invalid); 3 not found; 4 a conflict (the job's state does not allow it);
 //! 5 refused by auth.
 
+mod bench;
 mod commands;
 mod output;
 
@@ -71,6 +72,8 @@ enum Command {
         #[command(subcommand)]
         command: commands::KeyCommand,
     },
+    /// Measure throughput and latency (see `errand bench --help`).
+    Bench(Box<bench::BenchArgs>),
     /// Print the server's OpenAPI description (no server needed).
     Openapi,
 }
@@ -98,6 +101,7 @@ fn main() -> ExitCode {
             Command::Queue { command, remote } => commands::queue(command, &remote).await,
             Command::Dlq { command, remote } => commands::dlq(command, &remote).await,
             Command::Key { command } => commands::key(command),
+            Command::Bench(args) => bench::run(*args).await,
             Command::Openapi => match errand_server::openapi().to_pretty_json() {
                 Ok(s) => {
                     output::say!("{s}");
