@@ -18,7 +18,7 @@ use async_trait::async_trait;
 use serde_json::value::RawValue;
 
 use crate::clock::Timestamp;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::id::{JobId, LeaseToken};
 use crate::model::{
     Backoff, DeadReason, ErrorRecord, Job, JobState, QueueConfig, QueueInfo, QueueStats,
@@ -174,6 +174,36 @@ impl Transition {
             stalled: false,
             expect_cancel_requested: None,
             unique_key_free: false,
+        }
+    }
+}
+
+impl Transition {
+    /// The error for a transition whose guard failed, given the job's current `(state, lease_token,
+    /// cancel_requested)` (`None`: no such job). Every store reports a failed guard the same way.
+    pub fn guard_failure(
+        &self,
+        id: &str,
+        current: Option<(String, Option<String>, bool)>,
+    ) -> Error {
+        let Some((state, token, cancel)) = current else {
+            return Error::NotFound(format!("job {id}"));
+        };
+        match &self.guard {
+            Guard::Lease(want) if state == "active" && token.as_deref() == Some(want.as_str()) => {
+                if self.expect_cancel_requested.is_some_and(|c| c != cancel) {
+                    Error::Conflict(format!("a cancel of job {id} was requested meanwhile"))
+                } else {
+                    Error::Conflict(format!("job {id} changed meanwhile"))
+                }
+            }
+            Guard::Lease(_) => Error::LeaseLost,
+            Guard::State(want) if state == want.as_str() && self.unique_key_free => {
+                Error::Conflict(format!(
+                    "job {id}: another unfinished job of its queue holds its unique key"
+                ))
+            }
+            Guard::State(want) => Error::Conflict(format!("job {id} is {state}, not {want}")),
         }
     }
 }

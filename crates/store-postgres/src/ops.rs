@@ -781,37 +781,12 @@ pub(crate) async fn job_transition(
                     )),
                     None => None,
                 };
-                Err(guard_failure(&id, t, current))
+                Err(t.guard_failure(&id, current))
             }
         });
     }
     notify(c, cx, woken.iter().map(String::as_str)).await?;
     Ok(out)
-}
-
-/// Says which guard of `t` failed, given the job's current `(state, lease_token, cancel_requested)`.
-fn guard_failure(
-    id: &str,
-    t: &Transition,
-    current: Option<(String, Option<String>, bool)>,
-) -> Error {
-    let Some((state, token, cancel)) = current else {
-        return Error::NotFound(format!("job {id}"));
-    };
-    match &t.guard {
-        Guard::Lease(want) if state == "active" && token.as_deref() == Some(want.as_str()) => {
-            if t.expect_cancel_requested.is_some_and(|c| c != cancel) {
-                Error::Conflict(format!("a cancel of job {id} was requested meanwhile"))
-            } else {
-                Error::Conflict(format!("job {id} changed meanwhile"))
-            }
-        }
-        Guard::Lease(_) => Error::LeaseLost,
-        Guard::State(want) if state == want.as_str() && t.unique_key_free => Error::Conflict(
-            format!("job {id}: another unfinished job of its queue holds its unique key"),
-        ),
-        Guard::State(want) => Error::Conflict(format!("job {id} is {state}, not {want}")),
-    }
 }
 
 pub(crate) async fn job_request_cancel(
