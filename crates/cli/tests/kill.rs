@@ -12,10 +12,10 @@ mod support;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::{free_port, wait_ready};
+use support::{assert_acknowledged, free_port, wait_ready};
 
 use errand_client::Client;
-use errand_protocol::{CompleteRequest, EnqueueJob, FetchRequest, JobState};
+use errand_protocol::{CompleteRequest, EnqueueJob, FetchRequest};
 use serde_json::json;
 
 fn start(dir: &std::path::Path, port: u16) -> Child {
@@ -112,20 +112,7 @@ async fn sigkill_under_load_loses_no_acknowledged_enqueue_or_completion() {
 
     let mut server = start(dir.path(), port);
     wait_ready(&client).await;
-    for id in &enqueued {
-        client
-            .get(id)
-            .await
-            .unwrap_or_else(|e| panic!("acknowledged enqueue {id} lost: {e}"));
-    }
-    for id in &completed {
-        let job = client.get(id).await.unwrap();
-        assert_eq!(
-            job.state,
-            JobState::Completed,
-            "acknowledged completion of {id} lost"
-        );
-    }
+    assert_acknowledged(&client, &enqueued, &completed).await;
     server.kill().unwrap();
     server.wait().unwrap();
     eprintln!(

@@ -14,9 +14,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::{free_port, wait_ready};
+use support::{assert_acknowledged, free_port, wait_ready};
 
-use errand_client::protocol::{CompleteRequest, EnqueueJob, FetchRequest, JobState};
+use errand_client::protocol::{CompleteRequest, EnqueueJob, FetchRequest};
 use errand_client::{Client, RetryPolicy};
 use serde_json::json;
 
@@ -281,19 +281,7 @@ async fn the_database_restarting_under_load_gives_503_then_recovers_losing_nothi
 
     let enqueued = enqueued.lock().unwrap().clone();
     let completed = completed.lock().unwrap().clone();
-    for id in &enqueued {
-        client
-            .get(id)
-            .await
-            .unwrap_or_else(|e| panic!("acknowledged enqueue {id} lost: {e}"));
-    }
-    for id in &completed {
-        assert_eq!(
-            client.get(id).await.unwrap().state,
-            JobState::Completed,
-            "{id}"
-        );
-    }
+    assert_acknowledged(&client, &enqueued, &completed).await;
     server.kill().unwrap();
     server.wait().unwrap();
     eprintln!(

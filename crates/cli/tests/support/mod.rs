@@ -23,3 +23,22 @@ pub async fn wait_ready(client: &Client) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Asserts that every acknowledged enqueue is on the server and every acknowledged completion is
+/// `completed` there.
+pub async fn assert_acknowledged(client: &Client, enqueued: &[String], completed: &[String]) {
+    for id in enqueued {
+        client
+            .get(id)
+            .await
+            .unwrap_or_else(|e| panic!("acknowledged enqueue {id} lost: {e}"));
+    }
+    for id in completed {
+        let job = client.get(id).await.unwrap();
+        assert_eq!(
+            job.state,
+            errand_client::protocol::JobState::Completed,
+            "acknowledged completion of {id} lost"
+        );
+    }
+}
