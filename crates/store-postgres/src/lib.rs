@@ -24,6 +24,7 @@
 //! `errand-core` decides what they should be.
 
 pub mod conn;
+mod group;
 mod listen;
 mod ops;
 pub mod schema;
@@ -36,12 +37,13 @@ use async_trait::async_trait;
 use deadpool_postgres::{Pool, PoolError};
 
 use errand_core::store::{
-    Claimed, Inserted, JobClaim, JobDelete, JobInsert, JobList, JobPrune, LeaseRenew, Renewed,
-    Store, Transition, Transitioned,
+    Claimed, Inserted, JobClaim, JobDelete, JobInsert, JobList, JobPrune, JobSpec, LeaseRenew,
+    Renewed, Store, Transition, Transitioned,
 };
 use errand_core::{Error, Job, JobId, QueueConfig, QueueInfo, QueueStats, Result, Timestamp};
 
 use conn::{connect_reason, describe, run, write};
+use group::Group;
 use listen::Listener;
 use ops::Cx;
 pub use ops::due_channel;
@@ -81,7 +83,11 @@ pub struct PgStore {
 
 struct Inner {
     pool: Pool,
-    cx: Cx,
+    cx: Arc<Cx>,
+    /// Concurrent enqueues share transactions (see [`group`]).
+    inserts: Group<JobSpec, Inserted>,
+    /// Concurrent acknowledgements too.
+    transitions: Group<Transition, Result<Transitioned>>,
     /// `host:port/db as user "u"`, for `Debug` and messages: never the password.
     target: String,
     listener: Listener,
@@ -148,14 +154,22 @@ impl PgStore {
             })?;
         drop(client);
 
-        let cx = Cx::new(&options.schema);
+        let cx = Arc::new(Cx::new(&options.schema));
         let listener = Listener::start(config, cx.channel.clone())
             .await
             .map_err(|e| cannot(connect_reason(&e, timeout)))?;
+        let inserts = Group::start(pool.clone(), cx.clone(), |tx, cx, jobs| {
+            Box::pin(ops::job_insert(tx, cx, jobs))
+        });
+        let transitions = Group::start(pool.clone(), cx.clone(), |tx, cx, ts| {
+            Box::pin(ops::job_transition(tx, cx, ts))
+        });
         Ok(PgStore {
             inner: Arc::new(Inner {
                 pool,
                 cx,
+                inserts,
+                transitions,
                 target: format!("{at}/{db} as user \"{user}\""),
                 listener,
             }),
@@ -179,10 +193,10 @@ impl PgStore {
 #[async_trait]
 impl Store for PgStore {
     async fn job_insert(&self, p: JobInsert) -> Result<Vec<Inserted>> {
-        write(self.pool(), self.cx(), &p, |tx, cx, p| {
-            Box::pin(ops::job_insert(tx, cx, p))
-        })
-        .await
+        if p.jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.inner.inserts.run(p.jobs).await
     }
 
     async fn job_claim(&self, p: JobClaim) -> Result<Claimed> {
@@ -203,10 +217,7 @@ impl Store for PgStore {
         if p.is_empty() {
             return Ok(Vec::new());
         }
-        write(self.pool(), self.cx(), &p, |tx, cx, p| {
-            Box::pin(ops::job_transition(tx, cx, p))
-        })
-        .await
+        self.inner.transitions.run(p).await
     }
 
     async fn job_request_cancel(&self, id: JobId) -> Result<Transitioned> {

@@ -18,7 +18,7 @@ use tokio_postgres::types::ToSql;
 
 use errand_core::engine::raw_json;
 use errand_core::store::{
-    Attempts, Claimed, Guard, Inserted, JobClaim, JobDelete, JobInsert, JobList, JobPrune,
+    Attempts, Claimed, Guard, Inserted, JobClaim, JobDelete, JobList, JobPrune, JobSpec,
     LeaseRenew, Renewed, Transition, Transitioned,
 };
 use errand_core::{
@@ -120,8 +120,9 @@ statements! {
         RETURNING lease_expires_at, cancel_requested";
     /// Plain completions in one statement. A batch naming one job twice updates it once.
     complete_many = "UPDATE {s}.jobs AS j SET state = 'completed', result = c.c_result, \
-            finished_at = $4, lease_expires_at = NULL, deadline_at = NULL \
-        FROM unnest($1::text[], $2::text[], $3::text[]) AS c(c_id, c_token, c_result) \
+            finished_at = c.c_now, lease_expires_at = NULL, deadline_at = NULL \
+        FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[]) \
+            AS c(c_id, c_token, c_result, c_now) \
         WHERE j.id = c.c_id AND j.state = 'active' AND j.lease_token = c.c_token \
         RETURNING j.id, j.lease_token, j.queue, j.kind, j.attempts";
     /// One guarded transition; see `Transition` for what each parameter does. Error records are
@@ -404,9 +405,8 @@ async fn lock_unique_keys(
 pub(crate) async fn job_insert(
     c: &impl GenericClient,
     cx: &Cx,
-    p: &JobInsert,
+    jobs: &[JobSpec],
 ) -> Result<Vec<Inserted>> {
-    let jobs = &p.jobs;
     let mut out = vec![Inserted::New; jobs.len()];
     if jobs.is_empty() {
         return Ok(out);
@@ -691,13 +691,9 @@ pub(crate) async fn job_transition(
             .iter()
             .map(|t| t.result.as_ref().map(|r| r.get()))
             .collect();
-        for row in query(
-            c,
-            &cx.sql.complete_many,
-            &[&ids, &tokens, &results, &plain[0].now],
-        )
-        .await?
-        {
+        // Per item: a batch may join acknowledgements of several requests, each with its own clock.
+        let nows: Vec<Timestamp> = plain.iter().map(|t| t.now).collect();
+        for row in query(c, &cx.sql.complete_many, &[&ids, &tokens, &results, &nows]).await? {
             completed.insert(
                 (get(&row, 0)?, get(&row, 1)?),
                 (
