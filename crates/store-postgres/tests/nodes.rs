@@ -225,6 +225,41 @@ async fn debug_output_never_shows_the_password() {
     assert!(shown.contains(schema.name()), "{shown}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_setting_changed_on_one_node_applies_on_the_other_within_the_ttl() {
+    let Some(url) = test_url().await else { return };
+    let schema = TestSchema::new(&url).await;
+    let (a, b) = (schema.store().await, schema.store().await);
+    let clock = ManualClock::at_fixed_start();
+    let (ea, eb) = (engine(&a, &clock), engine(&b, &clock));
+    let ttl = EngineConfig::default().queue_config_ttl_ms;
+    let attempts = |e: Engine| async move {
+        let id = e
+            .enqueue(NewJob::new("q", "k", json!({})))
+            .await
+            .unwrap()
+            .id;
+        e.get(id).await.unwrap().max_attempts
+    };
+    let default = attempts(eb.clone()).await; // B has now read (and cached) the settings
+    ea.set_queue_config(
+        "q",
+        errand_core::QueueConfig {
+            max_attempts: default + 4,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(attempts(ea.clone()).await, default + 4, "at once where set");
+    clock.advance(ttl as i64);
+    assert_eq!(
+        attempts(eb.clone()).await,
+        default + 4,
+        "within the ttl elsewhere"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_enqueue_on_one_node_wakes_the_other() {
     let Some(url) = test_url().await else { return };

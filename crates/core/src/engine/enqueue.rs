@@ -58,8 +58,8 @@ impl Engine {
             let spec = async {
                 validate::queue_name("queue", &job.queue, self.limits())?;
                 if !configs.contains_key(&job.queue) {
-                    let info = self.queue_info(&job.queue).await?;
-                    configs.insert(job.queue.clone(), info.config);
+                    let config = self.queue_config(&job.queue, now).await?;
+                    configs.insert(job.queue.clone(), config);
                 }
                 let id = self.next_id(now);
                 self.resolve(job, &configs, id, now)

@@ -1,5 +1,6 @@
 //! Operators: cancel, retry, replay and purge dead jobs, promote, pause, configure, and look.
 
+use crate::clock::Timestamp;
 use crate::error::{Error, Result};
 use crate::id::JobId;
 use crate::model::{Job, JobState, QueueConfig, QueueInfo, QueueStats};
@@ -213,7 +214,20 @@ impl Engine {
     pub async fn set_queue_config(&self, queue: &str, config: QueueConfig) -> Result<()> {
         validate::queue_name("queue", queue, self.limits())?;
         validate::queue_config(&config, self.limits())?;
-        self.inner.store.queue_put(queue, config).await
+        self.inner.store.queue_put(queue, config.clone()).await?;
+        self.inner.configs.put(queue, config, self.now());
+        Ok(())
+    }
+
+    /// A queue's settings as enqueues apply them: cached for `queue_config_ttl_ms` (see `configs`).
+    pub(super) async fn queue_config(&self, queue: &str, now: Timestamp) -> Result<QueueConfig> {
+        let ttl = self.inner.config.queue_config_ttl_ms;
+        if let Some(config) = self.inner.configs.get(queue, now, ttl) {
+            return Ok(config);
+        }
+        let config = self.queue_info(queue).await?.config;
+        self.inner.configs.put(queue, config.clone(), now);
+        Ok(config)
     }
 
     /// Every known queue.

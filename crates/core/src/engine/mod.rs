@@ -7,6 +7,7 @@
 //! `manage.rs` for operators and `maintain.rs` for the periodic maintenance pass. This file holds the
 //! engine itself and the plumbing they share: applying guarded transitions and announcing events.
 
+mod configs;
 mod enqueue;
 mod maintain;
 mod manage;
@@ -38,6 +39,10 @@ pub struct EngineConfig {
     pub event_capacity: usize,
     /// Jobs handled per store call by maintenance and bulk operations.
     pub batch_size: usize,
+    /// How long enqueues reuse a queue's settings before reading them again (default 1,000 ms; 0 reads
+    /// them for every request). Changes made through this engine apply at once; this bounds how long a
+    /// change made on another node takes to apply here.
+    pub queue_config_ttl_ms: u64,
 }
 
 impl Default for EngineConfig {
@@ -46,6 +51,7 @@ impl Default for EngineConfig {
             limits: Limits::default(),
             event_capacity: 4_096,
             batch_size: 500,
+            queue_config_ttl_ms: 1_000,
         }
     }
 }
@@ -63,6 +69,7 @@ struct Inner {
     config: EngineConfig,
     events: broadcast::Sender<Event>,
     ids: Mutex<IdGenerator>,
+    configs: configs::ConfigCache,
 }
 
 impl Engine {
@@ -76,6 +83,7 @@ impl Engine {
                 config,
                 events,
                 ids: Mutex::new(IdGenerator::default()),
+                configs: configs::ConfigCache::default(),
             }),
         }
     }
