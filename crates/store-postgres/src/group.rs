@@ -28,7 +28,7 @@ use crate::ops::Cx;
 
 /// Transactions of one group running at once. Beyond a few, more would only contend for the same
 /// locks and cores; the requests that arrive meanwhile go into the next transaction instead.
-pub(crate) const IN_FLIGHT: usize = 4;
+pub(crate) const IN_FLIGHT: usize = 2;
 
 /// The most items one shared transaction takes (a request larger than this still goes whole).
 pub(crate) const MAX_ITEMS: usize = 5_000;
