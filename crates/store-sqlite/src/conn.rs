@@ -12,6 +12,12 @@
 //! no statement or savepoint journal is needed — statements say `OR FAIL`, and the group's rollback undoes
 //! a half-done one.
 //!
+//! **Checkpoints** run on a thread and connection of their own (`PASSIVE`, after every
+//! [`CHECKPOINT_EVERY`] commits and at least once a second), not inside a commit of the writer: copying a
+//! WAL of thousands of pages back into the database takes long enough to stall every waiting operation
+//! behind it. A passive checkpoint never blocks the writer. The writer's own automatic checkpoint stays
+//! as a backstop, at a threshold ([`WRITER_AUTOCHECKPOINT`] pages) reached only if the thread falls behind.
+//!
 //! **Reads** run on a small pool of connections on tokio's blocking threads. WAL mode lets them read a
 //! consistent snapshot while the writer writes; a write is visible to every read that starts after the
 //! write was answered.
@@ -112,7 +118,7 @@ pub(crate) fn open_connection(path: &Path, sync: SyncMode, reader: bool) -> Resu
          PRAGMA foreign_keys = ON;
          PRAGMA cache_size = -16000;
          PRAGMA temp_store = MEMORY;
-         PRAGMA wal_autocheckpoint = 10000;",
+         PRAGMA wal_autocheckpoint = {WRITER_AUTOCHECKPOINT};",
         sync.pragma()
     ))
     .map_err(backend)?;
@@ -131,6 +137,12 @@ pub(crate) struct Writer {
     thread: Option<thread::JoinHandle<()>>,
     stats: Arc<Counters>,
 }
+
+/// Commits after which the writer asks the checkpoint thread for a checkpoint.
+pub(crate) const CHECKPOINT_EVERY: u64 = 200;
+
+/// The writer's own automatic checkpoint, in WAL pages (400 MB of 4 KiB pages): a backstop only.
+const WRITER_AUTOCHECKPOINT: u32 = 100_000;
 
 /// What the writer has committed since the store opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -157,14 +169,22 @@ impl Drop for Writer {
 }
 
 impl Writer {
-    pub(crate) fn start(conn: Connection) -> Result<Self> {
+    /// Starts the writer thread on `conn`, and the checkpoint thread on `checkpoints`, a second
+    /// connection to the same database.
+    pub(crate) fn start(conn: Connection, checkpoints: Connection) -> Result<Self> {
         let (tx, rx) = mpsc::channel::<Box<dyn WriteOp>>();
+        let (nudge, nudged) = mpsc::sync_channel::<()>(1);
         let stats = Arc::new(Counters::default());
         let counters = stats.clone();
+        let spawn_error = |e: std::io::Error| Error::Backend(Box::new(e));
+        let checkpointer = thread::Builder::new()
+            .name("errand-sqlite-checkpoint".into())
+            .spawn(move || checkpoint_loop(checkpoints, nudged))
+            .map_err(spawn_error)?;
         let thread = thread::Builder::new()
             .name("errand-sqlite-writer".into())
-            .spawn(move || writer_loop(conn, rx, &counters))
-            .map_err(|e| Error::Backend(Box::new(e)))?;
+            .spawn(move || writer_loop(conn, rx, (nudge, checkpointer), &counters))
+            .map_err(spawn_error)?;
         Ok(Writer {
             tx: Some(tx),
             thread: Some(thread),
@@ -201,7 +221,13 @@ impl Writer {
     }
 }
 
-fn writer_loop(conn: Connection, rx: mpsc::Receiver<Box<dyn WriteOp>>, counters: &Counters) {
+fn writer_loop(
+    conn: Connection,
+    rx: mpsc::Receiver<Box<dyn WriteOp>>,
+    (nudge, checkpointer): (mpsc::SyncSender<()>, thread::JoinHandle<()>),
+    counters: &Counters,
+) {
+    let mut since_checkpoint = 0u64;
     while let Ok(first) = rx.recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -211,9 +237,33 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Box<dyn WriteOp>>, counters:
             }
         }
         commit_group(&conn, group, counters);
+        since_checkpoint += 1;
+        if since_checkpoint >= CHECKPOINT_EVERY {
+            since_checkpoint = 0;
+            // Full: a checkpoint is already asked for.
+            let _ = nudge.try_send(());
+        }
     }
+    // Stop the checkpoint thread first, so that the last checkpoint below does not find it busy.
+    drop(nudge);
+    let _ = checkpointer.join();
     // All handles dropped: leave the WAL checkpointed so the file is complete on its own.
     let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);");
+}
+
+/// Checkpoints when nudged by the writer, or after a second without a nudge, until the writer stops.
+fn checkpoint_loop(conn: Connection, nudged: mpsc::Receiver<()>) {
+    loop {
+        match nudged.recv_timeout(std::time::Duration::from_secs(1)) {
+            Ok(()) | Err(mpsc::RecvTimeoutError::Timeout) => {
+                // PASSIVE: copies what no reader still needs, without waiting for anyone.
+                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    tracing::warn!("a background checkpoint failed (the next one retries): {e}");
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        }
+    }
 }
 
 /// Runs a statement without parsing it again each time (BEGIN and COMMIT run once per group).

@@ -93,7 +93,7 @@ impl SqliteStore {
         schema::migrate(&mut conn)?;
         Ok(SqliteStore {
             inner: Arc::new(Inner {
-                writer: Writer::start(conn)?,
+                writer: Writer::start(conn, open_connection(&path, options.sync, false)?)?,
                 readers: Readers::new(&path, options.sync, options.readers.max(1)),
                 path,
                 _lock: lock,
