@@ -133,7 +133,7 @@ pub enum KeyCommand {
     },
 }
 
-fn client(remote: &Remote) -> Result<Client, ExitCode> {
+pub(crate) fn client(remote: &Remote) -> Result<Client, ExitCode> {
     // A person waits at the terminal: retry a server that is restarting for a few seconds, not 30.
     let retry = errand_client::RetryPolicy {
         max_elapsed: std::time::Duration::from_secs(3),
@@ -149,7 +149,7 @@ fn client(remote: &Remote) -> Result<Client, ExitCode> {
 }
 
 /// Turns a client error into a message and an exit code.
-fn report(e: errand_client::Error) -> ExitCode {
+pub(crate) fn report(e: errand_client::Error) -> ExitCode {
     let code = match &e {
         // The client refused to send it: the input cannot be put in a request.
         errand_client::Error::InvalidRequest(_) => 2,

@@ -7,6 +7,7 @@
 mod bench;
 mod commands;
 mod output;
+mod schedule;
 
 use std::process::ExitCode;
 
@@ -67,6 +68,13 @@ enum Command {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Cron schedules: list, get, set, rm, pause, resume, trigger.
+    Schedule {
+        #[command(subcommand)]
+        command: schedule::ScheduleCommand,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// API keys: make a new one.
     Key {
         #[command(subcommand)]
@@ -100,6 +108,7 @@ fn main() -> ExitCode {
             Command::Job { command, remote } => commands::job(command, &remote).await,
             Command::Queue { command, remote } => commands::queue(command, &remote).await,
             Command::Dlq { command, remote } => commands::dlq(command, &remote).await,
+            Command::Schedule { command, remote } => schedule::schedule(command, &remote).await,
             Command::Key { command } => commands::key(command),
             Command::Bench(args) => bench::run(*args).await,
             Command::Openapi => match errand_server::openapi().to_pretty_json() {

@@ -170,6 +170,65 @@ async fn jobs_queues_and_dead_letters_from_the_command_line() {
     assert_eq!(out.status.code(), Some(1), "unreachable server");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedules_from_the_command_line() {
+    let server = TestServer::start().await;
+    let url = server.url();
+    let set = [
+        "schedule",
+        "set",
+        "nightly",
+        "--cron",
+        "0 3 * * *",
+        "--tz",
+        "Europe/Berlin",
+        "--queue",
+        "reports",
+        "--kind",
+        "daily",
+        "--payload",
+        "{\"full\": true}",
+        "--missed",
+        "catch-up-one",
+    ];
+    let out = run(&url, &set).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("nightly set"), "{text}");
+    assert_eq!(text.matches("next run").count(), 5, "{text}");
+
+    let out = run(&url, &["schedule", "get", "nightly", "--json"]).await;
+    let v = json(&out);
+    assert_eq!(v["timezone"], "Europe/Berlin");
+    assert_eq!(v["missed"], "catch_up_one");
+    assert_eq!(v["payload"]["full"], true);
+    let out = run(&url, &["schedule", "ls"]).await;
+    assert!(String::from_utf8_lossy(&out.stdout).contains("0 3 * * *"));
+
+    let out = run(&url, &["schedule", "pause", "nightly", "--json"]).await;
+    assert_eq!(json(&out)["paused"], true);
+    let out = run(&url, &["schedule", "trigger", "nightly", "--json"]).await;
+    assert_eq!(json(&out)["state"], "waiting");
+    let out = run(&url, &["schedule", "resume", "nightly", "--json"]).await;
+    assert_eq!(json(&out)["paused"], false);
+
+    // February 30th never comes: invalid input, exit 2, naming the field.
+    let mut bad = set;
+    bad[4] = "0 0 30 2 *";
+    let out = run(&url, &bad).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cron"));
+
+    let out = run(&url, &["schedule", "rm", "nightly"]).await;
+    assert!(out.status.success());
+    let out = run(&url, &["schedule", "get", "nightly"]).await;
+    assert_eq!(out.status.code(), Some(3), "not found");
+}
+
 #[test]
 fn key_new_prints_a_secret_and_its_hash_for_the_config_file() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_errand"))

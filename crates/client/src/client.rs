@@ -8,7 +8,8 @@ use errand_protocol::{
     AckBatchRequest, AckBatchResponse, AckResponse, CancelResponse, CompleteRequest, CountResponse,
     DeadFilter, EnqueueJob, Enqueued, EnqueuedBatch, ErrorBody, FailRequest, FetchRequest,
     FetchResponse, Health, HeartbeatRequest, HeartbeatResponse, JobPage, JobState,
-    JobStateResponse, JobView, QueueConfig, QueueList, QueueView, ReleaseRequest, code,
+    JobStateResponse, JobView, QueueConfig, QueueList, QueueView, ReleaseRequest, ScheduleDef,
+    ScheduleList, ScheduleView, code,
 };
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use reqwest::{Method, StatusCode, Url};
@@ -41,7 +42,7 @@ enum Repeat {
 ///
 /// | retried on any such failure | retried only if the request certainly did nothing¹ | never retried |
 /// | --- | --- | --- |
-/// | every `GET`; [`heartbeat`](Client::heartbeat), [`complete`](Client::complete) (a repeat of the same lease's completion answers success with `duplicate: true`), [`fail`](Client::fail)², [`release`](Client::release)², [`ack_batch`](Client::ack_batch)²; [`pause`](Client::pause), [`resume`](Client::resume), [`set_queue_config`](Client::set_queue_config); [`enqueue`](Client::enqueue) of a job with a `unique_key` (and [`enqueue_batch`](Client::enqueue_batch) when every job has one)³ | [`enqueue`](Client::enqueue) without a `unique_key` (a repeat would enqueue a second job); [`fetch`](Client::fetch) (a repeat would lease jobs to nobody until their leases expire); [`cancel`](Client::cancel), [`retry`](Client::retry), [`promote`](Client::promote), [`replay_dead`](Client::replay_dead), [`purge_dead`](Client::purge_dead) | [`health_live`](Client::health_live), [`health_ready`](Client::health_ready): a health check reports, it does not insist |
+/// | every `GET`; [`heartbeat`](Client::heartbeat), [`complete`](Client::complete) (a repeat of the same lease's completion answers success with `duplicate: true`), [`fail`](Client::fail)², [`release`](Client::release)², [`ack_batch`](Client::ack_batch)²; [`pause`](Client::pause), [`resume`](Client::resume), [`set_queue_config`](Client::set_queue_config); [`put_schedule`](Client::put_schedule), [`pause_schedule`](Client::pause_schedule), [`resume_schedule`](Client::resume_schedule); [`enqueue`](Client::enqueue) of a job with a `unique_key` (and [`enqueue_batch`](Client::enqueue_batch) when every job has one)³ | [`enqueue`](Client::enqueue) without a `unique_key` (a repeat would enqueue a second job); [`fetch`](Client::fetch) (a repeat would lease jobs to nobody until their leases expire); [`cancel`](Client::cancel), [`retry`](Client::retry), [`promote`](Client::promote), [`replay_dead`](Client::replay_dead), [`purge_dead`](Client::purge_dead), [`delete_schedule`](Client::delete_schedule), [`trigger_schedule`](Client::trigger_schedule) | [`health_live`](Client::health_live), [`health_ready`](Client::health_ready): a health check reports, it does not insist |
 ///
 /// ¹ The connection was refused (nothing was sent), or the server answered `429 rate_limited` or
 /// `503 unavailable`, which the API defines as "nothing done, retry".
@@ -460,6 +461,74 @@ impl Client {
             None,
             Repeat::IfUntouched,
             self.inner.request_timeout,
+        )
+        .await
+    }
+
+    // --- schedules ---------------------------------------------------------------------------
+
+    /// `GET /v1/schedules`: every schedule the key may see.
+    pub async fn schedules(&self) -> Result<ScheduleList> {
+        self.get_json(&["v1", "schedules"], &[]).await
+    }
+
+    /// `GET /v1/schedules/{name}`: one schedule with its next ticks.
+    pub async fn schedule(&self, name: &str) -> Result<ScheduleView> {
+        self.get_json(&["v1", "schedules", queue_seg(name)?], &[])
+            .await
+    }
+
+    /// `PUT /v1/schedules/{name}`: create or replace a schedule (its next tick is computed from now).
+    pub async fn put_schedule(&self, name: &str, def: &ScheduleDef) -> Result<ScheduleView> {
+        let body = to_body(def)?;
+        self.call(
+            Method::PUT,
+            &["v1", "schedules", queue_seg(name)?],
+            &[],
+            Some(body),
+            Repeat::Safe,
+            self.inner.request_timeout,
+        )
+        .await
+    }
+
+    /// `DELETE /v1/schedules/{name}`: delete a schedule; answers what it was.
+    pub async fn delete_schedule(&self, name: &str) -> Result<ScheduleView> {
+        self.call(
+            Method::DELETE,
+            &["v1", "schedules", queue_seg(name)?],
+            &[],
+            None,
+            Repeat::IfUntouched,
+            self.inner.request_timeout,
+        )
+        .await
+    }
+
+    /// `POST /v1/schedules/{name}/pause`: fire no ticks until resumed.
+    pub async fn pause_schedule(&self, name: &str) -> Result<ScheduleView> {
+        self.post_empty(
+            &["v1", "schedules", queue_seg(name)?, "pause"],
+            Repeat::Safe,
+        )
+        .await
+    }
+
+    /// `POST /v1/schedules/{name}/resume`: fire again from the next tick after now.
+    pub async fn resume_schedule(&self, name: &str) -> Result<ScheduleView> {
+        self.post_empty(
+            &["v1", "schedules", queue_seg(name)?, "resume"],
+            Repeat::Safe,
+        )
+        .await
+    }
+
+    /// `POST /v1/schedules/{name}/trigger`: enqueue the schedule's job now. Not repeated after a
+    /// timeout (a repeat would enqueue a second job).
+    pub async fn trigger_schedule(&self, name: &str) -> Result<Enqueued> {
+        self.post_empty(
+            &["v1", "schedules", queue_seg(name)?, "trigger"],
+            Repeat::IfUntouched,
         )
         .await
     }

@@ -7,16 +7,19 @@
 //! [`Store`], whose implementations live in their own crates.
 
 pub mod clock;
+pub mod cron;
 pub mod engine;
 pub mod error;
 pub mod event;
 pub mod id;
 pub mod limits;
 pub mod model;
+pub mod schedule;
 pub mod store;
 pub mod validate;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
+pub use cron::CronSchedule;
 pub use engine::{
     Ack, AckOutcome, Cancelled, Claim, DeadFilter, Engine, EngineConfig, Enqueued, Failure,
     MaintenanceReport, Page,
@@ -29,4 +32,5 @@ pub use model::{
     Backoff, BackoffKind, DeadReason, ErrorKind, ErrorRecord, Job, JobOptions, JobState, Lease,
     NewJob, QueueConfig, QueueInfo, QueueStats, Retention,
 };
+pub use schedule::{Missed, Schedule, ScheduleDef};
 pub use store::Store;

@@ -23,6 +23,7 @@ use crate::id::{JobId, LeaseToken};
 use crate::model::{
     Backoff, DeadReason, ErrorRecord, Job, JobState, QueueConfig, QueueInfo, QueueStats,
 };
+use crate::schedule::Schedule;
 
 /// A fully resolved job, ready to insert: every default applied, every field validated.
 #[derive(Debug, Clone)]
@@ -246,6 +247,30 @@ pub struct JobDelete {
     pub ids: Vec<(JobId, JobState)>,
 }
 
+/// Fire one tick of a schedule, if it is still the tick the schedule waits for: in one transaction, when
+/// the schedule exists, is not paused and its `next_run_at` equals `expect_next`, set `next_run_at` to
+/// `next` and insert `job` (if any) as [`Store::job_insert`] would (its unique key may name an existing
+/// job); `last_run_at` becomes `tick` and `last_job_id` the id of the job inserted or found. Otherwise
+/// change nothing. This compare-and-set is what makes a tick fire once across nodes.
+#[derive(Debug, Clone)]
+pub struct ScheduleFire {
+    pub name: String,
+    pub expect_next: Timestamp,
+    pub next: Option<Timestamp>,
+    pub tick: Timestamp,
+    pub job: Option<JobSpec>,
+    pub now: Timestamp,
+}
+
+/// What [`Store::schedule_fire`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fired {
+    /// The tick was not (or no longer) the schedule's: nothing changed.
+    Stale,
+    /// The schedule moved on; `job` is what its job insert did (`None`: no job was to fire).
+    Moved { job: Option<Inserted> },
+}
+
 /// The store. See the module documentation for the contract.
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug + 'static {
@@ -304,6 +329,34 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// Counts per state and the oldest waiting job's age.
     async fn queue_stats(&self, name: &str, now: Timestamp) -> Result<QueueStats>;
+
+    /// Creates or replaces a schedule's definition, pause flag and `next_run_at`, keeping its
+    /// `created_at`, `last_run_at` and `last_job_id` if it exists.
+    async fn schedule_put(&self, s: Schedule) -> Result<()>;
+
+    /// One schedule.
+    async fn schedule_get(&self, name: &str) -> Result<Option<Schedule>>;
+
+    /// Every schedule, by name.
+    async fn schedule_list(&self) -> Result<Vec<Schedule>>;
+
+    /// Deletes a schedule; `false` if there was none.
+    async fn schedule_delete(&self, name: &str) -> Result<bool>;
+
+    /// Pauses or resumes a schedule, setting its `next_run_at`; `false` if there is no such schedule.
+    async fn schedule_set_paused(
+        &self,
+        name: &str,
+        paused: bool,
+        next_run_at: Option<Timestamp>,
+        now: Timestamp,
+    ) -> Result<bool>;
+
+    /// Unpaused schedules whose `next_run_at` is at or before `now`, earliest first (at most `limit`).
+    async fn schedule_due(&self, now: Timestamp, limit: usize) -> Result<Vec<Schedule>>;
+
+    /// Fires one tick (see [`ScheduleFire`]).
+    async fn schedule_fire(&self, p: ScheduleFire) -> Result<Fired>;
 
     /// Takes or keeps the lead of `role` (e.g. `maintenance`) for `holder` for `ttl_ms`, if no other
     /// holder has it: work that should run on one node at a time goes to the node that gets `true`. The

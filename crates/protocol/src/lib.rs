@@ -626,6 +626,106 @@ pub struct CountResponse {
     pub count: u64,
 }
 
+/// What a cron schedule does about ticks missed while no server ran: `skip` them (the default), or
+/// `catch_up_one` — one job for all of them. A tick seen within 60 s of its time is never missed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum Missed {
+    #[default]
+    Skip,
+    CatchUpOne,
+}
+
+/// A cron schedule's definition: `PUT /v1/schedules/{name}`. Each tick enqueues one job of `kind` with
+/// `payload` on `queue`; options left out take the queue's defaults.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleDef {
+    /// 5 fields (`min hour day-of-month month day-of-week`), 6 with seconds first, or `@yearly`,
+    /// `@monthly`, `@weekly`, `@daily`, `@hourly`.
+    pub cron: String,
+    /// An IANA time zone (default `UTC`): ticks follow its wall clock, daylight saving included.
+    #[serde(default = "utc")]
+    pub timezone: String,
+    pub queue: String,
+    pub kind: String,
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub payload: Value,
+    #[serde(default)]
+    pub missed: Missed,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff: Option<Backoff>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_key: Option<String>,
+}
+
+fn utc() -> String {
+    "UTC".to_string()
+}
+
+impl ScheduleDef {
+    /// A schedule of `cron` (in UTC) enqueuing `kind` with `payload` on `queue`.
+    pub fn new(
+        cron: impl Into<String>,
+        queue: impl Into<String>,
+        kind: impl Into<String>,
+        payload: Value,
+    ) -> Self {
+        ScheduleDef {
+            cron: cron.into(),
+            timezone: utc(),
+            queue: queue.into(),
+            kind: kind.into(),
+            payload,
+            missed: Missed::Skip,
+            priority: None,
+            max_attempts: None,
+            backoff: None,
+            timeout_ms: None,
+            heartbeat_ms: None,
+            group_key: None,
+        }
+    }
+}
+
+/// A schedule and where it stands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ScheduleView {
+    pub name: String,
+    #[serde(flatten)]
+    pub def: ScheduleDef,
+    pub paused: bool,
+    /// The next ticks (up to 5), ms since the epoch; empty if it never fires again. While paused,
+    /// the ticks it would fire once resumed.
+    pub next_runs: Vec<i64>,
+    /// The latest tick that fired, and its job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_job_id: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// `GET /v1/schedules`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ScheduleList {
+    pub schedules: Vec<ScheduleView>,
+}
+
 /// `GET /health/live` and `GET /health/ready`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]

@@ -208,3 +208,54 @@ pub fn queue_view(s: core::QueueStats) -> wire::QueueView {
         oldest_waiting_age_ms: s.oldest_waiting_age_ms,
     }
 }
+
+pub fn schedule_def_from_wire(d: wire::ScheduleDef) -> core::ScheduleDef {
+    core::ScheduleDef {
+        cron: d.cron,
+        timezone: d.timezone,
+        queue: d.queue,
+        kind: d.kind,
+        payload: d.payload,
+        missed: match d.missed {
+            wire::Missed::Skip => core::Missed::Skip,
+            wire::Missed::CatchUpOne => core::Missed::CatchUpOne,
+        },
+        priority: d.priority,
+        max_attempts: d.max_attempts,
+        backoff: d.backoff.map(backoff_from_wire),
+        timeout_ms: d.timeout_ms,
+        heartbeat_ms: d.heartbeat_ms,
+        group_key: d.group_key,
+    }
+}
+
+/// A schedule as the API shows it, with its next `next_runs` ticks.
+pub fn schedule_view(s: core::Schedule, next_runs: Vec<i64>) -> wire::ScheduleView {
+    let d = s.def;
+    wire::ScheduleView {
+        name: s.name,
+        def: wire::ScheduleDef {
+            cron: d.cron,
+            timezone: d.timezone,
+            queue: d.queue,
+            kind: d.kind,
+            payload: d.payload,
+            missed: match d.missed {
+                core::Missed::Skip => wire::Missed::Skip,
+                core::Missed::CatchUpOne => wire::Missed::CatchUpOne,
+            },
+            priority: d.priority,
+            max_attempts: d.max_attempts,
+            backoff: d.backoff.as_ref().map(backoff),
+            timeout_ms: d.timeout_ms,
+            heartbeat_ms: d.heartbeat_ms,
+            group_key: d.group_key,
+        },
+        paused: s.paused,
+        next_runs,
+        last_run_at: s.last_run_at,
+        last_job_id: s.last_job_id.map(|id| id.to_string()),
+        created_at: s.created_at,
+        updated_at: s.updated_at,
+    }
+}

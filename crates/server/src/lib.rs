@@ -97,6 +97,7 @@ impl AppState {
         (name = "workers", description = "fetch under a lease, heartbeat, acknowledge"),
         (name = "queues", description = "stats, pause, configuration, listings"),
         (name = "dead letters", description = "jobs that failed for good"),
+        (name = "schedules", description = "cron schedules, each tick firing once across nodes"),
         (name = "health", description = "for load balancers and orchestrators"),
     )
 )]
@@ -117,7 +118,7 @@ impl utoipa::Modify for BearerAuth {
 
 /// The routes with their OpenAPI description, from one list so that the two cannot drift apart.
 fn routes() -> OpenApiRouter<AppState> {
-    use routes::{health, jobs, queues, work};
+    use routes::{health, jobs, queues, schedules, work};
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(jobs::enqueue))
         .routes(routes!(jobs::get_job))
@@ -138,6 +139,15 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(queues::list_jobs))
         .routes(routes!(queues::list_dead, queues::purge_dead))
         .routes(routes!(queues::replay_dead))
+        .routes(routes!(schedules::list_schedules))
+        .routes(routes!(
+            schedules::get_schedule,
+            schedules::put_schedule,
+            schedules::delete_schedule
+        ))
+        .routes(routes!(schedules::pause_schedule))
+        .routes(routes!(schedules::resume_schedule))
+        .routes(routes!(schedules::trigger_schedule))
         .routes(routes!(health::live))
         .routes(routes!(health::ready))
 }

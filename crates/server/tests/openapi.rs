@@ -33,6 +33,13 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/queues/{queue}/dead"),
     ("delete", "/v1/queues/{queue}/dead"),
     ("post", "/v1/queues/{queue}/dead/replay"),
+    ("get", "/v1/schedules"),
+    ("get", "/v1/schedules/{name}"),
+    ("put", "/v1/schedules/{name}"),
+    ("delete", "/v1/schedules/{name}"),
+    ("post", "/v1/schedules/{name}/pause"),
+    ("post", "/v1/schedules/{name}/resume"),
+    ("post", "/v1/schedules/{name}/trigger"),
     ("get", "/health/live"),
     ("get", "/health/ready"),
 ];
@@ -65,6 +72,7 @@ async fn the_description_lists_every_route_the_router_serves_and_no_other() {
     for (method, path) in ROUTES {
         let concrete = path
             .replace("{queue}", "q")
+            .replace("{name}", "s")
             .replace("{id}", "01JAAAAAAAAAAAAAAAAAAAAAAA");
         let method: Method = method.to_uppercase().parse().unwrap();
         let (s, b) = api.call(method.clone(), &concrete, Some(json!({}))).await;

@@ -27,6 +27,7 @@ pub mod conn;
 mod group;
 mod listen;
 mod ops;
+mod schedules;
 pub mod schema;
 pub mod testing;
 
@@ -40,7 +41,10 @@ use errand_core::store::{
     Claimed, Inserted, JobClaim, JobDelete, JobInsert, JobList, JobPrune, JobSpec, LeaseRenew,
     Renewed, Store, Transition, Transitioned,
 };
-use errand_core::{Error, Job, JobId, QueueConfig, QueueInfo, QueueStats, Result, Timestamp};
+use errand_core::store::{Fired, ScheduleFire};
+use errand_core::{
+    Error, Job, JobId, QueueConfig, QueueInfo, QueueStats, Result, Schedule, Timestamp,
+};
 
 use conn::{connect_reason, describe, run, write};
 use group::Group;
@@ -308,6 +312,62 @@ impl Store for PgStore {
     async fn queue_stats(&self, name: &str, now: Timestamp) -> Result<QueueStats> {
         run(self.pool(), self.cx(), &(name, now), |c, cx, p| {
             Box::pin(ops::queue_stats(c, cx, p.0, p.1))
+        })
+        .await
+    }
+
+    async fn schedule_put(&self, s: Schedule) -> Result<()> {
+        run(self.pool(), self.cx(), &s, |c, cx, s| {
+            Box::pin(schedules::put(c, cx, s))
+        })
+        .await
+    }
+
+    async fn schedule_get(&self, name: &str) -> Result<Option<Schedule>> {
+        run(self.pool(), self.cx(), name, |c, cx, name| {
+            Box::pin(schedules::get_one(c, cx, name))
+        })
+        .await
+    }
+
+    async fn schedule_list(&self) -> Result<Vec<Schedule>> {
+        run(self.pool(), self.cx(), &(), |c, cx, ()| {
+            Box::pin(schedules::list(c, cx))
+        })
+        .await
+    }
+
+    async fn schedule_delete(&self, name: &str) -> Result<bool> {
+        run(self.pool(), self.cx(), name, |c, cx, name| {
+            Box::pin(schedules::delete(c, cx, name))
+        })
+        .await
+    }
+
+    async fn schedule_set_paused(
+        &self,
+        name: &str,
+        paused: bool,
+        next_run_at: Option<Timestamp>,
+        now: Timestamp,
+    ) -> Result<bool> {
+        let p = (name.to_string(), paused, next_run_at, now);
+        run(self.pool(), self.cx(), &p, |c, cx, p| {
+            Box::pin(schedules::set_paused(c, cx, p))
+        })
+        .await
+    }
+
+    async fn schedule_due(&self, now: Timestamp, limit: usize) -> Result<Vec<Schedule>> {
+        run(self.pool(), self.cx(), &(now, limit), |c, cx, p| {
+            Box::pin(schedules::due(c, cx, p.0, p.1))
+        })
+        .await
+    }
+
+    async fn schedule_fire(&self, p: ScheduleFire) -> Result<Fired> {
+        write(self.pool(), self.cx(), &p, |tx, cx, p| {
+            Box::pin(schedules::fire(tx, cx, p))
         })
         .await
     }

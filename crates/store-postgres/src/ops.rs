@@ -66,6 +66,24 @@ macro_rules! statements {
 }
 
 statements! {
+    schedule_put = "INSERT INTO {s}.schedules (name, def, paused, next_run_at, created_at, updated_at) \
+        VALUES ($1, $2, $3, $4, $5, $6) \
+        ON CONFLICT (name) DO UPDATE SET def = excluded.def, paused = excluded.paused, \
+            next_run_at = excluded.next_run_at, updated_at = excluded.updated_at";
+    schedule_get = "SELECT name, def, paused, next_run_at, last_run_at, last_job_id, created_at, \
+        updated_at FROM {s}.schedules WHERE name = $1";
+    schedule_list = "SELECT name, def, paused, next_run_at, last_run_at, last_job_id, created_at, \
+        updated_at FROM {s}.schedules ORDER BY name";
+    schedule_due = "SELECT name, def, paused, next_run_at, last_run_at, last_job_id, created_at, \
+        updated_at FROM {s}.schedules WHERE NOT paused AND next_run_at <= $1 \
+        ORDER BY next_run_at, name LIMIT $2";
+    schedule_delete = "DELETE FROM {s}.schedules WHERE name = $1";
+    schedule_set_paused = "UPDATE {s}.schedules SET paused = $2, next_run_at = $3, updated_at = $4 \
+        WHERE name = $1";
+    /// The compare-and-set that makes a tick fire once across nodes.
+    schedule_move = "UPDATE {s}.schedules SET next_run_at = $3, last_run_at = $4, updated_at = $5 \
+        WHERE name = $1 AND next_run_at = $2 AND NOT paused";
+    schedule_last_job = "UPDATE {s}.schedules SET last_job_id = $2 WHERE name = $1";
     register_queues = "INSERT INTO {s}.queues (name) SELECT unnest($1::text[]) \
         ON CONFLICT (name) DO NOTHING";
     /// Takes transaction-scoped advisory locks in the order given (sorted by the caller, so that two
@@ -225,17 +243,25 @@ pub fn due_channel(schema: &str) -> String {
 
 type Params<'a> = [&'a (dyn ToSql + Sync)];
 
-async fn query(c: &impl GenericClient, sql: &str, params: &Params<'_>) -> Result<Vec<Row>> {
+pub(crate) async fn query(
+    c: &impl GenericClient,
+    sql: &str,
+    params: &Params<'_>,
+) -> Result<Vec<Row>> {
     let st = c.prepare_cached(sql).await.map_err(db)?;
     c.query(&st, params).await.map_err(db)
 }
 
-async fn query_opt(c: &impl GenericClient, sql: &str, params: &Params<'_>) -> Result<Option<Row>> {
+pub(crate) async fn query_opt(
+    c: &impl GenericClient,
+    sql: &str,
+    params: &Params<'_>,
+) -> Result<Option<Row>> {
     let st = c.prepare_cached(sql).await.map_err(db)?;
     c.query_opt(&st, params).await.map_err(db)
 }
 
-async fn execute(c: &impl GenericClient, sql: &str, params: &Params<'_>) -> Result<u64> {
+pub(crate) async fn execute(c: &impl GenericClient, sql: &str, params: &Params<'_>) -> Result<u64> {
     let st = c.prepare_cached(sql).await.map_err(db)?;
     c.execute(&st, params).await.map_err(db)
 }
@@ -257,11 +283,11 @@ async fn notify<'q>(
     Ok(())
 }
 
-fn corrupt_field(what: &str, detail: impl std::fmt::Display) -> Error {
+pub(crate) fn corrupt_field(what: &str, detail: impl std::fmt::Display) -> Error {
     Error::Backend(format!("stored {what} is invalid: {detail}").into())
 }
 
-fn get<'a, T: tokio_postgres::types::FromSql<'a>>(row: &'a Row, i: usize) -> Result<T> {
+pub(crate) fn get<'a, T: tokio_postgres::types::FromSql<'a>>(row: &'a Row, i: usize) -> Result<T> {
     row.try_get(i).map_err(db)
 }
 
@@ -269,7 +295,7 @@ fn count(v: i32, what: &str) -> Result<u32> {
     u32::try_from(v).map_err(|_| corrupt_field(what, v))
 }
 
-fn parse_id(s: &str) -> Result<JobId> {
+pub(crate) fn parse_id(s: &str) -> Result<JobId> {
     s.parse().map_err(|e| corrupt_field("id", e))
 }
 
@@ -285,7 +311,7 @@ fn int8(v: u64, field: &str) -> Result<i64> {
     i64::try_from(v).map_err(|_| Error::invalid(field, "too large"))
 }
 
-fn json_text<T: serde::Serialize>(v: &T) -> Result<String> {
+pub(crate) fn json_text<T: serde::Serialize>(v: &T) -> Result<String> {
     serde_json::to_string(v).map_err(|e| Error::Backend(Box::new(e)))
 }
 

@@ -80,6 +80,20 @@ const MIGRATIONS: &[&str] = &[
         expires_at TIMESTAMPTZ NOT NULL
     );
     "#,
+    // 2: cron schedules.
+    r#"
+    CREATE TABLE {s}.schedules (
+        name        TEXT COLLATE "C" PRIMARY KEY,
+        def         TEXT NOT NULL,                -- JSON ScheduleDef
+        paused      BOOLEAN NOT NULL DEFAULT false,
+        next_run_at BIGINT,                       -- the tick it waits for; NULL: never fires again
+        last_run_at BIGINT,
+        last_job_id TEXT COLLATE "C",
+        created_at  BIGINT NOT NULL,
+        updated_at  BIGINT NOT NULL
+    );
+    CREATE INDEX schedules_due ON {s}.schedules (next_run_at) WHERE NOT paused;
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use errand_core::store::Store;
-use errand_core::{Claim, Engine, EngineConfig, Error, JobOptions, ManualClock, NewJob};
+use errand_core::{
+    Claim, Engine, EngineConfig, Error, JobOptions, ManualClock, NewJob, ScheduleDef,
+};
 use errand_store_postgres::schema::SCHEMA_VERSION;
 use errand_store_postgres::testing::{TestSchema, test_url};
 use errand_store_postgres::{ANY_QUEUE, PgOptions, PgStore};
@@ -223,6 +225,33 @@ async fn debug_output_never_shows_the_password() {
     let shown = format!("{store:?}");
     assert!(!shown.contains("s3cret"), "{shown}");
     assert!(shown.contains(schema.name()), "{shown}");
+}
+
+/// Two nodes (two stores, each with its own pool, on one schema) run maintenance at the same instants
+/// for 100 ticks of an every-second schedule: each tick fires exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_nodes_fire_each_cron_tick_once() {
+    let Some(url) = test_url().await else { return };
+    let schema = TestSchema::new(&url).await;
+    let (a, b) = (schema.store().await, schema.store().await);
+    let clock = ManualClock::new(1_792_843_200_000);
+    let (ea, eb) = (engine(&a, &clock), engine(&b, &clock));
+    ea.put_schedule(
+        "every-second",
+        ScheduleDef::new("* * * * * *", "cron", "tick", json!(null)),
+    )
+    .await
+    .unwrap();
+    let mut fired = 0;
+    for _ in 0..100 {
+        clock.advance(1_000);
+        let (x, y) = tokio::join!(ea.maintain(), eb.maintain());
+        let n = x.unwrap().scheduled + y.unwrap().scheduled;
+        assert_eq!(n, 1, "one tick, one job");
+        fired += n;
+    }
+    assert_eq!(fired, 100);
+    assert_eq!(ea.stats("cron").await.unwrap().waiting, 100);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,6 +13,7 @@
 
 pub mod conn;
 mod ops;
+mod schedules;
 pub mod schema;
 
 use std::fs::{File, OpenOptions};
@@ -25,7 +26,10 @@ use errand_core::store::{
     Claimed, Inserted, JobClaim, JobDelete, JobInsert, JobList, JobPrune, LeaseRenew, Renewed,
     Store, Transition, Transitioned,
 };
-use errand_core::{Error, Job, JobId, QueueConfig, QueueInfo, QueueStats, Result, Timestamp};
+use errand_core::store::{Fired, ScheduleFire};
+use errand_core::{
+    Error, Job, JobId, QueueConfig, QueueInfo, QueueStats, Result, Schedule, Timestamp,
+};
 
 use conn::{Readers, Writer, open_connection};
 pub use conn::{SyncMode, WriterStats};
@@ -243,6 +247,76 @@ impl Store for SqliteStore {
         self.inner
             .readers
             .read(move |c| ops::queue_stats(c, &name, now))
+            .await
+    }
+
+    async fn schedule_put(&self, s: Schedule) -> Result<()> {
+        let def = schedules::def_text(&s)?;
+        self.inner
+            .writer
+            .write(move |c| schedules::put(c, &s, &def))
+            .await
+    }
+
+    async fn schedule_get(&self, name: &str) -> Result<Option<Schedule>> {
+        let name = name.to_string();
+        self.inner
+            .readers
+            .read(move |c| schedules::get(c, &name))
+            .await?
+            .map(schedules::ScheduleRow::decode)
+            .transpose()
+    }
+
+    async fn schedule_list(&self) -> Result<Vec<Schedule>> {
+        schedules::decode_all(self.inner.readers.read(schedules::list).await?)
+    }
+
+    async fn schedule_delete(&self, name: &str) -> Result<bool> {
+        let name = name.to_string();
+        self.inner
+            .writer
+            .write(move |c| schedules::delete(c, &name))
+            .await
+    }
+
+    async fn schedule_set_paused(
+        &self,
+        name: &str,
+        paused: bool,
+        next_run_at: Option<Timestamp>,
+        now: Timestamp,
+    ) -> Result<bool> {
+        let name = name.to_string();
+        self.inner
+            .writer
+            .write(move |c| schedules::set_paused(c, &name, paused, next_run_at, now))
+            .await
+    }
+
+    async fn schedule_due(&self, now: Timestamp, limit: usize) -> Result<Vec<Schedule>> {
+        schedules::decode_all(
+            self.inner
+                .readers
+                .read(move |c| schedules::due(c, now, limit))
+                .await?,
+        )
+    }
+
+    async fn schedule_fire(&self, p: ScheduleFire) -> Result<Fired> {
+        let insert = match &p.job {
+            Some(job) => {
+                let jobs = JobInsert {
+                    jobs: vec![job.clone()],
+                };
+                let rows = ops::insert_rows(&jobs)?;
+                Some((jobs, rows))
+            }
+            None => None,
+        };
+        self.inner
+            .writer
+            .write(move |c| schedules::fire(c, &p, insert.as_ref()))
             .await
     }
 }

@@ -95,7 +95,7 @@ pub(crate) fn job_row(r: &Row<'_>) -> rusqlite::Result<JobRow> {
     })
 }
 
-fn corrupt_field(what: &str, detail: impl std::fmt::Display) -> Error {
+pub(crate) fn corrupt_field(what: &str, detail: impl std::fmt::Display) -> Error {
     Error::Backend(format!("stored {what} is invalid: {detail}").into())
 }
 
@@ -159,7 +159,7 @@ pub(crate) fn decode_all(rows: Vec<JobRow>) -> Result<Vec<Job>> {
     rows.into_iter().map(JobRow::decode).collect()
 }
 
-fn json_text<T: serde::Serialize>(v: &T) -> Result<String> {
+pub(crate) fn json_text<T: serde::Serialize>(v: &T) -> Result<String> {
     serde_json::to_string(v).map_err(|e| Error::Backend(Box::new(e)))
 }
 

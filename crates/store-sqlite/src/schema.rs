@@ -60,6 +60,20 @@ const MIGRATIONS: &[&str] = &[
     -- Unique keys.
     CREATE INDEX jobs_unique ON jobs (queue, unique_key) WHERE unique_key IS NOT NULL;
     "#,
+    // 2: cron schedules.
+    r#"
+    CREATE TABLE schedules (
+        name        TEXT PRIMARY KEY,
+        def         TEXT NOT NULL,        -- JSON ScheduleDef
+        paused      INTEGER NOT NULL DEFAULT 0,
+        next_run_at INTEGER,              -- the tick it waits for; NULL: never fires again
+        last_run_at INTEGER,
+        last_job_id TEXT,
+        created_at  INTEGER NOT NULL,
+        updated_at  INTEGER NOT NULL
+    );
+    CREATE INDEX schedules_due ON schedules (next_run_at) WHERE NOT paused;
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -27,6 +27,7 @@ pub mod model;
 pub mod races;
 pub mod reaper;
 pub mod retries;
+pub mod schedules;
 mod support;
 
 /// A fresh, empty store, and whatever must live as long as it (a temp dir, a schema guard).
@@ -222,6 +223,22 @@ macro_rules! __for_each_check {
         );
         // 8. events
         $m!($fresh, events::every_state_change_emits_an_event);
+        // 9. cron schedules
+        $m!($fresh, schedules::a_schedule_fires_each_tick_once);
+        $m!(
+            $fresh,
+            schedules::missed_ticks_are_skipped_or_caught_up_once
+        );
+        $m!(
+            $fresh,
+            schedules::two_engines_racing_fire_each_of_100_ticks_once
+        );
+        $m!($fresh, schedules::pause_resume_trigger_and_delete);
+        $m!(
+            $fresh,
+            schedules::invalid_schedules_name_the_field_and_store_nothing
+        );
+        $m!($fresh, schedules::a_dst_change_fires_at_the_right_instants);
     };
 }
 
@@ -240,6 +257,7 @@ mod tests {
             ("races", include_str!("races.rs")),
             ("reaper", include_str!("reaper.rs")),
             ("retries", include_str!("retries.rs")),
+            ("schedules", include_str!("schedules.rs")),
         ];
         let mut missing = Vec::new();
         for (module, src) in modules {

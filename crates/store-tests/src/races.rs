@@ -5,12 +5,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use errand_core::store::{
-    Claimed, Guard, Inserted, JobClaim, JobDelete, JobInsert, JobList, JobPrune, LeaseRenew,
-    Renewed, Store, Transition, Transitioned,
+    Claimed, Fired, Guard, Inserted, JobClaim, JobDelete, JobInsert, JobList, JobPrune, LeaseRenew,
+    Renewed, ScheduleFire, Store, Transition, Transitioned,
 };
 use errand_core::{
     Cancelled, Failure, Job, JobId, JobOptions, JobState, QueueConfig, QueueInfo, QueueStats,
-    Result, Timestamp,
+    Result, Schedule, Timestamp,
 };
 
 use crate::support::{claim_one, job, token};
@@ -83,6 +83,35 @@ impl Store for CancelBeforeWrite {
     }
     async fn queue_stats(&self, name: &str, now: Timestamp) -> Result<QueueStats> {
         self.inner.queue_stats(name, now).await
+    }
+    async fn schedule_put(&self, s: Schedule) -> Result<()> {
+        self.inner.schedule_put(s).await
+    }
+    async fn schedule_get(&self, name: &str) -> Result<Option<Schedule>> {
+        self.inner.schedule_get(name).await
+    }
+    async fn schedule_list(&self) -> Result<Vec<Schedule>> {
+        self.inner.schedule_list().await
+    }
+    async fn schedule_delete(&self, name: &str) -> Result<bool> {
+        self.inner.schedule_delete(name).await
+    }
+    async fn schedule_set_paused(
+        &self,
+        name: &str,
+        paused: bool,
+        next_run_at: Option<Timestamp>,
+        now: Timestamp,
+    ) -> Result<bool> {
+        self.inner
+            .schedule_set_paused(name, paused, next_run_at, now)
+            .await
+    }
+    async fn schedule_due(&self, now: Timestamp, limit: usize) -> Result<Vec<Schedule>> {
+        self.inner.schedule_due(now, limit).await
+    }
+    async fn schedule_fire(&self, p: ScheduleFire) -> Result<Fired> {
+        self.inner.schedule_fire(p).await
     }
 }
 

@@ -47,6 +47,24 @@ impl Engine {
 
     async fn insert(&self, jobs: Vec<NewJob>, batch: bool) -> Result<Vec<Enqueued>> {
         let now = self.now();
+        let specs = self.specs(jobs, batch, now).await?;
+        let inserted = self
+            .inner
+            .store
+            .job_insert(JobInsert {
+                jobs: specs.clone(),
+            })
+            .await?;
+        Ok(self.inserted(&specs, &inserted, now))
+    }
+
+    /// Resolves and validates jobs into what the store inserts; in a batch, errors name `jobs[i]`.
+    pub(super) async fn specs(
+        &self,
+        jobs: Vec<NewJob>,
+        batch: bool,
+        now: Timestamp,
+    ) -> Result<Vec<JobSpec>> {
         let mut configs: HashMap<String, QueueConfig> = HashMap::new();
         let mut specs = Vec::with_capacity(jobs.len());
         for (i, job) in jobs.into_iter().enumerate() {
@@ -68,16 +86,19 @@ impl Engine {
             .map_err(|e| if batch { e.in_field(&prefix) } else { e })?;
             specs.push(spec);
         }
-        let inserted = self
-            .inner
-            .store
-            .job_insert(JobInsert {
-                jobs: specs.clone(),
-            })
-            .await?;
+        Ok(specs)
+    }
+
+    /// What the store's answers mean to the producer; announces the jobs that are new.
+    pub(super) fn inserted(
+        &self,
+        specs: &[JobSpec],
+        inserted: &[Inserted],
+        now: Timestamp,
+    ) -> Vec<Enqueued> {
         let out: Vec<Enqueued> = specs
             .iter()
-            .zip(&inserted)
+            .zip(inserted)
             .map(|(s, ins)| match ins {
                 Inserted::New => Enqueued {
                     id: s.id,
@@ -94,7 +115,7 @@ impl Engine {
         self.emit(|| {
             specs
                 .iter()
-                .zip(&inserted)
+                .zip(inserted)
                 .filter(|(_, ins)| **ins == Inserted::New)
                 .map(|(s, _)| Event {
                     job_id: s.id,
@@ -107,7 +128,7 @@ impl Engine {
                 })
                 .collect()
         });
-        Ok(out)
+        out
     }
 
     fn next_id(&self, now: Timestamp) -> JobId {

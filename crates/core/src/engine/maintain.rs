@@ -1,4 +1,4 @@
-//! The maintenance pass: promotion of due jobs, stalls, timeouts and retention.
+//! The maintenance pass: cron ticks, promotion of due jobs, stalls, timeouts and retention.
 
 use crate::clock::Timestamp;
 use crate::error::Result;
@@ -19,6 +19,8 @@ pub struct MaintenanceReport {
     pub timed_out: u64,
     /// Finished jobs removed by retention.
     pub pruned: u64,
+    /// Jobs enqueued by cron schedules.
+    pub scheduled: u64,
 }
 
 impl Engine {
@@ -44,7 +46,10 @@ impl Engine {
     /// retention. Dead jobs are never pruned. Safe to run on several nodes at once: every change is
     /// guarded, so each job is handled once.
     pub async fn maintain(&self) -> Result<MaintenanceReport> {
-        let mut report = MaintenanceReport::default();
+        let mut report = MaintenanceReport {
+            scheduled: self.fire_schedules().await?,
+            ..MaintenanceReport::default()
+        };
         let now = self.now();
         let batch = self.inner.config.batch_size;
         let queues = self.inner.store.queue_list().await?;

@@ -11,6 +11,7 @@ mod configs;
 mod enqueue;
 mod maintain;
 mod manage;
+mod schedules;
 mod work;
 
 pub use enqueue::Enqueued;

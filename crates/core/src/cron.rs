@@ -1,0 +1,840 @@
+//! Cron schedules: a cron expression evaluated in an IANA time zone, answering one question — when is
+//! the next tick after a given instant ([`CronSchedule::next_after`]).
+//!
+//! # Syntax
+//!
+//! - 5 fields `minute hour day-of-month month day-of-week`, or 6 with seconds first
+//!   `second minute hour day-of-month month day-of-week`. With 5 fields the second is 0.
+//! - Month and weekday names (`JAN`–`DEC`, `SUN`–`SAT`, any case); `0` and `7` are both Sunday.
+//! - Lists, ranges and steps (`1,15`, `9-17`, `*/10`, `5-50/5`), and croner's extensions: `L` (last day
+//!   of the month, or last given weekday: `5L`), `W` (nearest weekday: `15W`), `#` (nth weekday: `MON#2`)
+//!   and `?` (same as `*` in the day fields).
+//! - When both day-of-month and day-of-week are restricted, a day matches if **either** matches
+//!   (Vixie cron): `0 0 13 * FRI` fires on every 13th and on every Friday.
+//! - The aliases `@yearly` (= `@annually`, `0 0 1 1 *`), `@monthly` (`0 0 1 * *`), `@weekly`
+//!   (`0 0 * * 0`), `@daily` (= `@midnight`, `0 0 * * *`) and `@hourly` (`0 * * * *`).
+//!
+//! An expression that can never fire (`0 0 30 2 *`, February 30th) is refused by
+//! [`CronSchedule::parse`]: it checks every day of a whole 28-year calendar cycle, which holds every
+//! combination of month length and weekday the Gregorian calendar has, so the check is exact and takes
+//! well under a millisecond.
+//!
+//! # Time zones and daylight saving time
+//!
+//! The expression is matched against the wall clock of the zone; a schedule fires at real instants, and
+//! each local wall-clock match fires at most once. Where the clock jumps:
+//!
+//! - **Spring forward** (a local time that does not exist, e.g. Europe/Berlin 2026-03-29 02:30, when
+//!   clocks go from 02:00 CET straight to 03:00 CEST): a schedule with a *fixed hour* (`30 2 * * *`) fires
+//!   once at the first instant after the gap (03:00 CEST = 01:00 UTC), so the tick is not lost. Several
+//!   ticks inside one gap (`*/15 2 * * *`), or a gap tick and a tick at the end of the gap
+//!   (`0 2,3 * * *`), fall on the same instant and fire once. A schedule whose hour field matches
+//!   *every hour* (`0 * * * *`, `*/15 * * * *`) follows real time instead: the missing wall-clock times
+//!   simply do not occur, and it fires at the next one that does (an hourly schedule fires at 01:00 CET,
+//!   then 03:00 CEST — one real hour later).
+//! - **Fall back** (a local time that occurs twice, e.g. Europe/Berlin 2026-10-25 02:30, first CEST, an
+//!   hour later CET): a schedule with a fixed hour (`30 2 * * *`) fires once, at the first occurrence
+//!   (02:30 CEST = 00:30 UTC); the second pass through the repeated hour is skipped. A schedule whose
+//!   hour field matches every hour fires at both, so an hourly schedule fires every real hour: 02:00 CEST
+//!   and 02:00 CET.
+//!
+//! "Matches every hour" means the hour field selects all 24 hours (`*`, `*/1`, `0-23`); any other hour
+//! field (`2`, `1-5`, `*/2`) counts as fixed. This is the rule of Vixie cron, and what croner does for
+//! single fixed times; croner's own DST handling is not used, because it loses the second pass of an
+//! hourly schedule, gives up gap ticks of schedules such as `0,30 2 * * *`, and, asked from inside the
+//! second pass, can answer an instant *before* the one it was given. Instead croner is asked only about
+//! wall-clock times (in UTC, where no clock jumps), and this module maps them to instants itself.
+//!
+//! # Limits
+//!
+//! Ticks fall on whole seconds. Searches end at the year 5000 (croner's limit): after that
+//! [`CronSchedule::next_after`] answers `None`. Zone rules come from chrono-tz's copy of the tz
+//! database, whose transitions are tabulated up to 2099; later years keep the last offset in the table.
+
+use std::str::FromStr;
+
+use chrono::{DateTime, Datelike, NaiveDate, Offset, TimeZone, Utc};
+use chrono_tz::Tz;
+use croner::Cron;
+use croner::errors::CronError;
+use croner::parser::{CronParser, Seconds, Year};
+
+use crate::clock::Timestamp;
+use crate::error::{Error, Result};
+
+/// The longest expression [`CronSchedule::parse`] accepts, in bytes.
+pub const MAX_CRON_LEN: usize = 256;
+
+/// 0001-01-01T00:00:00Z in seconds: instants before it are searched from it.
+const FIRST_SECOND: i64 = -62_135_596_800;
+/// 5000-12-31T23:59:59Z in seconds: croner searches no further.
+const LAST_SECOND: i64 = 95_649_119_999;
+/// Zone offsets are probed this far apart when looking for a DST transition, so that no two transitions
+/// fall between probes: in chrono-tz 0.10's tables the closest two are almost 7 days apart.
+const PROBE_SECONDS: i64 = 86_400;
+/// More transitions than any search can cross (one per ~half year, over croner's longest gap between
+/// ticks of a valid expression, a few decades); a guard, never reached.
+const MAX_TRANSITIONS: usize = 1_000;
+
+const FIELDS_5: [&str; 5] = ["minute", "hour", "day-of-month", "month", "day-of-week"];
+const FIELDS_6: [&str; 6] = [
+    "second",
+    "minute",
+    "hour",
+    "day-of-month",
+    "month",
+    "day-of-week",
+];
+
+/// A parsed cron expression in an IANA time zone.
+#[derive(Debug, Clone)]
+pub struct CronSchedule {
+    expr: String,
+    timezone: String,
+    tz: Tz,
+    cron: Cron,
+    /// The hour field selects all 24 hours: the schedule follows real time across DST changes (see the
+    /// module documentation).
+    every_hour: bool,
+}
+
+impl CronSchedule {
+    /// Parses `expr` in time zone `tz`.
+    /// - `expr`: 5 fields `min hour day-of-month month day-of-week`, or 6 fields with seconds first
+    ///   `sec min hour dom month dow`; names (JAN, MON) allowed; or one of the aliases
+    ///   @yearly @annually @monthly @weekly @daily @midnight @hourly.
+    /// - `tz`: an IANA zone name such as "Europe/Berlin", or "UTC".
+    ///
+    /// Errors: [`Error::Invalid`] for field `cron` for a bad, too long (over [`MAX_CRON_LEN`] bytes) or
+    /// never-firing expression (e.g. `0 0 30 2 *`), for field `timezone` for an unknown zone.
+    pub fn parse(expr: &str, tz: &str) -> Result<CronSchedule> {
+        let cron = parse_cron(expr)?;
+        let zone = Tz::from_str(tz).map_err(|_| {
+            Error::invalid(
+                "timezone",
+                format!(
+                    "unknown time zone {tz:?}: expected an IANA zone name such as \"Europe/Berlin\" \
+                     or \"UTC\" (names are case-sensitive)"
+                ),
+            )
+        })?;
+        let every_hour = (0..24).all(|h| cron.pattern.hour_match(h).unwrap_or(false));
+        Ok(CronSchedule {
+            expr: expr.to_owned(),
+            timezone: tz.to_owned(),
+            tz: zone,
+            cron,
+            every_hour,
+        })
+    }
+
+    /// The first instant strictly after `after` at which the schedule fires, in ms since the epoch,
+    /// or None if it never fires again (that is, not before the year 5001).
+    ///
+    /// The work is bounded: a few croner searches and, between `after` and the answer, one zone lookup
+    /// per day and per DST transition.
+    pub fn next_after(&self, after: Timestamp) -> Option<Timestamp> {
+        // Ticks fall on whole seconds, so the first candidate is the whole second after `s`.
+        let s = after.div_euclid(1000).max(FIRST_SECOND);
+        if s >= LAST_SECOND {
+            return None;
+        }
+        let o = self.offset_at(s);
+        // The search runs over wall-clock times ("walls": local date-time as seconds since the epoch, as
+        // if it were UTC), starting just after the wall time of `s`.
+        let mut floor = s + o + 1;
+        if !self.every_hour
+            && let Some(end) = self.second_pass_end(s)
+        {
+            // `s` is in the second pass through a repeated hour: a fixed-hour schedule does not fire
+            // there again.
+            floor = floor.max(end);
+        }
+        let mut wall = self.next_wall(floor)?;
+        let mut from = s;
+        for _ in 0..MAX_TRANSITIONS {
+            // Invariant: `from` has offset `o`; no tick lies in (s, from]; `wall` is the first wall time
+            // that can still fire, and it is at least the wall time of `from`.
+            let o = self.offset_at(from);
+            let at = wall - o;
+            let Some(t) = self.first_transition(from, at, o) else {
+                // No clock change between `from` and `at`: `wall` happens at `at`.
+                return at.checked_mul(1000);
+            };
+            // The clock changes at `t` (<= `at`, so `wall >= t + o`) from offset `o` to `o2`.
+            let o2 = self.offset_at(t);
+            if o2 > o {
+                // Spring forward: wall times [t+o, t+o2) never happen.
+                if wall < t + o2 {
+                    if !self.every_hour {
+                        return t.checked_mul(1000);
+                    }
+                    wall = self.next_wall(t + o2)?;
+                }
+            } else if self.every_hour {
+                // Fall back: wall times [t+o2, t+o) happen a second time, and tick again.
+                wall = self.next_wall(t + o2)?;
+            }
+            // Otherwise (fall back, fixed hour) the second pass is skipped: the first wall time >= t+o,
+            // which is `wall`, is the next to fire.
+            from = t;
+        }
+        None
+    }
+
+    /// The expression as given.
+    pub fn expr(&self) -> &str {
+        &self.expr
+    }
+
+    /// The zone name as given.
+    pub fn timezone(&self) -> &str {
+        &self.timezone
+    }
+
+    /// The zone's offset from UTC at instant `secs`, in seconds.
+    fn offset_at(&self, secs: i64) -> i64 {
+        DateTime::from_timestamp(secs.clamp(FIRST_SECOND, LAST_SECOND), 0).map_or(0, |dt| {
+            i64::from(
+                self.tz
+                    .offset_from_utc_datetime(&dt.naive_utc())
+                    .fix()
+                    .local_minus_utc(),
+            )
+        })
+    }
+
+    /// The first wall time at or after `wall` that the expression matches.
+    fn next_wall(&self, wall: i64) -> Option<i64> {
+        let start = DateTime::<Utc>::from_timestamp(wall.clamp(FIRST_SECOND, LAST_SECOND), 0)?;
+        // In UTC no clock jumps, so croner's DST handling stays out of the way.
+        let found = self.cron.find_next_occurrence(&start, true).ok()?;
+        Some(found.timestamp())
+    }
+
+    /// The first instant in `(from, to]` whose offset is not `o` (the offset at `from`), if any.
+    fn first_transition(&self, from: i64, to: i64, o: i64) -> Option<i64> {
+        let mut lo = from;
+        while lo < to {
+            let hi = lo.saturating_add(PROBE_SECONDS).min(to);
+            if self.offset_at(hi) != o {
+                // Exactly one transition in (lo, hi]: bisect to the second.
+                let (mut a, mut b) = (lo, hi);
+                while b - a > 1 {
+                    let m = a + (b - a) / 2;
+                    if self.offset_at(m) == o {
+                        a = m;
+                    } else {
+                        b = m;
+                    }
+                }
+                return Some(b);
+            }
+            lo = hi;
+        }
+        None
+    }
+
+    /// If instant `s` is in the second pass through a repeated (fall-back) stretch of wall time, the
+    /// wall time at which that stretch ends.
+    fn second_pass_end(&self, s: i64) -> Option<i64> {
+        let wall = s + self.offset_at(s);
+        let local = DateTime::from_timestamp(wall, 0)?.naive_utc();
+        let first = self.tz.from_local_datetime(&local).earliest()?.timestamp();
+        if first >= s {
+            return None;
+        }
+        let o1 = self.offset_at(first);
+        let t = self.first_transition(first, s, o1)?;
+        Some(t + o1)
+    }
+}
+
+/// Parses and checks an expression (without its zone).
+fn parse_cron(expr: &str) -> Result<Cron> {
+    if expr.len() > MAX_CRON_LEN {
+        return Err(Error::invalid(
+            "cron",
+            format!(
+                "expression is {} bytes long; at most {MAX_CRON_LEN} are allowed",
+                expr.len()
+            ),
+        ));
+    }
+    let trimmed = expr.trim();
+    if trimmed.is_empty() {
+        return Err(Error::invalid("cron", "expression is empty"));
+    }
+    let body = if trimmed.starts_with('@') {
+        alias(trimmed)?
+    } else {
+        trimmed
+    };
+    let fields: Vec<&str> = body.split_whitespace().collect();
+    let names: &[&str] = match fields.len() {
+        5 => &FIELDS_5,
+        6 => &FIELDS_6,
+        n => {
+            return Err(Error::invalid(
+                "cron",
+                format!(
+                    "{expr:?} has {n} field{}: expected 5 (minute hour day-of-month month \
+                     day-of-week) or 6 (second minute hour day-of-month month day-of-week)",
+                    if n == 1 { "" } else { "s" }
+                ),
+            ));
+        }
+    };
+    let cron = parser().parse(&fields.join(" ")).map_err(|e| {
+        Error::invalid("cron", format!("{expr:?}: {}", explain(&fields, names, &e)))
+    })?;
+    // A field such as "," parses to no value at all; such an expression never fires.
+    let p = &cron.pattern;
+    let empty = if !(0..60).any(|v| p.second_match(v).unwrap_or(false)) {
+        Some("second")
+    } else if !(0..60).any(|v| p.minute_match(v).unwrap_or(false)) {
+        Some("minute")
+    } else if !(0..24).any(|v| p.hour_match(v).unwrap_or(false)) {
+        Some("hour")
+    } else {
+        None
+    };
+    if let Some(name) = empty {
+        return Err(Error::invalid(
+            "cron",
+            format!("{expr:?}: the {name} field selects no value, so it never fires"),
+        ));
+    }
+    if !fires_on_some_day(&cron) {
+        return Err(Error::invalid(
+            "cron",
+            format!(
+                "{expr:?} never fires: no calendar date matches its day-of-month, month and \
+                 day-of-week fields (like February 30th)"
+            ),
+        ));
+    }
+    Ok(cron)
+}
+
+/// The 5-field expression an `@` alias stands for.
+fn alias(s: &str) -> Result<&'static str> {
+    Ok(match s.to_ascii_lowercase().as_str() {
+        "@yearly" | "@annually" => "0 0 1 1 *",
+        "@monthly" => "0 0 1 * *",
+        "@weekly" => "0 0 * * 0",
+        "@daily" | "@midnight" => "0 0 * * *",
+        "@hourly" => "0 * * * *",
+        _ => {
+            return Err(Error::invalid(
+                "cron",
+                format!(
+                    "unknown alias {s:?}: expected one of @yearly, @annually, @monthly, @weekly, \
+                     @daily, @midnight, @hourly"
+                ),
+            ));
+        }
+    })
+}
+
+/// Optional seconds (5 or 6 fields), no year field.
+fn parser() -> CronParser {
+    CronParser::builder()
+        .seconds(Seconds::Optional)
+        .year(Year::Disallowed)
+        .build()
+}
+
+/// Names the field croner refuses: each field is tried alone, the others `*`.
+fn explain(fields: &[&str], names: &[&str], whole: &CronError) -> String {
+    for (i, (field, name)) in fields.iter().zip(names).enumerate() {
+        let mut probe = vec!["*"; fields.len()];
+        probe[i] = field;
+        if let Err(e) = parser().parse(&probe.join(" ")) {
+            return format!("{name} field {field:?}: {}", detail(&e));
+        }
+    }
+    detail(whole)
+}
+
+/// Croner's message without its prefixes.
+fn detail(e: &CronError) -> String {
+    let msg = match e {
+        CronError::ComponentError(m) | CronError::InvalidPattern(m) => m.clone(),
+        // "CronPattern contains illegal character 'F' in part 'FOO'" (croner upper-cases the input).
+        CronError::IllegalCharacters(m) => m.trim_start_matches("CronPattern contains ").to_owned(),
+        other => other.to_string(),
+    };
+    let msg = msg.trim_end_matches('.');
+    // "Number out of bounds" reads better mid-sentence as "number out of bounds".
+    let mut chars = msg.chars();
+    match (chars.next(), chars.next()) {
+        (Some(first), Some(second)) if first.is_uppercase() && second.is_lowercase() => {
+            first.to_lowercase().chain(msg.chars().skip(1)).collect()
+        }
+        _ => msg.to_owned(),
+    }
+}
+
+/// Whether some calendar date matches the day-of-month, month and day-of-week fields. 2001–2028 is a
+/// whole 28-year cycle without a skipped leap year: every month starts on every weekday in it, in both
+/// lengths for February, so a day rule that ever matches (`L`, `W` and `#` included) matches there.
+fn fires_on_some_day(cron: &Cron) -> bool {
+    let p = &cron.pattern;
+    for year in 2001..=2028 {
+        for month in 1..=12 {
+            if !p.month_match(month).unwrap_or(false) {
+                continue;
+            }
+            let Some(first) = NaiveDate::from_ymd_opt(year, month, 1) else {
+                continue;
+            };
+            let mut day = first;
+            while day.month() == month {
+                if p.day_match(year, month, day.day()).unwrap_or(false) {
+                    return true;
+                }
+                let Some(next) = day.succ_opt() else { break };
+                day = next;
+            }
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    // Instants below are in ms since the epoch, derived by hand from two anchors:
+    //   2026-01-01T00:00:00Z = 1_767_225_600 s (20_454 days × 86_400; the same as
+    //   `ManualClock::at_fixed_start`), and days per month 31 28 31 30 31 30 31 31 30 31 30 31.
+    // 2026-01-01 is a Thursday. DST in 2026:
+    //   Europe/Berlin   (CET +1 / CEST +2) — starts Sun 2026-03-29 01:00Z (day 87: 02:00 CET -> 03:00 CEST),
+    //                                        ends   Sun 2026-10-25 01:00Z (day 297: 03:00 CEST -> 02:00 CET).
+    //   America/New_York (EST -5 / EDT -4) — starts Sun 2026-03-08 07:00Z (day 66: 02:00 EST -> 03:00 EDT),
+    //                                        ends   Sun 2026-11-01 06:00Z (day 304: 02:00 EDT -> 01:00 EST).
+    // "day N" = days after 2026-01-01, so the instant is (1_767_225_600 + N × 86_400 + seconds of day) × 1000.
+    const JAN_1_2026: i64 = 1_767_225_600_000;
+    const HOUR: i64 = 3_600_000;
+    const DAY: i64 = 24 * HOUR;
+
+    /// 2026, `day` days after January 1st, at `h:m` UTC, in ms — the same arithmetic as the comment above.
+    fn t(day: i64, h: i64, m: i64) -> i64 {
+        JAN_1_2026 + day * DAY + h * HOUR + m * 60_000
+    }
+
+    fn s(expr: &str, tz: &str) -> CronSchedule {
+        CronSchedule::parse(expr, tz).unwrap()
+    }
+
+    /// The ticks after `after`, `n` of them.
+    fn ticks(sched: &CronSchedule, after: i64, n: usize) -> Vec<i64> {
+        let mut out = Vec::new();
+        let mut at = after;
+        for _ in 0..n {
+            at = sched.next_after(at).unwrap();
+            out.push(at);
+        }
+        out
+    }
+
+    fn field_of(err: Error) -> String {
+        match err {
+            Error::Invalid { field, .. } => field,
+            other => panic!("expected Error::Invalid, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn hand_computed_anchors_agree_with_the_calendar() {
+        // Checks the arithmetic the DST tests rely on against chrono's calendar.
+        let cal = |y, mo, d, h, mi| {
+            NaiveDate::from_ymd_opt(y, mo, d)
+                .unwrap()
+                .and_hms_opt(h, mi, 0)
+                .unwrap()
+                .and_utc()
+                .timestamp_millis()
+        };
+        assert_eq!(JAN_1_2026, cal(2026, 1, 1, 0, 0));
+        assert_eq!(t(87, 1, 0), cal(2026, 3, 29, 1, 0));
+        assert_eq!(t(297, 1, 0), cal(2026, 10, 25, 1, 0));
+        assert_eq!(t(66, 7, 0), cal(2026, 3, 8, 7, 0));
+        assert_eq!(t(304, 6, 0), cal(2026, 11, 1, 6, 0));
+        assert_eq!(t(365, 0, 0), cal(2027, 1, 1, 0, 0));
+    }
+
+    #[test]
+    fn five_field_expression() {
+        let c = s("30 9 * * *", "UTC");
+        assert_eq!(c.expr(), "30 9 * * *");
+        assert_eq!(c.timezone(), "UTC");
+        assert_eq!(ticks(&c, JAN_1_2026, 2), vec![t(0, 9, 30), t(1, 9, 30)]);
+        // Every 15 minutes, and ranges with lists.
+        let c = s("*/15 9-10 * * *", "UTC");
+        assert_eq!(
+            ticks(&c, JAN_1_2026, 9),
+            vec![
+                t(0, 9, 0),
+                t(0, 9, 15),
+                t(0, 9, 30),
+                t(0, 9, 45),
+                t(0, 10, 0),
+                t(0, 10, 15),
+                t(0, 10, 30),
+                t(0, 10, 45),
+                t(1, 9, 0)
+            ]
+        );
+    }
+
+    #[test]
+    fn six_field_expression_has_seconds_first() {
+        let c = s("*/20 * * * * *", "UTC");
+        assert_eq!(
+            ticks(&c, JAN_1_2026, 3),
+            vec![
+                JAN_1_2026 + 20_000,
+                JAN_1_2026 + 40_000,
+                JAN_1_2026 + 60_000
+            ]
+        );
+        let c = s("30 0 12 * * *", "UTC");
+        assert_eq!(c.next_after(JAN_1_2026), Some(t(0, 12, 0) + 30_000));
+    }
+
+    #[test]
+    fn each_alias() {
+        // From Thursday 2026-01-01T00:00:00Z, itself a tick of all of them (so it is excluded).
+        let cases = [
+            ("@yearly", t(365, 0, 0)),
+            ("@annually", t(365, 0, 0)),
+            ("@monthly", t(31, 0, 0)),
+            ("@weekly", t(3, 0, 0)), // Sunday 2026-01-04
+            ("@daily", t(1, 0, 0)),
+            ("@midnight", t(1, 0, 0)),
+            ("@hourly", t(0, 1, 0)),
+            ("@DAILY", t(1, 0, 0)),
+        ];
+        for (alias, want) in cases {
+            assert_eq!(
+                s(alias, "UTC").next_after(JAN_1_2026),
+                Some(want),
+                "{alias}"
+            );
+        }
+        // In a zone, midnight is local: Berlin's new year is 23:00 UTC the day before.
+        assert_eq!(
+            s("@yearly", "Europe/Berlin").next_after(JAN_1_2026),
+            Some(t(364, 23, 0))
+        );
+        assert_eq!(
+            field_of(CronSchedule::parse("@reboot", "UTC").unwrap_err()),
+            "cron"
+        );
+        assert_eq!(
+            field_of(CronSchedule::parse("@every", "UTC").unwrap_err()),
+            "cron"
+        );
+    }
+
+    #[test]
+    fn month_and_weekday_names() {
+        // Mondays in January at 09:00: 2026-01-05, then 2026-01-12.
+        let c = s("0 9 * JAN MON", "UTC");
+        assert_eq!(ticks(&c, JAN_1_2026, 2), vec![t(4, 9, 0), t(11, 9, 0)]);
+        // Lower case and ranges of names: weekdays in March, from Thursday 2026-01-01.
+        let c = s("0 0 9 * mar mon-fri", "UTC");
+        // 2026-03-02 is a Monday (day 60).
+        assert_eq!(c.next_after(JAN_1_2026), Some(t(60, 9, 0)));
+        // Sunday as 0 and 7.
+        assert_eq!(
+            s("0 0 * * 7", "UTC").next_after(JAN_1_2026),
+            s("0 0 * * SUN", "UTC").next_after(JAN_1_2026)
+        );
+    }
+
+    #[test]
+    fn invalid_expressions_name_the_cron_field() {
+        for bad in [
+            "",
+            "   ",
+            "* * * *",
+            "* * * * * * *",
+            "0 0 1 1 * 2027",
+            "61 * * * *",
+            "* 24 * * *",
+            "0 0 32 * *",
+            "0 0 0 * *",
+            "0 0 * 13 *",
+            "0 0 * * 8",
+            "60 * * * * *",
+            "garbage",
+            "a b c d e",
+            "0 0 * FOO *",
+            "*/0 * * * *",
+            "5-1 * * * *",
+            "0 , * * *",
+            "@",
+        ] {
+            let err = CronSchedule::parse(bad, "UTC").unwrap_err();
+            let msg = err.to_string();
+            assert_eq!(field_of(err), "cron", "{bad:?}: {msg}");
+        }
+        // Messages say what is wrong.
+        let msg = CronSchedule::parse("* * * *", "UTC")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("4 fields") && msg.contains("expected 5"),
+            "{msg}"
+        );
+        let msg = CronSchedule::parse("0 61 * * *", "UTC")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("hour field \"61\""), "{msg}");
+        let msg = CronSchedule::parse("0 0 * FOO *", "UTC")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("month field \"FOO\": illegal character 'F'"),
+            "{msg}"
+        );
+        let msg = CronSchedule::parse("61 * * * *", "UTC")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("minute field \"61\""), "{msg}");
+        // Too long, even if otherwise fine.
+        let long = format!("0 0 * * {}", "1,".repeat(130) + "1");
+        assert!(long.len() > MAX_CRON_LEN);
+        let err = CronSchedule::parse(&long, "UTC").unwrap_err();
+        assert!(err.to_string().contains("256"), "{err}");
+        assert_eq!(field_of(err), "cron");
+        // At the limit is fine.
+        let at_limit = format!("0 0 * * 1{}", " ".repeat(MAX_CRON_LEN - 9));
+        assert_eq!(at_limit.len(), MAX_CRON_LEN);
+        assert!(CronSchedule::parse(&at_limit, "UTC").is_ok());
+    }
+
+    #[test]
+    fn unknown_zone_names_the_timezone_field() {
+        for bad in ["Mars/Olympus_Mons", "", "europe/berlin", "CEST", "+02:00"] {
+            let err = CronSchedule::parse("0 0 * * *", bad).unwrap_err();
+            assert_eq!(field_of(err), "timezone", "{bad:?}");
+        }
+        for good in ["UTC", "Europe/Berlin", "America/New_York", "Asia/Kolkata"] {
+            assert!(CronSchedule::parse("0 0 * * *", good).is_ok(), "{good}");
+        }
+    }
+
+    #[test]
+    fn never_firing_expressions_are_refused_fast() {
+        for never in [
+            "0 0 30 2 *",
+            "0 0 31 4 *",
+            "0 0 31 2,4,6,9,11 *",
+            "0 0 0 30 2 *",
+        ] {
+            let started = Instant::now();
+            let err = CronSchedule::parse(never, "Europe/Berlin").unwrap_err();
+            let elapsed = started.elapsed();
+            assert!(elapsed < Duration::from_millis(100), "{never}: {elapsed:?}");
+            let msg = err.to_string();
+            assert!(msg.contains("never fires"), "{msg}");
+            assert_eq!(field_of(err), "cron", "{never}");
+        }
+        // With a weekday as well, the day matches if either matches (Vixie cron): Mondays in February.
+        let c = s("0 0 30 2 MON", "UTC");
+        // 2026-02-02 is the first Monday of February (day 32).
+        assert_eq!(c.next_after(JAN_1_2026), Some(t(32, 0, 0)));
+    }
+
+    #[test]
+    fn leap_day_fires_on_the_next_february_29th() {
+        let c = s("0 0 29 2 *", "UTC");
+        // 2028-02-29T00:00Z: 2026 and 2027 have 365 days, then 31 + 28 days into 2028.
+        let feb_29_2028 = t(365 + 365 + 31 + 28, 0, 0);
+        assert_eq!(feb_29_2028, 1_835_395_200_000);
+        assert_eq!(c.next_after(JAN_1_2026), Some(feb_29_2028));
+        // Then 2032 (4 years, one of them 2028 itself with 366 days: 1461 days).
+        assert_eq!(c.next_after(feb_29_2028), Some(feb_29_2028 + 1461 * DAY));
+        // 2100 is not a leap year: from 2097 the next is 2104-02-29T00:00:00Z = 4_233_686_400 s.
+        let mar_2097 = NaiveDate::from_ymd_opt(2097, 3, 1)
+            .unwrap()
+            .and_hms_opt(0, 0, 0)
+            .unwrap()
+            .and_utc()
+            .timestamp_millis();
+        let started = Instant::now();
+        assert_eq!(c.next_after(mar_2097), Some(4_233_686_400_000));
+        assert!(started.elapsed() < Duration::from_millis(100));
+    }
+
+    #[test]
+    fn next_after_crosses_a_year_boundary() {
+        let c = s("0 0 1 1 *", "UTC");
+        // From mid-2026 to 2027-01-01T00:00Z (day 365).
+        assert_eq!(c.next_after(t(180, 12, 0)), Some(t(365, 0, 0)));
+        let c = s("59 23 31 12 *", "America/New_York");
+        // From 2026-01-01T00:00Z, which is still 2025-12-31 19:00 EST: 2025-12-31 23:59 EST =
+        // 2026-01-01 04:59Z, then 2026-12-31 23:59 EST = 2027-01-01 04:59Z (365 days later).
+        assert_eq!(ticks(&c, JAN_1_2026, 2), vec![t(0, 4, 59), t(365, 4, 59)]);
+    }
+
+    #[test]
+    fn next_after_is_strictly_after() {
+        let c = s("0 * * * *", "UTC");
+        let tick = t(0, 1, 0);
+        assert_eq!(c.next_after(tick - 1), Some(tick));
+        assert_eq!(c.next_after(tick), Some(tick + HOUR));
+        assert_eq!(c.next_after(tick + 1), Some(tick + HOUR));
+        // Negative timestamps (before 1970) work too: 1969-12-31T23:00Z, then the epoch.
+        assert_eq!(c.next_after(-HOUR - 1), Some(-HOUR));
+        assert_eq!(c.next_after(-1), Some(0));
+        // Every second: the next whole second.
+        let c = s("* * * * * *", "Europe/Berlin");
+        assert_eq!(c.next_after(JAN_1_2026), Some(JAN_1_2026 + 1000));
+        assert_eq!(c.next_after(JAN_1_2026 + 1), Some(JAN_1_2026 + 1000));
+        assert_eq!(c.next_after(JAN_1_2026 - 1), Some(JAN_1_2026));
+    }
+
+    #[test]
+    fn next_after_is_bounded_at_the_extremes() {
+        let c = s("0 0 29 2 *", "Europe/Berlin");
+        assert_eq!(c.next_after(i64::MAX), None);
+        // Croner searches up to the year 5000: the last leap day it finds is 4996-02-29.
+        let in_4997 = (LAST_SECOND - 4 * 365 * 86_400) * 1000;
+        assert_eq!(c.next_after(in_4997), None);
+        // Before the year 1, the search starts there.
+        let first = s("0 0 1 1 *", "UTC").next_after(i64::MIN).unwrap();
+        assert!(first > FIRST_SECOND * 1000, "{first}");
+    }
+
+    // --- Daylight saving time, Europe/Berlin ---
+
+    #[test]
+    fn berlin_spring_forward_fixed_time_fires_at_the_end_of_the_gap() {
+        let c = s("30 2 * * *", "Europe/Berlin");
+        // 2026-03-28 02:30 CET = 01:30Z; 2026-03-29 02:30 does not exist: fires at 03:00 CEST = 01:00Z
+        // (the end of the gap); 2026-03-30 02:30 CEST = 00:30Z.
+        assert_eq!(
+            ticks(&c, t(86, 0, 0), 3),
+            vec![t(86, 1, 30), t(87, 1, 0), t(88, 0, 30)]
+        );
+        // A tick in the gap and one at its end are the same instant: fired once.
+        let c = s("0 2,3 * * *", "Europe/Berlin");
+        assert_eq!(
+            ticks(&c, t(86, 12, 0), 3),
+            vec![t(87, 1, 0), t(88, 0, 0), t(88, 1, 0)]
+        );
+        // Several ticks inside the gap: one, at its end.
+        let c = s("*/20 2 * * *", "Europe/Berlin");
+        assert_eq!(ticks(&c, t(86, 12, 0), 2), vec![t(87, 1, 0), t(88, 0, 0)]);
+        // Asked from just before the end of the gap (01:00Z - 1 ms), the gap tick is still ahead.
+        assert_eq!(
+            s("30 2 * * *", "Europe/Berlin").next_after(t(87, 1, 0) - 1),
+            Some(t(87, 1, 0))
+        );
+    }
+
+    #[test]
+    fn berlin_spring_forward_hourly_follows_real_time() {
+        let c = s("0 * * * *", "Europe/Berlin");
+        // From 2026-03-28 23:30Z (00:30 CET): 01:00 CET = 00:00Z, then 03:00 CEST = 01:00Z (02:00 local
+        // does not exist), 04:00 CEST = 02:00Z: one tick per real hour.
+        assert_eq!(
+            ticks(&c, t(86, 23, 30), 3),
+            vec![t(87, 0, 0), t(87, 1, 0), t(87, 2, 0)]
+        );
+        let c = s("30 * * * *", "Europe/Berlin");
+        // 01:30 CET = 00:30Z, then 03:30 CEST = 01:30Z: 02:30 does not happen.
+        assert_eq!(ticks(&c, t(87, 0, 0), 2), vec![t(87, 0, 30), t(87, 1, 30)]);
+    }
+
+    #[test]
+    fn berlin_fall_back_fixed_time_fires_once() {
+        let c = s("30 2 * * *", "Europe/Berlin");
+        // 2026-10-25 02:30 happens at 00:30Z (CEST) and again at 01:30Z (CET): fires at 00:30Z only,
+        // then 2026-10-26 02:30 CET = 01:30Z.
+        assert_eq!(
+            ticks(&c, t(296, 12, 0), 2),
+            vec![t(297, 0, 30), t(298, 1, 30)]
+        );
+        // Asked from inside the second pass (02:10 CET = 01:10Z), the repeated 02:30 does not fire.
+        assert_eq!(c.next_after(t(297, 1, 10)), Some(t(298, 1, 30)));
+        // Nor from the first tick itself, nor from the last second of the first pass.
+        assert_eq!(c.next_after(t(297, 0, 30)), Some(t(298, 1, 30)));
+        assert_eq!(c.next_after(t(297, 1, 0) - 1), Some(t(298, 1, 30)));
+        // A fixed hour with several minutes: the first pass only, then 03:00 CET = 02:00Z.
+        let c = s("*/30 2,3 * * *", "Europe/Berlin");
+        assert_eq!(
+            ticks(&c, t(296, 12, 0), 4),
+            vec![t(297, 0, 0), t(297, 0, 30), t(297, 2, 0), t(297, 2, 30)]
+        );
+    }
+
+    #[test]
+    fn berlin_fall_back_hourly_fires_every_real_hour() {
+        let c = s("0 * * * *", "Europe/Berlin");
+        // From 2026-10-24 22:30Z (00:30 CEST): 01:00 CEST = 23:00Z, 02:00 CEST = 00:00Z,
+        // 02:00 CET = 01:00Z, 03:00 CET = 02:00Z.
+        assert_eq!(
+            ticks(&c, t(296, 22, 30), 4),
+            vec![t(296, 23, 0), t(297, 0, 0), t(297, 1, 0), t(297, 2, 0)]
+        );
+        // From inside the second pass (02:10 CET = 01:10Z), a half-hourly schedule fires at the repeated
+        // 02:30 CET = 01:30Z, never at an instant before the one asked about.
+        let c = s("30 * * * *", "Europe/Berlin");
+        assert_eq!(c.next_after(t(297, 1, 10)), Some(t(297, 1, 30)));
+        assert_eq!(
+            ticks(&c, t(296, 23, 0), 4),
+            vec![t(296, 23, 30), t(297, 0, 30), t(297, 1, 30), t(297, 2, 30)]
+        );
+    }
+
+    // --- Daylight saving time, America/New_York ---
+
+    #[test]
+    fn new_york_spring_forward() {
+        let c = s("30 2 * * *", "America/New_York");
+        // 2026-03-07 02:30 EST = 07:30Z; 2026-03-08 02:30 does not exist: 03:00 EDT = 07:00Z;
+        // 2026-03-09 02:30 EDT = 06:30Z.
+        assert_eq!(
+            ticks(&c, t(65, 0, 0), 3),
+            vec![t(65, 7, 30), t(66, 7, 0), t(67, 6, 30)]
+        );
+        let c = s("0 * * * *", "America/New_York");
+        // 01:00 EST = 06:00Z, then 03:00 EDT = 07:00Z.
+        assert_eq!(
+            ticks(&c, t(66, 5, 30), 3),
+            vec![t(66, 6, 0), t(66, 7, 0), t(66, 8, 0)]
+        );
+    }
+
+    #[test]
+    fn new_york_fall_back() {
+        let c = s("30 1 * * *", "America/New_York");
+        // 2026-11-01 01:30 happens at 05:30Z (EDT) and 06:30Z (EST): fires at 05:30Z only;
+        // 2026-11-02 01:30 EST = 06:30Z.
+        assert_eq!(
+            ticks(&c, t(303, 12, 0), 2),
+            vec![t(304, 5, 30), t(305, 6, 30)]
+        );
+        let c = s("0 * * * *", "America/New_York");
+        // 00:00 EDT = 04:00Z, 01:00 EDT = 05:00Z, 01:00 EST = 06:00Z, 02:00 EST = 07:00Z.
+        assert_eq!(
+            ticks(&c, t(304, 3, 30), 4),
+            vec![t(304, 4, 0), t(304, 5, 0), t(304, 6, 0), t(304, 7, 0)]
+        );
+    }
+
+    #[test]
+    fn zones_without_dst_and_with_odd_offsets() {
+        // Asia/Kolkata is +05:30 all year: 09:00 IST = 03:30Z.
+        let c = s("0 9 * * *", "Asia/Kolkata");
+        assert_eq!(c.next_after(JAN_1_2026), Some(t(0, 3, 30)));
+    }
+}

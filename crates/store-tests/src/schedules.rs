@@ -1,0 +1,282 @@
+//! Cron schedules: each tick fires once (also with two engines racing), missed ticks follow the
+//! policy, pause / resume / trigger, invalid definitions change nothing, and DST is followed.
+
+use std::sync::Arc;
+
+use errand_core::schedule::{ON_TIME_MS, tick_key};
+use errand_core::{Engine, Error, JobState, Missed, ScheduleDef};
+use serde_json::json;
+
+use crate::{Ctx, Fixture};
+
+const MINUTE: i64 = 60_000;
+
+/// 2026-10-24 12:00:00 UTC, a Saturday: the night after is Europe's autumn DST change.
+const SAT_NOON_UTC: i64 = 1_792_843_200_000;
+
+fn every_minute(queue: &str) -> ScheduleDef {
+    ScheduleDef::new("* * * * *", queue, "tick", json!({ "from": "cron" }))
+}
+
+/// Jobs of `queue` in every state a fired job can be in here.
+async fn jobs(engine: &Engine, queue: &str) -> Vec<errand_core::Job> {
+    let mut out = Vec::new();
+    for state in [JobState::Waiting, JobState::Delayed, JobState::Active] {
+        out.extend(engine.list(queue, state, None, 1_000).await.unwrap().jobs);
+    }
+    out
+}
+
+pub async fn a_schedule_fires_each_tick_once(f: Fixture) {
+    let ctx = Ctx::new(f);
+    let e = &ctx.engine;
+    ctx.clock.set(SAT_NOON_UTC + 10_000);
+    let s = e
+        .put_schedule("minutely", every_minute("cron"))
+        .await
+        .unwrap();
+    let first = SAT_NOON_UTC + MINUTE;
+    assert_eq!(s.next_run_at, Some(first), "the next whole minute");
+    assert_eq!(
+        e.next_runs(&s, 3).unwrap(),
+        vec![first, first + MINUTE, first + 2 * MINUTE]
+    );
+
+    assert_eq!(e.maintain().await.unwrap().scheduled, 0, "never early");
+    ctx.clock.set(first);
+    assert_eq!(e.maintain().await.unwrap().scheduled, 1);
+    assert_eq!(e.maintain().await.unwrap().scheduled, 0, "never twice");
+    ctx.clock.set(first + MINUTE + 500);
+    assert_eq!(e.maintain().await.unwrap().scheduled, 1);
+
+    let fired = jobs(e, "cron").await;
+    assert_eq!(fired.len(), 2);
+    let mut keys: Vec<_> = fired
+        .iter()
+        .map(|j| j.unique_key.clone().unwrap())
+        .collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        vec![
+            tick_key("minutely", first),
+            tick_key("minutely", first + MINUTE)
+        ]
+    );
+    assert!(fired.iter().all(|j| j.kind == "tick"));
+    let s = e.schedule("minutely").await.unwrap();
+    assert_eq!(s.last_run_at, Some(first + MINUTE));
+    assert_eq!(s.next_run_at, Some(first + 2 * MINUTE));
+    assert!(fired.iter().any(|j| Some(j.id) == s.last_job_id));
+}
+
+pub async fn missed_ticks_are_skipped_or_caught_up_once(f: Fixture) {
+    let ctx = Ctx::new(f);
+    let e = &ctx.engine;
+    const HOUR: i64 = 60 * MINUTE;
+    let hourly = |queue: &str, missed: Missed| {
+        let mut d = ScheduleDef::new("@hourly", queue, "tick", json!(null));
+        d.missed = missed;
+        d
+    };
+    ctx.clock.set(SAT_NOON_UTC);
+    e.put_schedule("skip", hourly("skipped", Missed::Skip))
+        .await
+        .unwrap();
+    e.put_schedule("catch", hourly("caught", Missed::CatchUpOne))
+        .await
+        .unwrap();
+
+    // No pass for two hours: the 13:00 tick was missed, but the 14:00 one is seen 30 s late — on
+    // time. Both fire once, for 14:00; the missed one is covered by it.
+    ctx.clock.set(SAT_NOON_UTC + 2 * HOUR + 30_000);
+    assert_eq!(e.maintain().await.unwrap().scheduled, 2);
+    for (name, q) in [("skip", "skipped"), ("catch", "caught")] {
+        let fired = jobs(e, q).await;
+        assert_eq!(fired.len(), 1, "{q}");
+        assert_eq!(
+            fired[0].unique_key,
+            Some(tick_key(name, SAT_NOON_UTC + 2 * HOUR))
+        );
+    }
+
+    // Then an outage that ends half an hour after the 15:00 tick, past its grace: skip fires nothing,
+    // catch_up_one one job, for that latest missed tick.
+    assert!(30 * MINUTE > ON_TIME_MS);
+    ctx.clock.set(SAT_NOON_UTC + 3 * HOUR + 30 * MINUTE);
+    assert_eq!(e.maintain().await.unwrap().scheduled, 1);
+    assert_eq!(
+        jobs(e, "skipped").await.len(),
+        1,
+        "skip: nothing for missed ticks"
+    );
+    let caught = jobs(e, "caught").await;
+    assert_eq!(caught.len(), 2, "catch_up_one: one job for them");
+    assert!(
+        caught
+            .iter()
+            .any(|j| j.unique_key == Some(tick_key("catch", SAT_NOON_UTC + 3 * HOUR))),
+        "for the latest missed tick"
+    );
+    // Both wait for their next tick after now, and fire it once.
+    for name in ["skip", "catch"] {
+        let s = e.schedule(name).await.unwrap();
+        assert_eq!(s.next_run_at, Some(SAT_NOON_UTC + 4 * HOUR), "{name}");
+    }
+    ctx.clock.set(SAT_NOON_UTC + 4 * HOUR);
+    assert_eq!(e.maintain().await.unwrap().scheduled, 2);
+    assert_eq!(e.maintain().await.unwrap().scheduled, 0);
+}
+
+pub async fn two_engines_racing_fire_each_of_100_ticks_once(f: Fixture) {
+    let ctx = Ctx::new(f);
+    // A second engine — another node — on the same store and clock.
+    let other = Engine::new(
+        ctx.engine.store().clone(),
+        Arc::new(ctx.clock.clone()),
+        Default::default(),
+    );
+    ctx.clock.set(SAT_NOON_UTC);
+    let mut every_second = ScheduleDef::new("* * * * * *", "race", "tick", json!(null));
+    every_second.missed = Missed::CatchUpOne;
+    ctx.engine.put_schedule("race", every_second).await.unwrap();
+    let mut fired = 0;
+    for _ in 0..100 {
+        ctx.clock.advance(1_000);
+        let (a, b) = tokio::join!(ctx.engine.fire_schedules(), other.fire_schedules());
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert!(a + b <= 1, "a tick fired {} times", a + b);
+        fired += a + b;
+    }
+    assert_eq!(fired, 100, "every tick fired");
+    let jobs = jobs(&ctx.engine, "race").await;
+    assert_eq!(jobs.len(), 100);
+    let mut keys: Vec<_> = jobs.iter().map(|j| j.unique_key.clone()).collect();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), 100, "one job per tick");
+}
+
+pub async fn pause_resume_trigger_and_delete(f: Fixture) {
+    let ctx = Ctx::new(f);
+    let e = &ctx.engine;
+    ctx.clock.set(SAT_NOON_UTC);
+    e.put_schedule("p", every_minute("paused")).await.unwrap();
+    assert!(e.pause_schedule("p").await.unwrap().paused);
+    ctx.clock.set(SAT_NOON_UTC + 5 * MINUTE);
+    assert_eq!(e.maintain().await.unwrap().scheduled, 0, "paused");
+
+    // A trigger enqueues at once, paused or not, outside the ticks.
+    let job = e.trigger_schedule("p").await.unwrap();
+    assert_eq!(job.state, JobState::Waiting);
+    assert_eq!(e.get(job.id).await.unwrap().unique_key, None);
+
+    // Resumed: from the next tick after now; what passed while paused is skipped.
+    let s = e.resume_schedule("p").await.unwrap();
+    assert!(!s.paused);
+    assert_eq!(s.next_run_at, Some(SAT_NOON_UTC + 6 * MINUTE));
+    assert_eq!(e.maintain().await.unwrap().scheduled, 0);
+    ctx.clock.set(SAT_NOON_UTC + 6 * MINUTE);
+    assert_eq!(e.maintain().await.unwrap().scheduled, 1);
+
+    // Replacing keeps the history and never fires a tick that passed.
+    let mut hourly = every_minute("paused");
+    hourly.cron = "@hourly".into();
+    let s = e.put_schedule("p", hourly).await.unwrap();
+    assert_eq!(s.last_run_at, Some(SAT_NOON_UTC + 6 * MINUTE));
+    assert_eq!(s.next_run_at, Some(SAT_NOON_UTC + 60 * MINUTE));
+    assert_eq!(e.schedules().await.unwrap().len(), 1);
+
+    e.delete_schedule("p").await.unwrap();
+    assert!(matches!(e.schedule("p").await, Err(Error::NotFound(_))));
+    assert!(matches!(
+        e.delete_schedule("p").await,
+        Err(Error::NotFound(_))
+    ));
+    assert!(matches!(
+        e.trigger_schedule("p").await,
+        Err(Error::NotFound(_))
+    ));
+    assert_eq!(jobs(e, "paused").await.len(), 2, "its jobs stay");
+}
+
+pub async fn invalid_schedules_name_the_field_and_store_nothing(f: Fixture) {
+    let ctx = Ctx::new(f);
+    let e = &ctx.engine;
+    let field = |r: errand_core::Result<_>| match r {
+        Err(err @ Error::Invalid { .. }) => err.field().unwrap_or_default().to_string(),
+        other => panic!("expected Invalid, got {other:?}"),
+    };
+    let mut d = every_minute("q");
+    d.cron = "61 * * * *".into();
+    assert_eq!(field(e.put_schedule("s", d).await), "cron");
+    let mut d = every_minute("q");
+    d.cron = "0 0 30 2 *".into();
+    assert_eq!(field(e.put_schedule("s", d).await), "cron", "February 30th");
+    let mut d = every_minute("q");
+    d.timezone = "Mars/Olympus_Mons".into();
+    assert_eq!(field(e.put_schedule("s", d).await), "timezone");
+    let d = every_minute("no spaces");
+    assert_eq!(field(e.put_schedule("s", d).await), "queue");
+    let mut d = every_minute("q");
+    d.max_attempts = Some(0);
+    assert_eq!(field(e.put_schedule("s", d).await), "max_attempts");
+    assert_eq!(
+        field(e.put_schedule("bad name", every_minute("q")).await),
+        "name"
+    );
+    assert!(e.schedules().await.unwrap().is_empty());
+}
+
+/// Europe/Berlin leaves summer time on 2026-10-25: 03:00 CEST becomes 02:00 CET, so 02:30 happens
+/// twice. A daily 02:30 fires once that night, at the first 02:30 (00:30 UTC); an hourly schedule fires
+/// every real hour, both 02:00s included.
+pub async fn a_dst_change_fires_at_the_right_instants(f: Fixture) {
+    let ctx = Ctx::new(f);
+    let e = &ctx.engine;
+    ctx.clock.set(SAT_NOON_UTC);
+    let mut daily = ScheduleDef::new("30 2 * * *", "dst", "daily", json!(null));
+    daily.timezone = "Europe/Berlin".into();
+    let mut hourly = ScheduleDef::new("0 * * * *", "dst", "hourly", json!(null));
+    hourly.timezone = "Europe/Berlin".into();
+    e.put_schedule("daily", daily).await.unwrap();
+    e.put_schedule("hourly", hourly).await.unwrap();
+
+    // Walk the night minute by minute, as maintenance would, and note when each fires.
+    let mut fired: Vec<(String, i64)> = Vec::new();
+    let end = SAT_NOON_UTC + 24 * 60 * MINUTE;
+    let mut now = SAT_NOON_UTC;
+    while now < end {
+        now += MINUTE;
+        ctx.clock.set(now);
+        let before = jobs(e, "dst").await.len();
+        e.maintain().await.unwrap();
+        for j in jobs(e, "dst").await.into_iter().skip(before) {
+            fired.push((j.kind.clone(), j.created_at));
+        }
+        // Keep the list short: claim what fired.
+        let claimed = e
+            .claim(errand_core::Claim {
+                queues: vec!["dst".into()],
+                worker_id: "w".into(),
+                limit: 100,
+            })
+            .await
+            .unwrap();
+        for j in claimed {
+            e.complete(j.id, j.lease.unwrap().token, None)
+                .await
+                .unwrap();
+        }
+    }
+    let daily: Vec<i64> = fired
+        .iter()
+        .filter(|(k, _)| k == "daily")
+        .map(|(_, t)| *t)
+        .collect();
+    // 2026-10-25 00:30 UTC = 02:30 CEST, the first of the two.
+    assert_eq!(daily, vec![1_792_888_200_000], "the daily tick fired once");
+    let hourly = fired.iter().filter(|(k, _)| k == "hourly").count();
+    // From Saturday 12:00 UTC to Sunday 12:00 UTC: 24 real hours, one tick each.
+    assert_eq!(hourly, 24, "every real hour, both 02:00s included");
+}
