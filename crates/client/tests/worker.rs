@@ -317,6 +317,52 @@ async fn a_cancel_requested_while_running_reaches_the_handler_by_heartbeat() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_that_ignores_a_cancel_is_stopped_and_the_job_ends_cancelled() {
+    let (server, client) = start().await;
+    let mut job = EnqueueJob::new("stubborn", json!(null));
+    job.heartbeat_ms = Some(200);
+    let id = enqueue(&client, "cancel-hard", job).await;
+    let (started_tx, mut started) = mpsc::unbounded_channel::<()>();
+    // Set when the handler's future is dropped: the SDK stopped it.
+    let dropped = Arc::new(AtomicBool::new(false));
+    struct OnDrop(Arc<AtomicBool>);
+    impl Drop for OnDrop {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+    let w = {
+        let dropped = dropped.clone();
+        worker(&client, "cancel-hard")
+            .cancel_grace(Duration::from_millis(100))
+            .handler("stubborn", move |_: JobContext, _: Value| {
+                let (started_tx, guard) = (started_tx.clone(), OnDrop(dropped.clone()));
+                async move {
+                    let _guard = guard;
+                    let _ = started_tx.send(());
+                    // Never looks at the cancel request.
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                    Ok::<_, JobError>(())
+                }
+            })
+            .build()
+            .unwrap()
+    };
+    let running = Running::start(w);
+    tokio::time::timeout(Duration::from_secs(10), started.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(client.cancel(&id).await.unwrap().outcome, "requested");
+    let cancelled = wait_state(&client, &id, JobState::Cancelled).await;
+    assert!(dropped.load(Ordering::SeqCst), "the handler was stopped");
+    assert_eq!(cancelled.attempts, 1);
+    let report = running.stop().await;
+    assert_eq!((report.cancelled, report.failed), (1, 0));
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn progress_reported_before_a_failure_is_there_for_the_next_attempt() {
     let (server, client) = start().await;
     quick_retries(&client, "resume", 2).await;

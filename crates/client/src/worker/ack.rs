@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use errand_protocol::{AckBatchRequest, AckItem, AckResult, ErrorDetail, code};
+use errand_protocol::{AckBatchRequest, AckItem, AckResult, ErrorDetail, JobState, code};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
@@ -37,6 +37,7 @@ pub(crate) struct Stats {
     pub(crate) completed: AtomicU64,
     pub(crate) failed: AtomicU64,
     pub(crate) released: AtomicU64,
+    pub(crate) cancelled: AtomicU64,
     pub(crate) abandoned: AtomicU64,
     pub(crate) lost: AtomicU64,
 }
@@ -245,6 +246,10 @@ impl Acker {
                     (AckItem::Complete { .. }, _) => Some(&self.stats.completed),
                     (AckItem::Fail { .. }, _) => Some(&self.stats.failed),
                     (AckItem::Release { .. }, Origin::Abandoned) => None,
+                    // A release of a job whose cancel was requested ends it cancelled.
+                    (AckItem::Release { .. }, _) if ok.state == JobState::Cancelled => {
+                        Some(&self.stats.cancelled)
+                    }
                     (AckItem::Release { .. }, _) => Some(&self.stats.released),
                 };
                 if let Some(counter) = counter {

@@ -26,6 +26,7 @@
 //! | runs past the job's timeout | stopped (its future dropped) and fail, retryable, "timed out after N ms" |
 //! | loses its lease (a heartbeat answered `lease_lost`) | stopped, and nothing is reported: the job is no longer ours |
 //! | is still running at the end of a graceful shutdown | stopped, and released |
+//! | is cancelled by an operator while it runs (learnt on the next heartbeat) | given [`WorkerBuilder::cancel_grace`] to return on its own (watching [`JobContext::cancelled`]), then stopped (its future dropped) and released: the server ends the job `cancelled` |
 //! | has no handler for the job's kind | fail, **retryable**, "no handler for kind X": a deploy in progress may bring one (another worker, or this one restarted), and the job dies only once its attempts are spent, with a message that says why. Releasing it instead would hand it straight back to this worker in a loop. |
 //!
 //! An acknowledgement answered `lease_lost` is logged and dropped (the server already timed the attempt
@@ -72,8 +73,11 @@ pub struct ShutdownReport {
     pub completed: u64,
     /// Jobs whose failure the server confirmed (errors, panics, timeouts, undecodable payloads).
     pub failed: u64,
-    /// Jobs fetched but not started (or whose cancel was requested before they started), given back.
+    /// Jobs fetched but not started, given back.
     pub released: u64,
+    /// Jobs an operator cancelled: stopped if they were running (their handlers' futures dropped), and
+    /// ended `cancelled` by the server.
+    pub cancelled: u64,
     /// Jobs still running at the shutdown deadline: their handlers were dropped and the jobs released
     /// where the server would take it.
     pub abandoned: u64,
@@ -91,6 +95,7 @@ pub struct WorkerBuilder {
     worker_id: Option<String>,
     poll_wait: Duration,
     shutdown_timeout: Duration,
+    cancel_grace: Duration,
     ack_batch_size: usize,
     ack_flush_interval: Duration,
     handlers: HashMap<String, Arc<dyn ErasedHandler>>,
@@ -157,6 +162,13 @@ impl WorkerBuilder {
     /// then get as long again to be delivered.
     pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
         self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// How long a running job an operator cancelled may take to return on its own (watching
+    /// [`JobContext::cancelled`]) before its handler is stopped (default 1 s).
+    pub fn cancel_grace(mut self, grace: Duration) -> Self {
+        self.cancel_grace = grace;
         self
     }
 
@@ -228,6 +240,7 @@ impl WorkerBuilder {
                 prefetch,
                 poll_wait: self.poll_wait,
                 shutdown_timeout: self.shutdown_timeout,
+                cancel_grace: self.cancel_grace,
                 ack: AckSettings {
                     batch_size: self.ack_batch_size,
                     flush_interval: self.ack_flush_interval,
@@ -277,6 +290,7 @@ struct Runtime {
     prefetch: usize,
     poll_wait: Duration,
     shutdown_timeout: Duration,
+    cancel_grace: Duration,
     ack: AckSettings,
     handlers: HashMap<String, Arc<dyn ErasedHandler>>,
 }
@@ -319,6 +333,7 @@ impl Worker {
             worker_id: None,
             poll_wait: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(30),
+            cancel_grace: Duration::from_secs(1),
             ack_batch_size: 100,
             ack_flush_interval: Duration::from_millis(5),
             handlers: HashMap::new(),
@@ -440,6 +455,7 @@ impl Worker {
             completed: stats.completed.load(Ordering::Relaxed),
             failed: stats.failed.load(Ordering::Relaxed),
             released: stats.released.load(Ordering::Relaxed),
+            cancelled: stats.cancelled.load(Ordering::Relaxed),
             abandoned: stats.abandoned.load(Ordering::Relaxed),
             lost: stats.lost.load(Ordering::Relaxed),
         };
@@ -543,6 +559,21 @@ fn fetched(
 }
 
 /// Runs one job to its end and queues its acknowledgement.
+/// A handler task's end as the job's outcome: a panic or an aborted task is a failure.
+fn handler_outcome(
+    res: Result<Result<Option<serde_json::Value>, JobError>, tokio::task::JoinError>,
+) -> Result<Option<serde_json::Value>, JobError> {
+    match res {
+        Ok(Ok(result)) => Ok(result),
+        Ok(Err(e)) => Err(e),
+        Err(e) if e.is_panic() => Err(JobError::new(format!(
+            "panicked: {}",
+            panic_message(e.into_panic())
+        ))),
+        Err(e) => Err(JobError::new(format!("the handler's task ended: {e}"))),
+    }
+}
+
 async fn run_job(
     rt: Arc<Runtime>,
     job: Fetched,
@@ -591,24 +622,38 @@ async fn run_job(
     };
     let mut task = tokio::spawn(handler.call(ctx));
     let mut lease_lost = shared.lease_lost.subscribe();
+    let mut cancel = shared.cancel.subscribe();
     let outcome = tokio::select! {
         biased;
-        res = &mut task => match res {
-            Ok(Ok(result)) => Ok(result),
-            Ok(Err(e)) => Err(e),
-            Err(e) if e.is_panic() => Err(JobError::new(format!("panicked: {}", panic_message(e.into_panic())))),
-            Err(e) => Err(JobError::new(format!("the handler's task ended: {e}"))),
-        },
-        _ = lease_lost.wait_for(|l| *l) => {
+        res = &mut task => handler_outcome(res),
+        _ = async { lease_lost.wait_for(|l| *l).await.map(|_| ()) } => {
             task.abort();
             job.keeper.abort();
             return JobEnd::LeaseLost;
+        }
+        // (`wait_for`'s guards are dropped at once, in each branch: none may live across the grace
+        // below.)
+        _ = async { cancel.wait_for(|c| *c).await.map(|_| ()) } => {
+            // An operator cancelled the job. A handler that watches `JobContext::cancelled` gets the
+            // grace to return on its own (its outcome is reported as usual); any other is stopped,
+            // and the release ends the job `cancelled` on the server.
+            match tokio::time::timeout(rt.cancel_grace, &mut task).await {
+                Ok(res) => handler_outcome(res),
+                Err(_) => {
+                    task.abort();
+                    tracing::info!(job_id = %j.id, "cancelled while running; handler stopped");
+                    let item = job.release_item();
+                    job.keeper.abort();
+                    queue(item, Origin::Ran);
+                    return JobEnd::Reported;
+                }
+            }
         }
         _ = tokio::time::sleep_until(shared.deadline) => {
             task.abort();
             Err(JobError::new(format!("timed out after {} ms", j.timeout_ms)))
         }
-        _ = abandon.wait_for(|a| *a) => {
+        _ = async { abandon.wait_for(|a| *a).await.map(|_| ()) } => {
             task.abort();
             let item = job.release_item();
             job.keeper.abort();
