@@ -46,6 +46,8 @@ pub enum JobCommand {
     },
     /// Show a job: state, attempts and errors, progress, result.
     Get { id: String },
+    /// Show the lines a job's workers logged, oldest first.
+    Logs { id: String },
     /// Cancel a job (an active one is asked to stop).
     Cancel { id: String },
     /// Retry a dead or cancelled job.
@@ -229,6 +231,15 @@ pub async fn job(cmd: JobCommand, remote: &Remote) -> ExitCode {
                 print_job(&j);
                 ExitCode::SUCCESS
             }
+        }),
+        JobCommand::Logs { id } => c.job_logs(&id).await.map(|l| {
+            if remote.json {
+                return json(&l);
+            }
+            for line in &l.logs {
+                say!("{} #{} {}", instant(line.at), line.attempt, line.line);
+            }
+            ExitCode::SUCCESS
         }),
         JobCommand::Cancel { id } => c.cancel(&id).await.map(|r| {
             if remote.json {

@@ -213,6 +213,31 @@ async fn schedules_from_the_command_line() {
     assert_eq!(json(&out)["paused"], true);
     let out = run(&url, &["schedule", "trigger", "nightly", "--json"]).await;
     assert_eq!(json(&out)["state"], "waiting");
+    let job_id = json(&out)["id"].as_str().unwrap().to_string();
+
+    // A worker logs a line on that job; `job logs` shows it.
+    let engine = &server.state().engine;
+    let claimed = engine
+        .claim(errand_core::Claim {
+            queues: vec!["reports".into()],
+            worker_id: "w".into(),
+            limit: 1,
+        })
+        .await
+        .unwrap()
+        .remove(0);
+    engine
+        .append_logs(
+            claimed.id,
+            claimed.lease.unwrap().token,
+            vec!["report half done".into()],
+        )
+        .await
+        .unwrap();
+    let out = run(&url, &["job", "logs", &job_id]).await;
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("#1 report half done"), "{text}");
     let out = run(&url, &["schedule", "resume", "nightly", "--json"]).await;
     assert_eq!(json(&out)["paused"], false);
 

@@ -7,9 +7,9 @@ use std::time::Duration;
 use errand_protocol::{
     AckBatchRequest, AckBatchResponse, AckResponse, CancelResponse, CompleteRequest, CountResponse,
     DeadFilter, EnqueueJob, Enqueued, EnqueuedBatch, ErrorBody, FailRequest, FetchRequest,
-    FetchResponse, Health, HeartbeatRequest, HeartbeatResponse, JobPage, JobState,
-    JobStateResponse, JobView, QueueConfig, QueueList, QueueView, ReleaseRequest, ScheduleDef,
-    ScheduleList, ScheduleView, code,
+    FetchResponse, Health, HeartbeatRequest, HeartbeatResponse, JobLogs, JobPage, JobState,
+    JobStateResponse, JobView, LogRequest, QueueConfig, QueueList, QueueView, ReleaseRequest,
+    ScheduleDef, ScheduleList, ScheduleView, code,
 };
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use reqwest::{Method, StatusCode, Url};
@@ -42,7 +42,7 @@ enum Repeat {
 ///
 /// | retried on any such failure | retried only if the request certainly did nothing¹ | never retried |
 /// | --- | --- | --- |
-/// | every `GET`; [`heartbeat`](Client::heartbeat), [`complete`](Client::complete) (a repeat of the same lease's completion answers success with `duplicate: true`), [`fail`](Client::fail)², [`release`](Client::release)², [`ack_batch`](Client::ack_batch)²; [`pause`](Client::pause), [`resume`](Client::resume), [`set_queue_config`](Client::set_queue_config); [`put_schedule`](Client::put_schedule), [`pause_schedule`](Client::pause_schedule), [`resume_schedule`](Client::resume_schedule); [`enqueue`](Client::enqueue) of a job with a `unique_key` (and [`enqueue_batch`](Client::enqueue_batch) when every job has one)³ | [`enqueue`](Client::enqueue) without a `unique_key` (a repeat would enqueue a second job); [`fetch`](Client::fetch) (a repeat would lease jobs to nobody until their leases expire); [`cancel`](Client::cancel), [`retry`](Client::retry), [`promote`](Client::promote), [`replay_dead`](Client::replay_dead), [`purge_dead`](Client::purge_dead), [`delete_schedule`](Client::delete_schedule), [`trigger_schedule`](Client::trigger_schedule) | [`health_live`](Client::health_live), [`health_ready`](Client::health_ready): a health check reports, it does not insist |
+/// | every `GET`; [`heartbeat`](Client::heartbeat), [`complete`](Client::complete) (a repeat of the same lease's completion answers success with `duplicate: true`), [`fail`](Client::fail)², [`release`](Client::release)², [`ack_batch`](Client::ack_batch)²; [`pause`](Client::pause), [`resume`](Client::resume), [`set_queue_config`](Client::set_queue_config); [`put_schedule`](Client::put_schedule), [`pause_schedule`](Client::pause_schedule), [`resume_schedule`](Client::resume_schedule); [`enqueue`](Client::enqueue) of a job with a `unique_key` (and [`enqueue_batch`](Client::enqueue_batch) when every job has one)³ | [`enqueue`](Client::enqueue) without a `unique_key` (a repeat would enqueue a second job); [`fetch`](Client::fetch) (a repeat would lease jobs to nobody until their leases expire); [`cancel`](Client::cancel), [`retry`](Client::retry), [`promote`](Client::promote), [`replay_dead`](Client::replay_dead), [`purge_dead`](Client::purge_dead), [`delete_schedule`](Client::delete_schedule), [`trigger_schedule`](Client::trigger_schedule), [`append_logs`](Client::append_logs) | [`health_live`](Client::health_live), [`health_ready`](Client::health_ready): a health check reports, it does not insist |
 ///
 /// ¹ The connection was refused (nothing was sent), or the server answered `429 rate_limited` or
 /// `503 unavailable`, which the API defines as "nothing done, retry".
@@ -352,6 +352,26 @@ impl Client {
     pub async fn release(&self, id: &str, req: &ReleaseRequest) -> Result<AckResponse> {
         self.post(&["v1", "jobs", id, "release"], req, Repeat::Safe)
             .await
+    }
+
+    /// `POST /v1/jobs/{id}/logs`: append lines to the job's log under its lease (at most 100 per
+    /// request). Not repeated after a timeout: a repeat could log the lines twice.
+    pub async fn append_logs(&self, id: &str, req: &LogRequest) -> Result<CountResponse> {
+        let body = to_body(req)?;
+        self.call(
+            Method::POST,
+            &["v1", "jobs", id, "logs"],
+            &[],
+            Some(body),
+            Repeat::IfUntouched,
+            self.inner.request_timeout,
+        )
+        .await
+    }
+
+    /// `GET /v1/jobs/{id}/logs`: the job's log, oldest line first.
+    pub async fn job_logs(&self, id: &str) -> Result<JobLogs> {
+        self.get_json(&["v1", "jobs", id, "logs"], &[]).await
     }
 
     /// `POST /v1/ack`: many completions, failures and releases in one request; each item succeeds or

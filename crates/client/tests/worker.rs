@@ -363,6 +363,33 @@ async fn a_handler_that_ignores_a_cancel_is_stopped_and_the_job_ends_cancelled()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lines_a_handler_logs_are_on_the_job_once_it_completed() {
+    let (server, client) = start().await;
+    let id = enqueue(&client, "logs", EnqueueJob::new("chatty", json!(3))).await;
+    let w = worker(&client, "logs")
+        .handler("chatty", |ctx: JobContext, n: u32| async move {
+            for i in 0..n {
+                ctx.log(format!("step {i}"));
+            }
+            Ok::<_, JobError>(())
+        })
+        .build()
+        .unwrap();
+    let running = Running::start(w);
+    wait_state(&client, &id, JobState::Completed).await;
+    running.stop().await;
+    let logs = client.job_logs(&id).await.unwrap().logs;
+    let lines: Vec<&str> = logs.iter().map(|l| l.line.as_str()).collect();
+    assert_eq!(
+        lines,
+        ["step 0", "step 1", "step 2"],
+        "sent before the completion"
+    );
+    assert!(logs.iter().all(|l| l.attempt == 1));
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn progress_reported_before_a_failure_is_there_for_the_next_attempt() {
     let (server, client) = start().await;
     quick_retries(&client, "resume", 2).await;

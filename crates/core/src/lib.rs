@@ -30,7 +30,7 @@ pub use id::{JobId, LeaseToken};
 pub use limits::Limits;
 pub use model::{
     Backoff, BackoffKind, DeadReason, ErrorKind, ErrorRecord, Job, JobOptions, JobState, Lease,
-    NewJob, QueueConfig, QueueInfo, QueueStats, Retention,
+    LogLine, NewJob, QueueConfig, QueueInfo, QueueStats, Retention,
 };
 pub use schedule::{Missed, Schedule, ScheduleDef};
 pub use store::Store;

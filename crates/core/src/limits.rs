@@ -21,6 +21,9 @@
 //! | backoff delay and cap | at most 30 days; jitter 0–1; a computed delay never exceeds 30 days |
 //! | max stalls | 0–100 (queue default 1) |
 //! | error message | 8 KiB, longer ones are truncated (a worker's failure is never refused for its size) |
+//! | log lines kept per job | the latest 200 (older ones are dropped as new ones arrive) |
+//! | log line | 2 KiB, longer ones are truncated |
+//! | log lines in one request | 100 |
 
 /// The lowest priority number accepted (runs first).
 pub const MIN_PRIORITY: i32 = 0;
@@ -53,6 +56,9 @@ pub struct Limits {
     pub max_backoff_ms: u64,
     pub max_stalled: u32,
     pub max_error_message: usize,
+    pub max_log_lines: usize,
+    pub max_log_line_bytes: usize,
+    pub max_log_batch: usize,
 }
 
 impl Default for Limits {
@@ -77,6 +83,9 @@ impl Default for Limits {
             max_backoff_ms: 30 * 24 * 3_600_000,
             max_stalled: 100,
             max_error_message: 8 << 10,
+            max_log_lines: 200,
+            max_log_line_bytes: 2 << 10,
+            max_log_batch: 100,
         }
     }
 }

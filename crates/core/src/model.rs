@@ -263,6 +263,16 @@ pub struct Job {
     pub finished_at: Option<Timestamp>,
 }
 
+/// One line a worker logged for a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    /// When the server received it.
+    pub at: Timestamp,
+    /// The attempt that logged it.
+    pub attempt: u32,
+    pub line: String,
+}
+
 /// A producer's options for one job. Each unset option takes the queue's default.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct JobOptions {

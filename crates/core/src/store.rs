@@ -20,6 +20,7 @@ use serde_json::value::RawValue;
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
 use crate::id::{JobId, LeaseToken};
+use crate::model::LogLine;
 use crate::model::{
     Backoff, DeadReason, ErrorRecord, Job, JobState, QueueConfig, QueueInfo, QueueStats,
 };
@@ -247,6 +248,18 @@ pub struct JobDelete {
     pub ids: Vec<(JobId, JobState)>,
 }
 
+/// Append log lines to an active job under its lease, each tagged with `now` and the job's current
+/// attempt; then keep only the job's latest `keep` lines. `Err(LeaseLost)` if the lease is not the
+/// job's current one (`Err(NotFound)` if there is no such job), and nothing is written.
+#[derive(Debug, Clone)]
+pub struct JobLogAppend {
+    pub id: JobId,
+    pub token: LeaseToken,
+    pub now: Timestamp,
+    pub lines: Vec<String>,
+    pub keep: usize,
+}
+
 /// Fire one tick of a schedule, if it is still the tick the schedule waits for: in one transaction, when
 /// the schedule exists, is not paused and its `next_run_at` equals `expect_next`, set `next_run_at` to
 /// `next` and insert `job` (if any) as [`Store::job_insert`] would (its unique key may name an existing
@@ -329,6 +342,12 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// Counts per state and the oldest waiting job's age.
     async fn queue_stats(&self, name: &str, now: Timestamp) -> Result<QueueStats>;
+
+    /// Appends log lines to a job (see [`JobLogAppend`]). Deleting a job deletes its lines.
+    async fn job_log_append(&self, p: JobLogAppend) -> Result<()>;
+
+    /// A job's log lines, oldest first.
+    async fn job_logs(&self, id: JobId) -> Result<Vec<LogLine>>;
 
     /// Creates or replaces a schedule's definition, pause flag and `next_run_at`, keeping its
     /// `created_at`, `last_run_at` and `last_job_id` if it exists.

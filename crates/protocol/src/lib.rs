@@ -400,6 +400,34 @@ pub struct HeartbeatRequest {
     pub progress: Option<Value>,
 }
 
+/// `POST /v1/jobs/{id}/logs`: append lines to the job's log under its lease. At most 100 lines per
+/// request; a line longer than 2 KiB is cut; the job keeps its latest 200 lines, across attempts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct LogRequest {
+    pub lease_token: String,
+    pub lines: Vec<String>,
+}
+
+/// One line of a job's log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct LogLineView {
+    /// When the server received it.
+    pub at: i64,
+    /// The attempt that logged it.
+    pub attempt: u32,
+    pub line: String,
+}
+
+/// `GET /v1/jobs/{id}/logs`: the job's log, oldest line first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct JobLogs {
+    pub logs: Vec<LogLineView>,
+}
+
 /// The lease after a heartbeat.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]

@@ -122,6 +122,7 @@ fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(jobs::enqueue))
         .routes(routes!(jobs::get_job))
+        .routes(routes!(jobs::get_logs, work::append_logs))
         .routes(routes!(jobs::cancel))
         .routes(routes!(jobs::retry))
         .routes(routes!(jobs::promote))

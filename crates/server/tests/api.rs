@@ -924,3 +924,46 @@ async fn a_store_that_cannot_write_answers_503_and_the_write_is_not_made() {
     );
     api.enqueue("busy", json!({"kind": "k"})).await;
 }
+
+#[tokio::test]
+async fn workers_append_log_lines_and_anyone_who_may_read_the_job_sees_them() {
+    let api = Api::new();
+    let id = api.enqueue("logged", json!({"kind": "k"})).await;
+    let job = api.fetch("logged", 1).await.remove(0);
+    let token = job["lease_token"].as_str().unwrap().to_string();
+    let path = format!("/v1/jobs/{id}/logs");
+    let (s, _) = api
+        .post(
+            &path,
+            json!({"lease_token": token, "lines": ["charging card", "charged"]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, b) = api.get(&path).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(b["logs"][0]["line"], "charging card");
+    assert_eq!(b["logs"][1]["line"], "charged");
+    assert_eq!(b["logs"][1]["attempt"], 1);
+
+    let got = api
+        .post(&path, json!({"lease_token": "stale", "lines": ["x"]}))
+        .await;
+    assert_error(&got, StatusCode::CONFLICT, code::LEASE_LOST, None);
+    let got = api
+        .post(&path, json!({"lease_token": token, "lines": []}))
+        .await;
+    assert_error(&got, StatusCode::BAD_REQUEST, code::INVALID, Some("lines"));
+    let many: Vec<String> = (0..101).map(|i| i.to_string()).collect();
+    let got = api
+        .post(&path, json!({"lease_token": token, "lines": many}))
+        .await;
+    assert_eq!(got.0, StatusCode::PAYLOAD_TOO_LARGE);
+    let (_, b) = api.get(&path).await;
+    assert_eq!(
+        b["logs"].as_array().unwrap().len(),
+        2,
+        "nothing more written"
+    );
+    let got = api.get("/v1/jobs/01JAAAAAAAAAAAAAAAAAAAAAAA/logs").await;
+    assert_error(&got, StatusCode::NOT_FOUND, code::NOT_FOUND, None);
+}

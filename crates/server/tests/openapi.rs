@@ -14,6 +14,8 @@ use support::Api;
 const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/queues/{queue}/jobs"),
     ("get", "/v1/jobs/{id}"),
+    ("get", "/v1/jobs/{id}/logs"),
+    ("post", "/v1/jobs/{id}/logs"),
     ("post", "/v1/jobs/{id}/cancel"),
     ("post", "/v1/jobs/{id}/retry"),
     ("post", "/v1/jobs/{id}/promote"),

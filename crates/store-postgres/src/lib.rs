@@ -41,9 +41,9 @@ use errand_core::store::{
     Claimed, Inserted, JobClaim, JobDelete, JobInsert, JobList, JobPrune, JobSpec, LeaseRenew,
     Renewed, Store, Transition, Transitioned,
 };
-use errand_core::store::{Fired, ScheduleFire};
+use errand_core::store::{Fired, JobLogAppend, ScheduleFire};
 use errand_core::{
-    Error, Job, JobId, QueueConfig, QueueInfo, QueueStats, Result, Schedule, Timestamp,
+    Error, Job, JobId, LogLine, QueueConfig, QueueInfo, QueueStats, Result, Schedule, Timestamp,
 };
 
 use conn::{connect_reason, describe, run, write};
@@ -312,6 +312,20 @@ impl Store for PgStore {
     async fn queue_stats(&self, name: &str, now: Timestamp) -> Result<QueueStats> {
         run(self.pool(), self.cx(), &(name, now), |c, cx, p| {
             Box::pin(ops::queue_stats(c, cx, p.0, p.1))
+        })
+        .await
+    }
+
+    async fn job_log_append(&self, p: JobLogAppend) -> Result<()> {
+        write(self.pool(), self.cx(), &p, |tx, cx, p| {
+            Box::pin(ops::job_log_append(tx, cx, p))
+        })
+        .await
+    }
+
+    async fn job_logs(&self, id: JobId) -> Result<Vec<LogLine>> {
+        run(self.pool(), self.cx(), &id, |c, cx, id| {
+            Box::pin(ops::job_logs(c, cx, *id))
         })
         .await
     }

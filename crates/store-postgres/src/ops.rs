@@ -18,11 +18,11 @@ use tokio_postgres::types::ToSql;
 
 use errand_core::engine::raw_json;
 use errand_core::store::{
-    Attempts, Claimed, Guard, Inserted, JobClaim, JobDelete, JobList, JobPrune, JobSpec,
-    LeaseRenew, Renewed, Transition, Transitioned,
+    Attempts, Claimed, Guard, Inserted, JobClaim, JobDelete, JobList, JobLogAppend, JobPrune,
+    JobSpec, LeaseRenew, Renewed, Transition, Transitioned,
 };
 use errand_core::{
-    DeadReason, Error, ErrorRecord, Job, JobId, JobState, Lease, QueueConfig, QueueInfo,
+    DeadReason, Error, ErrorRecord, Job, JobId, JobState, Lease, LogLine, QueueConfig, QueueInfo,
     QueueStats, Result, Timestamp,
 };
 
@@ -66,6 +66,13 @@ macro_rules! statements {
 }
 
 statements! {
+    job_log_guard = "SELECT state, lease_token, attempts FROM {s}.jobs WHERE id = $1";
+    job_log_insert = "INSERT INTO {s}.job_logs (job_id, at, attempt, line) \
+        SELECT $1, $2, $3, unnest($4::text[])";
+    /// Keeps the latest `$2` lines of a job.
+    job_log_trim = "DELETE FROM {s}.job_logs WHERE job_id = $1 AND id <= (SELECT id FROM {s}.job_logs \
+        WHERE job_id = $1 ORDER BY id DESC LIMIT 1 OFFSET $2)";
+    job_logs = "SELECT at, attempt, line FROM {s}.job_logs WHERE job_id = $1 ORDER BY id";
     schedule_put = "INSERT INTO {s}.schedules (name, def, paused, next_run_at, created_at, updated_at) \
         VALUES ($1, $2, $3, $4, $5, $6) \
         ON CONFLICT (name) DO UPDATE SET def = excluded.def, paused = excluded.paused, \
@@ -809,6 +816,47 @@ pub(crate) async fn job_transition(
     }
     notify(c, cx, woken.iter().map(String::as_str)).await?;
     Ok(out)
+}
+
+/// Appends log lines under the job's lease, then keeps only its latest `keep` lines.
+pub(crate) async fn job_log_append(
+    c: &impl GenericClient,
+    cx: &Cx,
+    p: &JobLogAppend,
+) -> Result<()> {
+    let id = p.id.to_string();
+    let attempt: i32 = match query_opt(c, &cx.sql.job_log_guard, &[&id]).await? {
+        None => return Err(Error::NotFound(format!("job {id}"))),
+        Some(r) => {
+            let (state, token): (String, Option<String>) = (get(&r, 0)?, get(&r, 1)?);
+            if state != "active" || token.as_deref() != Some(p.token.as_str()) {
+                return Err(Error::LeaseLost);
+            }
+            get(&r, 2)?
+        }
+    };
+    execute(
+        c,
+        &cx.sql.job_log_insert,
+        &[&id, &p.now, &attempt, &p.lines],
+    )
+    .await?;
+    execute(c, &cx.sql.job_log_trim, &[&id, &(p.keep as i64)]).await?;
+    Ok(())
+}
+
+pub(crate) async fn job_logs(c: &impl GenericClient, cx: &Cx, id: JobId) -> Result<Vec<LogLine>> {
+    query(c, &cx.sql.job_logs, &[&id.to_string()])
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(LogLine {
+                at: get(r, 0)?,
+                attempt: count(get(r, 1)?, "attempt")?,
+                line: get(r, 2)?,
+            })
+        })
+        .collect()
 }
 
 pub(crate) async fn job_request_cancel(

@@ -94,6 +94,17 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX schedules_due ON {s}.schedules (next_run_at) WHERE NOT paused;
     "#,
+    // 3: job log lines, deleted with their job.
+    r#"
+    CREATE TABLE {s}.job_logs (
+        id      BIGSERIAL PRIMARY KEY,
+        job_id  TEXT COLLATE "C" NOT NULL REFERENCES {s}.jobs (id) ON DELETE CASCADE,
+        at      BIGINT NOT NULL,
+        attempt INTEGER NOT NULL,
+        line    TEXT NOT NULL
+    );
+    CREATE INDEX job_logs_by_job ON {s}.job_logs (job_id, id);
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -26,9 +26,9 @@ use errand_core::store::{
     Claimed, Inserted, JobClaim, JobDelete, JobInsert, JobList, JobPrune, LeaseRenew, Renewed,
     Store, Transition, Transitioned,
 };
-use errand_core::store::{Fired, ScheduleFire};
+use errand_core::store::{Fired, JobLogAppend, ScheduleFire};
 use errand_core::{
-    Error, Job, JobId, QueueConfig, QueueInfo, QueueStats, Result, Schedule, Timestamp,
+    Error, Job, JobId, LogLine, QueueConfig, QueueInfo, QueueStats, Result, Schedule, Timestamp,
 };
 
 use conn::{Readers, Writer, open_connection};
@@ -248,6 +248,17 @@ impl Store for SqliteStore {
             .readers
             .read(move |c| ops::queue_stats(c, &name, now))
             .await
+    }
+
+    async fn job_log_append(&self, p: JobLogAppend) -> Result<()> {
+        self.inner
+            .writer
+            .write(move |c| ops::job_log_append(c, &p))
+            .await
+    }
+
+    async fn job_logs(&self, id: JobId) -> Result<Vec<LogLine>> {
+        self.inner.readers.read(move |c| ops::job_logs(c, id)).await
     }
 
     async fn schedule_put(&self, s: Schedule) -> Result<()> {

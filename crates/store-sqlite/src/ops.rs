@@ -7,11 +7,11 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use errand_core::engine::raw_json;
 use errand_core::store::{
-    Attempts, Claimed, Guard, Inserted, JobClaim, JobDelete, JobInsert, JobList, JobPrune,
-    LeaseRenew, Renewed, Transition, Transitioned,
+    Attempts, Claimed, Guard, Inserted, JobClaim, JobDelete, JobInsert, JobList, JobLogAppend,
+    JobPrune, LeaseRenew, Renewed, Transition, Transitioned,
 };
 use errand_core::{
-    DeadReason, Error, ErrorRecord, Job, JobId, JobState, Lease, QueueConfig, QueueInfo,
+    DeadReason, Error, ErrorRecord, Job, JobId, JobState, Lease, LogLine, QueueConfig, QueueInfo,
     QueueStats, Result, Timestamp,
 };
 
@@ -726,7 +726,61 @@ pub(crate) fn queue_set_paused(conn: &Connection, name: &str, paused: bool) -> R
     Ok(())
 }
 
+/// Appends log lines under the job's lease, then keeps only its latest `keep` lines.
+pub(crate) fn job_log_append(conn: &Connection, p: &JobLogAppend) -> Result<()> {
+    let id = p.id.to_string();
+    let current: Option<(String, Option<String>, u32)> = conn
+        .prepare_cached("SELECT state, lease_token, attempts FROM jobs WHERE id = ?1")
+        .map_err(backend)?
+        .query_row([&id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()
+        .map_err(backend)?;
+    let attempt = match current {
+        None => return Err(Error::NotFound(format!("job {id}"))),
+        Some((state, token, attempt))
+            if state == "active" && token.as_deref() == Some(p.token.as_str()) =>
+        {
+            attempt
+        }
+        Some(_) => return Err(Error::LeaseLost),
+    };
+    let mut insert = conn
+        .prepare_cached(
+            "INSERT OR FAIL INTO job_logs (job_id, at, attempt, line) VALUES (?1, ?2, ?3, ?4)",
+        )
+        .map_err(backend)?;
+    for line in &p.lines {
+        insert
+            .execute(params![id, p.now, attempt, line])
+            .map_err(backend)?;
+    }
+    conn.prepare_cached(
+        "DELETE FROM job_logs WHERE job_id = ?1 AND id <= (SELECT id FROM job_logs \
+         WHERE job_id = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+    )
+    .map_err(backend)?
+    .execute(params![id, p.keep as i64])
+    .map_err(backend)?;
+    Ok(())
+}
+
 // ---- reads ----------------------------------------------------------------------------------------
+
+pub(crate) fn job_logs(conn: &Connection, id: JobId) -> Result<Vec<LogLine>> {
+    let mut stmt = conn
+        .prepare_cached("SELECT at, attempt, line FROM job_logs WHERE job_id = ?1 ORDER BY id")
+        .map_err(backend)?;
+    let rows = stmt
+        .query_map([id.to_string()], |r| {
+            Ok(LogLine {
+                at: r.get(0)?,
+                attempt: r.get(1)?,
+                line: r.get(2)?,
+            })
+        })
+        .map_err(backend)?;
+    rows.collect::<rusqlite::Result<_>>().map_err(backend)
+}
 
 /// Active jobs are few (as many as workers run at once), so they are found through `jobs_by_state` for
 /// every known queue rather than through an index of their own that every claim and completion would

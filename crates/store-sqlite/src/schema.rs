@@ -74,6 +74,17 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX schedules_due ON schedules (next_run_at) WHERE NOT paused;
     "#,
+    // 3: job log lines, deleted with their job.
+    r#"
+    CREATE TABLE job_logs (
+        id      INTEGER PRIMARY KEY,
+        job_id  TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+        at      INTEGER NOT NULL,
+        attempt INTEGER NOT NULL,
+        line    TEXT NOT NULL
+    );
+    CREATE INDEX job_logs_by_job ON job_logs (job_id, id);
+    "#,
 ];
 
 /// The schema version this build writes.

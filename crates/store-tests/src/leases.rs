@@ -308,3 +308,92 @@ pub async fn released_job_is_due_at_once_without_using_an_attempt(f: Fixture) {
     let out = e.release(j2.id, token(&j2)).await.unwrap();
     assert_eq!(out.state, JobState::Cancelled);
 }
+
+pub async fn log_lines_are_kept_under_the_lease_bounded_and_deleted_with_the_job(f: Fixture) {
+    let ctx = Ctx::new(f);
+    let e = &ctx.engine;
+    let limits = e.limits().clone();
+    let id = e
+        .enqueue(job("logs", 1).with_options(JobOptions {
+            max_attempts: Some(1),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .id;
+    let j = claim_one(e, "logs").await;
+    let t = token(&j);
+    assert!(e.logs(id).await.unwrap().is_empty());
+    e.append_logs(id, t.clone(), vec!["starting".into(), "step 1".into()])
+        .await
+        .unwrap();
+    ctx.clock.advance(10);
+    let long = "é".repeat(limits.max_log_line_bytes);
+    e.append_logs(id, t.clone(), vec![long]).await.unwrap();
+    let logs = e.logs(id).await.unwrap();
+    assert_eq!(logs.len(), 3);
+    assert_eq!((logs[0].line.as_str(), logs[0].attempt), ("starting", 1));
+    assert_eq!(logs[1].line, "step 1");
+    assert!(logs[2].at > logs[0].at);
+    assert!(
+        logs[2].line.len() <= limits.max_log_line_bytes,
+        "a long line is cut, on a character boundary"
+    );
+
+    // A foreign token writes nothing; bad batches are refused and write nothing.
+    assert!(matches!(
+        e.append_logs(id, "not-the-lease".into(), vec!["x".into()])
+            .await,
+        Err(Error::LeaseLost)
+    ));
+    let too_many = vec!["x".to_string(); limits.max_log_batch + 1];
+    assert!(matches!(
+        e.append_logs(id, t.clone(), too_many).await,
+        Err(Error::TooLarge { .. })
+    ));
+    assert!(matches!(
+        e.append_logs(id, t.clone(), vec![]).await,
+        Err(Error::Invalid { .. })
+    ));
+    assert_eq!(e.logs(id).await.unwrap().len(), 3);
+
+    // Only the latest lines are kept.
+    for n in 0..(limits.max_log_lines / limits.max_log_batch + 1) {
+        let batch = (0..limits.max_log_batch)
+            .map(|i| format!("line {}", n * limits.max_log_batch + i))
+            .collect();
+        e.append_logs(id, t.clone(), batch).await.unwrap();
+    }
+    let logs = e.logs(id).await.unwrap();
+    assert_eq!(logs.len(), limits.max_log_lines);
+    let last = (limits.max_log_lines / limits.max_log_batch + 1) * limits.max_log_batch - 1;
+    assert_eq!(logs.last().unwrap().line, format!("line {last}"));
+
+    // Once the job is no longer active under that lease, nothing more is taken; deleting the job
+    // deletes its lines.
+    e.fail(id, t.clone(), Failure::fatal("no")).await.unwrap();
+    assert!(matches!(
+        e.append_logs(id, t, vec!["late".into()]).await,
+        Err(Error::LeaseLost)
+    ));
+    assert_eq!(state(e, &j).await, JobState::Dead);
+    let purged = e
+        .purge_dead(errand_core::DeadFilter {
+            queue: "logs".into(),
+            kind: None,
+            error_contains: None,
+            limit: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(purged, 1);
+    assert!(matches!(e.logs(id).await, Err(Error::NotFound(_))));
+    assert!(
+        e.store().job_logs(id).await.unwrap().is_empty(),
+        "its lines went with it"
+    );
+    assert!(matches!(
+        e.append_logs(id, "t".into(), vec!["x".into()]).await,
+        Err(Error::NotFound(_))
+    ));
+}

@@ -171,6 +171,10 @@ macro_rules! __for_each_check {
         );
         $m!(
             $fresh,
+            leases::log_lines_are_kept_under_the_lease_bounded_and_deleted_with_the_job
+        );
+        $m!(
+            $fresh,
             races::a_cancel_requested_while_a_failure_is_written_is_not_lost
         );
         $m!(

@@ -5,12 +5,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use errand_core::store::{
-    Claimed, Fired, Guard, Inserted, JobClaim, JobDelete, JobInsert, JobList, JobPrune, LeaseRenew,
-    Renewed, ScheduleFire, Store, Transition, Transitioned,
+    Claimed, Fired, Guard, Inserted, JobClaim, JobDelete, JobInsert, JobList, JobLogAppend,
+    JobPrune, LeaseRenew, Renewed, ScheduleFire, Store, Transition, Transitioned,
 };
 use errand_core::{
-    Cancelled, Failure, Job, JobId, JobOptions, JobState, QueueConfig, QueueInfo, QueueStats,
-    Result, Schedule, Timestamp,
+    Cancelled, Failure, Job, JobId, JobOptions, JobState, LogLine, QueueConfig, QueueInfo,
+    QueueStats, Result, Schedule, Timestamp,
 };
 
 use crate::support::{claim_one, job, token};
@@ -83,6 +83,12 @@ impl Store for CancelBeforeWrite {
     }
     async fn queue_stats(&self, name: &str, now: Timestamp) -> Result<QueueStats> {
         self.inner.queue_stats(name, now).await
+    }
+    async fn job_log_append(&self, p: JobLogAppend) -> Result<()> {
+        self.inner.job_log_append(p).await
+    }
+    async fn job_logs(&self, id: JobId) -> Result<Vec<LogLine>> {
+        self.inner.job_logs(id).await
     }
     async fn schedule_put(&self, s: Schedule) -> Result<()> {
         self.inner.schedule_put(s).await

@@ -110,6 +110,9 @@ pub(crate) struct JobShared {
     pub(crate) cancel: watch::Sender<bool>,
     pub(crate) lease_lost: watch::Sender<bool>,
     pub(crate) progress: Mutex<Option<Value>>,
+    /// Log lines not yet sent.
+    pub(crate) logs: Mutex<Vec<String>>,
+    /// Progress or a log line is waiting to be sent.
     pub(crate) progress_set: Notify,
 }
 
@@ -123,6 +126,7 @@ impl JobShared {
             cancel: watch::channel(false).0,
             lease_lost: watch::channel(false).0,
             progress: Mutex::new(None),
+            logs: Mutex::new(Vec::new()),
             progress_set: Notify::new(),
         }
     }
@@ -139,6 +143,26 @@ impl JobShared {
         {
             *p = Some(value);
         }
+    }
+
+    /// The log lines not yet sent, taken.
+    pub(crate) fn take_logs(&self) -> Vec<String> {
+        self.logs
+            .lock()
+            .map(|mut l| std::mem::take(&mut *l))
+            .unwrap_or_default()
+    }
+
+    /// Puts back lines whose sending failed, before any logged meanwhile.
+    pub(crate) fn restore_logs(&self, mut lines: Vec<String>) {
+        if let Ok(mut l) = self.logs.lock() {
+            lines.append(&mut l);
+            *l = lines;
+        }
+    }
+
+    pub(crate) fn has_logs(&self) -> bool {
+        self.logs.lock().map(|l| !l.is_empty()).unwrap_or(false)
     }
 
     pub(crate) fn is_lease_lost(&self) -> bool {
@@ -253,6 +277,16 @@ impl JobContext {
     pub fn progress(&self, value: Value) {
         if let Ok(mut p) = self.shared.progress.lock() {
             *p = Some(value);
+        }
+        self.shared.progress_set.notify_one();
+    }
+
+    /// Appends a line to the job's log (`GET /v1/jobs/{id}/logs`, `errand job logs`). Lines are sent
+    /// with the next heartbeat, and before the job's outcome; the server cuts a line at 2 KiB and keeps
+    /// a job's latest 200 lines, across attempts.
+    pub fn log(&self, line: impl Into<String>) {
+        if let Ok(mut l) = self.shared.logs.lock() {
+            l.push(line.into());
         }
         self.shared.progress_set.notify_one();
     }

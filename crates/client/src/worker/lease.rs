@@ -1,10 +1,10 @@
 //! Keeping a fetched job's lease: heartbeats from the moment the job arrives until its outcome is
-//! queued, carrying progress and bringing back cancel requests and lost leases.
+//! queued, carrying progress and log lines, and bringing back cancel requests and lost leases.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use errand_protocol::HeartbeatRequest;
+use errand_protocol::{HeartbeatRequest, LogRequest};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -14,6 +14,9 @@ use crate::Client;
 
 /// Heartbeats no more often than this, however often progress is reported.
 const MIN_GAP: Duration = Duration::from_millis(100);
+
+/// Log lines per request (the server's limit).
+const LOG_BATCH: usize = 100;
 
 /// How long a final heartbeat carrying a failed job's last progress may take.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -82,13 +85,51 @@ async fn run(client: Client, shared: Arc<JobShared>, mut stop: watch::Receiver<b
             _ = async { let _ = stop.wait_for(|s| *s).await; } => true,
         };
         let progress = shared.take_progress();
-        if stopping && progress.is_none() {
+        let logs = shared.take_logs();
+        if stopping && progress.is_none() && logs.is_empty() {
             return;
         }
         last = Instant::now();
-        if !beat(&client, &shared, progress).await || stopping {
+        if !beat(&client, &shared, progress).await {
             return;
         }
+        if !logs.is_empty() {
+            send_logs(&client, &shared, logs).await;
+        }
+        if stopping {
+            return;
+        }
+    }
+}
+
+/// Sends log lines (in requests of at most [`LOG_BATCH`]); puts back what could not be sent for a
+/// reason that may pass.
+async fn send_logs(client: &Client, shared: &JobShared, mut lines: Vec<String>) {
+    let job = &shared.job;
+    while !lines.is_empty() {
+        let rest = lines.split_off(lines.len().min(LOG_BATCH));
+        let req = LogRequest {
+            lease_token: job.lease_token.clone(),
+            lines,
+        };
+        match client.append_logs(&job.id, &req).await {
+            Ok(_) => {}
+            Err(e) if e.is_lease_lost() || e.is_not_found() => {
+                shared.lease_lost.send_replace(true);
+                return;
+            }
+            Err(e) if e.is_too_large() || e.is_invalid() => {
+                tracing::warn!(job_id = %job.id, error = %e, "log lines refused; dropped");
+            }
+            Err(e) => {
+                tracing::warn!(job_id = %job.id, error = %e, "sending log lines failed");
+                let mut back = req.lines;
+                back.extend(rest);
+                shared.restore_logs(back);
+                return;
+            }
+        }
+        lines = rest;
     }
 }
 

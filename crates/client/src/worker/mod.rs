@@ -664,7 +664,12 @@ async fn run_job(
     match outcome {
         Ok(result) => {
             tracing::debug!(job_id = %j.id, "completed");
-            job.keeper.abort();
+            // Lines logged since the last heartbeat go before the outcome; without any, nothing waits.
+            if shared.has_logs() {
+                job.keeper.stop_and_flush().await;
+            } else {
+                job.keeper.abort();
+            }
             queue(
                 AckItem::Complete {
                     id: j.id.clone(),

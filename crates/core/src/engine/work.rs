@@ -7,8 +7,8 @@ use crate::clock::Timestamp;
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::id::{JobId, LeaseToken, new_lease_token};
-use crate::model::{DeadReason, ErrorKind, ErrorRecord, Job, JobState};
-use crate::store::{Attempts, Guard, JobClaim, LeaseRenew, Renewed, Transition};
+use crate::model::{DeadReason, ErrorKind, ErrorRecord, Job, JobState, LogLine};
+use crate::store::{Attempts, Guard, JobClaim, JobLogAppend, LeaseRenew, Renewed, Transition};
 use crate::validate;
 
 use super::Engine;
@@ -164,6 +164,47 @@ impl Engine {
                 progress,
             })
             .await
+    }
+
+    /// Appends log lines to a job under its lease (at most `max_log_batch` per call; each line cut at
+    /// `max_log_line_bytes`); the job keeps its latest `max_log_lines`, across attempts.
+    pub async fn append_logs(
+        &self,
+        id: JobId,
+        token: LeaseToken,
+        lines: Vec<String>,
+    ) -> Result<()> {
+        let limits = self.limits();
+        if lines.is_empty() {
+            return Err(Error::invalid("lines", "must contain at least one line"));
+        }
+        if lines.len() > limits.max_log_batch {
+            return Err(Error::too_large(
+                "lines",
+                format!("at most {} lines per request", limits.max_log_batch),
+            ));
+        }
+        let lines = lines
+            .into_iter()
+            .map(|l| validate::truncate(l, limits.max_log_line_bytes))
+            .collect();
+        self.inner
+            .store
+            .job_log_append(JobLogAppend {
+                id,
+                token,
+                now: self.now(),
+                lines,
+                keep: limits.max_log_lines,
+            })
+            .await
+    }
+
+    /// A job's log lines, oldest first.
+    pub async fn logs(&self, id: JobId) -> Result<Vec<LogLine>> {
+        // Known job or not found, rather than an empty list for an id that never existed.
+        self.get(id).await?;
+        self.inner.store.job_logs(id).await
     }
 
     /// Completes a job under its lease.

@@ -4,8 +4,8 @@ use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use errand_protocol::{
-    CancelResponse, EnqueueBatch, EnqueueJob, Enqueued, EnqueuedBatch, ErrorBody, JobStateResponse,
-    JobView,
+    CancelResponse, EnqueueBatch, EnqueueJob, Enqueued, EnqueuedBatch, ErrorBody, JobLogs,
+    JobStateResponse, JobView, LogLineView,
 };
 use serde::Deserialize;
 
@@ -107,6 +107,32 @@ pub async fn get_job(
     Ok(axum::Json(convert::job_view(
         visible_job(&s, &caller, &id).await?,
     )))
+}
+
+/// A job's log, oldest line first (what its workers appended, the latest 200 lines).
+#[utoipa::path(
+    get, path = "/v1/jobs/{id}/logs", tag = "jobs",
+    params(("id" = String, Path, description = "job id")),
+    responses((status = 200, body = JobLogs), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody))
+)]
+pub async fn get_logs(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<JobLogs>> {
+    caller.require(&[Scope::Read, Scope::Produce])?;
+    let job = visible_job(&s, &caller, &id).await?;
+    let logs = s.engine.logs(job.id).await?;
+    Ok(axum::Json(JobLogs {
+        logs: logs
+            .into_iter()
+            .map(|l| LogLineView {
+                at: l.at,
+                attempt: l.attempt,
+                line: l.line,
+            })
+            .collect(),
+    }))
 }
 
 /// Cancel a job: waiting or delayed ones at once; an active one is asked to stop.

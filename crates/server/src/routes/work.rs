@@ -7,8 +7,8 @@ use axum::http::StatusCode;
 use errand_core::{Ack, Claim, Failure, Job, JobId};
 use errand_protocol::{
     AckBatchRequest, AckBatchResponse, AckItem, AckResponse, AckResult, CompleteRequest, ErrorBody,
-    FailRequest, FetchRequest, FetchResponse, HeartbeatRequest, HeartbeatResponse, ReleaseRequest,
-    code,
+    FailRequest, FetchRequest, FetchResponse, HeartbeatRequest, HeartbeatResponse, LogRequest,
+    ReleaseRequest, code,
 };
 use tokio::sync::oneshot;
 
@@ -133,6 +133,25 @@ pub async fn heartbeat(
         lease_expires_at: r.lease_expires_at,
         cancel_requested: r.cancel_requested,
     }))
+}
+
+/// Append lines to a job's log under its lease.
+#[utoipa::path(
+    post, path = "/v1/jobs/{id}/logs", tag = "workers",
+    params(("id" = String, Path, description = "job id")),
+    request_body = LogRequest,
+    responses((status = 204, description = "appended"), (status = 400, body = ErrorBody), (status = 409, description = "lease_lost", body = ErrorBody), (status = 413, body = ErrorBody))
+)]
+pub async fn append_logs(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Json(req): Json<LogRequest>,
+) -> ApiResult<axum::http::StatusCode> {
+    caller.require(&[Scope::Work])?;
+    let id = parse_id("id", &id)?;
+    s.engine.append_logs(id, req.lease_token, req.lines).await?;
+    Ok(axum::http::StatusCode::NO_CONTENT)
 }
 
 /// Complete a job under its lease. A retried completion of the same lease answers success with `duplicate`.
