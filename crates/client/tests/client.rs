@@ -138,6 +138,20 @@ async fn complete_repeated_for_the_same_lease_is_a_duplicate_success() {
         .await
         .unwrap();
     assert!(!hb.cancel_requested);
+    let logged = client
+        .append_logs(
+            &id,
+            &errand_client::protocol::LogRequest {
+                lease_token: job.lease_token.clone(),
+                lines: vec!["one".into(), "two".into()],
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(logged.count, 2);
+    let logs = client.job_logs(&id).await.unwrap().logs;
+    assert_eq!(logs.len(), 2);
+    assert_eq!(logs[1].line, "two");
 
     let req = CompleteRequest {
         lease_token: job.lease_token.clone(),

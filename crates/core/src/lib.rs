@@ -29,8 +29,8 @@ pub use event::Event;
 pub use id::{JobId, LeaseToken};
 pub use limits::Limits;
 pub use model::{
-    Backoff, BackoffKind, DeadReason, ErrorKind, ErrorRecord, Job, JobOptions, JobState, Lease,
-    LogLine, NewJob, QueueConfig, QueueInfo, QueueStats, Retention,
+    Backoff, BackoffKind, DeadReason, Dedup, ErrorKind, ErrorRecord, Job, JobOptions, JobState,
+    Lease, LogLine, NewJob, QueueConfig, QueueInfo, QueueStats, Retention,
 };
 pub use schedule::{Missed, Schedule, ScheduleDef};
 pub use store::Store;

@@ -273,6 +273,21 @@ pub struct LogLine {
     pub line: String,
 }
 
+/// What an enqueue whose unique key is held does. One model for the three uses of a unique key:
+///
+/// | the key is held by | `reject` (default) | `replace` |
+/// |---|---|---|
+/// | a waiting or delayed job | nothing changes; the answer names it (`created: false`) | its payload, priority and run time become the new job's — a debounce when the new job is delayed (`replaced: true`) |
+/// | an active job | nothing changes | nothing changes (`replaced: false`): a running attempt's input is not swapped under it |
+/// | a job finished within the queue's `unique_window_ms` | nothing changes: a throttle | nothing changes |
+/// | a job finished earlier, or none | a new job | a new job |
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Dedup {
+    #[default]
+    Reject,
+    Replace,
+}
+
 /// A producer's options for one job. Each unset option takes the queue's default.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct JobOptions {
@@ -289,6 +304,8 @@ pub struct JobOptions {
     /// At most one unfinished job per queue with this key (and none finished within the queue's
     /// `unique_window_ms`): a repeat enqueue returns the existing job.
     pub unique_key: Option<String>,
+    /// What a repeat of a held unique key does to the existing job (see [`Dedup`]).
+    pub dedup: Dedup,
     /// The tenant, for fairness and per-tenant limits.
     pub group_key: Option<String>,
     /// Defaults to a key derived from the unique key (so a re-enqueue of the same logical job reuses it)

@@ -248,6 +248,18 @@ pub struct JobDelete {
     pub ids: Vec<(JobId, JobState)>,
 }
 
+/// Replace a waiting or delayed job's payload, priority and run time (and so its state, waiting or
+/// delayed), if it is still in state `from`; `false` (and nothing written) otherwise.
+#[derive(Debug, Clone)]
+pub struct JobReplace {
+    pub id: JobId,
+    pub from: JobState,
+    pub payload: Box<RawValue>,
+    pub priority: i32,
+    pub run_at: Timestamp,
+    pub state: JobState,
+}
+
 /// Append log lines to an active job under its lease, each tagged with `now` and the job's current
 /// attempt; then keep only the job's latest `keep` lines. `Err(LeaseLost)` if the lease is not the
 /// job's current one (`Err(NotFound)` if there is no such job), and nothing is written.
@@ -342,6 +354,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// Counts per state and the oldest waiting job's age.
     async fn queue_stats(&self, name: &str, now: Timestamp) -> Result<QueueStats>;
+
+    /// Replaces a job's input if it is still in the expected state (see [`JobReplace`]).
+    async fn job_replace(&self, p: JobReplace) -> Result<bool>;
 
     /// Appends log lines to a job (see [`JobLogAppend`]). Deleting a job deletes its lines.
     async fn job_log_append(&self, p: JobLogAppend) -> Result<()>;

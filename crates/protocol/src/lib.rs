@@ -187,6 +187,11 @@ pub struct EnqueueJob {
     /// At most one unfinished job per queue with this key; a repeat returns the existing job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unique_key: Option<String>,
+    /// What a repeat of a held `unique_key` does: `reject` (default: the existing job stays as it is)
+    /// or `replace` (a waiting or delayed job takes this one's payload, priority and run time — a
+    /// debounce with `delay_ms`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dedup: Option<Dedup>,
     /// The tenant.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group_key: Option<String>,
@@ -206,6 +211,16 @@ impl EnqueueJob {
     }
 }
 
+/// See [`EnqueueJob::dedup`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum Dedup {
+    #[default]
+    Reject,
+    Replace,
+}
+
 /// An atomic batch: every job is written, or none (the error names `jobs[i].field`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
@@ -222,6 +237,9 @@ pub struct Enqueued {
     pub state: JobState,
     /// `false` when the unique key matched an existing job: `id` is that job's.
     pub created: bool,
+    /// With `dedup: replace`: the existing job took this one's payload, priority and run time.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replaced: bool,
 }
 
 /// The outcome of a batch, in the order sent.

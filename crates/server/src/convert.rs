@@ -133,6 +133,10 @@ pub fn new_job(queue: &str, j: wire::EnqueueJob) -> core::NewJob {
             heartbeat_ms: j.heartbeat_ms,
             max_stalled: j.max_stalled,
             unique_key: j.unique_key,
+            dedup: match j.dedup.unwrap_or_default() {
+                wire::Dedup::Reject => core::Dedup::Reject,
+                wire::Dedup::Replace => core::Dedup::Replace,
+            },
             group_key: j.group_key,
             idempotency_key: j.idempotency_key,
         },
@@ -144,6 +148,7 @@ pub fn enqueued(e: core::Enqueued) -> wire::Enqueued {
         id: e.id.to_string(),
         state: state(e.state),
         created: e.created,
+        replaced: e.replaced,
     }
 }
 

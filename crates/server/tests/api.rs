@@ -114,6 +114,8 @@ async fn invalid_input_is_a_400_naming_the_field_and_writes_nothing() {
         ),
         (json!({"kind": "k", "timeout_ms": 1}), "timeout_ms"),
         (json!({"kind": "k", "unique_key": ""}), "unique_key"),
+        (json!({"kind": "k", "dedup": "sometimes"}), "dedup"),
+        (json!({"kind": "k", "dedup": "replace"}), "dedup"),
     ];
     for (body, field) in cases {
         let got = api.post("/v1/queues/q/jobs", body.clone()).await;
@@ -923,6 +925,28 @@ async fn a_store_that_cannot_write_answers_503_and_the_write_is_not_made() {
         "the refused enqueue wrote nothing"
     );
     api.enqueue("busy", json!({"kind": "k"})).await;
+}
+
+#[tokio::test]
+async fn a_repeat_with_dedup_replace_updates_the_waiting_job() {
+    let api = Api::new();
+    let body = |n: u32, dedup: &str| json!({"kind": "k", "payload": {"n": n}, "unique_key": "u", "dedup": dedup});
+    let (s, first) = api.post("/v1/queues/dd/jobs", body(1, "replace")).await;
+    assert_eq!(s, StatusCode::CREATED);
+    assert!(first.get("replaced").is_none(), "only said when true");
+    let (s, again) = api.post("/v1/queues/dd/jobs", body(2, "replace")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        (again["created"].clone(), again["replaced"].clone()),
+        (json!(false), json!(true))
+    );
+    assert_eq!(again["id"], first["id"]);
+    let (_, job) = api
+        .get(&format!("/v1/jobs/{}", first["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(job["payload"], json!({"n": 2}));
+    let (_, kept) = api.post("/v1/queues/dd/jobs", body(3, "reject")).await;
+    assert!(kept.get("replaced").is_none());
 }
 
 #[tokio::test]

@@ -19,7 +19,7 @@ use tokio_postgres::types::ToSql;
 use errand_core::engine::raw_json;
 use errand_core::store::{
     Attempts, Claimed, Guard, Inserted, JobClaim, JobDelete, JobList, JobLogAppend, JobPrune,
-    JobSpec, LeaseRenew, Renewed, Transition, Transitioned,
+    JobReplace, JobSpec, LeaseRenew, Renewed, Transition, Transitioned,
 };
 use errand_core::{
     DeadReason, Error, ErrorRecord, Job, JobId, JobState, Lease, LogLine, QueueConfig, QueueInfo,
@@ -66,6 +66,9 @@ macro_rules! statements {
 }
 
 statements! {
+    job_replace = "UPDATE {s}.jobs SET payload = $3, priority = $4, run_at = $5, state = $6 \
+        WHERE id = $1 AND state = $2";
+    job_log_queue = "SELECT queue FROM {s}.jobs WHERE id = $1";
     job_log_guard = "SELECT state, lease_token, attempts FROM {s}.jobs WHERE id = $1";
     job_log_insert = "INSERT INTO {s}.job_logs (job_id, at, attempt, line) \
         SELECT $1, $2, $3, unnest($4::text[])";
@@ -816,6 +819,33 @@ pub(crate) async fn job_transition(
     }
     notify(c, cx, woken.iter().map(String::as_str)).await?;
     Ok(out)
+}
+
+/// Replaces a job's input if it is still in state `from`; a job made waiting is announced.
+pub(crate) async fn job_replace(c: &impl GenericClient, cx: &Cx, p: &JobReplace) -> Result<bool> {
+    let n = execute(
+        c,
+        &cx.sql.job_replace,
+        &[
+            &p.id.to_string(),
+            &p.from.as_str(),
+            &p.payload.get(),
+            &p.priority,
+            &p.run_at,
+            &p.state.as_str(),
+        ],
+    )
+    .await?;
+    if n > 0 && p.state == JobState::Waiting && p.from != JobState::Waiting {
+        let queue: String = get(
+            &query_opt(c, &cx.sql.job_log_queue, &[&p.id.to_string()])
+                .await?
+                .ok_or_else(|| Error::NotFound(format!("job {}", p.id)))?,
+            0,
+        )?;
+        notify(c, cx, [queue.as_str()]).await?;
+    }
+    Ok(n > 0)
 }
 
 /// Appends log lines under the job's lease, then keeps only its latest `keep` lines.

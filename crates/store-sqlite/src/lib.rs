@@ -26,7 +26,7 @@ use errand_core::store::{
     Claimed, Inserted, JobClaim, JobDelete, JobInsert, JobList, JobPrune, LeaseRenew, Renewed,
     Store, Transition, Transitioned,
 };
-use errand_core::store::{Fired, JobLogAppend, ScheduleFire};
+use errand_core::store::{Fired, JobLogAppend, JobReplace, ScheduleFire};
 use errand_core::{
     Error, Job, JobId, LogLine, QueueConfig, QueueInfo, QueueStats, Result, Schedule, Timestamp,
 };
@@ -247,6 +247,13 @@ impl Store for SqliteStore {
         self.inner
             .readers
             .read(move |c| ops::queue_stats(c, &name, now))
+            .await
+    }
+
+    async fn job_replace(&self, p: JobReplace) -> Result<bool> {
+        self.inner
+            .writer
+            .write(move |c| ops::job_replace(c, &p))
             .await
     }
 

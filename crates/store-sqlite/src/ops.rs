@@ -8,7 +8,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use errand_core::engine::raw_json;
 use errand_core::store::{
     Attempts, Claimed, Guard, Inserted, JobClaim, JobDelete, JobInsert, JobList, JobLogAppend,
-    JobPrune, LeaseRenew, Renewed, Transition, Transitioned,
+    JobPrune, JobReplace, LeaseRenew, Renewed, Transition, Transitioned,
 };
 use errand_core::{
     DeadReason, Error, ErrorRecord, Job, JobId, JobState, Lease, LogLine, QueueConfig, QueueInfo,
@@ -724,6 +724,26 @@ pub(crate) fn queue_set_paused(conn: &Connection, name: &str, paused: bool) -> R
     .execute(params![name, paused])
     .map_err(backend)?;
     Ok(())
+}
+
+/// Replaces a job's input if it is still in state `from`.
+pub(crate) fn job_replace(conn: &Connection, p: &JobReplace) -> Result<bool> {
+    let n = conn
+        .prepare_cached(
+            "UPDATE OR FAIL jobs SET payload = ?3, priority = ?4, run_at = ?5, state = ?6 \
+             WHERE id = ?1 AND state = ?2",
+        )
+        .map_err(backend)?
+        .execute(params![
+            p.id.to_string(),
+            p.from.as_str(),
+            p.payload.get(),
+            p.priority,
+            p.run_at,
+            p.state.as_str()
+        ])
+        .map_err(backend)?;
+    Ok(n > 0)
 }
 
 /// Appends log lines under the job's lease, then keeps only its latest `keep` lines.

@@ -2,7 +2,8 @@
 //! listing, stats and unique keys.
 
 use errand_core::{
-    Cancelled, Claim, DeadFilter, Error, Failure, JobId, JobOptions, JobState, NewJob, QueueConfig,
+    Cancelled, Claim, Clock, DeadFilter, Dedup, Error, Failure, JobId, JobOptions, JobState,
+    NewJob, QueueConfig,
 };
 use serde_json::json;
 
@@ -574,4 +575,62 @@ pub async fn a_queue_named_twice_in_a_claim_counts_once(f: Fixture) {
     assert!(
         matches!(e.claim(too_many).await, Err(Error::Invalid { field, .. }) if field == "queues")
     );
+}
+
+pub async fn dedup_replace_updates_a_waiting_job_and_reject_keeps_it(f: Fixture) {
+    let ctx = Ctx::new(f);
+    let e = &ctx.engine;
+    let with = |n: u64, dedup: Dedup, delay_ms: Option<u64>| {
+        job("d", n).with_options(JobOptions {
+            unique_key: Some("order-7".into()),
+            dedup,
+            delay_ms,
+            ..Default::default()
+        })
+    };
+    // Debounce: each repeat pushes the delayed job's run time back and takes its payload.
+    let first = e
+        .enqueue(with(1, Dedup::Replace, Some(1_000)))
+        .await
+        .unwrap();
+    assert!(first.created && !first.replaced);
+    ctx.clock.advance(600);
+    let again = e
+        .enqueue(with(2, Dedup::Replace, Some(1_000)))
+        .await
+        .unwrap();
+    assert_eq!(again.id, first.id);
+    assert!(!again.created && again.replaced);
+    let j = e.get(first.id).await.unwrap();
+    assert_eq!(payload(&j), json!({"n": 2}));
+    assert_eq!(j.run_at, ctx.clock.now() + 1_000, "run time pushed back");
+    assert_eq!(j.state, JobState::Delayed);
+
+    // Reject (the default) answers the existing job and changes nothing.
+    let kept = e.enqueue(with(3, Dedup::Reject, None)).await.unwrap();
+    assert!(!kept.created && !kept.replaced);
+    assert_eq!(payload(&e.get(first.id).await.unwrap()), json!({"n": 2}));
+
+    // A replace without delay makes the job due now.
+    let due = e.enqueue(with(4, Dedup::Replace, None)).await.unwrap();
+    assert!(due.replaced);
+    assert_eq!(due.state, JobState::Waiting);
+    let claimed = claim_one(e, "d").await;
+    assert_eq!(payload(&claimed), json!({"n": 4}));
+
+    // An active job keeps the input its attempt runs with.
+    let late = e.enqueue(with(5, Dedup::Replace, None)).await.unwrap();
+    assert_eq!(late.id, first.id);
+    assert!(!late.replaced);
+    assert_eq!(payload(&e.get(first.id).await.unwrap()), json!({"n": 4}));
+
+    // Replace names the job by its unique key: without one it is refused.
+    let bad = job("d", 6).with_options(JobOptions {
+        dedup: Dedup::Replace,
+        ..Default::default()
+    });
+    match e.enqueue(bad).await {
+        Err(err @ Error::Invalid { .. }) => assert_eq!(err.field(), Some("dedup")),
+        other => panic!("expected Invalid, got {other:?}"),
+    }
 }

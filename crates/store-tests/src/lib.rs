@@ -215,6 +215,10 @@ macro_rules! __for_each_check {
         );
         $m!(
             $fresh,
+            api::dedup_replace_updates_a_waiting_job_and_reject_keeps_it
+        );
+        $m!(
+            $fresh,
             concurrency::concurrent_enqueues_with_one_unique_key_make_one_job
         );
         $m!(

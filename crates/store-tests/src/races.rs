@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use errand_core::store::{
     Claimed, Fired, Guard, Inserted, JobClaim, JobDelete, JobInsert, JobList, JobLogAppend,
-    JobPrune, LeaseRenew, Renewed, ScheduleFire, Store, Transition, Transitioned,
+    JobPrune, JobReplace, LeaseRenew, Renewed, ScheduleFire, Store, Transition, Transitioned,
 };
 use errand_core::{
     Cancelled, Failure, Job, JobId, JobOptions, JobState, LogLine, QueueConfig, QueueInfo,
@@ -83,6 +83,9 @@ impl Store for CancelBeforeWrite {
     }
     async fn queue_stats(&self, name: &str, now: Timestamp) -> Result<QueueStats> {
         self.inner.queue_stats(name, now).await
+    }
+    async fn job_replace(&self, p: JobReplace) -> Result<bool> {
+        self.inner.job_replace(p).await
     }
     async fn job_log_append(&self, p: JobLogAppend) -> Result<()> {
         self.inner.job_log_append(p).await

@@ -8,8 +8,8 @@ use crate::clock::Timestamp;
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::id::JobId;
-use crate::model::{JobState, NewJob, QueueConfig};
-use crate::store::{Inserted, JobInsert, JobSpec};
+use crate::model::{Dedup, JobState, NewJob, QueueConfig};
+use crate::store::{Inserted, JobInsert, JobReplace, JobSpec};
 use crate::validate;
 
 use super::Engine;
@@ -21,6 +21,8 @@ pub struct Enqueued {
     pub state: JobState,
     /// `false` when the unique key matched a job that already exists: `id` is that job's.
     pub created: bool,
+    /// With [`Dedup::Replace`]: the existing job took this job's payload, priority and run time.
+    pub replaced: bool,
 }
 
 impl Engine {
@@ -47,6 +49,7 @@ impl Engine {
 
     async fn insert(&self, jobs: Vec<NewJob>, batch: bool) -> Result<Vec<Enqueued>> {
         let now = self.now();
+        let dedup: Vec<Dedup> = jobs.iter().map(|j| j.options.dedup).collect();
         let specs = self.specs(jobs, batch, now).await?;
         let inserted = self
             .inner
@@ -55,7 +58,52 @@ impl Engine {
                 jobs: specs.clone(),
             })
             .await?;
-        Ok(self.inserted(&specs, &inserted, now))
+        let mut out = self.inserted(&specs, &inserted, now);
+        for ((spec, mode), e) in specs.iter().zip(dedup).zip(&mut out) {
+            if mode == Dedup::Replace && !e.created {
+                self.replace(spec, e, now).await?;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Gives the waiting or delayed job `e` that holds `spec`'s unique key `spec`'s input
+    /// ([`Dedup::Replace`]). A job that was claimed meanwhile keeps its input.
+    async fn replace(&self, spec: &JobSpec, e: &mut Enqueued, now: Timestamp) -> Result<()> {
+        if !matches!(e.state, JobState::Waiting | JobState::Delayed) {
+            return Ok(());
+        }
+        let replaced = self
+            .inner
+            .store
+            .job_replace(JobReplace {
+                id: e.id,
+                from: e.state,
+                payload: spec.payload.clone(),
+                priority: spec.priority,
+                run_at: spec.run_at,
+                state: spec.state,
+            })
+            .await?;
+        if replaced {
+            let from = e.state;
+            e.state = spec.state;
+            e.replaced = true;
+            if from != spec.state {
+                self.emit(|| {
+                    vec![Event {
+                        job_id: e.id,
+                        queue: spec.queue.clone(),
+                        kind: spec.kind.clone(),
+                        from: Some(from),
+                        to: spec.state,
+                        at: now,
+                        attempt: 0,
+                    }]
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Resolves and validates jobs into what the store inserts; in a batch, errors name `jobs[i]`.
@@ -104,11 +152,13 @@ impl Engine {
                     id: s.id,
                     state: s.state,
                     created: true,
+                    replaced: false,
                 },
                 Inserted::Existing { id, state } => Enqueued {
                     id: *id,
                     state: *state,
                     created: false,
+                    replaced: false,
                 },
             })
             .collect();
@@ -193,6 +243,12 @@ impl Engine {
             0,
             limits.max_stalled.into(),
         )?;
+        if o.dedup == Dedup::Replace && o.unique_key.is_none() {
+            return Err(Error::invalid(
+                "dedup",
+                "replace needs a unique_key: it names the job to replace",
+            ));
+        }
         for (field, k) in [("unique_key", &o.unique_key), ("group_key", &o.group_key)] {
             if let Some(k) = k {
                 validate::key(field, k, limits.max_key)?;

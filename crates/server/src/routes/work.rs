@@ -6,9 +6,9 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use errand_core::{Ack, Claim, Failure, Job, JobId};
 use errand_protocol::{
-    AckBatchRequest, AckBatchResponse, AckItem, AckResponse, AckResult, CompleteRequest, ErrorBody,
-    FailRequest, FetchRequest, FetchResponse, HeartbeatRequest, HeartbeatResponse, LogRequest,
-    ReleaseRequest, code,
+    AckBatchRequest, AckBatchResponse, AckItem, AckResponse, AckResult, CompleteRequest,
+    CountResponse, ErrorBody, FailRequest, FetchRequest, FetchResponse, HeartbeatRequest,
+    HeartbeatResponse, LogRequest, ReleaseRequest, code,
 };
 use tokio::sync::oneshot;
 
@@ -140,18 +140,19 @@ pub async fn heartbeat(
     post, path = "/v1/jobs/{id}/logs", tag = "workers",
     params(("id" = String, Path, description = "job id")),
     request_body = LogRequest,
-    responses((status = 204, description = "appended"), (status = 400, body = ErrorBody), (status = 409, description = "lease_lost", body = ErrorBody), (status = 413, body = ErrorBody))
+    responses((status = 200, description = "how many lines were appended", body = CountResponse), (status = 400, body = ErrorBody), (status = 409, description = "lease_lost", body = ErrorBody), (status = 413, body = ErrorBody))
 )]
 pub async fn append_logs(
     State(s): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
     Json(req): Json<LogRequest>,
-) -> ApiResult<axum::http::StatusCode> {
+) -> ApiResult<axum::Json<CountResponse>> {
     caller.require(&[Scope::Work])?;
     let id = parse_id("id", &id)?;
+    let count = req.lines.len() as u64;
     s.engine.append_logs(id, req.lease_token, req.lines).await?;
-    Ok(axum::http::StatusCode::NO_CONTENT)
+    Ok(axum::Json(CountResponse { count }))
 }
 
 /// Complete a job under its lease. A retried completion of the same lease answers success with `duplicate`.
