@@ -212,6 +212,7 @@ async fn release_gives_a_job_back_without_counting_the_attempt_and_ack_items_sta
             &jobs[0].id,
             &ReleaseRequest {
                 lease_token: jobs[0].lease_token.clone(),
+                delay_ms: None,
             },
         )
         .await
@@ -240,6 +241,7 @@ async fn release_gives_a_job_back_without_counting_the_attempt_and_ack_items_sta
                 AckItem::Release {
                     id: again[0].id.clone(),
                     lease_token: again[0].lease_token.clone(),
+                    delay_ms: None,
                 },
             ],
         })

@@ -390,6 +390,45 @@ async fn lines_a_handler_logs_are_on_the_job_once_it_completed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snoozed_job_runs_again_after_its_delay_without_using_an_attempt() {
+    let (server, client) = start().await;
+    let mut job = EnqueueJob::new("rate_limited", json!(null));
+    job.max_attempts = Some(1);
+    let id = enqueue(&client, "snooze", job).await;
+    let calls = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let w = {
+        let calls = calls.clone();
+        worker(&client, "snooze")
+            .handler("rate_limited", move |_: JobContext, _: Value| {
+                let calls = calls.clone();
+                async move {
+                    // The provider says 429 twice, then takes it.
+                    if calls.fetch_add(1, Ordering::SeqCst) < 2 {
+                        return Err(JobError::snooze(Duration::from_millis(200)));
+                    }
+                    Ok(())
+                }
+            })
+            .build()
+            .unwrap()
+    };
+    let running = Running::start(w);
+    let done = wait_state(&client, &id, JobState::Completed).await;
+    let report = running.stop().await;
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    assert_eq!(
+        done.attempts, 1,
+        "only the run that completed used an attempt"
+    );
+    assert!(done.errors.is_empty());
+    assert_eq!(
+        (report.completed, report.failed, report.released),
+        (1, 0, 2)
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn progress_reported_before_a_failure_is_there_for_the_next_attempt() {
     let (server, client) = start().await;
     quick_retries(&client, "resume", 2).await;

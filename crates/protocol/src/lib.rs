@@ -487,13 +487,17 @@ fn yes() -> bool {
     true
 }
 
-/// `POST /v1/jobs/{id}/release`: give back a job fetched but not started; it is due again at once and the
-/// attempt is not counted.
+/// `POST /v1/jobs/{id}/release`: give back a job without using an attempt — one fetched but not started
+/// (due again at once), or one a provider would not take yet (`delay_ms`: due again no sooner than that,
+/// a *snooze* for a rate limit's `Retry-After`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ReleaseRequest {
     pub lease_token: String,
+    /// Run again no sooner than this many ms from now (at most 365 days; default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_ms: Option<u64>,
 }
 
 /// Where an acknowledged job went.
@@ -534,6 +538,9 @@ pub enum AckItem {
     Release {
         id: String,
         lease_token: String,
+        /// As in [`ReleaseRequest::delay_ms`].
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        delay_ms: Option<u64>,
     },
 }
 

@@ -397,3 +397,49 @@ pub async fn log_lines_are_kept_under_the_lease_bounded_and_deleted_with_the_job
         Err(Error::NotFound(_))
     ));
 }
+
+pub async fn a_snoozed_job_waits_its_delay_without_using_an_attempt(f: Fixture) {
+    let ctx = Ctx::new(f);
+    let e = &ctx.engine;
+    let id = e
+        .enqueue(job("snooze", 1).with_options(JobOptions {
+            max_attempts: Some(1),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .id;
+    // A provider's 429 with Retry-After: 30 s, three times: the single attempt is never used up.
+    for _ in 0..3 {
+        let j = claim_one(e, "snooze").await;
+        assert_eq!(j.attempts, 1);
+        let out = e.release_after(j.id, token(&j), 30_000).await.unwrap();
+        assert_eq!(out.state, JobState::Delayed);
+        assert_eq!(out.run_at, Some(ctx.clock.now() + 30_000));
+        let after = e.get(id).await.unwrap();
+        assert_eq!((after.state, after.attempts), (JobState::Delayed, 0));
+        assert!(after.errors.is_empty(), "a snooze is not a failure");
+        assert!(
+            crate::support::claim(e, "snooze", "w", 1).await.is_empty(),
+            "not before its delay"
+        );
+        ctx.clock.advance(30_000);
+    }
+    let j = claim_one(e, "snooze").await;
+    e.complete(j.id, token(&j), None).await.unwrap();
+    assert_eq!(e.get(id).await.unwrap().attempts, 1);
+
+    // Bounded like any delay; a stale token changes nothing.
+    let id2 = e.enqueue(job("snooze", 2)).await.unwrap().id;
+    let j2 = claim_one(e, "snooze").await;
+    assert_eq!(j2.id, id2);
+    match e.release_after(j2.id, token(&j2), u64::MAX).await {
+        Err(err @ Error::Invalid { .. }) => assert_eq!(err.field(), Some("delay_ms")),
+        other => panic!("expected Invalid, got {other:?}"),
+    }
+    assert!(matches!(
+        e.release_after(j2.id, "stale".into(), 1_000).await,
+        Err(Error::LeaseLost)
+    ));
+    assert_eq!(state(e, &j2).await, JobState::Active);
+}

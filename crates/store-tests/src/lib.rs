@@ -175,6 +175,10 @@ macro_rules! __for_each_check {
         );
         $m!(
             $fresh,
+            leases::a_snoozed_job_waits_its_delay_without_using_an_attempt
+        );
+        $m!(
+            $fresh,
             races::a_cancel_requested_while_a_failure_is_written_is_not_lost
         );
         $m!(

@@ -23,6 +23,7 @@ pub struct JobError {
     message: String,
     retryable: bool,
     retry_after: Option<Duration>,
+    snooze: bool,
 }
 
 impl JobError {
@@ -33,6 +34,7 @@ impl JobError {
             message: message.to_string(),
             retryable: true,
             retry_after: None,
+            snooze: false,
         }
     }
 
@@ -43,7 +45,26 @@ impl JobError {
             message: message.to_string(),
             retryable: false,
             retry_after: None,
+            snooze: false,
         }
+    }
+
+    /// Not a failure: the job could not run yet (a provider answered 429 with `Retry-After`). It is
+    /// given back to run again no sooner than `delay`, **without using an attempt**, and nothing is
+    /// recorded among its errors. A job snoozing forever never dies: pair it with a budget of your own
+    /// if the provider may never say yes.
+    pub fn snooze(delay: Duration) -> Self {
+        JobError {
+            message: format!("snoozed for {} ms", delay.as_millis()),
+            retryable: true,
+            retry_after: Some(delay),
+            snooze: true,
+        }
+    }
+
+    /// Whether this is a [`JobError::snooze`].
+    pub fn is_snooze(&self) -> bool {
+        self.snooze
     }
 
     /// A retryable failure to be retried no sooner than `delay` (a provider's `Retry-After`), whatever

@@ -21,6 +21,7 @@
 //! | --- | --- |
 //! | returns `Ok(r)` | complete, with `r` as the result (none if it serializes to `null`) |
 //! | returns `Err(e)` | fail, retryable unless [`JobError::fatal`], with `retry_after_ms` if the error has a delay |
+//! | returns [`JobError::snooze`]`(d)` | released to run again after `d`, without using an attempt (a rate limit, not a failure) |
 //! | gets a payload that does not decode as its type | fail, not retryable (the next attempt would not decode it either) |
 //! | panics | fail, retryable, `panicked: <message>` |
 //! | runs past the job's timeout | stopped (its future dropped) and fail, retryable, "timed out after N ms" |
@@ -308,6 +309,7 @@ impl Fetched {
         AckItem::Release {
             id: self.shared.job.id.clone(),
             lease_token: self.shared.job.lease_token.clone(),
+            delay_ms: None,
         }
     }
 }
@@ -686,7 +688,18 @@ async fn run_job(
             if shared.is_lease_lost() {
                 return JobEnd::LeaseLost;
             }
-            queue(fail_item(j, &e), Origin::Ran);
+            let item = if e.is_snooze() {
+                AckItem::Release {
+                    id: j.id.clone(),
+                    lease_token: j.lease_token.clone(),
+                    delay_ms: e
+                        .delay()
+                        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+                }
+            } else {
+                fail_item(j, &e)
+            };
+            queue(item, Origin::Ran);
         }
     }
     JobEnd::Reported

@@ -226,6 +226,20 @@ impl Engine {
     /// is due again at once, for any worker, and the attempt is not counted. A job whose cancel was
     /// requested is cancelled instead. A stale token gets [`Error::LeaseLost`].
     pub async fn release(&self, id: JobId, token: LeaseToken) -> Result<AckOutcome> {
+        self.release_after(id, token, 0).await
+    }
+
+    /// Gives back a job to run again no sooner than `delay_ms` from now, **without using an attempt**:
+    /// what a worker does when a provider answers "too many requests, retry after N s" — the job did
+    /// not fail, it was not allowed to run (a *snooze*). `delay_ms` is at most `max_delay_ms`; 0 is a
+    /// plain [`Engine::release`]. A job whose cancel was requested is cancelled instead.
+    pub async fn release_after(
+        &self,
+        id: JobId,
+        token: LeaseToken,
+        delay_ms: u64,
+    ) -> Result<AckOutcome> {
+        validate::range_u64("delay_ms", delay_ms, 0, self.limits().max_delay_ms)?;
         // The cancel flag may be set between our read and our write; the guard on it makes the store
         // refuse, and the second round reads the flag as it is.
         for _ in 0..2 {
@@ -234,22 +248,23 @@ impl Engine {
                 return Err(Error::LeaseLost);
             }
             let now = self.now();
-            let to = if job.cancel_requested {
-                JobState::Cancelled
-            } else {
-                JobState::Waiting
+            let run_at = now.saturating_add(i64::try_from(delay_ms).unwrap_or(i64::MAX));
+            let to = match (job.cancel_requested, delay_ms) {
+                (true, _) => JobState::Cancelled,
+                (false, 0) => JobState::Waiting,
+                (false, _) => JobState::Delayed,
             };
             let mut t = Transition::new(id, Guard::Lease(token.clone()), to, now);
             t.expect_cancel_requested = Some(job.cancel_requested);
-            if to == JobState::Waiting {
-                t.run_at = Some(now);
+            if to != JobState::Cancelled {
+                t.run_at = Some(run_at);
                 t.attempts = Attempts::GiveBack;
             }
             match self.apply(vec![t]).await?.remove(0) {
                 Ok(()) => {
                     return Ok(AckOutcome {
                         state: to,
-                        run_at: (to == JobState::Waiting).then_some(now),
+                        run_at: (to != JobState::Cancelled).then_some(run_at),
                         duplicate: false,
                     });
                 }

@@ -215,8 +215,9 @@ pub async fn release(
 ) -> ApiResult<axum::Json<AckResponse>> {
     caller.require(&[Scope::Work])?;
     let id = parse_id("id", &id)?;
+    let delay = req.delay_ms.unwrap_or(0);
     Ok(axum::Json(convert::ack(
-        s.engine.release(id, req.lease_token).await?,
+        s.engine.release_after(id, req.lease_token, delay).await?,
     )))
 }
 
@@ -285,7 +286,11 @@ pub async fn ack(
                 });
                 batch_slots.push(i);
             }
-            AckItem::Release { lease_token, .. } => releases.push((i, id, lease_token)),
+            AckItem::Release {
+                lease_token,
+                delay_ms,
+                ..
+            } => releases.push((i, id, lease_token, delay_ms.unwrap_or(0))),
         }
     }
     if !batch.is_empty() {
@@ -303,9 +308,9 @@ pub async fn ack(
             }));
         }
     }
-    for (i, id, token) in releases {
+    for (i, id, token, delay_ms) in releases {
         results[i] = Some(
-            release_one(&s, id, token)
+            release_one(&s, id, token, delay_ms)
                 .await
                 .map_err(|e| item_error(e, i)),
         );
@@ -335,8 +340,16 @@ pub async fn ack(
     }))
 }
 
-async fn release_one(s: &AppState, id: JobId, token: String) -> errand_core::Result<AckResponse> {
-    s.engine.release(id, token).await.map(convert::ack)
+async fn release_one(
+    s: &AppState,
+    id: JobId,
+    token: String,
+    delay_ms: u64,
+) -> errand_core::Result<AckResponse> {
+    s.engine
+        .release_after(id, token, delay_ms)
+        .await
+        .map(convert::ack)
 }
 
 /// An item's error, its field named within the batch.
