@@ -422,8 +422,13 @@ async fn a_snoozed_job_runs_again_after_its_delay_without_using_an_attempt() {
     );
     assert!(done.errors.is_empty());
     assert_eq!(
-        (report.completed, report.failed, report.released),
-        (1, 0, 2)
+        (
+            report.completed,
+            report.failed,
+            report.released,
+            report.snoozed
+        ),
+        (1, 0, 0, 2)
     );
     server.shutdown().await;
 }

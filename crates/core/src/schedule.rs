@@ -43,9 +43,10 @@ pub enum Missed {
     CatchUpOne,
 }
 
-/// A schedule's definition, as set by an operator. Stored as JSON; unknown fields are refused.
+/// A schedule's definition, as set by an operator. Stored as JSON; fields this build does not know are
+/// ignored when read, so that a node one version behind still reads what a newer one wrote (the API
+/// refuses unknown fields at the edge).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ScheduleDef {
     /// 5 fields (`min hour dom month dow`), 6 with seconds first, or an alias such as `@hourly`.
     pub cron: String,

@@ -275,14 +275,15 @@ pub struct JobLogAppend {
 /// Fire one tick of a schedule, if it is still the tick the schedule waits for: in one transaction, when
 /// the schedule exists, is not paused and its `next_run_at` equals `expect_next`, set `next_run_at` to
 /// `next` and insert `job` (if any) as [`Store::job_insert`] would (its unique key may name an existing
-/// job); `last_run_at` becomes `tick` and `last_job_id` the id of the job inserted or found. Otherwise
-/// change nothing. This compare-and-set is what makes a tick fire once across nodes.
+/// job); with a job, `last_run_at` becomes `tick` and `last_job_id` the id of the job inserted or found.
+/// Otherwise change nothing. This compare-and-set is what makes a tick fire once across nodes.
 #[derive(Debug, Clone)]
 pub struct ScheduleFire {
     pub name: String,
     pub expect_next: Timestamp,
     pub next: Option<Timestamp>,
-    pub tick: Timestamp,
+    /// The tick `job` is for; `None` when no job fires (missed ticks skipped).
+    pub tick: Option<Timestamp>,
     pub job: Option<JobSpec>,
     pub now: Timestamp,
 }
@@ -364,8 +365,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// A job's log lines, oldest first.
     async fn job_logs(&self, id: JobId) -> Result<Vec<LogLine>>;
 
-    /// Creates or replaces a schedule's definition, pause flag and `next_run_at`, keeping its
-    /// `created_at`, `last_run_at` and `last_job_id` if it exists.
+    /// Creates a schedule, or replaces an existing one's definition and `next_run_at`, keeping its pause
+    /// flag (a pause made meanwhile is not undone), `created_at`, `last_run_at` and `last_job_id`.
     async fn schedule_put(&self, s: Schedule) -> Result<()>;
 
     /// One schedule.

@@ -78,7 +78,7 @@ statements! {
     job_logs = "SELECT at, attempt, line FROM {s}.job_logs WHERE job_id = $1 ORDER BY id";
     schedule_put = "INSERT INTO {s}.schedules (name, def, paused, next_run_at, created_at, updated_at) \
         VALUES ($1, $2, $3, $4, $5, $6) \
-        ON CONFLICT (name) DO UPDATE SET def = excluded.def, paused = excluded.paused, \
+        ON CONFLICT (name) DO UPDATE SET def = excluded.def, \
             next_run_at = excluded.next_run_at, updated_at = excluded.updated_at";
     schedule_get = "SELECT name, def, paused, next_run_at, last_run_at, last_job_id, created_at, \
         updated_at FROM {s}.schedules WHERE name = $1";
@@ -91,7 +91,8 @@ statements! {
     schedule_set_paused = "UPDATE {s}.schedules SET paused = $2, next_run_at = $3, updated_at = $4 \
         WHERE name = $1";
     /// The compare-and-set that makes a tick fire once across nodes.
-    schedule_move = "UPDATE {s}.schedules SET next_run_at = $3, last_run_at = $4, updated_at = $5 \
+    schedule_move = "UPDATE {s}.schedules SET next_run_at = $3, \
+        last_run_at = COALESCE($4, last_run_at), updated_at = $5 \
         WHERE name = $1 AND next_run_at = $2 AND NOT paused";
     schedule_last_job = "UPDATE {s}.schedules SET last_job_id = $2 WHERE name = $1";
     register_queues = "INSERT INTO {s}.queues (name) SELECT unnest($1::text[]) \

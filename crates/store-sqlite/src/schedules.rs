@@ -64,7 +64,7 @@ pub(crate) fn put(conn: &Connection, s: &Schedule, def: &str) -> Result<()> {
     conn.prepare_cached(
         "INSERT OR FAIL INTO schedules (name, def, paused, next_run_at, created_at, updated_at) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
-         ON CONFLICT (name) DO UPDATE SET def = excluded.def, paused = excluded.paused, \
+         ON CONFLICT (name) DO UPDATE SET def = excluded.def, \
              next_run_at = excluded.next_run_at, updated_at = excluded.updated_at",
     )
     .map_err(backend)?
@@ -150,8 +150,8 @@ pub(crate) fn fire(
 ) -> Result<Fired> {
     let moved = conn
         .prepare_cached(
-            "UPDATE OR FAIL schedules SET next_run_at = ?3, last_run_at = ?4, updated_at = ?5 \
-             WHERE name = ?1 AND next_run_at = ?2 AND NOT paused",
+            "UPDATE OR FAIL schedules SET next_run_at = ?3, last_run_at = COALESCE(?4, last_run_at), \
+             updated_at = ?5 WHERE name = ?1 AND next_run_at = ?2 AND NOT paused",
         )
         .map_err(backend)?
         .execute(params![p.name, p.expect_next, p.next, p.tick, p.now])

@@ -333,6 +333,11 @@ pub async fn log_lines_are_kept_under_the_lease_bounded_and_deleted_with_the_job
     let logs = e.logs(id).await.unwrap();
     assert_eq!(logs.len(), 3);
     assert_eq!((logs[0].line.as_str(), logs[0].attempt), ("starting", 1));
+    // NUL, which PostgreSQL's text cannot hold, is stored the same way by every store.
+    e.append_logs(id, t.clone(), vec!["a\0b".into()])
+        .await
+        .unwrap();
+    assert_eq!(e.logs(id).await.unwrap()[3].line, "a\u{fffd}b");
     assert_eq!(logs[1].line, "step 1");
     assert!(logs[2].at > logs[0].at);
     assert!(
@@ -355,7 +360,7 @@ pub async fn log_lines_are_kept_under_the_lease_bounded_and_deleted_with_the_job
         e.append_logs(id, t.clone(), vec![]).await,
         Err(Error::Invalid { .. })
     ));
-    assert_eq!(e.logs(id).await.unwrap().len(), 3);
+    assert_eq!(e.logs(id).await.unwrap().len(), 4);
 
     // Only the latest lines are kept.
     for n in 0..(limits.max_log_lines / limits.max_log_batch + 1) {

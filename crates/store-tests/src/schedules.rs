@@ -110,6 +110,11 @@ pub async fn missed_ticks_are_skipped_or_caught_up_once(f: Fixture) {
         1,
         "skip: nothing for missed ticks"
     );
+    assert_eq!(
+        e.schedule("skip").await.unwrap().last_run_at,
+        Some(SAT_NOON_UTC + 2 * HOUR),
+        "last_run_at is the last tick that fired a job"
+    );
     let caught = jobs(e, "caught").await;
     assert_eq!(caught.len(), 2, "catch_up_one: one job for them");
     assert!(
@@ -179,10 +184,14 @@ pub async fn pause_resume_trigger_and_delete(f: Fixture) {
     ctx.clock.set(SAT_NOON_UTC + 6 * MINUTE);
     assert_eq!(e.maintain().await.unwrap().scheduled, 1);
 
-    // Replacing keeps the history and never fires a tick that passed.
+    // Replacing keeps the history and the pause flag, and never fires a tick that passed.
+    e.pause_schedule("p").await.unwrap();
     let mut hourly = every_minute("paused");
     hourly.cron = "@hourly".into();
     let s = e.put_schedule("p", hourly).await.unwrap();
+    assert!(s.paused, "a replace does not undo a pause");
+    assert!(e.schedule("p").await.unwrap().paused);
+    e.resume_schedule("p").await.unwrap();
     assert_eq!(s.last_run_at, Some(SAT_NOON_UTC + 6 * MINUTE));
     assert_eq!(s.next_run_at, Some(SAT_NOON_UTC + 60 * MINUTE));
     assert_eq!(e.schedules().await.unwrap().len(), 1);

@@ -38,6 +38,7 @@ pub(crate) struct Stats {
     pub(crate) failed: AtomicU64,
     pub(crate) released: AtomicU64,
     pub(crate) cancelled: AtomicU64,
+    pub(crate) snoozed: AtomicU64,
     pub(crate) abandoned: AtomicU64,
     pub(crate) lost: AtomicU64,
 }
@@ -249,6 +250,9 @@ impl Acker {
                     // A release of a job whose cancel was requested ends it cancelled.
                     (AckItem::Release { .. }, _) if ok.state == JobState::Cancelled => {
                         Some(&self.stats.cancelled)
+                    }
+                    (AckItem::Release { .. }, _) if ok.state == JobState::Delayed => {
+                        Some(&self.stats.snoozed)
                     }
                     (AckItem::Release { .. }, _) => Some(&self.stats.released),
                 };

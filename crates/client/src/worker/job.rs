@@ -122,6 +122,9 @@ pub struct JobContext {
     pub(crate) shared: Arc<JobShared>,
 }
 
+/// Log lines kept waiting to be sent, at most (the server keeps no more per job).
+pub(crate) const MAX_PENDING_LOGS: usize = 200;
+
 /// What the handler, the heartbeat task and the job's supervisor share.
 pub(crate) struct JobShared {
     pub(crate) job: FetchedJob,
@@ -131,8 +134,10 @@ pub(crate) struct JobShared {
     pub(crate) cancel: watch::Sender<bool>,
     pub(crate) lease_lost: watch::Sender<bool>,
     pub(crate) progress: Mutex<Option<Value>>,
-    /// Log lines not yet sent.
+    /// Log lines not yet sent (at most [`MAX_PENDING_LOGS`], the newest).
     pub(crate) logs: Mutex<Vec<String>>,
+    /// A batch of log lines is being sent.
+    pub(crate) logs_in_flight: std::sync::atomic::AtomicBool,
     /// Progress or a log line is waiting to be sent.
     pub(crate) progress_set: Notify,
 }
@@ -148,6 +153,7 @@ impl JobShared {
             lease_lost: watch::channel(false).0,
             progress: Mutex::new(None),
             logs: Mutex::new(Vec::new()),
+            logs_in_flight: std::sync::atomic::AtomicBool::new(false),
             progress_set: Notify::new(),
         }
     }
@@ -174,16 +180,11 @@ impl JobShared {
             .unwrap_or_default()
     }
 
-    /// Puts back lines whose sending failed, before any logged meanwhile.
-    pub(crate) fn restore_logs(&self, mut lines: Vec<String>) {
-        if let Ok(mut l) = self.logs.lock() {
-            lines.append(&mut l);
-            *l = lines;
-        }
-    }
-
+    /// Lines are waiting to be sent, or being sent.
     pub(crate) fn has_logs(&self) -> bool {
-        self.logs.lock().map(|l| !l.is_empty()).unwrap_or(false)
+        self.logs_in_flight
+            .load(std::sync::atomic::Ordering::SeqCst)
+            || self.logs.lock().map(|l| !l.is_empty()).unwrap_or(false)
     }
 
     pub(crate) fn is_lease_lost(&self) -> bool {
@@ -302,11 +303,16 @@ impl JobContext {
         self.shared.progress_set.notify_one();
     }
 
-    /// Appends a line to the job's log (`GET /v1/jobs/{id}/logs`, `errand job logs`). Lines are sent
-    /// with the next heartbeat, and before the job's outcome; the server cuts a line at 2 KiB and keeps
-    /// a job's latest 200 lines, across attempts.
+    /// Appends a line to the job's log (`GET /v1/jobs/{id}/logs`, `errand job logs`). Lines go to the
+    /// server within about 100 ms, in batches alongside a heartbeat, and before the job's outcome; the
+    /// server cuts a line at 2 KiB and keeps a job's latest 200 lines, across attempts. Sending is best
+    /// effort: lines the server cannot take are dropped (and logged), never retried at the expense of the
+    /// job's lease, and at most the newest 200 wait here.
     pub fn log(&self, line: impl Into<String>) {
         if let Ok(mut l) = self.shared.logs.lock() {
+            if l.len() >= MAX_PENDING_LOGS {
+                l.remove(0);
+            }
             l.push(line.into());
         }
         self.shared.progress_set.notify_one();

@@ -2,6 +2,7 @@
 //! queued, carrying progress and log lines, and bringing back cancel requests and lost leases.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use errand_protocol::{HeartbeatRequest, LogRequest};
@@ -85,51 +86,54 @@ async fn run(client: Client, shared: Arc<JobShared>, mut stop: watch::Receiver<b
             _ = async { let _ = stop.wait_for(|s| *s).await; } => true,
         };
         let progress = shared.take_progress();
+        // Marked in flight before they leave the buffer: a completion must see them as pending.
+        shared.logs_in_flight.store(true, Ordering::SeqCst);
         let logs = shared.take_logs();
         if stopping && progress.is_none() && logs.is_empty() {
+            shared.logs_in_flight.store(false, Ordering::SeqCst);
             return;
         }
         last = Instant::now();
-        if !beat(&client, &shared, progress).await {
-            return;
-        }
-        if !logs.is_empty() {
+        let alive = beat(&client, &shared, progress).await;
+        if alive && !logs.is_empty() {
             send_logs(&client, &shared, logs).await;
         }
-        if stopping {
+        shared.logs_in_flight.store(false, Ordering::SeqCst);
+        if !alive {
+            return;
+        }
+        // Stopping with lines still waiting (more than one batch): one more round for them.
+        if stopping && !shared.has_logs() {
             return;
         }
     }
 }
 
-/// Sends log lines (in requests of at most [`LOG_BATCH`]); puts back what could not be sent for a
-/// reason that may pass.
+/// Sends the waiting log lines, at most [`LOG_BATCH`] of them (the rest wait for the next tick). Best
+/// effort: a batch the server does not take is dropped, so that a failing log never holds up the
+/// heartbeats that keep the lease.
 async fn send_logs(client: &Client, shared: &JobShared, mut lines: Vec<String>) {
     let job = &shared.job;
-    while !lines.is_empty() {
-        let rest = lines.split_off(lines.len().min(LOG_BATCH));
-        let req = LogRequest {
-            lease_token: job.lease_token.clone(),
-            lines,
-        };
-        match client.append_logs(&job.id, &req).await {
-            Ok(_) => {}
-            Err(e) if e.is_lease_lost() || e.is_not_found() => {
-                shared.lease_lost.send_replace(true);
-                return;
-            }
-            Err(e) if e.is_too_large() || e.is_invalid() => {
-                tracing::warn!(job_id = %job.id, error = %e, "log lines refused; dropped");
-            }
-            Err(e) => {
-                tracing::warn!(job_id = %job.id, error = %e, "sending log lines failed");
-                let mut back = req.lines;
-                back.extend(rest);
-                shared.restore_logs(back);
-                return;
-            }
+    let rest = lines.split_off(lines.len().min(LOG_BATCH));
+    if !rest.is_empty()
+        && let Ok(mut l) = shared.logs.lock()
+    {
+        let newer = std::mem::take(&mut *l);
+        *l = rest;
+        l.extend(newer);
+    }
+    let req = LogRequest {
+        lease_token: job.lease_token.clone(),
+        lines,
+    };
+    match client.append_logs(&job.id, &req).await {
+        Ok(_) => {}
+        Err(e) if e.is_lease_lost() || e.is_not_found() => {
+            shared.lease_lost.send_replace(true);
         }
-        lines = rest;
+        Err(e) => {
+            tracing::warn!(job_id = %job.id, error = %e, lines = req.lines.len(), "log lines not sent; dropped");
+        }
     }
 }
 

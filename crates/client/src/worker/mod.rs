@@ -79,6 +79,8 @@ pub struct ShutdownReport {
     /// Jobs an operator cancelled: stopped if they were running (their handlers' futures dropped), and
     /// ended `cancelled` by the server.
     pub cancelled: u64,
+    /// Runs that ended in [`JobError::snooze`]: given back to run later, without using an attempt.
+    pub snoozed: u64,
     /// Jobs still running at the shutdown deadline: their handlers were dropped and the jobs released
     /// where the server would take it.
     pub abandoned: u64,
@@ -458,6 +460,7 @@ impl Worker {
             failed: stats.failed.load(Ordering::Relaxed),
             released: stats.released.load(Ordering::Relaxed),
             cancelled: stats.cancelled.load(Ordering::Relaxed),
+            snoozed: stats.snoozed.load(Ordering::Relaxed),
             abandoned: stats.abandoned.load(Ordering::Relaxed),
             lost: stats.lost.load(Ordering::Relaxed),
         };

@@ -28,9 +28,13 @@ impl ConfigCache {
         (age.unsigned_abs() < ttl_ms).then(|| config.clone())
     }
 
-    /// Remembers `queue`'s settings as read (or written) at `now`.
-    pub(super) fn put(&self, queue: &str, config: QueueConfig, now: Timestamp) {
+    /// Remembers `queue`'s settings as written (`written`) or read at `now`. A read does not replace an
+    /// entry as recent or more: that may be a change written while the read was under way.
+    pub(super) fn put(&self, queue: &str, config: QueueConfig, now: Timestamp, written: bool) {
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if !written && entries.get(queue).is_some_and(|(_, at)| *at >= now) {
+            return;
+        }
         if entries.len() >= MAX_ENTRIES && !entries.contains_key(queue) {
             entries.clear();
         }
@@ -49,11 +53,28 @@ mod tests {
             max_attempts: 7,
             ..QueueConfig::default()
         };
-        cache.put("q", config.clone(), 1_000);
+        cache.put("q", config.clone(), 1_000, false);
         assert_eq!(cache.get("q", 1_999, 1_000), Some(config.clone()));
         assert_eq!(cache.get("q", 2_000, 1_000), None, "expired");
         assert_eq!(cache.get("q", 999, 1_000), None, "clock went back");
         assert_eq!(cache.get("q", 1_000, 0), None, "a ttl of 0 disables it");
         assert_eq!(cache.get("other", 1_000, 1_000), None);
+    }
+
+    #[test]
+    fn a_read_never_replaces_a_change_written_meanwhile() {
+        let cache = ConfigCache::default();
+        let written = QueueConfig {
+            max_attempts: 9,
+            ..QueueConfig::default()
+        };
+        cache.put("q", written.clone(), 2_000, true);
+        // A read that started before the write answers after it.
+        cache.put("q", QueueConfig::default(), 2_000, false);
+        cache.put("q", QueueConfig::default(), 1_500, false);
+        assert_eq!(cache.get("q", 2_100, 1_000), Some(written));
+        // A later read does replace it.
+        cache.put("q", QueueConfig::default(), 2_200, false);
+        assert_eq!(cache.get("q", 2_300, 1_000), Some(QueueConfig::default()));
     }
 }

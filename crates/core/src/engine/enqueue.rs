@@ -61,7 +61,11 @@ impl Engine {
         let mut out = self.inserted(&specs, &inserted, now);
         for ((spec, mode), e) in specs.iter().zip(dedup).zip(&mut out) {
             if mode == Dedup::Replace && !e.created {
-                self.replace(spec, e, now).await?;
+                // The insert is committed: a failed replace must not fail the request (a retry of
+                // the batch would enqueue its other jobs twice). It answers `replaced: false`.
+                if let Err(err) = self.replace(spec, e, now).await {
+                    tracing::warn!(job_id = %e.id, "could not replace the job's input: {err}");
+                }
             }
         }
         Ok(out)
@@ -70,23 +74,32 @@ impl Engine {
     /// Gives the waiting or delayed job `e` that holds `spec`'s unique key `spec`'s input
     /// ([`Dedup::Replace`]). A job that was claimed meanwhile keeps its input.
     async fn replace(&self, spec: &JobSpec, e: &mut Enqueued, now: Timestamp) -> Result<()> {
-        if !matches!(e.state, JobState::Waiting | JobState::Delayed) {
-            return Ok(());
+        // The job may be promoted (delayed → waiting) between the insert and here: then the state
+        // read again is the one to expect, once.
+        let mut from = e.state;
+        let mut replaced = false;
+        for _ in 0..2 {
+            if !matches!(from, JobState::Waiting | JobState::Delayed) {
+                return Ok(());
+            }
+            replaced = self
+                .inner
+                .store
+                .job_replace(JobReplace {
+                    id: e.id,
+                    from,
+                    payload: spec.payload.clone(),
+                    priority: spec.priority,
+                    run_at: spec.run_at,
+                    state: spec.state,
+                })
+                .await?;
+            if replaced {
+                break;
+            }
+            from = self.get(e.id).await?.state;
         }
-        let replaced = self
-            .inner
-            .store
-            .job_replace(JobReplace {
-                id: e.id,
-                from: e.state,
-                payload: spec.payload.clone(),
-                priority: spec.priority,
-                run_at: spec.run_at,
-                state: spec.state,
-            })
-            .await?;
         if replaced {
-            let from = e.state;
             e.state = spec.state;
             e.replaced = true;
             if from != spec.state {

@@ -215,7 +215,7 @@ impl Engine {
         validate::queue_name("queue", queue, self.limits())?;
         validate::queue_config(&config, self.limits())?;
         self.inner.store.queue_put(queue, config.clone()).await?;
-        self.inner.configs.put(queue, config, self.now());
+        self.inner.configs.put(queue, config, self.now(), true);
         Ok(())
     }
 
@@ -226,7 +226,8 @@ impl Engine {
             return Ok(config);
         }
         let config = self.queue_info(queue).await?.config;
-        self.inner.configs.put(queue, config.clone(), now);
+        // Not over a change made through this engine while the read was under way.
+        self.inner.configs.put(queue, config.clone(), now, false);
         Ok(config)
     }
 

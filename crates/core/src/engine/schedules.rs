@@ -128,16 +128,21 @@ impl Engine {
         loop {
             let due = self.inner.store.schedule_due(now, batch).await?;
             let full = due.len() == batch;
+            let mut failed = 0;
             for s in due {
                 match self.fire(&s, now).await {
                     Ok(true) => fired += 1,
                     Ok(false) => {}
                     // One broken schedule (its queue's settings changed under it, say) must not stop
                     // the others: it is logged and tried again at the next pass.
-                    Err(e) => tracing::warn!(schedule = %s.name, "cannot fire the schedule: {e}"),
+                    Err(e) => {
+                        failed += 1;
+                        tracing::warn!(schedule = %s.name, "cannot fire the schedule: {e}");
+                    }
                 }
             }
-            if !full {
+            // A batch of failures would come back as the same batch: leave it to the next pass.
+            if !full || failed > 0 {
                 return Ok(fired);
             }
         }
@@ -149,14 +154,7 @@ impl Engine {
             return Ok(false);
         };
         let cron = CronSchedule::parse(&s.def.cron, &s.def.timezone)?;
-        // The latest tick at or before now.
-        let mut latest = first;
-        for _ in 0..MAX_TICK_STEPS {
-            match cron.next_after(latest) {
-                Some(t) if t <= now => latest = t,
-                _ => break,
-            }
-        }
+        let latest = latest_tick(&cron, first, now);
         let on_time = now - latest <= ON_TIME_MS;
         let tick = match (on_time, s.def.missed) {
             (true, _) | (false, Missed::CatchUpOne) => Some(latest),
@@ -180,7 +178,7 @@ impl Engine {
                 name: s.name.clone(),
                 expect_next: first,
                 next: cron.next_after(now),
-                tick: tick.unwrap_or(latest),
+                tick: spec.as_ref().and(tick),
                 job: spec.clone(),
                 now,
             })
@@ -196,6 +194,32 @@ impl Engine {
     }
 }
 
+/// The latest tick at or before `now`, given that `first` (≤ `now`) is one. Looked for in a window
+/// before `now` that grows fourfold until it holds a tick, then stepped through from there: a few
+/// steps, not one per tick since `first` (an every-second schedule after a day's outage would be
+/// 86,400 steps).
+fn latest_tick(cron: &CronSchedule, first: Timestamp, now: Timestamp) -> Timestamp {
+    let mut window: i64 = 1_000;
+    let start = loop {
+        let from = now.saturating_sub(window);
+        if from < first {
+            break first;
+        }
+        match cron.next_after(from) {
+            Some(t) if t <= now => break t,
+            _ => window = window.saturating_mul(4),
+        }
+    };
+    let mut latest = start;
+    for _ in 0..MAX_TICK_STEPS {
+        match cron.next_after(latest) {
+            Some(t) if t <= now => latest = t,
+            _ => break,
+        }
+    }
+    latest
+}
+
 /// The job a schedule enqueues, with `unique_key` for a tick.
 fn job_of(def: &ScheduleDef, unique_key: Option<String>) -> NewJob {
     NewJob::new(&def.queue, &def.kind, def.payload.clone()).with_options(JobOptions {
@@ -208,4 +232,26 @@ fn job_of(def: &ScheduleDef, unique_key: Option<String>) -> NewJob {
         unique_key,
         ..JobOptions::default()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_latest_tick_after_a_long_outage_is_found_in_a_few_steps() {
+        let every_second = CronSchedule::parse("* * * * * *", "UTC").unwrap();
+        let first = 1_792_843_200_000;
+        let now = first + 86_400_000 + 1_500; // a day and a half second later
+        let started = std::time::Instant::now();
+        assert_eq!(latest_tick(&every_second, first, now), now - 500);
+        assert!(started.elapsed() < std::time::Duration::from_millis(50));
+        let daily = CronSchedule::parse("@daily", "UTC").unwrap();
+        let midnight = 1_792_800_000_000; // 2026-10-24 00:00 UTC
+        assert_eq!(
+            latest_tick(&daily, midnight, midnight + 5 * 86_400_000 + 3_600_000),
+            midnight + 5 * 86_400_000
+        );
+        assert_eq!(latest_tick(&daily, midnight, midnight), midnight);
+    }
 }

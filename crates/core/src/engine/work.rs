@@ -184,9 +184,10 @@ impl Engine {
                 format!("at most {} lines per request", limits.max_log_batch),
             ));
         }
+        // NUL is the one character PostgreSQL's text cannot hold: both stores get the same line.
         let lines = lines
             .into_iter()
-            .map(|l| validate::truncate(l, limits.max_log_line_bytes))
+            .map(|l| validate::truncate(l.replace('\0', "\u{fffd}"), limits.max_log_line_bytes))
             .collect();
         self.inner
             .store
