@@ -181,6 +181,20 @@ impl Transition {
 }
 
 impl Transition {
+    /// A plain completion: completed under a lease, nothing else changed but the result. Stores apply
+    /// these — the bulk of the traffic — with one set-based statement.
+    pub fn is_plain_completion(&self) -> bool {
+        matches!(self.guard, Guard::Lease(_))
+            && self.to == JobState::Completed
+            && self.run_at.is_none()
+            && self.error.is_none()
+            && self.dead_reason.is_none()
+            && self.attempts == Attempts::Keep
+            && !self.stalled
+            && self.expect_cancel_requested.is_none()
+            && !self.unique_key_free
+    }
+
     /// The error for a transition whose guard failed, given the job's current `(state, lease_token,
     /// cancel_requested)` (`None`: no such job). Every store reports a failed guard the same way.
     pub fn guard_failure(
@@ -270,6 +284,18 @@ pub struct JobLogAppend {
     pub now: Timestamp,
     pub lines: Vec<String>,
     pub keep: usize,
+}
+
+impl JobLogAppend {
+    /// Whether the lines may be appended, given the job's current `(state, lease_token)` (`None`: no
+    /// such job): every store answers the same way.
+    pub fn check(&self, current: Option<(&str, Option<&str>)>) -> Result<()> {
+        match current {
+            None => Err(Error::NotFound(format!("job {}", self.id))),
+            Some(("active", Some(token))) if token == self.token => Ok(()),
+            Some(_) => Err(Error::LeaseLost),
+        }
+    }
 }
 
 /// Fire one tick of a schedule, if it is still the tick the schedule waits for: in one transaction, when

@@ -674,19 +674,6 @@ pub(crate) async fn lease_renew(
     })
 }
 
-/// A plain completion: completed under a lease, with nothing else changed but the result.
-fn is_plain_completion(t: &Transition) -> bool {
-    matches!(t.guard, Guard::Lease(_))
-        && t.to == JobState::Completed
-        && t.run_at.is_none()
-        && t.error.is_none()
-        && t.dead_reason.is_none()
-        && t.attempts == Attempts::Keep
-        && !t.stalled
-        && t.expect_cancel_requested.is_none()
-        && !t.unique_key_free
-}
-
 /// Applies transitions. Completions — the bulk of the traffic — go through one set-based statement;
 /// everything else (failures, stalls, replays: the rare paths) row by row. Items whose guard failed are
 /// then looked at one by one to say why.
@@ -712,7 +699,7 @@ pub(crate) async fn job_transition(
 
     // Keyed by id and token: a batch may name one job twice, with a stale token and the current one.
     let mut completed: HashMap<(String, String), (String, String, u32)> = HashMap::new();
-    let plain: Vec<&Transition> = ts.iter().filter(|t| is_plain_completion(t)).collect();
+    let plain: Vec<&Transition> = ts.iter().filter(|t| t.is_plain_completion()).collect();
     if !plain.is_empty() {
         let ids: Vec<String> = plain.iter().map(|t| t.id.to_string()).collect();
         let tokens: Vec<&str> = plain
@@ -750,7 +737,7 @@ pub(crate) async fn job_transition(
             Guard::Lease(token) => (JobState::Active, Some(token.as_str())),
             Guard::State(s) => (*s, None),
         };
-        let applied = if is_plain_completion(t) {
+        let applied = if t.is_plain_completion() {
             // `remove`: if a batch names one lease twice, only the first is told it applied it.
             completed
                 .remove(&(id.clone(), token.unwrap_or_default().to_string()))
@@ -856,16 +843,17 @@ pub(crate) async fn job_log_append(
     p: &JobLogAppend,
 ) -> Result<()> {
     let id = p.id.to_string();
-    let attempt: i32 = match query_opt(c, &cx.sql.job_log_guard, &[&id]).await? {
-        None => return Err(Error::NotFound(format!("job {id}"))),
-        Some(r) => {
-            let (state, token): (String, Option<String>) = (get(&r, 0)?, get(&r, 1)?);
-            if state != "active" || token.as_deref() != Some(p.token.as_str()) {
-                return Err(Error::LeaseLost);
-            }
-            get(&r, 2)?
-        }
-    };
+    let current: Option<(String, Option<String>, i32)> =
+        match query_opt(c, &cx.sql.job_log_guard, &[&id]).await? {
+            Some(r) => Some((get(&r, 0)?, get(&r, 1)?, get(&r, 2)?)),
+            None => None,
+        };
+    p.check(
+        current
+            .as_ref()
+            .map(|(state, token, _)| (state.as_str(), token.as_deref())),
+    )?;
+    let attempt = current.map_or(0, |(_, _, attempt)| attempt);
     execute(
         c,
         &cx.sql.job_log_insert,

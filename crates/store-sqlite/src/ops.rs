@@ -433,25 +433,12 @@ pub(crate) fn lease_renew(conn: &Connection, p: &LeaseRenew) -> Result<Renewed> 
         .ok_or(Error::LeaseLost)
 }
 
-/// A plain completion: completed under a lease, with nothing else changed but the result.
-fn is_plain_completion(t: &Transition) -> bool {
-    matches!(t.guard, Guard::Lease(_))
-        && t.to == JobState::Completed
-        && t.run_at.is_none()
-        && t.error.is_none()
-        && t.dead_reason.is_none()
-        && t.attempts == Attempts::Keep
-        && !t.stalled
-        && t.expect_cancel_requested.is_none()
-        && !t.unique_key_free
-}
-
 /// Encodes the plain completions among `ts` as `[[id, token, result?], ...]` for [`job_transition`]'s
 /// one-statement fast path. Done by the caller, off the writer thread. Results are copied as the text
 /// they are, never parsed again: a parse and re-print could change a float's digits.
 pub(crate) fn completions_json(ts: &[Transition]) -> Result<String> {
     let mut out = String::from("[");
-    for t in ts.iter().filter(|t| is_plain_completion(t)) {
+    for t in ts.iter().filter(|t| t.is_plain_completion()) {
         let Guard::Lease(token) = &t.guard else {
             continue;
         };
@@ -479,7 +466,7 @@ pub(crate) fn job_transition(
 ) -> Result<Vec<Result<Transitioned>>> {
     // Keyed by id and token: a batch may name one job twice, with a stale token and the current one.
     let mut completed: HashMap<(String, String), (String, String, u32)> = HashMap::new();
-    if ts.iter().any(is_plain_completion) {
+    if ts.iter().any(Transition::is_plain_completion) {
         let mut complete = conn
             .prepare_cached(
                 "UPDATE OR FAIL jobs SET state = 'completed', result = c.c_result, finished_at = ?2, \
@@ -533,7 +520,7 @@ pub(crate) fn job_transition(
             Guard::Lease(token) => (JobState::Active, Some(token.as_str())),
             Guard::State(s) => (*s, None),
         };
-        let applied = if is_plain_completion(t) {
+        let applied = if t.is_plain_completion() {
             // `remove`: if a batch names one lease twice, only the first is told it applied it.
             completed
                 .remove(&(id.clone(), token.unwrap_or_default().to_string()))
@@ -755,15 +742,12 @@ pub(crate) fn job_log_append(conn: &Connection, p: &JobLogAppend) -> Result<()> 
         .query_row([&id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .optional()
         .map_err(backend)?;
-    let attempt = match current {
-        None => return Err(Error::NotFound(format!("job {id}"))),
-        Some((state, token, attempt))
-            if state == "active" && token.as_deref() == Some(p.token.as_str()) =>
-        {
-            attempt
-        }
-        Some(_) => return Err(Error::LeaseLost),
-    };
+    p.check(
+        current
+            .as_ref()
+            .map(|(state, token, _)| (state.as_str(), token.as_deref())),
+    )?;
+    let attempt = current.map_or(0, |(_, _, attempt)| attempt);
     let mut insert = conn
         .prepare_cached(
             "INSERT OR FAIL INTO job_logs (job_id, at, attempt, line) VALUES (?1, ?2, ?3, ?4)",

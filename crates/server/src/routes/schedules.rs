@@ -120,10 +120,7 @@ pub async fn pause_schedule(
     caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<axum::Json<ScheduleView>> {
-    caller.require(&[Scope::Admin])?;
-    visible(&s, &caller, &name).await?;
-    let schedule = s.engine.pause_schedule(&name).await?;
-    Ok(axum::Json(view(&s, schedule)?))
+    set_paused(&s, &caller, &name, true).await
 }
 
 /// Fire again from the next tick after now (ticks that passed while paused are skipped).
@@ -137,10 +134,23 @@ pub async fn resume_schedule(
     caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<axum::Json<ScheduleView>> {
+    set_paused(&s, &caller, &name, false).await
+}
+
+async fn set_paused(
+    s: &AppState,
+    caller: &Caller,
+    name: &str,
+    paused: bool,
+) -> ApiResult<axum::Json<ScheduleView>> {
     caller.require(&[Scope::Admin])?;
-    visible(&s, &caller, &name).await?;
-    let schedule = s.engine.resume_schedule(&name).await?;
-    Ok(axum::Json(view(&s, schedule)?))
+    visible(s, caller, name).await?;
+    let schedule = if paused {
+        s.engine.pause_schedule(name).await?
+    } else {
+        s.engine.resume_schedule(name).await?
+    };
+    Ok(axum::Json(view(s, schedule)?))
 }
 
 /// Enqueue the schedule's job now, outside its ticks (paused or not).
