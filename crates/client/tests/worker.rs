@@ -335,10 +335,11 @@ async fn a_handler_that_ignores_a_cancel_is_stopped_and_the_job_ends_cancelled()
         let dropped = dropped.clone();
         worker(&client, "cancel-hard")
             .cancel_grace(Duration::from_millis(100))
-            .handler("stubborn", move |_: JobContext, _: Value| {
+            .handler("stubborn", move |ctx: JobContext, _: Value| {
                 let (started_tx, guard) = (started_tx.clone(), OnDrop(dropped.clone()));
                 async move {
                     let _guard = guard;
+                    ctx.log("about to wait forever");
                     let _ = started_tx.send(());
                     // Never looks at the cancel request.
                     tokio::time::sleep(Duration::from_secs(60)).await;
@@ -359,6 +360,12 @@ async fn a_handler_that_ignores_a_cancel_is_stopped_and_the_job_ends_cancelled()
     assert_eq!(cancelled.attempts, 1);
     let report = running.stop().await;
     assert_eq!((report.cancelled, report.failed), (1, 0));
+    let logs = client.job_logs(&id).await.unwrap().logs;
+    assert_eq!(
+        logs.len(),
+        1,
+        "what it logged before it was stopped is kept"
+    );
     server.shutdown().await;
 }
 

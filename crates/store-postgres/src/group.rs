@@ -17,6 +17,7 @@
 //! during the commit, every request is told so, as it would have been on its own.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use deadpool_postgres::Pool;
 use tokio::sync::{Semaphore, mpsc, oneshot};
@@ -43,6 +44,21 @@ struct Pending<I, O> {
 /// A queue of requests of one operation, each a list of items answered item by item.
 pub(crate) struct Group<I, O> {
     tx: mpsc::UnboundedSender<Pending<I, O>>,
+    counters: Arc<Counters>,
+}
+
+/// What a group has committed: transactions, and the requests they answered with success.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) transactions: AtomicU64,
+    pub(crate) requests: AtomicU64,
+}
+
+impl Counters {
+    fn committed(&self, requests: usize) {
+        self.transactions.fetch_add(1, Ordering::Relaxed);
+        self.requests.fetch_add(requests as u64, Ordering::Relaxed);
+    }
 }
 
 impl<I, O> Group<I, O>
@@ -55,8 +71,14 @@ where
     /// `op` must answer exactly one output per input item, in order.
     pub(crate) fn start(pool: Pool, cx: Arc<Cx>, op: TxOp<Vec<I>, Vec<O>>) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(dispatch(rx, pool, cx, op));
-        Group { tx }
+        let counters = Arc::new(Counters::default());
+        tokio::spawn(dispatch(rx, pool, cx, op, counters.clone()));
+        Group { tx, counters }
+    }
+
+    /// What this group has committed so far.
+    pub(crate) fn counters(&self) -> &Counters {
+        &self.counters
     }
 
     /// Runs `items` in the next shared transaction and answers once it committed.
@@ -76,6 +98,7 @@ async fn dispatch<I, O>(
     pool: Pool,
     cx: Arc<Cx>,
     op: TxOp<Vec<I>, Vec<O>>,
+    counters: Arc<Counters>,
 ) where
     I: Send + Sync + 'static,
     O: Send + 'static,
@@ -110,23 +133,31 @@ async fn dispatch<I, O>(
                 Err(_) => break,
             }
         }
-        let (pool, cx) = (pool.clone(), cx.clone());
+        let (pool, cx, counters) = (pool.clone(), cx.clone(), counters.clone());
         tokio::spawn(async move {
-            commit(&pool, &cx, op, batch).await;
+            commit(&pool, &cx, op, batch, &counters).await;
             drop(slot);
         });
     }
 }
 
 /// Runs a batch of requests in one transaction and answers each; if that fails, runs each alone.
-async fn commit<I, O>(pool: &Pool, cx: &Cx, op: TxOp<Vec<I>, Vec<O>>, batch: Vec<Pending<I, O>>)
-where
+async fn commit<I, O>(
+    pool: &Pool,
+    cx: &Cx,
+    op: TxOp<Vec<I>, Vec<O>>,
+    batch: Vec<Pending<I, O>>,
+    counters: &Counters,
+) where
     I: Send + Sync,
     O: Send,
 {
     if batch.len() == 1 {
         let p = batch.into_iter().next().expect("one request");
         let out = write(pool, cx, &p.items, op).await;
+        if out.is_ok() {
+            counters.committed(1);
+        }
         let _ = p.reply.send(out);
         return;
     }
@@ -136,6 +167,7 @@ where
     let merged: Vec<I> = items.into_iter().flatten().collect();
     match write(pool, cx, &merged, op).await {
         Ok(outs) if outs.len() == merged.len() => {
+            counters.committed(replies.len());
             let mut outs = outs.into_iter();
             for (reply, n) in replies.into_iter().zip(sizes) {
                 let _ = reply.send(Ok(outs.by_ref().take(n).collect()));
@@ -165,7 +197,11 @@ where
             let mut merged = merged.into_iter();
             for (reply, n) in replies.into_iter().zip(sizes) {
                 let own: Vec<I> = merged.by_ref().take(n).collect();
-                let _ = reply.send(write(pool, cx, &own, op).await);
+                let out = write(pool, cx, &own, op).await;
+                if out.is_ok() {
+                    counters.committed(1);
+                }
+                let _ = reply.send(out);
             }
         }
     }

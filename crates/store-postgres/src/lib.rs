@@ -78,6 +78,15 @@ impl Default for PgOptions {
     }
 }
 
+/// See [`PgStore::commit_stats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CommitStats {
+    /// Transactions committed.
+    pub transactions: u64,
+    /// Requests (enqueues, acknowledgement batches) they answered with success.
+    pub requests: u64,
+}
+
 /// The PostgreSQL store. Cheap to clone; the pool and the listening task stop when the last clone is
 /// dropped.
 #[derive(Clone)]
@@ -178,6 +187,20 @@ impl PgStore {
                 listener,
             }),
         })
+    }
+
+    /// How many shared transactions the group commit has committed for enqueues and acknowledgements,
+    /// and how many requests they answered: requests per transaction is how much they were shared.
+    pub fn commit_stats(&self) -> CommitStats {
+        let mut stats = CommitStats::default();
+        for c in [
+            self.inner.inserts.counters(),
+            self.inner.transitions.counters(),
+        ] {
+            stats.transactions += c.transactions.load(std::sync::atomic::Ordering::Relaxed);
+            stats.requests += c.requests.load(std::sync::atomic::Ordering::Relaxed);
+        }
+        stats
     }
 
     /// The schema holding this store's tables.

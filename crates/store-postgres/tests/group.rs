@@ -70,6 +70,7 @@ async fn concurrent_enqueues_of_shared_keys_make_one_job_per_key() {
     let Some((store, _schema)) = fresh_store().await else {
         return;
     };
+    let pg = store.clone();
     let store: Arc<dyn Store> = Arc::new(store);
     let requests: Vec<JobSpec> = (0..96)
         .map(|n| spec(n, Some(format!("key-{}", n % 8))))
@@ -105,6 +106,14 @@ async fn concurrent_enqueues_of_shared_keys_make_one_job_per_key() {
     }
     let stats = store.queue_stats(QUEUE, 2_000).await.unwrap();
     assert_eq!(stats.waiting, 8);
+    // And they did share: 96 requests released together took far fewer transactions.
+    let commits = pg.commit_stats();
+    assert_eq!(commits.requests, 96);
+    assert!(
+        commits.transactions <= 48,
+        "{} transactions for 96 concurrent requests",
+        commits.transactions
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

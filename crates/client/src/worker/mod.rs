@@ -648,7 +648,8 @@ async fn run_job(
                     task.abort();
                     tracing::info!(job_id = %j.id, "cancelled while running; handler stopped");
                     let item = job.release_item();
-                    job.keeper.abort();
+                    // What it logged before being stopped is worth keeping: it says how far it got.
+                    job.keeper.stop_and_flush().await;
                     queue(item, Origin::Ran);
                     return JobEnd::Reported;
                 }
