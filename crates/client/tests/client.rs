@@ -278,6 +278,7 @@ async fn queues_are_configured_paused_and_dead_letters_replayed_and_purged() {
         max_stalled: None,
         unique_window_ms: None,
         retention: None,
+        ..QueueConfig::default()
     };
     let set = client.set_queue_config(queue, &config).await.unwrap();
     assert_eq!(set.max_attempts, Some(1));

@@ -37,6 +37,7 @@ async fn quick_retries(client: &Client, queue: &str, max_attempts: u32) {
                 max_stalled: None,
                 unique_window_ms: None,
                 retention: None,
+                ..QueueConfig::default()
             },
         )
         .await

@@ -23,6 +23,18 @@ impl JobId {
     pub fn timestamp(&self) -> Timestamp {
         self.0.timestamp_ms() as Timestamp
     }
+
+    /// The id whose 128 bits are `n` (for tests that need ids in a known order).
+    #[cfg(test)]
+    pub(crate) fn from_u128(n: u128) -> JobId {
+        JobId(Ulid(n))
+    }
+
+    /// The inverse of [`JobId::from_u128`].
+    #[cfg(test)]
+    pub(crate) fn to_u128(self) -> u128 {
+        self.0.0
+    }
 }
 
 impl fmt::Display for JobId {

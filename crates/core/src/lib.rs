@@ -6,6 +6,7 @@
 //! [`Clock`], so that tests move time instead of sleeping, and it talks to storage only through
 //! [`Store`], whose implementations live in their own crates.
 
+pub mod admission;
 pub mod clock;
 pub mod cron;
 pub mod engine;
@@ -21,8 +22,8 @@ pub mod validate;
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use cron::CronSchedule;
 pub use engine::{
-    Ack, AckOutcome, Cancelled, Claim, DeadFilter, Engine, EngineConfig, Enqueued, Failure,
-    MaintenanceReport, Page,
+    Ack, AckOutcome, Cancelled, Claim, ClaimOutcome, DeadFilter, Engine, EngineConfig, Enqueued,
+    Failure, MaintenanceReport, Page,
 };
 pub use error::{Error, Result};
 pub use event::Event;

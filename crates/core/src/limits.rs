@@ -20,6 +20,8 @@
 //! | heartbeat interval | 100 ms – the timeout (queue default: none) |
 //! | backoff delay and cap | at most 30 days; jitter 0–1; a computed delay never exceeds 30 days |
 //! | max stalls | 0–100 (queue default 1) |
+//! | concurrency, group and key concurrency | 1–1,000,000 (queue defaults: none, none, 1) |
+//! | rate limit | 1–1,000,000 jobs (burst the same) per 1 ms – 1 day (queue default: none) |
 //! | error message | 8 KiB, longer ones are truncated (a worker's failure is never refused for its size) |
 //! | log lines kept per job | the latest 200 (older ones are dropped as new ones arrive) |
 //! | log line | 2 KiB, longer ones are truncated |

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
+use crate::admission::{RateLimit, Rules};
 use crate::clock::Timestamp;
 use crate::id::{JobId, LeaseToken};
 
@@ -244,7 +245,10 @@ pub struct Job {
     /// How many times a lease on this job expired.
     pub stalls: u32,
     pub unique_key: Option<String>,
+    /// The tenant: fairness and per-group limits.
     pub group_key: Option<String>,
+    /// What must not be worked on twice at once (an order, a wallet): see the queue's `key_concurrency`.
+    pub concurrency_key: Option<String>,
     /// The same across every attempt, stall recovery and replay: pass it to payment, mint and e-mail APIs.
     pub idempotency_key: String,
     pub progress: Option<Box<RawValue>>,
@@ -308,6 +312,9 @@ pub struct JobOptions {
     pub dedup: Dedup,
     /// The tenant, for fairness and per-tenant limits.
     pub group_key: Option<String>,
+    /// What must not be worked on twice at once (an order, a wallet): at most the queue's
+    /// `key_concurrency` (default 1) active jobs share one. Independent of the group key.
+    pub concurrency_key: Option<String>,
     /// Defaults to a key derived from the unique key (so a re-enqueue of the same logical job reuses it)
     /// or else to the job id.
     pub idempotency_key: Option<String>,
@@ -375,6 +382,33 @@ pub struct QueueConfig {
     /// How long after a job with a unique key finished a new job with the same key is still refused.
     pub unique_window_ms: u64,
     pub retention: Retention,
+    /// At most this many active jobs in the queue, across all workers and nodes. `None`: no limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<u32>,
+    /// At most this many active jobs per group key. `None`: no limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group_concurrency: Option<u32>,
+    /// At most this many active jobs per concurrency key.
+    pub key_concurrency: u32,
+    /// Claims from the queue, all groups together. `None`: no limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
+    /// Claims per group key. `None`: no limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group_rate_limit: Option<RateLimit>,
+}
+
+impl QueueConfig {
+    /// The queue's flow-control rules.
+    pub fn rules(&self) -> Rules {
+        Rules {
+            concurrency: self.concurrency,
+            group_concurrency: self.group_concurrency,
+            key_concurrency: self.key_concurrency,
+            rate_limit: self.rate_limit,
+            group_rate_limit: self.group_rate_limit,
+        }
+    }
 }
 
 impl Default for QueueConfig {
@@ -390,6 +424,11 @@ impl Default for QueueConfig {
             max_stalled: 1,
             unique_window_ms: 0,
             retention: Retention::default(),
+            concurrency: None,
+            group_concurrency: None,
+            key_concurrency: 1,
+            rate_limit: None,
+            group_rate_limit: None,
         }
     }
 }

@@ -17,6 +17,7 @@
 use async_trait::async_trait;
 use serde_json::value::RawValue;
 
+use crate::admission::Rules;
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
 use crate::id::{JobId, LeaseToken};
@@ -48,6 +49,7 @@ pub struct JobSpec {
     /// strictly after this instant (`now - unique_window_ms`; a window of 0 blocks only unfinished jobs).
     pub unique_finished_since: Timestamp,
     pub group_key: Option<String>,
+    pub concurrency_key: Option<String>,
     pub idempotency_key: String,
     pub created_at: Timestamp,
 }
@@ -77,9 +79,20 @@ pub enum Inserted {
 ///
 /// First, in the same transaction, the delayed jobs of `queues` due at `now` (at most `promote_limit`)
 /// become waiting, so that a job is claimable the moment it is due without another round trip.
+///
+/// **Flow control.** A queue whose rules limit it ([`Rules::limits_queue`]), or that has waiting jobs
+/// with a group or concurrency key, is claimed from as [`plan`](crate::admission::plan) says, under a lock per queue
+/// that every such claim of the queue takes, on every node: the candidates are the best waiting jobs of
+/// each group in rotation order ([`rotation`](crate::admission::rotation), at most
+/// [`MAX_GROUPS_PER_CLAIM`](crate::admission::MAX_GROUPS_PER_CLAIM)
+/// groups, [`candidates_per_group`](crate::admission::candidates_per_group) each), leaving out jobs whose concurrency key is already
+/// at `key_concurrency`; the plan's buckets and cursor are stored in the same transaction. The jobs of
+/// several queues are merged best first, each queue's plan keeping its own order.
 #[derive(Debug, Clone)]
 pub struct JobClaim {
     pub queues: Vec<String>,
+    /// The rules of each of `queues`, in the same order.
+    pub rules: Vec<Rules>,
     pub worker_id: String,
     pub limit: usize,
     pub lease: LeaseToken,
@@ -94,6 +107,10 @@ pub struct Claimed {
     pub promoted: Vec<(JobId, Transitioned)>,
     /// The claimed jobs, as they are after the claim, best first.
     pub jobs: Vec<Job>,
+    /// A rate limit held back waiting jobs: no token before this instant.
+    pub retry_at: Option<Timestamp>,
+    /// A concurrency limit held back waiting jobs: a job leaving `active` may free one.
+    pub blocked: bool,
 }
 
 /// Renew a lease: the job must be active, hold `token`, and the lease must not have expired yet.

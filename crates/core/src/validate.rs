@@ -167,6 +167,11 @@ pub fn timing(
     Ok(())
 }
 
+/// The largest concurrency limit, rate-limit count or burst a queue may set.
+pub const MAX_FLOW_LIMIT: u32 = 1_000_000;
+/// The longest rate-limit period: a day.
+pub const MAX_RATE_PERIOD_MS: u64 = 86_400_000;
+
 /// A whole queue configuration.
 pub fn queue_config(c: &QueueConfig, limits: &Limits) -> Result<()> {
     priority("priority", c.priority)?;
@@ -190,6 +195,42 @@ pub fn queue_config(c: &QueueConfig, limits: &Limits) -> Result<()> {
         0,
         limits.max_delay_ms,
     )?;
+    for (field, n) in [
+        ("concurrency", c.concurrency),
+        ("group_concurrency", c.group_concurrency),
+        ("key_concurrency", Some(c.key_concurrency)),
+    ] {
+        if let Some(n) = n {
+            range_u64(field, n.into(), 1, MAX_FLOW_LIMIT.into())?;
+        }
+    }
+    for (field, r) in [
+        ("rate_limit", &c.rate_limit),
+        ("group_rate_limit", &c.group_rate_limit),
+    ] {
+        if let Some(r) = r {
+            range_u64(
+                &format!("{field}.limit"),
+                r.limit.into(),
+                1,
+                MAX_FLOW_LIMIT.into(),
+            )?;
+            range_u64(
+                &format!("{field}.period_ms"),
+                r.period_ms,
+                1,
+                MAX_RATE_PERIOD_MS,
+            )?;
+            if let Some(b) = r.burst {
+                range_u64(
+                    &format!("{field}.burst"),
+                    b.into(),
+                    1,
+                    MAX_FLOW_LIMIT.into(),
+                )?;
+            }
+        }
+    }
     if let Some(n) = c.retention.max_count {
         range_u64("retention.max_count", n, 0, u64::MAX >> 1)?;
     }

@@ -192,9 +192,14 @@ pub struct EnqueueJob {
     /// debounce with `delay_ms`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dedup: Option<Dedup>,
-    /// The tenant.
+    /// The tenant: claims rotate between groups, and the queue's `group_concurrency` and
+    /// `group_rate_limit` apply per group.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group_key: Option<String>,
+    /// What must not be worked on twice at once (an order, a wallet): at most the queue's
+    /// `key_concurrency` (default 1) active jobs share one. Independent of `group_key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency_key: Option<String>,
     /// Stable across attempts; defaults to one derived from the unique key, or the job id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
@@ -295,6 +300,8 @@ pub struct JobView {
     pub unique_key: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency_key: Option<String>,
     pub idempotency_key: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
@@ -392,6 +399,8 @@ pub struct FetchedJob {
     pub priority: i32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency_key: Option<String>,
     /// The progress a previous attempt reported, to resume from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
@@ -625,6 +634,33 @@ pub struct QueueConfig {
     pub unique_window_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention: Option<Retention>,
+    /// At most this many active jobs in the queue, across every worker and node. Absent: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<u32>,
+    /// At most this many active jobs per group key. Absent: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_concurrency: Option<u32>,
+    /// At most this many active jobs per concurrency key (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_concurrency: Option<u32>,
+    /// A token bucket over the queue's claims, all groups together. Absent: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
+    /// A token bucket over each group's claims. Absent: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_rate_limit: Option<RateLimit>,
+}
+
+/// `limit` jobs per `period_ms`, in bursts of up to `burst` (default `limit`): a token bucket the
+/// server checks at claim time, for every worker on every node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    pub limit: u32,
+    pub period_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u32>,
 }
 
 /// A queue's counts per state, and more.

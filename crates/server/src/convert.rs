@@ -68,6 +68,7 @@ pub fn job_view(j: core::Job) -> wire::JobView {
         stalls: j.stalls,
         unique_key: j.unique_key,
         group_key: j.group_key,
+        concurrency_key: j.concurrency_key,
         idempotency_key: j.idempotency_key,
         progress: j.progress,
         result: j.result,
@@ -113,6 +114,7 @@ pub fn fetched(j: core::Job) -> Option<wire::FetchedJob> {
         idempotency_key: j.idempotency_key,
         priority: j.priority,
         group_key: j.group_key,
+        concurrency_key: j.concurrency_key,
         progress: j.progress,
         created_at: j.created_at,
     })
@@ -138,6 +140,7 @@ pub fn new_job(queue: &str, j: wire::EnqueueJob) -> core::NewJob {
                 wire::Dedup::Replace => core::Dedup::Replace,
             },
             group_key: j.group_key,
+            concurrency_key: j.concurrency_key,
             idempotency_key: j.idempotency_key,
         },
     }
@@ -174,6 +177,11 @@ pub fn queue_config(c: &core::QueueConfig) -> wire::QueueConfig {
             max_count: c.retention.max_count,
             max_age_ms: c.retention.max_age_ms,
         }),
+        concurrency: c.concurrency,
+        group_concurrency: c.group_concurrency,
+        key_concurrency: Some(c.key_concurrency),
+        rate_limit: c.rate_limit.map(rate_limit),
+        group_rate_limit: c.group_rate_limit.map(rate_limit),
     }
 }
 
@@ -195,6 +203,27 @@ pub fn queue_config_from_wire(c: wire::QueueConfig) -> core::QueueConfig {
                 max_age_ms: r.max_age_ms,
             })
             .unwrap_or(d.retention),
+        concurrency: c.concurrency,
+        group_concurrency: c.group_concurrency,
+        key_concurrency: c.key_concurrency.unwrap_or(d.key_concurrency),
+        rate_limit: c.rate_limit.map(rate_limit_from_wire),
+        group_rate_limit: c.group_rate_limit.map(rate_limit_from_wire),
+    }
+}
+
+fn rate_limit(r: core::admission::RateLimit) -> wire::RateLimit {
+    wire::RateLimit {
+        limit: r.limit,
+        period_ms: r.period_ms,
+        burst: r.burst,
+    }
+}
+
+fn rate_limit_from_wire(r: wire::RateLimit) -> core::admission::RateLimit {
+    core::admission::RateLimit {
+        limit: r.limit,
+        period_ms: r.period_ms,
+        burst: r.burst,
     }
 }
 

@@ -16,6 +16,7 @@ use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
+use errand_core::admission::{self, Bucket, BucketKey, Rules};
 use errand_core::engine::raw_json;
 use errand_core::store::{
     Attempts, Claimed, Guard, Inserted, JobClaim, JobDelete, JobList, JobLogAppend, JobPrune,
@@ -34,7 +35,8 @@ macro_rules! job_columns {
         "id, queue, kind, payload, state, priority, run_at, attempts, max_attempts, backoff, \
          timeout_ms, heartbeat_ms, lease_ms, max_stalled, stalls, unique_key, group_key, \
          idempotency_key, progress, result, errors, dead_reason, cancel_requested, lease_token, \
-         worker_id, lease_expires_at, deadline_at, created_at, started_at, finished_at"
+         worker_id, lease_expires_at, deadline_at, created_at, started_at, finished_at, \
+         concurrency_key"
     };
 }
 
@@ -109,10 +111,10 @@ statements! {
             ORDER BY id DESC LIMIT 1) AS j";
     insert = "INSERT INTO {s}.jobs (id, queue, kind, payload, state, priority, run_at, \
             max_attempts, backoff, timeout_ms, heartbeat_ms, lease_ms, max_stalled, unique_key, \
-            group_key, idempotency_key, created_at) \
+            group_key, idempotency_key, created_at, concurrency_key) \
         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int[], \
             $7::bigint[], $8::int[], $9::text[], $10::bigint[], $11::bigint[], $12::bigint[], \
-            $13::int[], $14::text[], $15::text[], $16::text[], $17::bigint[])";
+            $13::int[], $14::text[], $15::text[], $16::text[], $17::bigint[], $18::text[])";
     notify = "SELECT pg_notify($1, q) FROM unnest($2::text[]) AS q";
     /// Due delayed jobs of each queue (at most `$3` per queue) become waiting. Rows another transaction
     /// holds are skipped: it is promoting or changing them itself.
@@ -124,11 +126,16 @@ statements! {
           AND state = 'delayed' \
         RETURNING id, queue, kind, attempts";
     /// A claim from one queue, in one statement: the best `$5` waiting jobs not locked by another
-    /// claimer, unless the queue is paused.
+    /// claimer, unless the queue is paused, or has waiting jobs with a group or concurrency key (those
+    /// are claimed under flow control).
     claim_one = concat!(
         "WITH picked AS (SELECT id AS pid FROM {s}.jobs \
-             WHERE queue = $1 AND state = 'waiting' \
+             WHERE queue = $1 AND state = 'waiting' AND group_key IS NULL \
                AND NOT EXISTS (SELECT 1 FROM {s}.queues WHERE name = $1 AND paused) \
+               AND NOT EXISTS (SELECT 1 FROM {s}.jobs WHERE queue = $1 AND state = 'waiting' \
+                   AND group_key IS NOT NULL) \
+               AND NOT EXISTS (SELECT 1 FROM {s}.jobs WHERE queue = $1 AND state = 'waiting' \
+                   AND concurrency_key IS NOT NULL) \
              ORDER BY priority, run_at, id LIMIT $5 FOR UPDATE SKIP LOCKED) \
          UPDATE {s}.jobs SET ", claim_set!(), " \
          WHERE id = ANY(ARRAY(SELECT pid FROM picked)) AND state = 'waiting' \
@@ -137,12 +144,56 @@ statements! {
     /// from several queues.
     claim_candidates = "SELECT c.id, c.queue, c.priority, c.run_at FROM unnest($1::text[]) AS q(name) \
         CROSS JOIN LATERAL (SELECT id, queue, priority, run_at FROM {s}.jobs \
-            WHERE queue = q.name AND state = 'waiting' \
+            WHERE queue = q.name AND state = 'waiting' AND group_key IS NULL \
             ORDER BY priority, run_at, id LIMIT $2 FOR UPDATE SKIP LOCKED) AS c \
         WHERE NOT EXISTS (SELECT 1 FROM {s}.queues WHERE name = q.name AND paused)";
     claim_ids = concat!(
         "UPDATE {s}.jobs SET ", claim_set!(), " WHERE id = ANY($1::text[]) AND state = 'waiting' \
          RETURNING ", job_columns!());
+    /// Of the queues `$1`, those with waiting jobs that carry a group or concurrency key.
+    keyed_waiting = "SELECT q FROM unnest($1::text[]) AS q \
+        WHERE EXISTS (SELECT 1 FROM {s}.jobs WHERE queue = q AND state = 'waiting' \
+                      AND group_key IS NOT NULL) \
+           OR EXISTS (SELECT 1 FROM {s}.jobs WHERE queue = q AND state = 'waiting' \
+                      AND concurrency_key IS NOT NULL)";
+    fair_cursor = "SELECT fair_cursor FROM {s}.queues WHERE name = $1";
+    /// Group keys of waiting jobs after `$2`, in order, at most `$3`: one index seek each.
+    keys_after = "WITH RECURSIVE g(k, n) AS ( \
+            SELECT (SELECT group_key FROM {s}.jobs WHERE queue = $1 AND state = 'waiting' \
+                    AND group_key COLLATE \"C\" > $2 ORDER BY group_key COLLATE \"C\" LIMIT 1), 1 \
+            UNION ALL \
+            SELECT (SELECT group_key FROM {s}.jobs WHERE queue = $1 AND state = 'waiting' \
+                    AND group_key COLLATE \"C\" > g.k ORDER BY group_key COLLATE \"C\" LIMIT 1), \
+                   n + 1 \
+            FROM g WHERE g.k IS NOT NULL AND n < $3) \
+        SELECT k FROM g WHERE k IS NOT NULL";
+    ungrouped_waiting = "SELECT EXISTS (SELECT 1 FROM {s}.jobs WHERE queue = $1 AND state = 'waiting' \
+        AND group_key IS NULL)";
+    /// The best `$3` waiting jobs without a group whose concurrency key has room below `$2`.
+    ungrouped_candidates = "SELECT '' AS k, j.id, j.priority, j.run_at, j.concurrency_key, ka.n \
+        FROM {s}.jobs j CROSS JOIN LATERAL (SELECT CASE WHEN j.concurrency_key IS NULL THEN 0 \
+            ELSE (SELECT count(*) FROM {s}.jobs a WHERE a.queue = j.queue \
+                  AND a.concurrency_key = j.concurrency_key AND a.state = 'active') END AS n) ka \
+        WHERE j.queue = $1 AND j.state = 'waiting' AND j.group_key IS NULL AND ka.n < $2 \
+        ORDER BY j.priority, j.run_at, j.id LIMIT $3";
+    /// The same for each group of `$4`.
+    grouped_candidates = "SELECT g.k, c.id, c.priority, c.run_at, c.concurrency_key, c.n \
+        FROM unnest($4::text[]) AS g(k) CROSS JOIN LATERAL ( \
+            SELECT j.id, j.priority, j.run_at, j.concurrency_key, ka.n \
+            FROM {s}.jobs j CROSS JOIN LATERAL (SELECT CASE WHEN j.concurrency_key IS NULL THEN 0 \
+                ELSE (SELECT count(*) FROM {s}.jobs a WHERE a.queue = j.queue \
+                      AND a.concurrency_key = j.concurrency_key AND a.state = 'active') END AS n) ka \
+            WHERE j.queue = $1 AND j.state = 'waiting' AND j.group_key = g.k AND ka.n < $2 \
+            ORDER BY j.priority, j.run_at, j.id LIMIT $3) AS c";
+    group_active = "SELECT group_key, count(*) FROM {s}.jobs \
+        WHERE queue = $1 AND state = 'active' AND group_key = ANY($2::text[]) GROUP BY group_key";
+    buckets = "SELECT scope, key, tokens, at FROM {s}.buckets \
+        WHERE queue = $1 AND (scope = 'queue' OR key = ANY($2::text[]))";
+    put_buckets = "INSERT INTO {s}.buckets (queue, scope, key, tokens, at) \
+        SELECT $1, * FROM unnest($2::text[], $3::text[], $4::float8[], $5::bigint[]) \
+        ON CONFLICT (queue, scope, key) DO UPDATE SET tokens = excluded.tokens, at = excluded.at";
+    put_fair_cursor = "INSERT INTO {s}.queues (name, fair_cursor) VALUES ($1, $2) \
+        ON CONFLICT (name) DO UPDATE SET fair_cursor = excluded.fair_cursor";
     renew = "UPDATE {s}.jobs SET lease_expires_at = $3 + lease_ms, \
             progress = COALESCE($4::text, progress) \
         WHERE id = $1 AND state = 'active' AND lease_token = $2 AND lease_expires_at > $3 \
@@ -365,6 +416,7 @@ fn decode_job(r: &Row) -> Result<Job> {
         stalls: count(get(r, 14)?, "stalls")?,
         unique_key: get(r, 15)?,
         group_key: get(r, 16)?,
+        concurrency_key: get(r, 30)?,
         idempotency_key: get(r, 17)?,
         progress: get::<Option<String>>(r, 18)?
             .map(|p| json("progress", p))
@@ -529,6 +581,7 @@ pub(crate) async fn job_insert(
     let mut max_stalled = Vec::with_capacity(new.len());
     let mut unique_keys = Vec::with_capacity(new.len());
     let mut group_keys = Vec::with_capacity(new.len());
+    let mut concurrency_keys = Vec::with_capacity(new.len());
     let mut idempotency_keys = Vec::with_capacity(new.len());
     let mut created = Vec::with_capacity(new.len());
     for &i in &new {
@@ -552,6 +605,7 @@ pub(crate) async fn job_insert(
         max_stalled.push(int4(j.max_stalled, "max_stalled")?);
         unique_keys.push(j.unique_key.as_deref());
         group_keys.push(j.group_key.as_deref());
+        concurrency_keys.push(j.concurrency_key.as_deref());
         idempotency_keys.push(j.idempotency_key.as_str());
         created.push(j.created_at);
     }
@@ -576,6 +630,7 @@ pub(crate) async fn job_insert(
             &group_keys,
             &idempotency_keys,
             &created,
+            &concurrency_keys,
         ],
     )
     .await?;
@@ -609,53 +664,317 @@ async fn promote(
 /// waiting for them, and no job is claimed twice.
 pub(crate) async fn job_claim(c: &impl GenericClient, cx: &Cx, p: &JobClaim) -> Result<Claimed> {
     // A queue named twice would lock (and count) its candidates twice.
-    let mut queues: Vec<&str> = Vec::with_capacity(p.queues.len());
-    for q in &p.queues {
-        if !queues.contains(&q.as_str()) {
-            queues.push(q);
+    let mut queues: Vec<(&str, &Rules)> = Vec::with_capacity(p.queues.len());
+    for (q, rules) in p.queues.iter().zip(&p.rules) {
+        if !queues.iter().any(|(seen, _)| *seen == q.as_str()) {
+            queues.push((q, rules));
         }
     }
+    let mut out = Claimed {
+        promoted: Vec::new(),
+        jobs: Vec::new(),
+        retry_at: None,
+        blocked: false,
+    };
     if queues.is_empty() || p.limit == 0 {
-        return Ok(Claimed {
-            promoted: Vec::new(),
-            jobs: Vec::new(),
-        });
+        return Ok(out);
     }
-    let promoted = promote(c, cx, &queues, p.now, p.promote_limit).await?;
+    let names: Vec<&str> = queues.iter().map(|(q, _)| *q).collect();
+    out.promoted = promote(c, cx, &names, p.now, p.promote_limit).await?;
     let limit = p.limit as i64;
-    let rows = if let [queue] = queues[..] {
-        query(
+    let mut keyed: BTreeSet<String> = BTreeSet::new();
+    if let [(queue, rules)] = queues[..]
+        && !rules.limits_queue()
+    {
+        let rows = query(
             c,
             &cx.sql.claim_one,
             &[&queue, &p.lease, &p.worker_id, &p.now, &limit],
         )
-        .await?
-    } else {
-        // The best `limit` of each queue (locked), merged: the overall best `limit` are among them.
-        let mut candidates: Vec<(i32, i64, String, String)> = Vec::new();
-        for row in query(c, &cx.sql.claim_candidates, &[&queues, &limit]).await? {
-            candidates.push((get(&row, 2)?, get(&row, 3)?, get(&row, 0)?, get(&row, 1)?));
+        .await?;
+        if !rows.is_empty() {
+            out.jobs = decode_all(&rows)?;
+            // RETURNING has no order: restore best-first.
+            out.jobs.sort_by_key(|j| (j.priority, j.run_at, j.id));
+            return Ok(out);
         }
-        candidates.sort();
-        let rest = candidates.split_off(candidates.len().min(p.limit));
-        // Rows locked but not taken were invisible to other claimers until this commits: tell them.
-        notify(c, cx, rest.iter().map(|(_, _, _, q)| q.as_str())).await?;
-        if candidates.is_empty() {
-            Vec::new()
+    }
+    // Queues without rules of their own that hold keyed jobs are claimed under flow control too.
+    let unruled: Vec<&str> = queues
+        .iter()
+        .filter(|(_, r)| !r.limits_queue())
+        .map(|(q, _)| *q)
+        .collect();
+    if !unruled.is_empty() {
+        for row in query(c, &cx.sql.keyed_waiting, &[&unruled]).await? {
+            keyed.insert(get(&row, 0)?);
+        }
+    }
+    let controlled = |q: &str, r: &Rules| r.limits_queue() || keyed.contains(q);
+    let plain: Vec<&str> = queues
+        .iter()
+        .filter(|(q, r)| !controlled(q, r))
+        .map(|(q, _)| *q)
+        .collect();
+    let mut flow: Vec<(&str, &Rules)> = queues
+        .iter()
+        .filter(|(q, r)| controlled(q, r))
+        .copied()
+        .collect();
+    // One lock per flow-controlled queue, held to the commit, taken in one order by every claim.
+    let mut keys: Vec<i64> = flow
+        .iter()
+        .map(|(q, _)| lock_key(&[&cx.schema, "errand.admit", q]))
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    if !keys.is_empty() {
+        query(c, &cx.sql.lock_keys, &[&keys]).await?;
+    }
+    let mut paused_flow = Vec::new();
+    for (q, _) in &flow {
+        let paused = query_opt(c, &cx.sql.queue_paused, &[q]).await?;
+        if paused
+            .map(|r| get::<bool>(&r, 0))
+            .transpose()?
+            .unwrap_or(false)
+        {
+            paused_flow.push(*q);
+        }
+    }
+    flow.retain(|(q, _)| !paused_flow.contains(q));
+
+    // Per queue, its candidates in the order it gives them: best first for a plain queue (the best
+    // `limit` of each, locked), the plan's order for a flow-controlled one.
+    let mut lists: Vec<Vec<(i32, i64, JobId)>> = Vec::new();
+    let mut admitted: Vec<Option<Admitted>> = Vec::new();
+    if !plain.is_empty() {
+        let mut by_queue: HashMap<String, Vec<(i32, i64, JobId)>> = HashMap::new();
+        for row in query(c, &cx.sql.claim_candidates, &[&plain, &limit]).await? {
+            let id = parse_id(get(&row, 0)?)?;
+            by_queue
+                .entry(get(&row, 1)?)
+                .or_default()
+                .push((get(&row, 2)?, get(&row, 3)?, id));
+        }
+        for mut list in by_queue.into_values() {
+            list.sort();
+            lists.push(list);
+            admitted.push(None);
+        }
+    }
+    for (q, rules) in &flow {
+        let a = admit(c, cx, q, rules, p.now, p.limit).await?;
+        lists.push(a.gathered.ordered(&a.plan));
+        admitted.push(Some(a));
+    }
+    let taken = admission::merge(&lists, p.limit);
+    let mut chosen: Vec<String> = Vec::new();
+    let mut left: Vec<String> = Vec::new();
+    for ((list, n), a) in lists.iter().zip(&taken).zip(admitted) {
+        let Some(a) = a else {
+            chosen.extend(list[..*n].iter().map(|(_, _, id)| id.to_string()));
+            left.extend(list[*n..].iter().map(|(_, _, id)| id.to_string()));
+            continue;
+        };
+        // The plan for what the merge kept: a prefix of the plan for the whole claim.
+        let plan = if *n == a.plan.jobs.len() {
+            a.plan.clone()
         } else {
-            let ids: Vec<&str> = candidates.iter().map(|(_, _, id, _)| id.as_str()).collect();
+            admission::plan(&a.gathered, *n)
+        };
+        chosen.extend(plan.jobs.iter().map(|id| id.to_string()));
+        a.store(c, cx, &plan).await?;
+        out.retry_at = match (out.retry_at, a.plan.retry_at) {
+            (Some(x), Some(y)) => Some(x.min(y)),
+            (x, y) => x.or(y),
+        };
+        out.blocked |= a.plan.blocked_by_concurrency;
+    }
+    // Rows locked but not taken were invisible to other claimers until this commits: tell them.
+    if !left.is_empty() {
+        notify(c, cx, plain.iter().copied()).await?;
+    }
+    if !chosen.is_empty() {
+        let rows = query(
+            c,
+            &cx.sql.claim_ids,
+            &[&chosen, &p.lease, &p.worker_id, &p.now],
+        )
+        .await?;
+        out.jobs = decode_all(&rows)?;
+        out.jobs.sort_by_key(|j| (j.priority, j.run_at, j.id));
+    }
+    Ok(out)
+}
+
+/// What a flow-controlled claim of one queue gathered, and its plan.
+struct Admitted {
+    queue: String,
+    gathered: admission::Gathered,
+    plan: admission::Plan,
+}
+
+impl Admitted {
+    /// Stores the plan's bucket states and rotation cursor.
+    async fn store(&self, c: &impl GenericClient, cx: &Cx, plan: &admission::Plan) -> Result<()> {
+        if !plan.buckets.is_empty() {
+            let (mut scopes, mut keys, mut tokens, mut ats) = (vec![], vec![], vec![], vec![]);
+            for (key, b) in &plan.buckets {
+                let (scope, k) = key.parts();
+                scopes.push(scope);
+                keys.push(k);
+                tokens.push(b.tokens);
+                ats.push(b.at);
+            }
+            execute(
+                c,
+                &cx.sql.put_buckets,
+                &[&self.queue, &scopes, &keys, &tokens, &ats],
+            )
+            .await?;
+        }
+        if let Some(cursor) = &plan.cursor {
+            execute(c, &cx.sql.put_fair_cursor, &[&self.queue, cursor]).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Gathers what [`admission::plan`] needs for a claim of `want` from `queue`, and plans. The caller
+/// holds the queue's admission lock.
+async fn admit(
+    c: &impl GenericClient,
+    cx: &Cx,
+    queue: &str,
+    rules: &Rules,
+    now: Timestamp,
+    want: usize,
+) -> Result<Admitted> {
+    let cursor: String = match query_opt(c, &cx.sql.fair_cursor, &[&queue]).await? {
+        Some(row) => get::<Option<String>>(&row, 0)?.unwrap_or_default(),
+        None => String::new(),
+    };
+    let max = admission::MAX_GROUPS_PER_CLAIM;
+    let read_keys = |after: String, n: usize| async move {
+        let n = n as i32;
+        let rows = query(c, &cx.sql.keys_after, &[&queue, &after, &n]).await?;
+        rows.iter()
+            .map(|r| get::<String>(r, 0))
+            .collect::<Result<Vec<String>>>()
+    };
+    let after = read_keys(cursor.clone(), max).await?;
+    let upto = if cursor.is_empty() || after.len() >= max {
+        Vec::new()
+    } else {
+        read_keys(String::new(), max - after.len()).await?
+    };
+    let ungrouped: bool = match query_opt(c, &cx.sql.ungrouped_waiting, &[&queue]).await? {
+        Some(row) => get(&row, 0)?,
+        None => false,
+    };
+    let mut keys = admission::rotation(&cursor, after, ungrouped, upto);
+    keys.truncate(max);
+
+    let per_group = admission::candidates_per_group(want, keys.len()) as i64;
+    let key_limit = i64::from(rules.key_concurrency);
+    let grouped: Vec<&str> = keys
+        .iter()
+        .map(String::as_str)
+        .filter(|k| !k.is_empty())
+        .collect();
+    let mut rows = Vec::new();
+    if keys.iter().any(String::is_empty) {
+        rows.extend(
             query(
                 c,
-                &cx.sql.claim_ids,
-                &[&ids, &p.lease, &p.worker_id, &p.now],
+                &cx.sql.ungrouped_candidates,
+                &[&queue, &key_limit, &per_group],
             )
-            .await?
+            .await?,
+        );
+    }
+    if !grouped.is_empty() {
+        rows.extend(
+            query(
+                c,
+                &cx.sql.grouped_candidates,
+                &[&queue, &key_limit, &per_group, &grouped],
+            )
+            .await?,
+        );
+    }
+    let mut jobs_of: HashMap<String, Vec<admission::Candidate>> = HashMap::new();
+    for row in &rows {
+        jobs_of
+            .entry(get(row, 0)?)
+            .or_default()
+            .push(admission::Candidate {
+                id: parse_id(get(row, 1)?)?,
+                priority: get(row, 2)?,
+                run_at: get(row, 3)?,
+                concurrency_key: get(row, 4)?,
+                key_active: get::<i64>(row, 5)?.max(0) as u64,
+            });
+    }
+    let mut active_of: HashMap<String, u64> = HashMap::new();
+    if rules.group_concurrency.is_some() && !grouped.is_empty() {
+        for row in query(c, &cx.sql.group_active, &[&queue, &grouped]).await? {
+            active_of.insert(get(&row, 0)?, get::<i64>(&row, 1)?.max(0) as u64);
         }
+    }
+    let mut queue_bucket = None;
+    let mut bucket_of: HashMap<String, Bucket> = HashMap::new();
+    if rules.rate_limit.is_some() || rules.group_rate_limit.is_some() {
+        for row in query(c, &cx.sql.buckets, &[&queue, &grouped]).await? {
+            let b = Bucket {
+                tokens: get(&row, 2)?,
+                at: get(&row, 3)?,
+            };
+            match BucketKey::from_parts(get(&row, 0)?, get(&row, 1)?) {
+                Some(BucketKey::Queue) => queue_bucket = Some(b),
+                Some(BucketKey::Group(g)) => {
+                    bucket_of.insert(g, b);
+                }
+                None => {}
+            }
+        }
+    }
+    let queue_active: i64 = if rules.concurrency.is_some() {
+        let row = query_opt(c, &cx.sql.count_state, &[&queue, &"active"]).await?;
+        row.map(|r| get(&r, 0)).transpose()?.unwrap_or(0)
+    } else {
+        0
     };
-    let mut jobs = decode_all(&rows)?;
-    // RETURNING has no order: restore best-first.
-    jobs.sort_by_key(|j| (j.priority, j.run_at, j.id));
-    Ok(Claimed { promoted, jobs })
+    let groups = keys
+        .into_iter()
+        .map(|key| admission::Group {
+            active: active_of.get(&key).copied().unwrap_or(0),
+            bucket: if rules.group_rate_limit.is_some() {
+                bucket_of.get(&key).copied()
+            } else {
+                None
+            },
+            jobs: jobs_of.remove(&key).unwrap_or_default(),
+            key,
+        })
+        .collect();
+    let gathered = admission::Gathered {
+        rules: rules.clone(),
+        now,
+        queue_active: queue_active.max(0) as u64,
+        queue_bucket: if rules.rate_limit.is_some() {
+            queue_bucket
+        } else {
+            None
+        },
+        groups,
+    };
+    Ok(Admitted {
+        queue: queue.to_string(),
+        plan: admission::plan(&gathered, want),
+        gathered,
+    })
 }
 
 pub(crate) async fn lease_renew(

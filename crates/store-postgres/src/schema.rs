@@ -105,6 +105,33 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX job_logs_by_job ON {s}.job_logs (job_id, id);
     "#,
+    // 4: flow control — concurrency keys, fairness between groups, rate-limit buckets. Group keys are
+    // ordered bytewise (COLLATE "C"), as the engine orders them.
+    r#"
+    ALTER TABLE {s}.jobs ADD COLUMN concurrency_key TEXT;
+    ALTER TABLE {s}.queues ADD COLUMN fair_cursor TEXT; -- the group the last flow-controlled claim served
+    -- The plain claim reads jobs without a group; grouped ones are read group by group.
+    DROP INDEX {s}.jobs_ready;
+    CREATE INDEX jobs_ready ON {s}.jobs (queue, priority, run_at, id)
+        WHERE state = 'waiting' AND group_key IS NULL;
+    CREATE INDEX jobs_ready_grouped ON {s}.jobs (queue, group_key COLLATE "C", priority, run_at, id)
+        WHERE state = 'waiting' AND group_key IS NOT NULL;
+    CREATE INDEX jobs_waiting_keyed ON {s}.jobs (queue)
+        WHERE state = 'waiting' AND concurrency_key IS NOT NULL;
+    -- Counting active jobs per group and per concurrency key; jobs without keys cost nothing here.
+    CREATE INDEX jobs_active_group ON {s}.jobs (queue, group_key)
+        WHERE state = 'active' AND group_key IS NOT NULL;
+    CREATE INDEX jobs_active_key ON {s}.jobs (queue, concurrency_key)
+        WHERE state = 'active' AND concurrency_key IS NOT NULL;
+    CREATE TABLE {s}.buckets (
+        queue  TEXT COLLATE "C" NOT NULL,
+        scope  TEXT NOT NULL,               -- 'queue' or 'group'
+        key    TEXT COLLATE "C" NOT NULL,   -- the group key; '' for the queue's bucket
+        tokens DOUBLE PRECISION NOT NULL,
+        at     BIGINT NOT NULL,             -- when `tokens` was right
+        PRIMARY KEY (queue, scope, key)
+    );
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -36,6 +36,7 @@ fn spec(n: u64, unique_key: Option<String>) -> JobSpec {
         unique_key,
         unique_finished_since: 0,
         group_key: None,
+        concurrency_key: None,
         idempotency_key: format!("idem-{n}"),
         created_at: 1_000,
     }

@@ -5,6 +5,7 @@ use std::collections::{HashMap, HashSet};
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
+use errand_core::admission::{self, Bucket, BucketKey, Rules};
 use errand_core::engine::raw_json;
 use errand_core::store::{
     Attempts, Claimed, Guard, Inserted, JobClaim, JobDelete, JobInsert, JobList, JobLogAppend,
@@ -21,7 +22,7 @@ use crate::conn::backend;
 pub(crate) const JOB_COLUMNS: &str = "id, queue, kind, payload, state, priority, run_at, attempts, \
     max_attempts, backoff, timeout_ms, heartbeat_ms, lease_ms, max_stalled, stalls, unique_key, \
     group_key, idempotency_key, progress, result, errors, dead_reason, cancel_requested, lease_token, \
-    worker_id, lease_expires_at, deadline_at, created_at, started_at, finished_at";
+    worker_id, lease_expires_at, deadline_at, created_at, started_at, finished_at, concurrency_key";
 
 /// A `jobs` row as SQLite gave it: copied out by the writer thread, decoded into a [`Job`] by the caller
 /// (off the writer, whose time is the store's throughput).
@@ -57,6 +58,7 @@ pub(crate) struct JobRow {
     created_at: i64,
     started_at: Option<i64>,
     finished_at: Option<i64>,
+    concurrency_key: Option<String>,
 }
 
 /// Reads a row selected with [`JOB_COLUMNS`].
@@ -92,6 +94,7 @@ pub(crate) fn job_row(r: &Row<'_>) -> rusqlite::Result<JobRow> {
         created_at: r.get(27)?,
         started_at: r.get(28)?,
         finished_at: r.get(29)?,
+        concurrency_key: r.get(30)?,
     })
 }
 
@@ -133,6 +136,7 @@ impl JobRow {
             stalls: self.stalls,
             unique_key: self.unique_key,
             group_key: self.group_key,
+            concurrency_key: self.concurrency_key,
             idempotency_key: self.idempotency_key,
             progress: self.progress.map(|p| json("progress", p)).transpose()?,
             result: self.result.map(|r| json("result", r)).transpose()?,
@@ -194,8 +198,8 @@ pub(crate) fn insert_rows(p: &JobInsert) -> Result<Vec<InsertRow>> {
 
 const INSERT_COLUMNS: &str = "id, queue, kind, payload, state, priority, run_at, max_attempts, \
     backoff, timeout_ms, heartbeat_ms, lease_ms, max_stalled, unique_key, group_key, idempotency_key, \
-    created_at";
-const INSERT_ARITY: usize = 17;
+    created_at, concurrency_key";
+const INSERT_ARITY: usize = 18;
 /// Rows per multi-row INSERT: fewer statements, while staying far below SQLite's 32,766 parameters.
 const INSERT_CHUNK: usize = 64;
 
@@ -242,6 +246,7 @@ pub(crate) fn job_insert(
                 &j.group_key,
                 &j.idempotency_key,
                 &j.created_at,
+                &j.concurrency_key,
             ]);
         }
         let one = format!("({})", vec!["?"; INSERT_ARITY].join(", "));
@@ -268,7 +273,7 @@ pub(crate) fn job_insert(
     let mut insert = conn
         .prepare_cached(&format!(
             "INSERT OR FAIL INTO jobs ({INSERT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, \
-             ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
+             ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
         ))
         .map_err(backend)?;
     for i in unique {
@@ -307,6 +312,7 @@ pub(crate) fn job_insert(
                 job.group_key,
                 job.idempotency_key,
                 job.created_at,
+                job.concurrency_key,
             ])
             .map_err(backend)?;
     }
@@ -324,13 +330,17 @@ pub(crate) fn job_claim(conn: &Connection, p: &JobClaim) -> Result<ClaimedRows> 
         .map_err(backend)?;
     let mut candidates = conn
         .prepare_cached(
-            "SELECT priority, run_at, id, rowid FROM jobs WHERE queue = ?1 AND state = 'waiting' \
+            "SELECT priority, run_at, id, rowid FROM jobs \
+             WHERE queue = ?1 AND state = 'waiting' AND group_key IS NULL \
              ORDER BY priority, run_at, id LIMIT ?2",
         )
         .map_err(backend)?;
-    // The best `limit` of each queue, merged: the overall best `limit` are among them.
-    let mut best: Vec<(i32, i64, String, i64)> = Vec::new();
-    for q in &p.queues {
+    // Per queue, its candidates in the order it gives them: best first for a plain queue, the plan's
+    // order for a flow-controlled one.
+    let mut lists: Vec<Vec<(i32, i64, JobId)>> = Vec::new();
+    let mut admitted: Vec<Option<Admitted>> = Vec::new();
+    let mut rowids: HashMap<JobId, i64> = HashMap::new();
+    for (q, rules) in p.queues.iter().zip(&p.rules) {
         let is_paused: bool = paused
             .query_row([q], |r| r.get(0))
             .optional()
@@ -339,35 +349,69 @@ pub(crate) fn job_claim(conn: &Connection, p: &JobClaim) -> Result<ClaimedRows> 
         if is_paused {
             continue;
         }
+        if rules.limits_queue() || has_keyed_waiting(conn, q)? {
+            let a = admit(conn, q, rules, p.now, limit, &mut rowids)?;
+            lists.push(a.gathered.ordered(&a.plan));
+            admitted.push(Some(a));
+            continue;
+        }
         let rows = candidates
             .query_map(params![q, limit as i64], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                Ok((r.get(0)?, r.get(1)?, r.get::<_, String>(2)?, r.get(3)?))
             })
             .map_err(backend)?;
+        let mut list = Vec::new();
         for row in rows {
-            best.push(row.map_err(backend)?);
+            let (priority, run_at, id, rowid) = row.map_err(backend)?;
+            let id: JobId = id.parse().map_err(|e| corrupt_field("id", e))?;
+            rowids.insert(id, rowid);
+            list.push((priority, run_at, id));
         }
+        lists.push(list);
+        admitted.push(None);
     }
-    if best.is_empty() {
+    let taken = admission::merge(&lists, limit);
+    let mut chosen: Vec<i64> = Vec::new();
+    let (mut retry_at, mut blocked) = (None::<Timestamp>, false);
+    for ((list, n), a) in lists.iter().zip(&taken).zip(admitted) {
+        let Some(a) = a else {
+            chosen.extend(list[..*n].iter().map(|(_, _, id)| rowids[id]));
+            continue;
+        };
+        // The plan for what the merge kept: a prefix of the plan for the whole claim.
+        let plan = if *n == a.plan.jobs.len() {
+            a.plan.clone()
+        } else {
+            admission::plan(&a.gathered, *n)
+        };
+        chosen.extend(plan.jobs.iter().map(|id| rowids[id]));
+        a.store(conn, &plan)?;
+        retry_at = match (retry_at, a.plan.retry_at) {
+            (Some(x), Some(y)) => Some(x.min(y)),
+            (x, y) => x.or(y),
+        };
+        blocked |= a.plan.blocked_by_concurrency;
+    }
+    if chosen.is_empty() {
         return Ok(ClaimedRows {
             promoted,
             rows: Vec::new(),
+            retry_at,
+            blocked,
         });
     }
-    best.sort();
-    best.truncate(limit);
     // One statement claims them all (per-row statements cost twice as much), named by rowid: a JSON list
     // of integers is the cheapest set to pass. The writer thread is the only writer, so the candidates
-    // cannot change between the SELECT above and this UPDATE.
-    let mut rowids = String::with_capacity(best.len() * 8 + 2);
-    rowids.push('[');
-    for (i, (_, _, _, rowid)) in best.iter().enumerate() {
+    // cannot change between the SELECTs above and this UPDATE.
+    let mut list = String::with_capacity(chosen.len() * 8 + 2);
+    list.push('[');
+    for (i, rowid) in chosen.iter().enumerate() {
         if i > 0 {
-            rowids.push(',');
+            list.push(',');
         }
-        rowids.push_str(&rowid.to_string());
+        list.push_str(&rowid.to_string());
     }
-    rowids.push(']');
+    list.push(']');
     let mut claim = conn
         .prepare_cached(&format!(
             "UPDATE OR FAIL jobs SET state = 'active', attempts = attempts + 1, \
@@ -378,12 +422,236 @@ pub(crate) fn job_claim(conn: &Connection, p: &JobClaim) -> Result<ClaimedRows> 
         ))
         .map_err(backend)?;
     let rows = claim
-        .query_map(params![rowids, p.lease, p.worker_id, p.now], job_row)
+        .query_map(params![list, p.lease, p.worker_id, p.now], job_row)
         .map_err(backend)?;
     let rows = rows
         .map(|r| r.map_err(backend))
         .collect::<Result<Vec<JobRow>>>()?;
-    Ok(ClaimedRows { promoted, rows })
+    Ok(ClaimedRows {
+        promoted,
+        rows,
+        retry_at,
+        blocked,
+    })
+}
+
+/// Whether waiting jobs of `queue` carry a group or a concurrency key: then the plain claim, which
+/// reads only jobs without a group and checks no key, does not apply.
+fn has_keyed_waiting(conn: &Connection, queue: &str) -> Result<bool> {
+    conn.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM jobs WHERE queue = ?1 AND state = 'waiting' \
+                        AND group_key IS NOT NULL) \
+             OR EXISTS (SELECT 1 FROM jobs WHERE queue = ?1 AND state = 'waiting' \
+                        AND concurrency_key IS NOT NULL)",
+    )
+    .map_err(backend)?
+    .query_row([queue], |r| r.get(0))
+    .map_err(backend)
+}
+
+/// What a flow-controlled claim of one queue gathered, and its plan.
+struct Admitted {
+    queue: String,
+    gathered: admission::Gathered,
+    plan: admission::Plan,
+}
+
+impl Admitted {
+    /// Stores the plan's bucket states and rotation cursor.
+    fn store(&self, conn: &Connection, plan: &admission::Plan) -> Result<()> {
+        let mut put = conn
+            .prepare_cached(
+                "INSERT INTO buckets (queue, scope, key, tokens, at) VALUES (?1, ?2, ?3, ?4, ?5) \
+                 ON CONFLICT (queue, scope, key) DO UPDATE SET tokens = excluded.tokens, \
+                 at = excluded.at",
+            )
+            .map_err(backend)?;
+        for (key, b) in &plan.buckets {
+            let (scope, k) = key.parts();
+            put.execute(params![self.queue, scope, k, b.tokens, b.at])
+                .map_err(backend)?;
+        }
+        if let Some(cursor) = &plan.cursor {
+            conn.prepare_cached(
+                "INSERT INTO queues (name, fair_cursor) VALUES (?1, ?2) \
+                 ON CONFLICT (name) DO UPDATE SET fair_cursor = excluded.fair_cursor",
+            )
+            .map_err(backend)?
+            .execute(params![self.queue, cursor])
+            .map_err(backend)?;
+        }
+        Ok(())
+    }
+}
+
+/// Gathers what [`admission::plan`] needs for a claim of `want` from `queue`, and plans.
+fn admit(
+    conn: &Connection,
+    queue: &str,
+    rules: &Rules,
+    now: Timestamp,
+    want: usize,
+    rowids: &mut HashMap<JobId, i64>,
+) -> Result<Admitted> {
+    let cursor: String = conn
+        .prepare_cached("SELECT fair_cursor FROM queues WHERE name = ?1")
+        .map_err(backend)?
+        .query_row([queue], |r| r.get::<_, Option<String>>(0))
+        .optional()
+        .map_err(backend)?
+        .flatten()
+        .unwrap_or_default();
+    // Group keys after `?2`, in order, one index seek each.
+    let mut keys_after = conn
+        .prepare_cached(
+            "WITH RECURSIVE g(k, n) AS ( \
+                 SELECT (SELECT group_key FROM jobs WHERE queue = ?1 AND state = 'waiting' \
+                         AND group_key > ?2 ORDER BY group_key LIMIT 1), 1 \
+                 UNION ALL \
+                 SELECT (SELECT group_key FROM jobs WHERE queue = ?1 AND state = 'waiting' \
+                         AND group_key > g.k ORDER BY group_key LIMIT 1), n + 1 \
+                 FROM g WHERE g.k IS NOT NULL AND n < ?3) \
+             SELECT k FROM g WHERE k IS NOT NULL",
+        )
+        .map_err(backend)?;
+    let mut read_keys = |after: &str, n: usize| -> Result<Vec<String>> {
+        let rows = keys_after
+            .query_map(params![queue, after, n as i64], |r| r.get(0))
+            .map_err(backend)?;
+        rows.map(|r| r.map_err(backend)).collect()
+    };
+    let max = admission::MAX_GROUPS_PER_CLAIM;
+    let after = read_keys(&cursor, max)?;
+    let upto = if cursor.is_empty() || after.len() >= max {
+        Vec::new()
+    } else {
+        read_keys("", max - after.len())?
+    };
+    let ungrouped: bool = conn
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM jobs WHERE queue = ?1 AND state = 'waiting' \
+             AND group_key IS NULL)",
+        )
+        .map_err(backend)?
+        .query_row([queue], |r| r.get(0))
+        .map_err(backend)?;
+    let mut keys = admission::rotation(&cursor, after, ungrouped, upto);
+    keys.truncate(max);
+
+    // The best candidates of each group, leaving out jobs whose concurrency key is full.
+    let per_group = admission::candidates_per_group(want, keys.len()) as i64;
+    let key_active = "CASE WHEN j.concurrency_key IS NULL THEN 0 ELSE (SELECT count(*) FROM jobs a \
+        WHERE a.queue = j.queue AND a.concurrency_key = j.concurrency_key AND a.state = 'active') END";
+    let select = format!(
+        "SELECT j.id, j.priority, j.run_at, j.concurrency_key, j.rowid, {key_active} FROM jobs j \
+         WHERE j.queue = ?1 AND j.state = 'waiting' AND {{group}} AND {key_active} < ?2 \
+         ORDER BY j.priority, j.run_at, j.id LIMIT ?3"
+    );
+    let mut ungrouped_jobs = conn
+        .prepare_cached(&select.replace("{group}", "j.group_key IS NULL"))
+        .map_err(backend)?;
+    let mut grouped_jobs = conn
+        .prepare_cached(&select.replace("{group}", "j.group_key = ?4"))
+        .map_err(backend)?;
+    let mut group_active = conn
+        .prepare_cached(
+            "SELECT count(*) FROM jobs WHERE queue = ?1 AND group_key = ?2 AND state = 'active'",
+        )
+        .map_err(backend)?;
+    let mut bucket = conn
+        .prepare_cached(
+            "SELECT tokens, at FROM buckets WHERE queue = ?1 AND scope = ?2 AND key = ?3",
+        )
+        .map_err(backend)?;
+    let mut read_bucket = |key: BucketKey| -> Result<Option<Bucket>> {
+        let (scope, k) = key.parts();
+        bucket
+            .query_row(params![queue, scope, k], |r| {
+                Ok(Bucket {
+                    tokens: r.get(0)?,
+                    at: r.get(1)?,
+                })
+            })
+            .optional()
+            .map_err(backend)
+    };
+    let key_limit = i64::from(rules.key_concurrency);
+    let mut groups = Vec::with_capacity(keys.len());
+    for key in keys {
+        let map = |r: &Row<'_>| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i32>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, Option<String>>(3)?,
+                r.get::<_, i64>(4)?,
+                r.get::<_, i64>(5)?,
+            ))
+        };
+        let rows = if key.is_empty() {
+            ungrouped_jobs.query_map(params![queue, key_limit, per_group], map)
+        } else {
+            grouped_jobs.query_map(params![queue, key_limit, per_group, key], map)
+        }
+        .map_err(backend)?;
+        let mut jobs = Vec::new();
+        for row in rows {
+            let (id, priority, run_at, concurrency_key, rowid, active) = row.map_err(backend)?;
+            let id: JobId = id.parse().map_err(|e| corrupt_field("id", e))?;
+            rowids.insert(id, rowid);
+            jobs.push(admission::Candidate {
+                id,
+                priority,
+                run_at,
+                concurrency_key,
+                key_active: active as u64,
+            });
+        }
+        let grouped = !key.is_empty();
+        let active: i64 = if grouped && rules.group_concurrency.is_some() {
+            group_active
+                .query_row(params![queue, key], |r| r.get(0))
+                .map_err(backend)?
+        } else {
+            0
+        };
+        let bucket = if grouped && rules.group_rate_limit.is_some() {
+            read_bucket(BucketKey::Group(key.clone()))?
+        } else {
+            None
+        };
+        groups.push(admission::Group {
+            key,
+            active: active as u64,
+            bucket,
+            jobs,
+        });
+    }
+    let queue_active: i64 = if rules.concurrency.is_some() {
+        conn.prepare_cached("SELECT count(*) FROM jobs WHERE queue = ?1 AND state = 'active'")
+            .map_err(backend)?
+            .query_row([queue], |r| r.get(0))
+            .map_err(backend)?
+    } else {
+        0
+    };
+    let queue_bucket = if rules.rate_limit.is_some() {
+        read_bucket(BucketKey::Queue)?
+    } else {
+        None
+    };
+    let gathered = admission::Gathered {
+        rules: rules.clone(),
+        now,
+        queue_active: queue_active as u64,
+        queue_bucket,
+        groups,
+    };
+    Ok(Admitted {
+        queue: queue.to_string(),
+        plan: admission::plan(&gathered, want),
+        gathered,
+    })
 }
 
 /// A claim as the writer returns it; [`ClaimedRows::decode`] makes it a [`Claimed`].
@@ -391,6 +659,8 @@ pub(crate) fn job_claim(conn: &Connection, p: &JobClaim) -> Result<ClaimedRows> 
 pub(crate) struct ClaimedRows {
     promoted: Vec<(JobId, Transitioned)>,
     rows: Vec<JobRow>,
+    retry_at: Option<Timestamp>,
+    blocked: bool,
 }
 
 impl ClaimedRows {
@@ -401,6 +671,8 @@ impl ClaimedRows {
         Ok(Claimed {
             promoted: self.promoted,
             jobs,
+            retry_at: self.retry_at,
+            blocked: self.blocked,
         })
     }
 }

@@ -85,6 +85,32 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX job_logs_by_job ON job_logs (job_id, id);
     "#,
+    // 4: flow control — concurrency keys, fairness between groups, rate-limit buckets.
+    r#"
+    ALTER TABLE jobs ADD COLUMN concurrency_key TEXT;
+    ALTER TABLE queues ADD COLUMN fair_cursor TEXT; -- the group the last flow-controlled claim served
+    -- The plain claim reads jobs without a group; grouped ones are read group by group.
+    DROP INDEX jobs_ready;
+    CREATE INDEX jobs_ready ON jobs (queue, priority, run_at, id)
+        WHERE state = 'waiting' AND group_key IS NULL;
+    CREATE INDEX jobs_ready_grouped ON jobs (queue, group_key, priority, run_at, id)
+        WHERE state = 'waiting' AND group_key IS NOT NULL;
+    CREATE INDEX jobs_waiting_keyed ON jobs (queue)
+        WHERE state = 'waiting' AND concurrency_key IS NOT NULL;
+    -- Counting active jobs per group and per concurrency key; jobs without keys cost nothing here.
+    CREATE INDEX jobs_active_group ON jobs (queue, group_key)
+        WHERE state = 'active' AND group_key IS NOT NULL;
+    CREATE INDEX jobs_active_key ON jobs (queue, concurrency_key)
+        WHERE state = 'active' AND concurrency_key IS NOT NULL;
+    CREATE TABLE buckets (
+        queue  TEXT NOT NULL,
+        scope  TEXT NOT NULL,            -- 'queue' or 'group'
+        key    TEXT NOT NULL,            -- the group key; '' for the queue's bucket
+        tokens REAL NOT NULL,
+        at     INTEGER NOT NULL,         -- when `tokens` was right
+        PRIMARY KEY (queue, scope, key)
+    );
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -262,7 +262,11 @@ impl Engine {
                 "replace needs a unique_key: it names the job to replace",
             ));
         }
-        for (field, k) in [("unique_key", &o.unique_key), ("group_key", &o.group_key)] {
+        for (field, k) in [
+            ("unique_key", &o.unique_key),
+            ("group_key", &o.group_key),
+            ("concurrency_key", &o.concurrency_key),
+        ] {
             if let Some(k) = k {
                 validate::key(field, k, limits.max_key)?;
             }
@@ -296,6 +300,7 @@ impl Engine {
             unique_key: o.unique_key,
             unique_finished_since: now - qc.unique_window_ms as i64,
             group_key: o.group_key,
+            concurrency_key: o.concurrency_key,
             idempotency_key,
             created_at: now,
         })

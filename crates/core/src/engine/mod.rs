@@ -17,7 +17,7 @@ mod work;
 pub use enqueue::Enqueued;
 pub use maintain::MaintenanceReport;
 pub use manage::{Cancelled, DeadFilter, Page};
-pub use work::{Ack, AckOutcome, Claim, Failure};
+pub use work::{Ack, AckOutcome, Claim, ClaimOutcome, Failure};
 
 use std::sync::{Arc, Mutex};
 

@@ -22,6 +22,16 @@ pub struct Claim {
     pub limit: usize,
 }
 
+/// What a claim took, and whether flow control held jobs back.
+#[derive(Debug, Clone)]
+pub struct ClaimOutcome {
+    pub jobs: Vec<Job>,
+    /// A rate limit held back waiting jobs: no token before this instant.
+    pub retry_at: Option<Timestamp>,
+    /// A concurrency limit held back waiting jobs: a job leaving `active` may free one.
+    pub blocked: bool,
+}
+
 /// A worker's report that an attempt failed.
 #[derive(Debug, Clone, Default)]
 pub struct Failure {
@@ -81,6 +91,12 @@ pub struct AckOutcome {
 impl Engine {
     /// Claims up to `limit` due jobs for a worker. Each comes with a fresh lease token.
     pub async fn claim(&self, req: Claim) -> Result<Vec<Job>> {
+        Ok(self.claim_with_hints(req).await?.jobs)
+    }
+
+    /// [`Engine::claim`], also saying whether flow control held jobs back, so that a long-polling fetch
+    /// knows when to look again.
+    pub async fn claim_with_hints(&self, req: Claim) -> Result<ClaimOutcome> {
         let limits = self.limits();
         if req.queues.is_empty() {
             return Err(Error::invalid("queues", "name at least one queue"));
@@ -101,10 +117,15 @@ impl Engine {
         validate::worker_id("worker_id", &req.worker_id, limits)?;
         validate::range_u64("limit", req.limit as u64, 1, limits.max_claim as u64)?;
         let now = self.now();
+        let mut rules = Vec::with_capacity(queues.len());
+        for q in &queues {
+            rules.push(self.queue_config(q, now).await?.rules());
+        }
         let claimed = self
             .inner
             .store
             .job_claim(JobClaim {
+                rules,
                 queues,
                 worker_id: req.worker_id,
                 limit: req.limit,
@@ -135,7 +156,11 @@ impl Engine {
                 })
                 .collect()
         });
-        Ok(jobs)
+        Ok(ClaimOutcome {
+            jobs,
+            retry_at: claimed.retry_at,
+            blocked: claimed.blocked,
+        })
     }
 
     /// Extends a lease, optionally recording progress; says whether a cancel was requested.
