@@ -39,8 +39,12 @@ pub enum JobCommand {
         backoff_exponential_ms: Option<u64>,
         #[arg(long)]
         unique_key: Option<String>,
+        /// The tenant: fairness and per-group limits.
         #[arg(long)]
         group_key: Option<String>,
+        /// What must not be worked on twice at once (an order, a wallet).
+        #[arg(long)]
+        concurrency_key: Option<String>,
         #[arg(long)]
         idempotency_key: Option<String>,
     },
@@ -186,6 +190,7 @@ pub async fn job(cmd: JobCommand, remote: &Remote) -> ExitCode {
             backoff_exponential_ms,
             unique_key,
             group_key,
+            concurrency_key,
             idempotency_key,
         } => {
             let payload = match serde_json::from_str(&payload) {
@@ -208,6 +213,7 @@ pub async fn job(cmd: JobCommand, remote: &Remote) -> ExitCode {
                 backoff,
                 unique_key,
                 group_key,
+                concurrency_key,
                 idempotency_key,
                 ..Default::default()
             };
@@ -288,6 +294,9 @@ fn print_job(j: &JobView) {
     }
     if let Some(k) = &j.group_key {
         rows.push(("group", k.clone()));
+    }
+    if let Some(k) = &j.concurrency_key {
+        rows.push(("concurrency key", k.clone()));
     }
     if let Some(l) = &j.lease {
         rows.push(("worker", l.worker_id.clone()));

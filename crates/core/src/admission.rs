@@ -56,9 +56,10 @@ impl RateLimit {
             return self.capacity();
         };
         // A clock that went back adds nothing (and takes nothing).
+        // Multiplied before divided: whole periods give whole tokens, with no rounding of a rate.
         let elapsed = now.saturating_sub(b.at).max(0) as f64;
-        let rate = f64::from(self.limit) / self.period_ms.max(1) as f64;
-        (b.tokens + elapsed * rate).min(self.capacity())
+        let added = elapsed * f64::from(self.limit) / self.period_ms.max(1) as f64;
+        (b.tokens + added).min(self.capacity())
     }
 
     /// When a bucket holding `tokens` at `now` next holds a whole token.

@@ -17,6 +17,8 @@ use tokio::sync::{Notify, broadcast};
 #[derive(Debug, Default)]
 pub struct Waiters {
     by_queue: Mutex<HashMap<String, HashMap<u64, Arc<Notify>>>>,
+    /// Fetches that flow control held back, by queue: a job of the queue leaving `active` wakes them.
+    on_release: Mutex<HashMap<String, HashMap<u64, Arc<Notify>>>>,
     next_id: AtomicU64,
     waiting: AtomicU64,
 }
@@ -65,6 +67,17 @@ impl Waiters {
         }
     }
 
+    /// Wakes, for each queue, as many of the fetches held back by its flow control as jobs left
+    /// `active` there.
+    pub fn wake_released(&self, freed: &HashMap<String, usize>) {
+        let map = lock(&self.on_release);
+        for (q, n) in freed {
+            if let Some(fetches) = map.get(q) {
+                fetches.values().take(*n).for_each(|f| f.notify_one());
+            }
+        }
+    }
+
     /// Wakes every fetch waiting on `queue` (it was resumed).
     pub fn wake_queue(&self, queue: &str) {
         if let Some(fetches) = self.lock().get(queue) {
@@ -87,29 +100,29 @@ impl Waiters {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, HashMap<u64, Arc<Notify>>>> {
-        // A panic while holding this lock leaves the map consistent (every change is one insert or
-        // remove), so a poisoned lock is safe to use.
-        self.by_queue
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.by_queue)
     }
 
     /// Follows the engine's events until the channel closes, waking fetches as jobs become due.
     pub async fn follow(self: Arc<Self>, mut events: broadcast::Receiver<Event>) {
         let mut due: HashMap<String, usize> = HashMap::new();
+        let mut freed: HashMap<String, usize> = HashMap::new();
+        let count = |e: Event, due: &mut HashMap<String, usize>, freed: &mut HashMap<_, _>| {
+            if e.from == Some(JobState::Active) {
+                *freed.entry(e.queue.clone()).or_default() += 1;
+            }
+            if e.to == JobState::Waiting {
+                *due.entry(e.queue).or_default() += 1;
+            }
+        };
         loop {
             match events.recv().await {
                 Ok(e) => {
-                    if e.to == JobState::Waiting {
-                        *due.entry(e.queue).or_default() += 1;
-                    }
+                    count(e, &mut due, &mut freed);
                     // Take whatever else is already there, and wake once for all of it.
                     loop {
                         match events.try_recv() {
-                            Ok(e) if e.to == JobState::Waiting => {
-                                *due.entry(e.queue).or_default() += 1;
-                            }
-                            Ok(_) => {}
+                            Ok(e) => count(e, &mut due, &mut freed),
                             Err(broadcast::error::TryRecvError::Lagged(_)) => self.wake_all(),
                             Err(_) => break,
                         }
@@ -117,6 +130,10 @@ impl Waiters {
                     if !due.is_empty() {
                         self.wake(&due);
                         due.clear();
+                    }
+                    if !freed.is_empty() {
+                        self.wake_released(&freed);
+                        freed.clear();
                     }
                 }
                 // Events were missed: any queue may have a due job.
@@ -143,18 +160,40 @@ impl Waiters {
     }
 }
 
+type Registry = Mutex<HashMap<String, HashMap<u64, Arc<Notify>>>>;
+
+fn lock(m: &Registry) -> std::sync::MutexGuard<'_, HashMap<String, HashMap<u64, Arc<Notify>>>> {
+    // A panic while holding this lock leaves the map consistent (every change is one insert or
+    // remove), so a poisoned lock is safe to use.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Registration {
+    /// Also wakes this fetch when a job of its queues leaves `active`: flow control held it back, and
+    /// a finished job may free a place.
+    pub fn wake_on_release(&self) {
+        let mut map = lock(&self.waiters.on_release);
+        for q in &self.queues {
+            map.entry(q.clone())
+                .or_default()
+                .insert(self.id, Arc::clone(&self.notify));
+        }
+    }
+}
+
 impl Drop for Registration {
     fn drop(&mut self) {
-        let mut map = self.waiters.lock();
-        for q in &self.queues {
-            if let Some(fetches) = map.get_mut(q) {
-                fetches.remove(&self.id);
-                if fetches.is_empty() {
-                    map.remove(q);
+        for registry in [&self.waiters.by_queue, &self.waiters.on_release] {
+            let mut map = lock(registry);
+            for q in &self.queues {
+                if let Some(fetches) = map.get_mut(q) {
+                    fetches.remove(&self.id);
+                    if fetches.is_empty() {
+                        map.remove(q);
+                    }
                 }
             }
         }
-        drop(map);
         self.waiters.waiting.fetch_sub(1, Ordering::AcqRel);
     }
 }

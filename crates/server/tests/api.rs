@@ -991,3 +991,78 @@ async fn workers_append_log_lines_and_anyone_who_may_read_the_job_sees_them() {
     let got = api.get("/v1/jobs/01JAAAAAAAAAAAAAAAAAAAAAAA/logs").await;
     assert_error(&got, StatusCode::NOT_FOUND, code::NOT_FOUND, None);
 }
+
+#[tokio::test]
+async fn a_fetch_held_back_by_flow_control_returns_once_a_place_frees_or_a_token_is_due() {
+    let api = Api::new();
+    let (s, c) = api
+        .call(
+            Method::PUT,
+            "/v1/queues/one/config",
+            Some(json!({"concurrency": 1, "group_concurrency": 1, "key_concurrency": 1})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{c}");
+    assert_eq!(
+        (c["concurrency"].as_u64(), c["key_concurrency"].as_u64()),
+        (Some(1), Some(1))
+    );
+    api.enqueue(
+        "one",
+        json!({"kind": "k", "group_key": "t1", "concurrency_key": "o1"}),
+    )
+    .await;
+    api.enqueue("one", json!({"kind": "k"})).await;
+    let first = api.fetch("one", 10).await;
+    assert_eq!(first.len(), 1, "the queue allows one active job");
+    assert_eq!(first[0]["group_key"], "t1");
+    assert_eq!(first[0]["concurrency_key"], "o1");
+    let waiting = api.spawn_fetch(json!({"queues": ["one"], "worker_id": "w2", "wait_ms": 20_000}));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let id = first[0]["id"].as_str().unwrap();
+    let token = first[0]["lease_token"].as_str().unwrap();
+    let (s, _) = api
+        .post(
+            &format!("/v1/jobs/{id}/complete"),
+            json!({"lease_token": token}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (elapsed, _, b) = waiting.await.unwrap();
+    assert_eq!(b["jobs"].as_array().unwrap().len(), 1, "{b}");
+    assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
+
+    // A rate limit: the second job comes when its token is due, within the same long poll.
+    let (s, _) = api
+        .call(
+            Method::PUT,
+            "/v1/queues/slow/config",
+            Some(json!({"rate_limit": {"limit": 1, "period_ms": 500}})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    api.enqueue("slow", json!({"kind": "k"})).await;
+    api.enqueue("slow", json!({"kind": "k"})).await;
+    assert_eq!(api.fetch("slow", 10).await.len(), 1);
+    let (elapsed, _, b) = api
+        .spawn_fetch(json!({"queues": ["slow"], "worker_id": "w2", "wait_ms": 20_000}))
+        .await
+        .unwrap();
+    assert_eq!(b["jobs"].as_array().unwrap().len(), 1, "{b}");
+    assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
+
+    // Bad settings are a 400 naming the field.
+    let got = api
+        .call(
+            Method::PUT,
+            "/v1/queues/slow/config",
+            Some(json!({"rate_limit": {"limit": 1, "period_ms": 0}})),
+        )
+        .await;
+    assert_error(
+        &got,
+        StatusCode::BAD_REQUEST,
+        code::INVALID,
+        Some("rate_limit.period_ms"),
+    );
+}

@@ -22,6 +22,7 @@ use errand_core::{Engine, EngineConfig, ManualClock, Store};
 pub mod api;
 pub mod concurrency;
 pub mod events;
+pub mod flow;
 pub mod leases;
 pub mod model;
 pub mod races;
@@ -251,6 +252,32 @@ macro_rules! __for_each_check {
             schedules::invalid_schedules_name_the_field_and_store_nothing
         );
         $m!($fresh, schedules::a_dst_change_fires_at_the_right_instants);
+        // 10. flow control: concurrency and rate limits, fairness between groups
+        $m!(
+            $fresh,
+            flow::queue_and_group_concurrency_limits_hold_until_jobs_finish
+        );
+        $m!(
+            $fresh,
+            flow::a_concurrency_key_is_worked_on_once_at_a_time_and_is_not_a_group
+        );
+        $m!(
+            $fresh,
+            flow::claims_rotate_between_groups_so_a_small_tenant_is_not_starved
+        );
+        $m!(
+            $fresh,
+            flow::rate_limits_hold_per_queue_and_per_group_and_say_when_to_come_back
+        );
+        $m!(
+            $fresh,
+            flow::a_claim_from_several_queues_keeps_each_queues_limits
+        );
+        $m!(
+            $fresh,
+            flow::invalid_flow_settings_name_the_field_and_change_nothing
+        );
+        $m!($fresh, flow::concurrent_claimers_never_exceed_the_limits);
     };
 }
 
@@ -264,6 +291,7 @@ mod tests {
             ("api", include_str!("api.rs")),
             ("concurrency", include_str!("concurrency.rs")),
             ("events", include_str!("events.rs")),
+            ("flow", include_str!("flow.rs")),
             ("leases", include_str!("leases.rs")),
             ("model", include_str!("model.rs")),
             ("races", include_str!("races.rs")),

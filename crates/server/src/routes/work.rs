@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use errand_core::{Ack, Claim, Failure, Job, JobId};
+use errand_core::{Ack, Claim, ClaimOutcome, Failure, JobId};
 use errand_protocol::{
     AckBatchRequest, AckBatchResponse, AckItem, AckResponse, AckResult, CompleteRequest,
     CountResponse, ErrorBody, FailRequest, FetchRequest, FetchResponse, HeartbeatRequest,
@@ -52,8 +52,8 @@ pub async fn fetch(
     let wait = Duration::from_millis(req.wait_ms.min(s.config.max_wait_ms));
     let deadline = tokio::time::Instant::now() + wait;
     let mut shutdown = s.shutdown.clone();
-    let mut jobs = claim_detached(&s, claim.clone()).await?;
-    if jobs.is_empty() && !wait.is_zero() && !*shutdown.borrow() {
+    let mut out = claim_detached(&s, claim.clone()).await?;
+    if out.jobs.is_empty() && !wait.is_zero() && !*shutdown.borrow() {
         // Register before claiming again, so that a job arriving in between wakes us.
         let reg = s
             .waiters
@@ -71,18 +71,27 @@ pub async fn fetch(
                 e
             })?;
         loop {
-            jobs = claim_detached(&s, claim.clone()).await?;
-            if !jobs.is_empty() {
+            out = claim_detached(&s, claim.clone()).await?;
+            if !out.jobs.is_empty() {
                 break;
             }
+            // Flow control held jobs back: look again when a job of ours leaves `active`, when the
+            // next token is due, and (for capacity another node frees, which no event tells) every
+            // FLOW_RECHECK.
+            if out.blocked {
+                reg.wake_on_release();
+            }
+            let recheck = flow_recheck(&s, &out).map(|d| tokio::time::Instant::now() + d);
             tokio::select! {
                 _ = reg.notify.notified() => {}
                 _ = tokio::time::sleep_until(deadline) => break,
+                _ = tokio::time::sleep_until(recheck.unwrap_or(deadline)), if recheck.is_some() => {}
                 // A shutting-down server answers waiting fetches at once, empty.
                 _ = shutdown.wait_for(|stop| *stop) => break,
             }
         }
     }
+    let jobs = out.jobs;
     for j in &jobs {
         tracing::debug!(job_id = %j.id, queue = %j.queue, attempt = j.attempts, "fetched");
     }
@@ -91,15 +100,31 @@ pub async fn fetch(
     }))
 }
 
+/// How often a fetch that flow control held back looks again even if nothing here woke it: capacity
+/// freed on another node sends no event to this one.
+const FLOW_RECHECK: Duration = Duration::from_millis(250);
+
+/// When a fetch held back by flow control should look again, if it was.
+fn flow_recheck(s: &AppState, out: &ClaimOutcome) -> Option<Duration> {
+    let token = out.retry_at.map(|at| {
+        let ms = at
+            .saturating_sub(s.engine.now())
+            .clamp(1, FLOW_RECHECK.as_millis() as i64);
+        Duration::from_millis(ms as u64)
+    });
+    let capacity = out.blocked.then_some(FLOW_RECHECK);
+    token.into_iter().chain(capacity).min()
+}
+
 /// Claims in a task of its own: if the client goes away while the claim commits, the jobs are released
 /// at once instead of waiting out a lease nobody holds.
-async fn claim_detached(s: &AppState, claim: Claim) -> errand_core::Result<Vec<Job>> {
+async fn claim_detached(s: &AppState, claim: Claim) -> errand_core::Result<ClaimOutcome> {
     let (tx, rx) = oneshot::channel();
     let engine = s.engine.clone();
     tokio::spawn(async move {
-        let res = engine.claim(claim).await;
-        if let Err(Ok(jobs)) = tx.send(res) {
-            for j in jobs {
+        let res = engine.claim_with_hints(claim).await;
+        if let Err(Ok(out)) = tx.send(res) {
+            for j in out.jobs {
                 if let Some(lease) = j.lease {
                     let _ = engine.release(j.id, lease.token).await;
                 }
