@@ -31,7 +31,7 @@ pub use id::{JobId, LeaseToken};
 pub use limits::Limits;
 pub use model::{
     Backoff, BackoffKind, DeadReason, Dedup, ErrorKind, ErrorRecord, Job, JobOptions, JobState,
-    Lease, LogLine, NewJob, QueueConfig, QueueInfo, QueueStats, Retention,
+    Lease, LogLine, NewJob, QueueConfig, QueueInfo, QueueStats, Retention, Webhook,
 };
 pub use schedule::{Missed, Schedule, ScheduleDef};
 pub use store::Store;

@@ -3,6 +3,8 @@
 //! These are domain types. The few that stores keep as JSON columns ([`Backoff`], [`ErrorRecord`],
 //! [`QueueConfig`]) derive serde for that reason; wire types live in the protocol crate.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -396,6 +398,21 @@ pub struct QueueConfig {
     /// Claims per group key. `None`: no limit.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub group_rate_limit: Option<RateLimit>,
+    /// Where to say that a job ended, by webhook name (see `Engine::put_webhook`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub webhooks: BTreeMap<String, Webhook>,
+}
+
+/// A URL told, by a signed POST, when a queue's job ends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Webhook {
+    /// `http://` or `https://`.
+    pub url: String,
+    /// The key of the HMAC-SHA256 signature over each body (16–512 bytes). Never shown once set.
+    pub secret: String,
+    /// Which ends to tell: any of `completed`, `dead`, `cancelled`.
+    pub events: Vec<String>,
 }
 
 impl QueueConfig {
@@ -429,6 +446,7 @@ impl Default for QueueConfig {
             key_concurrency: 1,
             rate_limit: None,
             group_rate_limit: None,
+            webhooks: BTreeMap::new(),
         }
     }
 }

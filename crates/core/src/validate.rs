@@ -5,7 +5,7 @@ use serde_json::value::RawValue;
 
 use crate::error::{Error, Result};
 use crate::limits::{Limits, MAX_PRIORITY, MIN_PRIORITY};
-use crate::model::{Backoff, QueueConfig};
+use crate::model::{Backoff, QueueConfig, Webhook};
 
 /// A queue name: 1 to `max` characters of `A-Z a-z 0-9 _ - . :`.
 pub fn queue_name(field: &str, s: &str, limits: &Limits) -> Result<()> {
@@ -236,6 +236,38 @@ pub fn queue_config(c: &QueueConfig, limits: &Limits) -> Result<()> {
     }
     if let Some(a) = c.retention.max_age_ms {
         range_u64("retention.max_age_ms", a, 0, u64::MAX >> 2)?;
+    }
+    Ok(())
+}
+
+/// A webhook definition.
+pub fn webhook(h: &Webhook) -> Result<()> {
+    let scheme_ok = h.url.starts_with("https://") || h.url.starts_with("http://");
+    if !scheme_ok
+        || h.url.len() > 2_048
+        || h.url.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(Error::invalid(
+            "url",
+            "must be an http:// or https:// URL of at most 2,048 characters, without spaces",
+        ));
+    }
+    if !(16..=512).contains(&h.secret.len()) {
+        return Err(Error::invalid("secret", "must be 16 to 512 bytes"));
+    }
+    if h.events.is_empty() {
+        return Err(Error::invalid(
+            "events",
+            "name at least one of completed, dead, cancelled",
+        ));
+    }
+    for (i, e) in h.events.iter().enumerate() {
+        if !matches!(e.as_str(), "completed" | "dead" | "cancelled") {
+            return Err(Error::invalid(
+                format!("events[{i}]"),
+                "must be completed, dead or cancelled",
+            ));
+        }
     }
     Ok(())
 }

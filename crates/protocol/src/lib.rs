@@ -708,6 +708,38 @@ pub struct DeadFilter {
     pub limit: Option<u64>,
 }
 
+/// `PUT /v1/queues/{queue}/webhooks/{name}`: where to POST when one of the queue's jobs ends. Each POST
+/// carries `Errand-Signature: t=<ms since the epoch>,v1=<hex HMAC-SHA256 of "<t>.<body>" keyed by
+/// secret>`, `Errand-Webhook: <name>` and `Errand-Delivery: <delivery id>` (the same on every retry of
+/// one notice: deduplicate on it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct WebhookDef {
+    /// `http://` or `https://`, at most 2,048 characters.
+    pub url: String,
+    /// The signing key, 16–512 bytes. Never shown again.
+    pub secret: String,
+    /// Any of `completed`, `dead`, `cancelled`.
+    pub events: Vec<String>,
+}
+
+/// A webhook as listed: everything but its secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct WebhookView {
+    pub name: String,
+    pub url: String,
+    pub events: Vec<String>,
+}
+
+/// `GET /v1/queues/{queue}/webhooks`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct WebhookList {
+    pub webhooks: Vec<WebhookView>,
+}
+
 /// How many jobs a bulk action touched.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]

@@ -208,6 +208,8 @@ pub fn queue_config_from_wire(c: wire::QueueConfig) -> core::QueueConfig {
         key_concurrency: c.key_concurrency.unwrap_or(d.key_concurrency),
         rate_limit: c.rate_limit.map(rate_limit_from_wire),
         group_rate_limit: c.group_rate_limit.map(rate_limit_from_wire),
+        // Kept by the engine: webhooks have routes of their own.
+        webhooks: Default::default(),
     }
 }
 

@@ -16,6 +16,7 @@ mod routes;
 mod run;
 pub mod testing;
 mod wake;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -140,6 +141,8 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(queues::list_jobs))
         .routes(routes!(queues::list_dead, queues::purge_dead))
         .routes(routes!(queues::replay_dead))
+        .routes(routes!(queues::list_webhooks))
+        .routes(routes!(queues::put_webhook, queues::delete_webhook))
         .routes(routes!(schedules::list_schedules))
         .routes(routes!(
             schedules::get_schedule,

@@ -73,6 +73,12 @@ impl Server {
             interval,
             state.shutdown.clone(),
         )));
+        // Webhook deliveries are jobs: every node works them, like any worker would.
+        let deliverer = crate::webhooks::Deliverer::new(
+            state.engine.clone(),
+            format!("errand-webhooks@{}", node_id()),
+        );
+        tasks.push(tokio::spawn(deliverer.run(state.shutdown.clone())));
         Ok(Server { state, stop, tasks })
     }
 

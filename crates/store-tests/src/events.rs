@@ -74,3 +74,91 @@ pub async fn every_state_change_emits_an_event(f: Fixture) {
     assert_eq!(evs[2].to, Completed);
     assert_eq!(evs[2].at, errand_core::Clock::now(&ctx.clock));
 }
+
+pub async fn a_job_that_ends_enqueues_one_webhook_delivery_per_webhook(f: Fixture) {
+    use errand_core::engine::WEBHOOK_QUEUE;
+    use errand_core::{QueueConfig, Webhook};
+    let ctx = Ctx::new(f);
+    let e = &ctx.engine;
+    let hook = |events: &[&str]| Webhook {
+        url: "http://receiver.test/hook".into(),
+        secret: "0123456789abcdef".into(),
+        events: events.iter().map(|s| s.to_string()).collect(),
+    };
+    e.put_webhook("shop", "ends", hook(&["completed", "dead"]))
+        .await
+        .unwrap();
+    e.put_webhook("shop", "stops", hook(&["cancelled"]))
+        .await
+        .unwrap();
+    // A configuration PUT keeps the webhooks.
+    e.set_queue_config("shop", QueueConfig::default())
+        .await
+        .unwrap();
+    assert_eq!(e.webhooks("shop").await.unwrap().len(), 2);
+
+    e.enqueue(job("shop", 1)).await.unwrap();
+    let j = claim_one(e, "shop").await;
+    e.complete(j.id, token(&j), None).await.unwrap();
+    let waiting = e.enqueue(job("shop", 2)).await.unwrap();
+    e.cancel(waiting.id).await.unwrap();
+    e.enqueue(job("shop", 3)).await.unwrap();
+    let j3 = claim_one(e, "shop").await;
+    e.fail(j3.id, token(&j3), Failure::fatal("no"))
+        .await
+        .unwrap();
+    // A retry (not an end) tells nobody.
+    e.enqueue(job("shop", 4)).await.unwrap();
+    let j4 = claim_one(e, "shop").await;
+    e.fail(j4.id, token(&j4), Failure::retryable("later"))
+        .await
+        .unwrap();
+
+    let deliveries = e
+        .list(WEBHOOK_QUEUE, JobState::Waiting, None, 100)
+        .await
+        .unwrap()
+        .jobs;
+    let mut seen: Vec<(String, String, String)> = deliveries
+        .iter()
+        .map(|d| {
+            let p = crate::support::payload(d);
+            (
+                p["webhook"].as_str().unwrap().to_string(),
+                p["body"]["type"].as_str().unwrap().to_string(),
+                p["body"]["job_id"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    seen.sort();
+    let mut want = vec![
+        (
+            "ends".to_string(),
+            "job.completed".to_string(),
+            j.id.to_string(),
+        ),
+        ("ends".into(), "job.dead".into(), j3.id.to_string()),
+        (
+            "stops".into(),
+            "job.cancelled".into(),
+            waiting.id.to_string(),
+        ),
+    ];
+    want.sort();
+    assert_eq!(seen, want);
+    assert!(
+        deliveries
+            .iter()
+            .all(|d| !d.payload.get().contains("0123456789abcdef")),
+        "the secret is not copied into deliveries"
+    );
+
+    // Deleted: no more deliveries; the webhook queue's own jobs never notify.
+    assert!(e.delete_webhook("shop", "ends").await.unwrap());
+    assert!(!e.delete_webhook("shop", "ends").await.unwrap());
+    e.enqueue(job("shop", 5)).await.unwrap();
+    let j5 = claim_one(e, "shop").await;
+    e.complete(j5.id, token(&j5), None).await.unwrap();
+    let n = e.stats(WEBHOOK_QUEUE).await.unwrap().waiting;
+    assert_eq!(n, 3);
+}

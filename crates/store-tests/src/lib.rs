@@ -252,6 +252,10 @@ macro_rules! __for_each_check {
             schedules::invalid_schedules_name_the_field_and_store_nothing
         );
         $m!($fresh, schedules::a_dst_change_fires_at_the_right_instants);
+        $m!(
+            $fresh,
+            events::a_job_that_ends_enqueues_one_webhook_delivery_per_webhook
+        );
         // 10. flow control: concurrency and rate limits, fairness between groups
         $m!(
             $fresh,

@@ -210,10 +210,17 @@ impl Engine {
             }))
     }
 
-    /// Sets a queue's configuration; it applies to jobs enqueued from now on.
-    pub async fn set_queue_config(&self, queue: &str, config: QueueConfig) -> Result<()> {
+    /// Sets a queue's configuration: job defaults apply to jobs enqueued from now on, flow control to
+    /// claims from now on. The queue's webhooks are kept (they have calls of their own).
+    pub async fn set_queue_config(&self, queue: &str, mut config: QueueConfig) -> Result<()> {
         validate::queue_name("queue", queue, self.limits())?;
         validate::queue_config(&config, self.limits())?;
+        config.webhooks = self.queue_info(queue).await?.config.webhooks;
+        self.write_queue_config(queue, config).await
+    }
+
+    /// Stores a validated configuration and caches it.
+    pub(super) async fn write_queue_config(&self, queue: &str, config: QueueConfig) -> Result<()> {
         self.inner.store.queue_put(queue, config.clone()).await?;
         self.inner.configs.put(queue, config, self.now(), true);
         Ok(())

@@ -12,11 +12,13 @@ mod enqueue;
 mod maintain;
 mod manage;
 mod schedules;
+mod webhooks;
 mod work;
 
 pub use enqueue::Enqueued;
 pub use maintain::MaintenanceReport;
 pub use manage::{Cancelled, DeadFilter, Page};
+pub use webhooks::{WEBHOOK_KIND, WEBHOOK_QUEUE};
 pub use work::{Ack, AckOutcome, Claim, ClaimOutcome, Failure};
 
 use std::sync::{Arc, Mutex};
@@ -152,6 +154,7 @@ impl Engine {
             .zip(res)
             .map(|((id, to), r)| r.map(|t| applied.push((id, to, t))))
             .collect();
+        self.notify_webhooks(at, &applied).await;
         self.announce(at, applied);
         Ok(out)
     }

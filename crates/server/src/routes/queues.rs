@@ -2,7 +2,10 @@
 
 use axum::extract::State;
 use errand_core::{DeadFilter, JobState};
-use errand_protocol::{CountResponse, ErrorBody, JobPage, QueueConfig, QueueList, QueueView};
+use errand_protocol::{
+    CountResponse, ErrorBody, JobPage, QueueConfig, QueueList, QueueView, WebhookDef, WebhookList,
+    WebhookView,
+};
 
 use crate::AppState;
 use crate::auth::{Caller, Scope};
@@ -312,4 +315,88 @@ fn dead_filter(queue: String, f: errand_protocol::DeadFilter) -> DeadFilter {
         error_contains: f.error_contains,
         limit: f.limit,
     }
+}
+
+/// A queue's webhooks (secrets are never shown).
+#[utoipa::path(
+    get, path = "/v1/queues/{queue}/webhooks", tag = "queues",
+    params(("queue" = String, Path, description = "queue name")),
+    responses((status = 200, body = WebhookList), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody))
+)]
+pub async fn list_webhooks(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(queue): Path<String>,
+) -> ApiResult<axum::Json<WebhookList>> {
+    caller.require(&[Scope::Admin])?;
+    caller.require_queue(&queue)?;
+    let webhooks = s
+        .engine
+        .webhooks(&queue)
+        .await?
+        .into_iter()
+        .map(|(name, h)| WebhookView {
+            name,
+            url: h.url,
+            events: h.events,
+        })
+        .collect();
+    Ok(axum::Json(WebhookList { webhooks }))
+}
+
+/// Create or replace a webhook: a signed POST to its URL whenever one of the queue's jobs ends as it
+/// names. Deliveries are jobs of the queue `errand.webhooks`, retried with backoff; one that never gets
+/// through is in that queue's dead letters.
+#[utoipa::path(
+    put, path = "/v1/queues/{queue}/webhooks/{name}", tag = "queues",
+    params(("queue" = String, Path, description = "queue name"), ("name" = String, Path, description = "webhook name")),
+    request_body = WebhookDef,
+    responses((status = 200, body = WebhookView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody))
+)]
+pub async fn put_webhook(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path((queue, name)): Path<(String, String)>,
+    Json(def): Json<WebhookDef>,
+) -> ApiResult<axum::Json<WebhookView>> {
+    caller.require(&[Scope::Admin])?;
+    caller.require_queue(&queue)?;
+    let view = WebhookView {
+        name: name.clone(),
+        url: def.url.clone(),
+        events: def.events.clone(),
+    };
+    s.engine
+        .put_webhook(
+            &queue,
+            &name,
+            errand_core::Webhook {
+                url: def.url,
+                secret: def.secret,
+                events: def.events,
+            },
+        )
+        .await?;
+    Ok(axum::Json(view))
+}
+
+/// Delete a webhook. Deliveries already queued are still attempted (and skipped once they find it gone).
+#[utoipa::path(
+    delete, path = "/v1/queues/{queue}/webhooks/{name}", tag = "queues",
+    params(("queue" = String, Path, description = "queue name"), ("name" = String, Path, description = "webhook name")),
+    responses((status = 200, body = CountResponse), (status = 404, body = ErrorBody))
+)]
+pub async fn delete_webhook(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path((queue, name)): Path<(String, String)>,
+) -> ApiResult<axum::Json<CountResponse>> {
+    caller.require(&[Scope::Admin])?;
+    caller.require_queue(&queue)?;
+    if !s.engine.delete_webhook(&queue, &name).await? {
+        return Err(ApiError::not_found(format!(
+            "queue {queue:?} has no webhook {name:?}"
+        )));
+    }
+    Ok(axum::Json(CountResponse { count: 1 }))
 }

@@ -1,0 +1,147 @@
+//! Webhooks: a queue's jobs that end (completed, dead, cancelled) are told to URLs, through Errand's own
+//! queue [`WEBHOOK_QUEUE`]: each notice is a job there, so it is retried with backoff while the receiver
+//! is down, and one that never gets through is a dead job in that queue's dead-letter list, replayable
+//! like any other. The server's deliverer works that queue (it signs and sends; see
+//! `errand_server::webhooks`).
+//!
+//! Definitions live in the queue's stored configuration (`QueueConfig::webhooks`), managed through
+//! their own calls, never through a configuration `PUT` (which keeps them), so that a secret is never
+//! shown by reading a configuration.
+
+use std::collections::BTreeMap;
+
+use serde_json::json;
+
+use crate::clock::Timestamp;
+use crate::error::{Error, Result};
+use crate::id::JobId;
+use crate::model::{Backoff, JobOptions, JobState, NewJob, Webhook};
+use crate::store::Transitioned;
+use crate::validate;
+
+use super::Engine;
+
+/// The queue that holds webhook deliveries.
+pub const WEBHOOK_QUEUE: &str = "errand.webhooks";
+/// The kind of a delivery job.
+pub const WEBHOOK_KIND: &str = "webhook";
+/// At most this many webhooks per queue.
+pub const MAX_WEBHOOKS_PER_QUEUE: usize = 10;
+/// Attempts per delivery: with the backoff below (1 s doubling, capped at an hour), about 8 hours.
+pub const DELIVERY_ATTEMPTS: u32 = 15;
+/// How long one delivery attempt may take (the deliverer's HTTP timeout is shorter).
+pub const DELIVERY_TIMEOUT_MS: u64 = 30_000;
+
+impl Engine {
+    /// Creates or replaces the webhook `name` of `queue`.
+    pub async fn put_webhook(&self, queue: &str, name: &str, hook: Webhook) -> Result<()> {
+        validate::queue_name("queue", queue, self.limits())?;
+        validate::queue_name("name", name, self.limits())?;
+        validate::webhook(&hook)?;
+        let mut info = self.queue_info(queue).await?;
+        if !info.config.webhooks.contains_key(name)
+            && info.config.webhooks.len() >= MAX_WEBHOOKS_PER_QUEUE
+        {
+            return Err(Error::invalid(
+                "name",
+                format!("a queue has at most {MAX_WEBHOOKS_PER_QUEUE} webhooks"),
+            ));
+        }
+        info.config.webhooks.insert(name.to_string(), hook);
+        self.write_queue_config(queue, info.config).await
+    }
+
+    /// Deletes the webhook `name` of `queue`; `false` if there was none.
+    pub async fn delete_webhook(&self, queue: &str, name: &str) -> Result<bool> {
+        validate::queue_name("queue", queue, self.limits())?;
+        let mut info = self.queue_info(queue).await?;
+        if info.config.webhooks.remove(name).is_none() {
+            return Ok(false);
+        }
+        self.write_queue_config(queue, info.config).await?;
+        Ok(true)
+    }
+
+    /// The webhooks of `queue`, by name, read from the store (not the cache).
+    pub async fn webhooks(&self, queue: &str) -> Result<BTreeMap<String, Webhook>> {
+        Ok(self.queue_info(queue).await?.config.webhooks)
+    }
+
+    /// Enqueues a delivery for each webhook of each job that ended among `applied`. Runs after the
+    /// jobs' transitions committed; a failure is logged, never returned (the transitions stand).
+    pub(super) async fn notify_webhooks(
+        &self,
+        at: Timestamp,
+        applied: &[(JobId, JobState, Transitioned)],
+    ) {
+        let mut deliveries = Vec::new();
+        // A batch of acknowledgements is mostly one queue's: its settings are looked up once.
+        let mut hooks_of: Vec<(&str, BTreeMap<String, Webhook>)> = Vec::new();
+        for (id, to, t) in applied {
+            let event = match to {
+                JobState::Completed => "completed",
+                JobState::Dead => "dead",
+                JobState::Cancelled => "cancelled",
+                _ => continue,
+            };
+            if t.queue == WEBHOOK_QUEUE {
+                continue;
+            }
+            let i = match hooks_of.iter().position(|(q, _)| *q == t.queue) {
+                Some(i) => i,
+                None => match self.queue_config(&t.queue, at).await {
+                    Ok(c) => {
+                        hooks_of.push((&t.queue, c.webhooks));
+                        hooks_of.len() - 1
+                    }
+                    Err(e) => {
+                        tracing::warn!(job_id = %id, "webhooks not sent: the queue's settings did not read: {e}");
+                        continue;
+                    }
+                },
+            };
+            for (name, hook) in &hooks_of[i].1 {
+                if !hook.events.iter().any(|e| e == event) {
+                    continue;
+                }
+                deliveries.push(delivery(name, *id, event, t, at));
+            }
+        }
+        if deliveries.is_empty() {
+            return;
+        }
+        if let Err(e) = self.enqueue_many(deliveries).await {
+            tracing::error!("webhook deliveries were not enqueued: {e}");
+        }
+    }
+}
+
+/// The delivery job of one webhook for one job's end. Its unique key makes a repeat notice of the same
+/// end (the same attempt reaching the same state) one delivery.
+fn delivery(name: &str, id: JobId, event: &str, t: &Transitioned, at: Timestamp) -> NewJob {
+    let body = json!({
+        "type": format!("job.{event}"),
+        "job_id": id.to_string(),
+        "queue": t.queue,
+        "kind": t.kind,
+        "state": event,
+        "attempt": t.attempts,
+        "at": at,
+    });
+    NewJob::new(
+        WEBHOOK_QUEUE,
+        WEBHOOK_KIND,
+        json!({ "queue": t.queue, "webhook": name, "body": body }),
+    )
+    .with_options(JobOptions {
+        unique_key: Some(format!("{}:{name}:{id}:{event}:{}", t.queue, t.attempts)),
+        max_attempts: Some(DELIVERY_ATTEMPTS),
+        backoff: Some(
+            Backoff::exponential(1_000)
+                .with_jitter(0.2)
+                .with_max(3_600_000),
+        ),
+        timeout_ms: Some(DELIVERY_TIMEOUT_MS),
+        ..JobOptions::default()
+    })
+}

@@ -1,0 +1,196 @@
+//! The webhook deliverer: works the queue `errand.webhooks` like any worker — claim, POST, complete or
+//! fail — so that deliveries get Errand's retries, backoff, stall recovery and dead-letter list.
+//!
+//! Each POST is signed: `Errand-Signature: t=<ms>,v1=<hex HMAC-SHA256 over "<t>.<body>">`, keyed by the
+//! webhook's secret, which is read when the delivery is sent (it is never copied into the delivery job,
+//! whose payload anyone with `read` may see). `Errand-Delivery` is the delivery job's id: the same on
+//! every retry of one notice, so that a receiver can deduplicate.
+
+use std::time::Duration;
+
+use errand_core::engine::{WEBHOOK_KIND, WEBHOOK_QUEUE};
+use errand_core::{Claim, Engine, Failure, Job};
+use hmac::{KeyInit, Mac};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+/// How long one POST may take.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Deliveries claimed and sent at once.
+const BATCH: usize = 16;
+/// How long an idle deliverer waits before looking again.
+const IDLE: Duration = Duration::from_millis(200);
+
+/// The payload of a delivery job (see `errand_core::engine::webhooks`).
+#[derive(Debug, Deserialize)]
+struct Delivery<'a> {
+    queue: String,
+    webhook: String,
+    #[serde(borrow)]
+    body: &'a RawValue,
+}
+
+/// Sends webhook deliveries.
+#[derive(Debug, Clone)]
+pub struct Deliverer {
+    engine: Engine,
+    http: reqwest::Client,
+    worker_id: String,
+}
+
+impl Deliverer {
+    /// A deliverer over `engine`, claiming as `worker_id`.
+    pub fn new(engine: Engine, worker_id: impl Into<String>) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(HTTP_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap_or_default();
+        Deliverer {
+            engine,
+            http,
+            worker_id: worker_id.into(),
+        }
+    }
+
+    /// Claims due deliveries and sends them; returns how many were sent (or failed).
+    pub async fn run_once(&self) -> errand_core::Result<usize> {
+        let jobs = self
+            .engine
+            .claim(Claim {
+                queues: vec![WEBHOOK_QUEUE.to_string()],
+                worker_id: self.worker_id.clone(),
+                limit: BATCH,
+            })
+            .await?;
+        let n = jobs.len();
+        let mut sends = tokio::task::JoinSet::new();
+        for job in jobs {
+            let this = self.clone();
+            sends.spawn(async move { this.deliver(job).await });
+        }
+        while let Some(r) = sends.join_next().await {
+            match r {
+                Ok(Err(e)) => tracing::warn!("a webhook delivery's outcome was not recorded: {e}"),
+                Err(e) => tracing::error!("a webhook delivery task failed: {e}"),
+                Ok(Ok(())) => {}
+            }
+        }
+        Ok(n)
+    }
+
+    /// Runs until `stop` turns true.
+    pub async fn run(self, mut stop: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            let idle = match self.run_once().await {
+                Ok(0) => true,
+                Ok(_) => false,
+                Err(e) => {
+                    tracing::warn!("webhook deliveries: {e}");
+                    true
+                }
+            };
+            if idle {
+                tokio::select! {
+                    _ = tokio::time::sleep(IDLE) => {}
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+            }
+            if *stop.borrow() {
+                return;
+            }
+        }
+    }
+
+    async fn deliver(&self, job: Job) -> errand_core::Result<()> {
+        let Some(token) = job.lease.as_ref().map(|l| l.token.clone()) else {
+            return Ok(());
+        };
+        let outcome = self.send(&job).await;
+        match outcome {
+            Ok(result) => {
+                self.engine.complete(job.id, token, Some(result)).await?;
+            }
+            Err(failure) => {
+                tracing::info!(delivery = %job.id, "webhook delivery failed: {}", failure.message);
+                self.engine.fail(job.id, token, failure).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends one delivery: its result, or why it failed.
+    async fn send(&self, job: &Job) -> Result<serde_json::Value, Failure> {
+        if job.kind != WEBHOOK_KIND {
+            return Err(Failure::fatal(format!(
+                "not a webhook delivery: {}",
+                job.kind
+            )));
+        }
+        let d: Delivery<'_> = serde_json::from_str(job.payload.get())
+            .map_err(|e| Failure::fatal(format!("not a webhook delivery: {e}")))?;
+        let hooks = self
+            .engine
+            .webhooks(&d.queue)
+            .await
+            .map_err(|e| Failure::retryable(format!("the webhook did not read: {e}")))?;
+        let Some(hook) = hooks.get(&d.webhook) else {
+            return Ok(serde_json::json!({"skipped": "the webhook was deleted"}));
+        };
+        let body = d.body.get().to_string();
+        let t = self.engine.now();
+        let request = self
+            .http
+            .post(&hook.url)
+            .header("content-type", "application/json")
+            .header("errand-signature", signature(&hook.secret, t, &body))
+            .header("errand-webhook", &d.webhook)
+            .header("errand-delivery", job.id.to_string())
+            .body(body);
+        let response = request.send().await.map_err(|e| {
+            let message = format!("POST {} failed: {}", hook.url, error_chain(&e));
+            // A URL this build can never reach (https without TLS support) will not get better.
+            if e.is_builder() {
+                Failure::fatal(message)
+            } else {
+                Failure::retryable(message)
+            }
+        })?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(serde_json::json!({"status": status.as_u16()}));
+        }
+        let text = response.text().await.unwrap_or_default();
+        let excerpt: String = text.chars().take(200).collect();
+        Err(Failure::retryable(format!(
+            "POST {} answered {status}: {excerpt}",
+            hook.url
+        )))
+    }
+}
+
+/// The `Errand-Signature` header for `body` sent at `t`.
+pub fn signature(secret: &str, t: i64, body: &str) -> String {
+    let mut mac = <hmac::Hmac<sha2::Sha256>>::new_from_slice(secret.as_bytes())
+        .expect("HMAC takes a key of any length");
+    mac.update(format!("{t}.").as_bytes());
+    mac.update(body.as_bytes());
+    let hex: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("t={t},v1={hex}")
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}

@@ -1,0 +1,220 @@
+//! Webhooks end to end: a real receiver on a real socket gets signed POSTs; a receiver that is down gets
+//! the notice later, by retries; one that never answers leaves a dead delivery in the dead letters.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+
+use axum::http::{HeaderMap, Method, StatusCode};
+use errand_server::webhooks::Deliverer;
+use hmac::{KeyInit, Mac};
+use serde_json::{Value, json};
+use support::{Api, Setup, assert_error};
+
+const SECRET: &str = "a-secret-of-24-bytes-xyz";
+
+/// A receiver on 127.0.0.1: records each request, answers with `status` (shared, so a test can change
+/// it).
+struct Receiver {
+    url: String,
+    got: Arc<Mutex<Vec<(HeaderMap, String)>>>,
+    status: Arc<Mutex<StatusCode>>,
+}
+
+async fn receiver() -> Receiver {
+    let got: Arc<Mutex<Vec<(HeaderMap, String)>>> = Arc::default();
+    let status = Arc::new(Mutex::new(StatusCode::OK));
+    let (g, s) = (got.clone(), status.clone());
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: HeaderMap, body: String| {
+            let (g, s) = (g.clone(), s.clone());
+            async move {
+                g.lock().unwrap().push((headers, body));
+                *s.lock().unwrap()
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    Receiver {
+        url: format!("http://{addr}/hook"),
+        got,
+        status,
+    }
+}
+
+/// Checks the signature header the way a receiver would: HMAC-SHA256 over "<t>.<body>".
+fn signed_by(headers: &HeaderMap, body: &str, secret: &str) -> bool {
+    let header = headers["errand-signature"].to_str().unwrap();
+    let (t, v1) = header.split_once(",v1=").unwrap();
+    let t = t.strip_prefix("t=").unwrap();
+    let mut mac = <hmac::Hmac<sha2::Sha256>>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("{t}.{body}").as_bytes());
+    let want: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    want == v1
+}
+
+async fn finish_one(api: &Api, queue: &str) -> String {
+    let id = api.enqueue(queue, json!({"kind": "charge"})).await;
+    let jobs = api.fetch(queue, 1).await;
+    let token = jobs[0]["lease_token"].as_str().unwrap();
+    let (s, _) = api
+        .post(
+            &format!("/v1/jobs/{id}/complete"),
+            json!({"lease_token": token, "result": {"ok": true}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_job_is_told_by_a_signed_post_once_retried_until_the_receiver_answers() {
+    let api = Api::with(Setup {
+        manual_clock: true,
+        ..Default::default()
+    });
+    let clock = api.clock.clone().unwrap();
+    let rx = receiver().await;
+    let (s, b) = api
+        .call(
+            Method::PUT,
+            "/v1/queues/shop/webhooks/orders",
+            Some(json!({"url": rx.url, "secret": SECRET, "events": ["completed", "dead"]})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (_, list) = api.get("/v1/queues/shop/webhooks").await;
+    assert_eq!(list["webhooks"][0]["name"], "orders");
+    assert!(
+        !list.to_string().contains(SECRET),
+        "a secret is never shown: {list}"
+    );
+    let (_, config) = api.get("/v1/queues/shop/config").await;
+    assert!(!config.to_string().contains(SECRET));
+
+    let id = finish_one(&api, "shop").await;
+    let deliverer = Deliverer::new(api.state.engine.clone(), "test-deliverer");
+    assert_eq!(deliverer.run_once().await.unwrap(), 1);
+    {
+        let got = rx.got.lock().unwrap();
+        assert_eq!(got.len(), 1);
+        let (headers, body) = &got[0];
+        assert!(signed_by(headers, body, SECRET), "signature checks out");
+        assert!(!signed_by(headers, body, "another-secret-entirely"));
+        assert_eq!(headers["errand-webhook"], "orders");
+        let event: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(event["type"], "job.completed");
+        assert_eq!(event["job_id"], id.as_str());
+        assert_eq!(
+            (event["queue"].as_str(), event["kind"].as_str()),
+            (Some("shop"), Some("charge"))
+        );
+    }
+    assert_eq!(deliverer.run_once().await.unwrap(), 0, "told once");
+
+    // The receiver is down (500): the delivery fails, waits its backoff, and is sent again.
+    *rx.status.lock().unwrap() = StatusCode::INTERNAL_SERVER_ERROR;
+    finish_one(&api, "shop").await;
+    assert_eq!(deliverer.run_once().await.unwrap(), 1);
+    assert_eq!(rx.got.lock().unwrap().len(), 2);
+    assert_eq!(deliverer.run_once().await.unwrap(), 0, "backing off");
+    *rx.status.lock().unwrap() = StatusCode::NO_CONTENT;
+    clock.advance(2_000);
+    api.state.engine.maintain().await.unwrap();
+    assert_eq!(deliverer.run_once().await.unwrap(), 1);
+    let got = rx.got.lock().unwrap().clone();
+    assert_eq!(got.len(), 3);
+    assert_eq!(
+        got[1].0["errand-delivery"], got[2].0["errand-delivery"],
+        "a retry carries the same delivery id"
+    );
+    assert_eq!(got[1].1, got[2].1, "and the same body");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_that_never_gets_through_is_a_dead_job_of_the_webhook_queue() {
+    let api = Api::with(Setup {
+        manual_clock: true,
+        ..Default::default()
+    });
+    let clock = api.clock.clone().unwrap();
+    // Nothing listens on this port (bound, then closed).
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", closed.local_addr().unwrap());
+    drop(closed);
+    let (s, _) = api
+        .call(
+            Method::PUT,
+            "/v1/queues/shop/webhooks/gone",
+            Some(json!({"url": url, "secret": SECRET, "events": ["completed"]})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    finish_one(&api, "shop").await;
+    let deliverer = Deliverer::new(api.state.engine.clone(), "test-deliverer");
+    for _ in 0..15 {
+        assert_eq!(deliverer.run_once().await.unwrap(), 1);
+        clock.advance(3_600_000);
+        api.state.engine.maintain().await.unwrap();
+    }
+    let (s, dead) = api.get("/v1/queues/errand.webhooks/dead").await;
+    assert_eq!(s, StatusCode::OK, "{dead}");
+    let jobs = dead["jobs"].as_array().unwrap();
+    assert_eq!(jobs.len(), 1, "{dead}");
+    assert_eq!(jobs[0]["kind"], "webhook");
+    assert!(
+        jobs[0]["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("POST http://127.0.0.1")
+    );
+}
+
+#[tokio::test]
+async fn bad_webhooks_are_a_400_naming_the_field() {
+    let api = Api::new();
+    for (body, field) in [
+        (
+            json!({"url": "ftp://x", "secret": SECRET, "events": ["completed"]}),
+            "url",
+        ),
+        (
+            json!({"url": "http://x/h", "secret": "short", "events": ["completed"]}),
+            "secret",
+        ),
+        (
+            json!({"url": "http://x/h", "secret": SECRET, "events": []}),
+            "events",
+        ),
+        (
+            json!({"url": "http://x/h", "secret": SECRET, "events": ["done"]}),
+            "events[0]",
+        ),
+    ] {
+        let got = api
+            .call(Method::PUT, "/v1/queues/shop/webhooks/h", Some(body))
+            .await;
+        assert_error(
+            &got,
+            StatusCode::BAD_REQUEST,
+            errand_protocol::code::INVALID,
+            Some(field),
+        );
+    }
+    let (_, list) = api.get("/v1/queues/shop/webhooks").await;
+    assert_eq!(list["webhooks"], json!([]));
+    let got = api
+        .call(Method::DELETE, "/v1/queues/shop/webhooks/h", None)
+        .await;
+    assert_eq!(got.0, StatusCode::NOT_FOUND);
+}
