@@ -137,6 +137,12 @@ impl Deliverer {
         let Some(hook) = hooks.get(&d.webhook) else {
             return Ok(serde_json::json!({"skipped": "the webhook was deleted"}));
         };
+        if hook.url.starts_with("https://") && !cfg!(feature = "tls") {
+            return Err(Failure::fatal(format!(
+                "POST {} not sent: this server was built without TLS (feature errand-server/tls)",
+                hook.url
+            )));
+        }
         let body = d.body.get().to_string();
         let t = self.engine.now();
         let request = self
@@ -148,13 +154,7 @@ impl Deliverer {
             .header("errand-delivery", job.id.to_string())
             .body(body);
         let response = request.send().await.map_err(|e| {
-            let message = format!("POST {} failed: {}", hook.url, error_chain(&e));
-            // A URL this build can never reach (https without TLS support) will not get better.
-            if e.is_builder() {
-                Failure::fatal(message)
-            } else {
-                Failure::retryable(message)
-            }
+            Failure::retryable(format!("POST {} failed: {}", hook.url, error_chain(&e)))
         })?;
         let status = response.status();
         if status.is_success() {

@@ -218,3 +218,25 @@ async fn bad_webhooks_are_a_400_naming_the_field() {
         .await;
     assert_eq!(got.0, StatusCode::NOT_FOUND);
 }
+
+#[cfg(not(feature = "tls"))]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_webhook_on_a_build_without_tls_dies_at_once_saying_why() {
+    let api = Api::new();
+    let (s, _) = api
+        .call(
+            Method::PUT,
+            "/v1/queues/shop/webhooks/tls",
+            Some(json!({"url": "https://127.0.0.1:9/hook", "secret": SECRET, "events": ["completed"]})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    finish_one(&api, "shop").await;
+    let deliverer = Deliverer::new(api.state.engine.clone(), "test-deliverer");
+    assert_eq!(deliverer.run_once().await.unwrap(), 1);
+    let (_, dead) = api.get("/v1/queues/errand.webhooks/dead").await;
+    let message = dead["jobs"][0]["errors"][0]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(message.contains("POST https://"), "{dead}");
+}
