@@ -235,6 +235,11 @@ pub fn plan(input: &Gathered, want: usize) -> Plan {
             if out.jobs.len() >= want {
                 break 'rounds;
             }
+            // Only a group with candidates left can be held back (else a hint would wake a fetch
+            // for nothing).
+            if next[gi] >= g.jobs.len() {
+                continue;
+            }
             if queue_free == Some(0) {
                 out.blocked_by_concurrency = true;
                 break 'rounds;
@@ -244,9 +249,6 @@ pub fn plan(input: &Gathered, want: usize) -> Plan {
             {
                 note_rate(&r, t);
                 break 'rounds;
-            }
-            if next[gi] >= g.jobs.len() {
-                continue;
             }
             let grouped = !g.key.is_empty();
             if grouped
@@ -309,15 +311,26 @@ pub fn plan(input: &Gathered, want: usize) -> Plan {
     if out.jobs.is_empty() {
         out.cursor = input.groups.last().map(|g| g.key.clone());
     }
+    // A bucket's time never goes back: a node whose clock is behind another's would otherwise be
+    // credited the gap again by the next claim of the node ahead (tokens from nothing).
+    let at = |b: Option<Bucket>| b.map_or(now, |b| b.at.max(now));
     if let (Some(_), Some(t)) = (rules.rate_limit, queue_tokens) {
-        out.buckets
-            .push((BucketKey::Queue, Bucket { tokens: t, at: now }));
+        out.buckets.push((
+            BucketKey::Queue,
+            Bucket {
+                tokens: t,
+                at: at(input.queue_bucket),
+            },
+        ));
     }
     for (gi, g) in input.groups.iter().enumerate() {
         if let (Some(t), true) = (group_tokens[gi], group_taken[gi] > 0) {
             out.buckets.push((
                 BucketKey::Group(g.key.clone()),
-                Bucket { tokens: t, at: now },
+                Bucket {
+                    tokens: t,
+                    at: at(g.bucket),
+                },
             ));
         }
     }
@@ -555,6 +568,57 @@ mod tests {
             p.buckets
                 .contains(&(BucketKey::Group("a".into()), Bucket { tokens: 0.0, at: 0 }))
         );
+    }
+
+    #[test]
+    fn a_clock_behind_another_nodes_mints_no_tokens() {
+        let r = Rules {
+            rate_limit: Some(RateLimit::new(10, 1_000)),
+            ..rules()
+        };
+        // Node A (at 1,000) emptied the bucket; node B's clock is 500 ms behind.
+        let mut bucket = Some(Bucket {
+            tokens: 0.0,
+            at: 1_000,
+        });
+        let mut taken = 0;
+        for node_now in [500, 1_000, 500, 1_000] {
+            let p = plan(
+                &Gathered {
+                    rules: r.clone(),
+                    now: node_now,
+                    queue_active: 0,
+                    queue_bucket: bucket,
+                    groups: vec![group("", 0..100)],
+                },
+                10,
+            );
+            taken += p.jobs.len();
+            bucket = Some(p.buckets[0].1);
+        }
+        assert_eq!(taken, 0, "no time passed on either clock");
+        assert_eq!(bucket.unwrap().at, 1_000);
+    }
+
+    #[test]
+    fn no_hint_when_nothing_is_left_to_hold_back() {
+        let r = Rules {
+            concurrency: Some(3),
+            rate_limit: Some(RateLimit::new(3, 1_000)),
+            ..rules()
+        };
+        let p = plan(
+            &Gathered {
+                rules: r,
+                now: 0,
+                queue_active: 0,
+                queue_bucket: None,
+                groups: vec![group("", 0..3)],
+            },
+            5,
+        );
+        assert_eq!(p.jobs.len(), 3);
+        assert!(!p.blocked_by_concurrency && p.retry_at.is_none(), "{p:?}");
     }
 
     #[test]

@@ -6,13 +6,16 @@
 // Tests unwrap freely.
 #![allow(clippy::unwrap_used)]
 
-use std::collections::HashSet;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use errand_core::admission::RateLimit;
 use errand_core::store::Store;
 use errand_core::{
-    Claim, Engine, EngineConfig, Error, JobOptions, ManualClock, NewJob, ScheduleDef,
+    Claim, Clock, Engine, EngineConfig, Error, Job, JobId, JobOptions, JobState, ManualClock,
+    NewJob, QueueConfig, ScheduleDef,
 };
 use errand_store_postgres::schema::SCHEMA_VERSION;
 use errand_store_postgres::testing::{TestSchema, test_url};
@@ -506,4 +509,333 @@ async fn claimers_on_two_nodes_claim_each_job_once() {
     let unique: HashSet<_> = claimed.iter().copied().collect();
     assert_eq!(claimed.len(), N, "no job claimed twice");
     assert_eq!(unique, ids, "every job claimed");
+}
+
+/// Jobs active as workers see them, per label (`queue`, `group <key>`, `key <key>`), and the most
+/// ever seen at once. A worker enters a job when its claim returns and leaves it before completing it,
+/// so these counts never exceed the store's: any excess is a real breach of a limit.
+#[derive(Default)]
+struct Active {
+    now: HashMap<String, u32>,
+    max: HashMap<String, u32>,
+}
+
+impl Active {
+    fn labels(job: &Job) -> Vec<String> {
+        let mut labels = vec!["queue".to_string()];
+        labels.extend(job.group_key.iter().map(|g| format!("group {g}")));
+        labels.extend(job.concurrency_key.iter().map(|k| format!("key {k}")));
+        labels
+    }
+
+    fn enter(&mut self, job: &Job) {
+        for label in Self::labels(job) {
+            let n = self.now.entry(label.clone()).or_default();
+            *n += 1;
+            let max = self.max.entry(label).or_default();
+            *max = (*max).max(*n);
+        }
+    }
+
+    fn leave(&mut self, job: &Job) {
+        for label in Self::labels(job) {
+            *self.now.get_mut(&label).unwrap() -= 1;
+        }
+    }
+
+    /// The most ever active at once under the labels starting with `prefix`.
+    fn max_of(&self, prefix: &str) -> u32 {
+        self.max
+            .iter()
+            .filter(|(label, _)| label.starts_with(prefix))
+            .map(|(_, n)| *n)
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+/// Two nodes, four workers (two per node) claiming and completing 200 jobs of one queue as fast as
+/// they can, each holding its jobs while the others claim: at no instant are more jobs active than the
+/// queue's `concurrency` (3), a group's `group_concurrency` (2) or a concurrency key's
+/// `key_concurrency` (1) allow, though the workers do overlap; and every job is completed exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_nodes_four_workers_never_exceed_the_concurrency_limits() {
+    let Some(url) = test_url().await else { return };
+    let schema = TestSchema::new(&url).await;
+    let (a, b) = (schema.store().await, schema.store().await);
+    let clock = ManualClock::at_fixed_start();
+    let (ea, eb) = (engine(&a, &clock), engine(&b, &clock));
+    ea.set_queue_config(
+        "q",
+        QueueConfig {
+            concurrency: Some(3),
+            group_concurrency: Some(2),
+            key_concurrency: 1,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    const N: usize = 200;
+    // Three groups, one the size of the others together: once those are drained, it alone has waiting
+    // jobs and its own limit is what binds. Two jobs in three also hold one of five order keys, whatever
+    // their group.
+    let ids: HashSet<JobId> = ea
+        .enqueue_many(
+            (0..N)
+                .map(|i| {
+                    NewJob::new("q", "k", json!(i)).with_options(JobOptions {
+                        group_key: Some(["g1", "g1", "g2", "g3"][i % 4].to_string()),
+                        concurrency_key: (i % 3 != 0).then(|| format!("order-{}", i % 5)),
+                        ..Default::default()
+                    })
+                })
+                .collect(),
+        )
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(ids.len(), N);
+
+    let active = Arc::new(Mutex::new(Active::default()));
+    // Claims answered, and jobs completed, by all the workers.
+    let (answered, done) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let mut workers = tokio::task::JoinSet::new();
+    for w in 0..4 {
+        let e = if w % 2 == 0 { ea.clone() } else { eb.clone() };
+        let (active, answered, done) = (active.clone(), answered.clone(), done.clone());
+        workers.spawn(async move {
+            let mut completed = Vec::new();
+            while done.load(Ordering::SeqCst) < N {
+                let jobs = e
+                    .claim(Claim {
+                        queues: vec!["q".into()],
+                        worker_id: format!("w{w}"),
+                        limit: 2,
+                    })
+                    .await
+                    .unwrap();
+                let seen = answered.fetch_add(1, Ordering::SeqCst) + 1;
+                if jobs.is_empty() {
+                    // The others hold the capacity (or all is claimed): look again.
+                    tokio::task::yield_now().await;
+                    continue;
+                }
+                for job in &jobs {
+                    active.lock().unwrap().enter(job);
+                }
+                // "Work": hold the jobs until the other workers have had two claims answered, so that
+                // the workers overlap as much as the limits let them (a claim takes much longer than
+                // anything else here). Bounded, for when every worker holds jobs.
+                for _ in 0..10_000 {
+                    if answered.load(Ordering::SeqCst) >= seen + 2 {
+                        break;
+                    }
+                    tokio::task::yield_now().await;
+                }
+                for job in jobs {
+                    active.lock().unwrap().leave(&job);
+                    let token = job.lease.as_ref().unwrap().token.clone();
+                    let outcome = e.complete(job.id, token, None).await.unwrap();
+                    assert_eq!(outcome.state, JobState::Completed);
+                    assert!(!outcome.duplicate);
+                    completed.push(job.id);
+                    done.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+            completed
+        });
+    }
+    let completed: Vec<JobId> = tokio::time::timeout(Duration::from_secs(60), async {
+        let mut all = Vec::new();
+        while let Some(mine) = workers.join_next().await {
+            all.extend(mine.unwrap());
+        }
+        all
+    })
+    .await
+    .expect("all jobs completed within 60 s");
+
+    let (queue, group, key) = {
+        let active = active.lock().unwrap();
+        (
+            active.max_of("queue"),
+            active.max_of("group "),
+            active.max_of("key "),
+        )
+    };
+    assert!(queue <= 3, "{queue} jobs of the queue active at once");
+    assert!(group <= 2, "{group} jobs of one group active at once");
+    assert!(key <= 1, "{key} jobs of one concurrency key active at once");
+    assert!(
+        queue >= 2,
+        "the workers overlapped (at most {queue} active)"
+    );
+    assert_eq!(completed.len(), N, "no job completed twice");
+    assert_eq!(
+        completed.into_iter().collect::<HashSet<_>>(),
+        ids,
+        "every job completed"
+    );
+    let stats = eb.stats("q").await.unwrap();
+    assert_eq!(
+        (stats.waiting, stats.active, stats.completed),
+        (0, 0, N as u64)
+    );
+}
+
+/// Checks claims made at `times` (ms; one entry per claimed job) against a token bucket of `rate`
+/// that starts full: between any two claim instants `s <= u`, at most `burst + limit * (u - s) /
+/// period_ms` jobs — the bucket holds at most `burst` tokens before the claims at `s` and gains exactly
+/// `limit * (u - s) / period_ms` until those at `u`. This includes every window `[t, t + period_ms)`
+/// and the whole run. Returns the most claims in any window `[t, t + period_ms)`.
+fn assert_within_bucket(what: &str, times: &[i64], rate: RateLimit) -> u64 {
+    let mut per_instant: BTreeMap<i64, u64> = BTreeMap::new();
+    for t in times {
+        *per_instant.entry(*t).or_default() += 1;
+    }
+    let instants: Vec<(i64, u64)> = per_instant.into_iter().collect();
+    let burst = u64::from(rate.burst.unwrap_or(rate.limit));
+    let period = rate.period_ms;
+    let mut busiest = 0;
+    for (i, (s, _)) in instants.iter().enumerate() {
+        let mut claimed = 0;
+        for (u, n) in &instants[i..] {
+            claimed += n;
+            let elapsed = (u - s) as u64;
+            // In whole jobs times the period, to stay exact.
+            assert!(
+                claimed * period <= burst * period + u64::from(rate.limit) * elapsed,
+                "{what}: {claimed} jobs claimed from {s} to {u} ({elapsed} ms), more than a bucket \
+                 of {rate:?} allows"
+            );
+            if elapsed < period {
+                busiest = busiest.max(claimed);
+            }
+        }
+    }
+    busiest
+}
+
+/// Two nodes, four workers (two per node) claiming as much as they may while the clock moves 100 ms at
+/// a time for 4 s: the claims never exceed the queue's `rate_limit` (10 per second, bursts of 10) nor a
+/// group's `group_rate_limit` (4 per second, bursts of 4), over any stretch of time. Most jobs are in
+/// one group, so that both limits bind during the run: the queue's while all three groups have
+/// waiting jobs, the big group's own once the small ones are drained.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_nodes_four_workers_never_exceed_the_rate_limits() {
+    let Some(url) = test_url().await else { return };
+    let schema = TestSchema::new(&url).await;
+    let (a, b) = (schema.store().await, schema.store().await);
+    let clock = ManualClock::at_fixed_start();
+    let (ea, eb) = (engine(&a, &clock), engine(&b, &clock));
+    let (queue_rate, group_rate) = (RateLimit::new(10, 1_000), RateLimit::new(4, 1_000));
+    ea.set_queue_config(
+        "q",
+        QueueConfig {
+            rate_limit: Some(queue_rate),
+            group_rate_limit: Some(group_rate),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    const N: usize = 300;
+    let group_of = |i: usize| match i % 25 {
+        0 => "small-1",
+        1 => "small-2",
+        _ => "big",
+    };
+    ea.enqueue_many(
+        (0..N)
+            .map(|i| {
+                NewJob::new("q", "k", json!(i)).with_options(JobOptions {
+                    group_key: Some(group_of(i).to_string()),
+                    ..Default::default()
+                })
+            })
+            .collect(),
+    )
+    .await
+    .unwrap();
+
+    // (instant, group) per claimed job: the clock stands still while the workers claim. Claimed jobs
+    // are left active: rate limits do not care.
+    let mut claims: Vec<(i64, String)> = Vec::new();
+    let mut ids = HashSet::new();
+    let start = clock.now();
+    for _ in 0..40 {
+        clock.advance(100);
+        let mut workers = tokio::task::JoinSet::new();
+        for w in 0..4 {
+            let e = if w % 2 == 0 { ea.clone() } else { eb.clone() };
+            workers.spawn(async move {
+                let mut got = Vec::new();
+                loop {
+                    let jobs = e
+                        .claim(Claim {
+                            queues: vec!["q".into()],
+                            worker_id: format!("w{w}"),
+                            limit: 5,
+                        })
+                        .await
+                        .unwrap();
+                    if jobs.is_empty() {
+                        return got;
+                    }
+                    got.extend(jobs);
+                }
+            });
+        }
+        while let Some(got) = workers.join_next().await {
+            for job in got.unwrap() {
+                assert!(ids.insert(job.id), "claimed twice");
+                claims.push((clock.now(), job.group_key.unwrap()));
+            }
+        }
+    }
+    let elapsed = clock.now() - start;
+    assert_eq!(elapsed, 4_000);
+
+    let times: Vec<i64> = claims.iter().map(|(t, _)| *t).collect();
+    let busiest = assert_within_bucket("the queue", &times, queue_rate);
+    // The whole run, as a bound on the rate: bursts of 10, then 10 a second; bursts of 4, then 4.
+    assert!(
+        claims.len() <= 10 + 10 * 4,
+        "{} claims in 4 s",
+        claims.len()
+    );
+    let claims_of = |g: &str| -> Vec<i64> {
+        claims
+            .iter()
+            .filter(|(_, group)| group == g)
+            .map(|(t, _)| *t)
+            .collect()
+    };
+    let big = claims_of("big");
+    let big_busiest = assert_within_bucket("group big", &big, group_rate);
+    assert!(
+        big.len() <= 4 + 4 * 4,
+        "{} claims of one group in 4 s",
+        big.len()
+    );
+    for g in ["small-1", "small-2"] {
+        let small = claims_of(g);
+        assert_within_bucket(g, &small, group_rate);
+        assert_eq!(small.len(), N / 25, "every job of {g} claimed");
+    }
+    // And the limits are what holds the claims back, not refusing more: the queue's first second is
+    // its burst plus a token every 100 ms (19 of 19 allowed from 0 to 900 ms); the big group gets its
+    // burst plus a token every 250 ms (19 of 19 allowed from 0 to 3,900 ms).
+    assert!(
+        busiest >= 17,
+        "the queue's busiest second had {busiest} claims"
+    );
+    assert!(
+        big_busiest >= 6,
+        "the big group's busiest second had {big_busiest} claims"
+    );
+    assert!(big.len() >= 17, "the big group had {} claims", big.len());
 }
