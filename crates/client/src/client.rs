@@ -7,9 +7,9 @@ use std::time::Duration;
 use errand_protocol::{
     AckBatchRequest, AckBatchResponse, AckResponse, CancelResponse, CompleteRequest, CountResponse,
     DeadFilter, EnqueueJob, Enqueued, EnqueuedBatch, ErrorBody, FailRequest, FetchRequest,
-    FetchResponse, Health, HeartbeatRequest, HeartbeatResponse, JobLogs, JobPage, JobState,
-    JobStateResponse, JobView, LogRequest, QueueConfig, QueueList, QueueView, ReleaseRequest,
-    ScheduleDef, ScheduleList, ScheduleView, code,
+    FetchResponse, FlowRequest, FlowResponse, Health, HeartbeatRequest, HeartbeatResponse, JobLogs,
+    JobPage, JobState, JobStateResponse, JobView, LogRequest, QueueConfig, QueueList, QueueView,
+    ReleaseRequest, ScheduleDef, ScheduleList, ScheduleView, code,
 };
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use reqwest::{Method, StatusCode, Url};
@@ -372,6 +372,17 @@ impl Client {
     /// `GET /v1/jobs/{id}/logs`: the job's log, oldest line first.
     pub async fn job_logs(&self, id: &str) -> Result<JobLogs> {
         self.get_json(&["v1", "jobs", id, "logs"], &[]).await
+    }
+
+    /// `POST /v1/flows`: a parent that waits until each child completed, all or nothing. Not retried
+    /// once the server may have written it (a flow takes no unique key to make a repeat harmless).
+    pub async fn enqueue_flow(&self, flow: &FlowRequest) -> Result<FlowResponse> {
+        self.post(&["v1", "flows"], flow, Repeat::IfUntouched).await
+    }
+
+    /// `GET /v1/jobs/{id}/children`: a flow parent's children, with their states and results.
+    pub async fn children(&self, id: &str) -> Result<JobPage> {
+        self.get_json(&["v1", "jobs", id, "children"], &[]).await
     }
 
     /// `POST /v1/ack`: many completions, failures and releases in one request; each item succeeds or

@@ -583,3 +583,56 @@ async fn a_job_still_running_at_the_shutdown_deadline_is_abandoned_and_released(
     assert_eq!((j.state, j.attempts), (JobState::Waiting, 0));
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flow_parent_runs_after_its_children_and_sums_their_results() {
+    let (server, client) = start().await;
+    let child = |n: usize| errand_protocol::FlowJob {
+        queue: "parts".into(),
+        job: EnqueueJob::new("square", json!({ "n": n })),
+    };
+    let flow = client
+        .enqueue_flow(&errand_protocol::FlowRequest {
+            parent: errand_protocol::FlowJob {
+                queue: "totals".into(),
+                job: EnqueueJob::new("sum", json!({})),
+            },
+            children: (1..=4).map(child).collect(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(flow.parent.state, JobState::WaitingChildren);
+    let w = Worker::builder(client.clone())
+        .queue("parts")
+        .queue("totals")
+        .poll_wait(Duration::from_millis(500))
+        .handler("square", |_ctx: JobContext, job: Numbered| async move {
+            Ok(json!({ "square": job.n * job.n }))
+        })
+        .handler("sum", |ctx: JobContext, _: serde_json::Value| async move {
+            let children = ctx
+                .children()
+                .await
+                .map_err(|e| JobError::new(e.to_string()))?;
+            let total: u64 = children
+                .iter()
+                .map(|c| {
+                    let r: serde_json::Value =
+                        serde_json::from_str(c.result.as_ref().unwrap().get()).unwrap();
+                    r["square"].as_u64().unwrap()
+                })
+                .sum();
+            Ok(json!({ "total": total }))
+        })
+        .build()
+        .unwrap();
+    let running = Running::start(w);
+    let parent = eventually("the parent completed", async || {
+        let j = client.get(&flow.parent.id).await.unwrap();
+        (j.state == JobState::Completed).then_some(j)
+    })
+    .await;
+    running.stop().await;
+    assert_eq!(parent.result.unwrap().get(), r#"{"total":30}"#);
+    drop(server);
+}

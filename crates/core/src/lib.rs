@@ -23,7 +23,7 @@ pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use cron::CronSchedule;
 pub use engine::{
     Ack, AckOutcome, Cancelled, Claim, ClaimOutcome, DeadFilter, Engine, EngineConfig, Enqueued,
-    Failure, MaintenanceReport, Page,
+    Failure, FlowEnqueued, MaintenanceReport, Page,
 };
 pub use error::{Error, Result};
 pub use event::Event;
@@ -31,7 +31,7 @@ pub use id::{JobId, LeaseToken};
 pub use limits::Limits;
 pub use model::{
     Backoff, BackoffKind, DeadReason, Dedup, ErrorKind, ErrorRecord, Job, JobOptions, JobState,
-    Lease, LogLine, NewJob, QueueConfig, QueueInfo, QueueStats, Retention, Webhook,
+    Lease, LogLine, NewJob, ParentOnDead, QueueConfig, QueueInfo, QueueStats, Retention, Webhook,
 };
 pub use schedule::{Missed, Schedule, ScheduleDef};
 pub use store::Store;

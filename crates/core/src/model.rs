@@ -23,6 +23,8 @@ pub enum JobState {
     Delayed,
     /// Claimed by a worker under a lease.
     Active,
+    /// A flow's parent, waiting until each of its children completed (see `Engine::enqueue_flow`).
+    WaitingChildren,
     /// Finished successfully.
     Completed,
     /// Cancelled before it finished.
@@ -34,10 +36,11 @@ pub enum JobState {
 
 impl JobState {
     /// Every state, in lifecycle order.
-    pub const ALL: [JobState; 6] = [
+    pub const ALL: [JobState; 7] = [
         JobState::Waiting,
         JobState::Delayed,
         JobState::Active,
+        JobState::WaitingChildren,
         JobState::Completed,
         JobState::Cancelled,
         JobState::Dead,
@@ -49,6 +52,7 @@ impl JobState {
             JobState::Waiting => "waiting",
             JobState::Delayed => "delayed",
             JobState::Active => "active",
+            JobState::WaitingChildren => "waiting_children",
             JobState::Completed => "completed",
             JobState::Cancelled => "cancelled",
             JobState::Dead => "dead",
@@ -186,6 +190,8 @@ pub enum DeadReason {
     NonRetryable,
     /// The job stalled more than its queue's `max_stalled` allows.
     Stalled,
+    /// A flow's parent whose child died (or was cancelled) with `parent_on_dead: fail`.
+    ChildDead,
 }
 
 impl DeadReason {
@@ -194,6 +200,7 @@ impl DeadReason {
             DeadReason::AttemptsExhausted => "attempts_exhausted",
             DeadReason::NonRetryable => "non_retryable",
             DeadReason::Stalled => "stalled",
+            DeadReason::ChildDead => "child_dead",
         }
     }
 
@@ -202,6 +209,7 @@ impl DeadReason {
             DeadReason::AttemptsExhausted,
             DeadReason::NonRetryable,
             DeadReason::Stalled,
+            DeadReason::ChildDead,
         ]
         .into_iter()
         .find(|r| r.as_str() == s)
@@ -253,6 +261,12 @@ pub struct Job {
     pub concurrency_key: Option<String>,
     /// The same across every attempt, stall recovery and replay: pass it to payment, mint and e-mail APIs.
     pub idempotency_key: String,
+    /// The flow's parent this job is a child of.
+    pub parent_id: Option<JobId>,
+    /// What this child's dying does to its parent.
+    pub parent_on_dead: ParentOnDead,
+    /// A parent's children not completed yet (0 for any other job).
+    pub pending_children: u32,
     pub progress: Option<Box<RawValue>>,
     pub result: Option<Box<RawValue>>,
     pub errors: Vec<ErrorRecord>,
@@ -294,6 +308,36 @@ pub enum Dedup {
     Replace,
 }
 
+/// What a flow child's dying (or being cancelled) does to its parent, which waits in
+/// `waiting_children`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ParentOnDead {
+    /// The parent dies too (`dead_reason: child_dead`): it cannot do its work without this child's.
+    #[default]
+    Fail,
+    /// The parent stops waiting for this child, as if it had completed (without a result).
+    Release,
+}
+
+impl ParentOnDead {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ParentOnDead::Fail => "fail",
+            ParentOnDead::Release => "release",
+        }
+    }
+
+    /// Parses a stored value; `None` (never set) is the default.
+    pub fn parse(s: Option<&str>) -> Option<ParentOnDead> {
+        match s {
+            None | Some("fail") => Some(ParentOnDead::Fail),
+            Some("release") => Some(ParentOnDead::Release),
+            Some(_) => None,
+        }
+    }
+}
+
 /// A producer's options for one job. Each unset option takes the queue's default.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct JobOptions {
@@ -320,6 +364,8 @@ pub struct JobOptions {
     /// Defaults to a key derived from the unique key (so a re-enqueue of the same logical job reuses it)
     /// or else to the job id.
     pub idempotency_key: Option<String>,
+    /// For a child of a flow: what its dying does to the parent.
+    pub parent_on_dead: ParentOnDead,
 }
 
 /// A job to enqueue.
@@ -471,6 +517,7 @@ pub struct QueueStats {
     pub completed: u64,
     pub cancelled: u64,
     pub dead: u64,
+    pub waiting_children: u64,
     /// How long the oldest due job has been waiting (0 when none waits).
     pub oldest_waiting_age_ms: u64,
 }
@@ -482,6 +529,7 @@ impl QueueStats {
             JobState::Waiting => self.waiting,
             JobState::Delayed => self.delayed,
             JobState::Active => self.active,
+            JobState::WaitingChildren => self.waiting_children,
             JobState::Completed => self.completed,
             JobState::Cancelled => self.cancelled,
             JobState::Dead => self.dead,
@@ -494,6 +542,7 @@ impl QueueStats {
             JobState::Waiting => &mut self.waiting,
             JobState::Delayed => &mut self.delayed,
             JobState::Active => &mut self.active,
+            JobState::WaitingChildren => &mut self.waiting_children,
             JobState::Completed => &mut self.completed,
             JobState::Cancelled => &mut self.cancelled,
             JobState::Dead => &mut self.dead,

@@ -23,7 +23,8 @@ use crate::error::{Error, Result};
 use crate::id::{JobId, LeaseToken};
 use crate::model::LogLine;
 use crate::model::{
-    Backoff, DeadReason, ErrorRecord, Job, JobState, QueueConfig, QueueInfo, QueueStats,
+    Backoff, DeadReason, ErrorRecord, Job, JobState, ParentOnDead, QueueConfig, QueueInfo,
+    QueueStats,
 };
 use crate::schedule::Schedule;
 
@@ -52,6 +53,11 @@ pub struct JobSpec {
     pub concurrency_key: Option<String>,
     pub idempotency_key: String,
     pub created_at: Timestamp,
+    /// A flow child's parent (inserted in the same batch, in `waiting_children`).
+    pub parent_id: Option<JobId>,
+    pub parent_on_dead: ParentOnDead,
+    /// A flow parent's children (the parent's state is then `WaitingChildren`).
+    pub pending_children: u32,
 }
 
 /// Insert jobs, all or none.
@@ -250,6 +256,22 @@ pub struct Transitioned {
     pub from: JobState,
     /// Its attempt count after the change.
     pub attempts: u32,
+    /// The flow parent this change moved (see [`Store::job_transition`]): its id, new state, and what
+    /// it was.
+    pub parent: Option<Box<(JobId, JobState, Transitioned)>>,
+}
+
+impl Transitioned {
+    /// A change that moved no parent.
+    pub fn new(queue: String, kind: String, from: JobState, attempts: u32) -> Self {
+        Transitioned {
+            queue,
+            kind,
+            from,
+            attempts,
+            parent: None,
+        }
+    }
 }
 
 /// A page of one queue's jobs in one state, in id order, after `after`.
@@ -356,6 +378,13 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Applies transitions, each independently guarded, in one transaction. A failed guard gives, for
     /// that item, `Err(NotFound)`, `Err(LeaseLost)` (the lease is not the job's), or `Err(Conflict)`
     /// (the state, the cancel flag or the unique key is not as required), and leaves the others applied.
+    ///
+    /// **Flows.** In the same transaction, a job with a parent that enters `completed` — or `dead` or
+    /// `cancelled` with `parent_on_dead: release` — takes one off its parent's `pending_children` if
+    /// the parent is in `waiting_children`; at zero the parent becomes `waiting`. One that enters `dead`
+    /// or `cancelled` with `parent_on_dead: fail` makes a parent in `waiting_children` `dead`
+    /// ([`DeadReason::ChildDead`], `finished_at = now`). The parent's move is reported in
+    /// [`Transitioned::parent`].
     async fn job_transition(&self, p: Vec<Transition>) -> Result<Vec<Result<Transitioned>>>;
 
     /// Marks an active job as cancel-requested. `Err(Conflict)` if it is not active.
@@ -407,6 +436,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// A job's log lines, oldest first.
     async fn job_logs(&self, id: JobId) -> Result<Vec<LogLine>>;
+
+    /// A flow parent's children, in id order (at most `limit`).
+    async fn job_children(&self, parent: JobId, limit: usize) -> Result<Vec<Job>>;
 
     /// Creates a schedule, or replaces an existing one's definition and `next_run_at`, keeping its pause
     /// flag (a pause made meanwhile is not undone), `created_at`, `last_run_at` and `last_job_id`.

@@ -103,6 +103,8 @@ pub enum JobState {
     Waiting,
     Delayed,
     Active,
+    /// A flow's parent, waiting until each of its children completed.
+    WaitingChildren,
     Completed,
     Cancelled,
     Dead,
@@ -110,10 +112,11 @@ pub enum JobState {
 
 impl JobState {
     /// Every state, in lifecycle order.
-    pub const ALL: [JobState; 6] = [
+    pub const ALL: [JobState; 7] = [
         JobState::Waiting,
         JobState::Delayed,
         JobState::Active,
+        JobState::WaitingChildren,
         JobState::Completed,
         JobState::Cancelled,
         JobState::Dead,
@@ -125,6 +128,7 @@ impl JobState {
             JobState::Waiting => "waiting",
             JobState::Delayed => "delayed",
             JobState::Active => "active",
+            JobState::WaitingChildren => "waiting_children",
             JobState::Completed => "completed",
             JobState::Cancelled => "cancelled",
             JobState::Dead => "dead",
@@ -203,6 +207,48 @@ pub struct EnqueueJob {
     /// Stable across attempts; defaults to one derived from the unique key, or the job id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
+    /// For a child of a flow: what its dying (or being cancelled) does to the parent — `fail` (the
+    /// default: the parent dies, `child_dead`) or `release` (the parent stops waiting for it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_on_dead: Option<ParentOnDead>,
+}
+
+/// See [`EnqueueJob::parent_on_dead`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum ParentOnDead {
+    #[default]
+    Fail,
+    Release,
+}
+
+/// `POST /v1/flows`: a parent job that waits (`waiting_children`) until each child completed, then
+/// runs and reads its children's results (`GET /v1/jobs/{id}/children`). All or nothing; no unique keys.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct FlowRequest {
+    pub parent: FlowJob,
+    /// 1 to 1,000 children.
+    pub children: Vec<FlowJob>,
+}
+
+/// A job of a flow, with its queue.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct FlowJob {
+    pub queue: String,
+    pub job: EnqueueJob,
+}
+
+/// What `POST /v1/flows` created.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct FlowResponse {
+    pub parent: Enqueued,
+    pub children: Vec<Enqueued>,
 }
 
 impl EnqueueJob {
@@ -302,6 +348,12 @@ pub struct JobView {
     pub group_key: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency_key: Option<String>,
+    /// The flow parent of this job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_id: Option<String>,
+    /// A flow parent's children not completed yet.
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub pending_children: u32,
     pub idempotency_key: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
@@ -367,6 +419,10 @@ pub struct FetchRequest {
     /// `max_wait_ms` (default 30,000).
     #[serde(default)]
     pub wait_ms: u64,
+}
+
+fn is_zero_u32(n: &u32) -> bool {
+    *n == 0
 }
 
 fn one() -> u32 {
@@ -673,6 +729,9 @@ pub struct QueueCounts {
     pub completed: u64,
     pub cancelled: u64,
     pub dead: u64,
+    /// Flow parents waiting for their children.
+    #[serde(default)]
+    pub waiting_children: u64,
 }
 
 /// A queue: whether it is paused, its counts, and how long its oldest due job has waited.

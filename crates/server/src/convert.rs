@@ -9,6 +9,7 @@ pub fn state(s: core::JobState) -> wire::JobState {
         core::JobState::Waiting => wire::JobState::Waiting,
         core::JobState::Delayed => wire::JobState::Delayed,
         core::JobState::Active => wire::JobState::Active,
+        core::JobState::WaitingChildren => wire::JobState::WaitingChildren,
         core::JobState::Completed => wire::JobState::Completed,
         core::JobState::Cancelled => wire::JobState::Cancelled,
         core::JobState::Dead => wire::JobState::Dead,
@@ -69,6 +70,8 @@ pub fn job_view(j: core::Job) -> wire::JobView {
         unique_key: j.unique_key,
         group_key: j.group_key,
         concurrency_key: j.concurrency_key,
+        parent_id: j.parent_id.map(|p| p.to_string()),
+        pending_children: j.pending_children,
         idempotency_key: j.idempotency_key,
         progress: j.progress,
         result: j.result,
@@ -142,6 +145,10 @@ pub fn new_job(queue: &str, j: wire::EnqueueJob) -> core::NewJob {
             group_key: j.group_key,
             concurrency_key: j.concurrency_key,
             idempotency_key: j.idempotency_key,
+            parent_on_dead: match j.parent_on_dead.unwrap_or_default() {
+                wire::ParentOnDead::Fail => core::ParentOnDead::Fail,
+                wire::ParentOnDead::Release => core::ParentOnDead::Release,
+            },
         },
     }
 }
@@ -240,6 +247,7 @@ pub fn queue_view(s: core::QueueStats) -> wire::QueueView {
             completed: s.completed,
             cancelled: s.cancelled,
             dead: s.dead,
+            waiting_children: s.waiting_children,
         },
         oldest_waiting_age_ms: s.oldest_waiting_age_ms,
     }

@@ -119,7 +119,7 @@ impl utoipa::Modify for BearerAuth {
 
 /// The routes with their OpenAPI description, from one list so that the two cannot drift apart.
 fn routes() -> OpenApiRouter<AppState> {
-    use routes::{health, jobs, queues, schedules, work};
+    use routes::{flows, health, jobs, queues, schedules, work};
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(jobs::enqueue))
         .routes(routes!(jobs::get_job))
@@ -127,6 +127,8 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(jobs::cancel))
         .routes(routes!(jobs::retry))
         .routes(routes!(jobs::promote))
+        .routes(routes!(flows::enqueue_flow))
+        .routes(routes!(flows::children))
         .routes(routes!(work::fetch))
         .routes(routes!(work::heartbeat))
         .routes(routes!(work::complete))

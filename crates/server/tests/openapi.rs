@@ -35,6 +35,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/queues/{queue}/dead"),
     ("delete", "/v1/queues/{queue}/dead"),
     ("post", "/v1/queues/{queue}/dead/replay"),
+    ("post", "/v1/flows"),
+    ("get", "/v1/jobs/{id}/children"),
     ("get", "/v1/queues/{queue}/webhooks"),
     ("put", "/v1/queues/{queue}/webhooks/{name}"),
     ("delete", "/v1/queues/{queue}/webhooks/{name}"),

@@ -360,6 +360,13 @@ impl Store for PgStore {
         .await
     }
 
+    async fn job_children(&self, parent: JobId, limit: usize) -> Result<Vec<Job>> {
+        run(self.pool(), self.cx(), &(parent, limit), |c, cx, p| {
+            Box::pin(ops::job_children(c, cx, p.0, p.1))
+        })
+        .await
+    }
+
     async fn schedule_put(&self, s: Schedule) -> Result<()> {
         run(self.pool(), self.cx(), &s, |c, cx, s| {
             Box::pin(schedules::put(c, cx, s))

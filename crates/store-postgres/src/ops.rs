@@ -23,8 +23,8 @@ use errand_core::store::{
     JobReplace, JobSpec, LeaseRenew, Renewed, Transition, Transitioned,
 };
 use errand_core::{
-    DeadReason, Error, ErrorRecord, Job, JobId, JobState, Lease, LogLine, QueueConfig, QueueInfo,
-    QueueStats, Result, Timestamp,
+    DeadReason, Error, ErrorKind, ErrorRecord, Job, JobId, JobState, Lease, LogLine, ParentOnDead,
+    QueueConfig, QueueInfo, QueueStats, Result, Timestamp,
 };
 
 use crate::conn::{db, lock_key, quote_ident};
@@ -36,7 +36,7 @@ macro_rules! job_columns {
          timeout_ms, heartbeat_ms, lease_ms, max_stalled, stalls, unique_key, group_key, \
          idempotency_key, progress, result, errors, dead_reason, cancel_requested, lease_token, \
          worker_id, lease_expires_at, deadline_at, created_at, started_at, finished_at, \
-         concurrency_key"
+         concurrency_key, parent_id, parent_on_dead, pending_children"
     };
 }
 
@@ -111,10 +111,12 @@ statements! {
             ORDER BY id DESC LIMIT 1) AS j";
     insert = "INSERT INTO {s}.jobs (id, queue, kind, payload, state, priority, run_at, \
             max_attempts, backoff, timeout_ms, heartbeat_ms, lease_ms, max_stalled, unique_key, \
-            group_key, idempotency_key, created_at, concurrency_key) \
+            group_key, idempotency_key, created_at, concurrency_key, parent_id, parent_on_dead, \
+            pending_children) \
         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int[], \
             $7::bigint[], $8::int[], $9::text[], $10::bigint[], $11::bigint[], $12::bigint[], \
-            $13::int[], $14::text[], $15::text[], $16::text[], $17::bigint[], $18::text[])";
+            $13::int[], $14::text[], $15::text[], $16::text[], $17::bigint[], $18::text[], \
+            $19::text[], $20::text[], $21::int[])";
     notify = "SELECT pg_notify($1, q) FROM unnest($2::text[]) AS q";
     /// Due delayed jobs of each queue (at most `$3` per queue) become waiting. Rows another transaction
     /// holds are skipped: it is promoting or changing them itself.
@@ -145,6 +147,7 @@ statements! {
     claim_candidates = "SELECT c.id, c.queue, c.priority, c.run_at FROM unnest($1::text[]) AS q(name) \
         CROSS JOIN LATERAL (SELECT id, queue, priority, run_at FROM {s}.jobs \
             WHERE queue = q.name AND state = 'waiting' AND group_key IS NULL \
+              AND concurrency_key IS NULL \
             ORDER BY priority, run_at, id LIMIT $2 FOR UPDATE SKIP LOCKED) AS c \
         WHERE NOT EXISTS (SELECT 1 FROM {s}.queues WHERE name = q.name AND paused)";
     claim_ids = concat!(
@@ -204,7 +207,7 @@ statements! {
         FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[]) \
             AS c(c_id, c_token, c_result, c_now) \
         WHERE j.id = c.c_id AND j.state = 'active' AND j.lease_token = c.c_token \
-        RETURNING j.id, j.lease_token, j.queue, j.kind, j.attempts";
+        RETURNING j.id, j.lease_token, j.queue, j.kind, j.attempts, j.parent_id";
     /// One guarded transition; see `Transition` for what each parameter does. Error records are
     /// appended as text, without parsing the array (`jsonb` would refuse a `\u0000` in a message).
     transition = "UPDATE {s}.jobs AS j SET \
@@ -227,7 +230,22 @@ statements! {
                SELECT 1 FROM {s}.jobs AS other WHERE other.queue = j.queue \
                AND other.unique_key = j.unique_key AND other.id <> j.id \
                AND other.state IN ('waiting', 'delayed', 'active'))) \
-        RETURNING queue, kind, attempts";
+        RETURNING queue, kind, attempts, parent_id, parent_on_dead";
+    /// A flow child of parent `$1` is done with (completed, or released): one less to wait for; at
+    /// none, the parent is due (or delayed until its own run time).
+    parent_release = "UPDATE {s}.jobs SET pending_children = pending_children - 1, \
+            state = CASE WHEN pending_children > 1 THEN state \
+                         WHEN run_at > $2 THEN 'delayed' ELSE 'waiting' END \
+        WHERE id = $1 AND state = 'waiting_children' \
+        RETURNING state, queue, kind, attempts";
+    /// A flow child of parent `$1` died: the parent dies, with the error record `$3`.
+    parent_fail = "UPDATE {s}.jobs SET state = 'dead', dead_reason = 'child_dead', finished_at = $2, \
+            errors = CASE WHEN errors IS NULL OR errors = '[]' THEN '[' || $3::text || ']' \
+                     ELSE left(errors, -1) || ',' || $3::text || ']' END \
+        WHERE id = $1 AND state = 'waiting_children' \
+        RETURNING state, queue, kind, attempts";
+    children = concat!("SELECT ", job_columns!(), " FROM {s}.jobs WHERE parent_id = $1 \
+        ORDER BY id LIMIT $2");
     probe = "SELECT state, lease_token, cancel_requested FROM {s}.jobs WHERE id = $1";
     unique_keys_of = "SELECT DISTINCT queue, unique_key FROM {s}.jobs \
         WHERE id = ANY($1::text[]) AND unique_key IS NOT NULL";
@@ -417,6 +435,10 @@ fn decode_job(r: &Row) -> Result<Job> {
         unique_key: get(r, 15)?,
         group_key: get(r, 16)?,
         concurrency_key: get(r, 30)?,
+        parent_id: get::<Option<&str>>(r, 31)?.map(parse_id).transpose()?,
+        parent_on_dead: ParentOnDead::parse(get(r, 32)?)
+            .ok_or_else(|| corrupt_field("parent_on_dead", "unknown value"))?,
+        pending_children: count(get(r, 33)?, "pending_children")?,
         idempotency_key: get(r, 17)?,
         progress: get::<Option<String>>(r, 18)?
             .map(|p| json("progress", p))
@@ -450,12 +472,7 @@ fn decode_moved(rows: &[Row], from: JobState) -> Result<Vec<(JobId, Transitioned
         .map(|r| {
             Ok((
                 parse_id(get(r, 0)?)?,
-                Transitioned {
-                    queue: get(r, 1)?,
-                    kind: get(r, 2)?,
-                    from,
-                    attempts: count(get(r, 3)?, "attempts")?,
-                },
+                Transitioned::new(get(r, 1)?, get(r, 2)?, from, count(get(r, 3)?, "attempts")?),
             ))
         })
         .collect()
@@ -582,6 +599,9 @@ pub(crate) async fn job_insert(
     let mut unique_keys = Vec::with_capacity(new.len());
     let mut group_keys = Vec::with_capacity(new.len());
     let mut concurrency_keys = Vec::with_capacity(new.len());
+    let mut parent_ids: Vec<Option<String>> = Vec::with_capacity(new.len());
+    let mut parent_on_dead: Vec<Option<&str>> = Vec::with_capacity(new.len());
+    let mut pending_children = Vec::with_capacity(new.len());
     let mut idempotency_keys = Vec::with_capacity(new.len());
     let mut created = Vec::with_capacity(new.len());
     for &i in &new {
@@ -606,6 +626,9 @@ pub(crate) async fn job_insert(
         unique_keys.push(j.unique_key.as_deref());
         group_keys.push(j.group_key.as_deref());
         concurrency_keys.push(j.concurrency_key.as_deref());
+        parent_ids.push(j.parent_id.map(|p| p.to_string()));
+        parent_on_dead.push(j.parent_id.map(|_| j.parent_on_dead.as_str()));
+        pending_children.push(int4(j.pending_children, "pending_children")?);
         idempotency_keys.push(j.idempotency_key.as_str());
         created.push(j.created_at);
     }
@@ -631,6 +654,9 @@ pub(crate) async fn job_insert(
             &idempotency_keys,
             &created,
             &concurrency_keys,
+            &parent_ids,
+            &parent_on_dead,
+            &pending_children,
         ],
     )
     .await?;
@@ -993,6 +1019,9 @@ pub(crate) async fn lease_renew(
     })
 }
 
+/// A plain completion's job, keyed by `(id, lease token)`: queue, kind, attempts, parent.
+type Completed = (String, String, u32, Option<String>);
+
 /// Applies transitions. Completions — the bulk of the traffic — go through one set-based statement;
 /// everything else (failures, stalls, replays: the rare paths) row by row. Items whose guard failed are
 /// then looked at one by one to say why.
@@ -1017,7 +1046,7 @@ pub(crate) async fn job_transition(
     }
 
     // Keyed by id and token: a batch may name one job twice, with a stale token and the current one.
-    let mut completed: HashMap<(String, String), (String, String, u32)> = HashMap::new();
+    let mut completed: HashMap<(String, String), Completed> = HashMap::new();
     let plain: Vec<&Transition> = ts.iter().filter(|t| t.is_plain_completion()).collect();
     if !plain.is_empty() {
         let ids: Vec<String> = plain.iter().map(|t| t.id.to_string()).collect();
@@ -1043,6 +1072,7 @@ pub(crate) async fn job_transition(
                     get(&row, 2)?,
                     get(&row, 3)?,
                     count(get(&row, 4)?, "attempts")?,
+                    get(&row, 5)?,
                 ),
             );
         }
@@ -1060,11 +1090,8 @@ pub(crate) async fn job_transition(
             // `remove`: if a batch names one lease twice, only the first is told it applied it.
             completed
                 .remove(&(id.clone(), token.unwrap_or_default().to_string()))
-                .map(|(queue, kind, attempts)| Transitioned {
-                    queue,
-                    kind,
-                    from,
-                    attempts,
+                .map(|(queue, kind, attempts, parent)| {
+                    (Transitioned::new(queue, kind, from, attempts), parent, None)
                 })
         } else {
             let error = t.error.as_ref().map(json_text::<ErrorRecord>).transpose()?;
@@ -1095,19 +1122,31 @@ pub(crate) async fn job_transition(
             )
             .await?;
             match row {
-                Some(r) => Some(Transitioned {
-                    queue: get(&r, 0)?,
-                    kind: get(&r, 1)?,
-                    from,
-                    attempts: count(get(&r, 2)?, "attempts")?,
-                }),
+                Some(r) => Some((
+                    Transitioned::new(
+                        get(&r, 0)?,
+                        get(&r, 1)?,
+                        from,
+                        count(get(&r, 2)?, "attempts")?,
+                    ),
+                    get::<Option<String>>(&r, 3)?,
+                    get::<Option<String>>(&r, 4)?,
+                )),
                 None => None,
             }
         };
         out.push(match applied {
-            Some(done) => {
+            Some((mut done, parent, on_dead)) => {
                 if t.to == JobState::Waiting {
                     woken.push(done.queue.clone());
+                }
+                if let Some(parent) = parent {
+                    done.parent = parent_effect(c, cx, &id, &parent, on_dead, t.to, t.now).await?;
+                    if let Some(p) = &done.parent
+                        && p.1 == JobState::Waiting
+                    {
+                        woken.push(p.2.queue.clone());
+                    }
                 }
                 Ok(done)
             }
@@ -1205,12 +1244,65 @@ pub(crate) async fn job_request_cancel(
     let row = query_opt(c, &cx.sql.request_cancel, &[&id.to_string()])
         .await?
         .ok_or_else(|| Error::Conflict(format!("job {id} is not active")))?;
-    Ok(Transitioned {
-        queue: get(&row, 0)?,
-        kind: get(&row, 1)?,
-        from: JobState::Active,
-        attempts: count(get(&row, 2)?, "attempts")?,
-    })
+    Ok(Transitioned::new(
+        get(&row, 0)?,
+        get(&row, 1)?,
+        JobState::Active,
+        count(get(&row, 2)?, "attempts")?,
+    ))
+}
+
+/// What a flow child entering `to` does to its parent, in the transaction of the child's change (see
+/// `Store::job_transition`): the parent's move, if it moved.
+async fn parent_effect(
+    c: &impl GenericClient,
+    cx: &Cx,
+    child: &str,
+    parent: &str,
+    on_dead: Option<String>,
+    to: JobState,
+    now: Timestamp,
+) -> Result<Option<Box<(JobId, JobState, Transitioned)>>> {
+    let on_dead = ParentOnDead::parse(on_dead.as_deref())
+        .ok_or_else(|| corrupt_field("parent_on_dead", "unknown value"))?;
+    let release = match to {
+        JobState::Completed => true,
+        JobState::Dead | JobState::Cancelled => on_dead == ParentOnDead::Release,
+        _ => return Ok(None),
+    };
+    let row = if release {
+        query_opt(c, &cx.sql.parent_release, &[&parent, &now]).await?
+    } else {
+        let error = json_text(&ErrorRecord {
+            attempt: 0,
+            kind: ErrorKind::Error,
+            message: format!("child {child} is {to}"),
+            at: now,
+        })?;
+        query_opt(c, &cx.sql.parent_fail, &[&parent, &now, &error]).await?
+    };
+    let Some(row) = row else { return Ok(None) };
+    let state = parse_state(get(&row, 0)?)?;
+    if state == JobState::WaitingChildren {
+        return Ok(None);
+    }
+    let moved = Transitioned::new(
+        get(&row, 1)?,
+        get(&row, 2)?,
+        JobState::WaitingChildren,
+        count(get(&row, 3)?, "attempts")?,
+    );
+    Ok(Some(Box::new((parse_id(parent)?, state, moved))))
+}
+
+pub(crate) async fn job_children(
+    c: &impl GenericClient,
+    cx: &Cx,
+    parent: JobId,
+    limit: usize,
+) -> Result<Vec<Job>> {
+    let rows = query(c, &cx.sql.children, &[&parent.to_string(), &(limit as i64)]).await?;
+    decode_all(&rows)
 }
 
 pub(crate) async fn job_promote_due(

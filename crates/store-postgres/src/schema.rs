@@ -132,6 +132,16 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (queue, scope, key)
     );
     "#,
+    // 5: flows — a parent waits in 'waiting_children' for its children.
+    r#"
+    ALTER TABLE {s}.jobs DROP CONSTRAINT jobs_state_check;
+    ALTER TABLE {s}.jobs ADD CONSTRAINT jobs_state_check CHECK (state IN
+        ('waiting', 'delayed', 'active', 'waiting_children', 'completed', 'cancelled', 'dead'));
+    ALTER TABLE {s}.jobs ADD COLUMN parent_id TEXT COLLATE "C";
+    ALTER TABLE {s}.jobs ADD COLUMN parent_on_dead TEXT;   -- 'fail' or 'release'; NULL without a parent
+    ALTER TABLE {s}.jobs ADD COLUMN pending_children INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX jobs_by_parent ON {s}.jobs (parent_id, id) WHERE parent_id IS NOT NULL;
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -37,6 +37,9 @@ fn spec(n: u64, unique_key: Option<String>) -> JobSpec {
         unique_finished_since: 0,
         group_key: None,
         concurrency_key: None,
+        parent_id: None,
+        parent_on_dead: Default::default(),
+        pending_children: 0,
         idempotency_key: format!("idem-{n}"),
         created_at: 1_000,
     }

@@ -268,6 +268,15 @@ impl Store for SqliteStore {
         self.inner.readers.read(move |c| ops::job_logs(c, id)).await
     }
 
+    async fn job_children(&self, parent: JobId, limit: usize) -> Result<Vec<Job>> {
+        let rows = self
+            .inner
+            .readers
+            .read(move |c| ops::job_children(c, parent, limit))
+            .await?;
+        ops::decode_all(rows)
+    }
+
     async fn schedule_put(&self, s: Schedule) -> Result<()> {
         let def = schedules::def_text(&s)?;
         self.inner

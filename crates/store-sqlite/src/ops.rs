@@ -9,11 +9,11 @@ use errand_core::admission::{self, Bucket, BucketKey, Rules};
 use errand_core::engine::raw_json;
 use errand_core::store::{
     Attempts, Claimed, Guard, Inserted, JobClaim, JobDelete, JobInsert, JobList, JobLogAppend,
-    JobPrune, JobReplace, LeaseRenew, Renewed, Transition, Transitioned,
+    JobPrune, JobReplace, JobSpec, LeaseRenew, Renewed, Transition, Transitioned,
 };
 use errand_core::{
-    DeadReason, Error, ErrorRecord, Job, JobId, JobState, Lease, LogLine, QueueConfig, QueueInfo,
-    QueueStats, Result, Timestamp,
+    DeadReason, Error, ErrorKind, ErrorRecord, Job, JobId, JobState, Lease, LogLine, ParentOnDead,
+    QueueConfig, QueueInfo, QueueStats, Result, Timestamp,
 };
 
 use crate::conn::backend;
@@ -22,7 +22,8 @@ use crate::conn::backend;
 pub(crate) const JOB_COLUMNS: &str = "id, queue, kind, payload, state, priority, run_at, attempts, \
     max_attempts, backoff, timeout_ms, heartbeat_ms, lease_ms, max_stalled, stalls, unique_key, \
     group_key, idempotency_key, progress, result, errors, dead_reason, cancel_requested, lease_token, \
-    worker_id, lease_expires_at, deadline_at, created_at, started_at, finished_at, concurrency_key";
+    worker_id, lease_expires_at, deadline_at, created_at, started_at, finished_at, concurrency_key, \
+    parent_id, parent_on_dead, pending_children";
 
 /// A `jobs` row as SQLite gave it: copied out by the writer thread, decoded into a [`Job`] by the caller
 /// (off the writer, whose time is the store's throughput).
@@ -59,6 +60,9 @@ pub(crate) struct JobRow {
     started_at: Option<i64>,
     finished_at: Option<i64>,
     concurrency_key: Option<String>,
+    parent_id: Option<String>,
+    parent_on_dead: Option<String>,
+    pending_children: u32,
 }
 
 /// Reads a row selected with [`JOB_COLUMNS`].
@@ -95,6 +99,9 @@ pub(crate) fn job_row(r: &Row<'_>) -> rusqlite::Result<JobRow> {
         started_at: r.get(28)?,
         finished_at: r.get(29)?,
         concurrency_key: r.get(30)?,
+        parent_id: r.get(31)?,
+        parent_on_dead: r.get(32)?,
+        pending_children: r.get(33)?,
     })
 }
 
@@ -137,6 +144,13 @@ impl JobRow {
             unique_key: self.unique_key,
             group_key: self.group_key,
             concurrency_key: self.concurrency_key,
+            parent_id: self
+                .parent_id
+                .map(|p| p.parse().map_err(|e| corrupt_field("parent_id", e)))
+                .transpose()?,
+            parent_on_dead: ParentOnDead::parse(self.parent_on_dead.as_deref())
+                .ok_or_else(|| corrupt_field("parent_on_dead", "unknown value"))?,
+            pending_children: self.pending_children,
             idempotency_key: self.idempotency_key,
             progress: self.progress.map(|p| json("progress", p)).transpose()?,
             result: self.result.map(|r| json("result", r)).transpose()?,
@@ -198,10 +212,18 @@ pub(crate) fn insert_rows(p: &JobInsert) -> Result<Vec<InsertRow>> {
 
 const INSERT_COLUMNS: &str = "id, queue, kind, payload, state, priority, run_at, max_attempts, \
     backoff, timeout_ms, heartbeat_ms, lease_ms, max_stalled, unique_key, group_key, idempotency_key, \
-    created_at, concurrency_key";
-const INSERT_ARITY: usize = 18;
+    created_at, concurrency_key, parent_id, parent_on_dead, pending_children";
+const INSERT_ARITY: usize = 21;
 /// Rows per multi-row INSERT: fewer statements, while staying far below SQLite's 32,766 parameters.
 const INSERT_CHUNK: usize = 64;
+
+/// A job's `parent_id` and `parent_on_dead` columns: both NULL for a job outside a flow.
+fn flow_columns(j: &JobSpec) -> (Option<String>, Option<&'static str>) {
+    match j.parent_id {
+        Some(p) => (Some(p.to_string()), Some(j.parent_on_dead.as_str())),
+        None => (None, None),
+    }
+}
 
 /// Inserts a batch (`rows` is [`insert_rows`] of `p`). Jobs without a unique key go in with multi-row
 /// statements; jobs with one are checked and inserted one by one after them, so that a key is resolved
@@ -225,6 +247,8 @@ pub(crate) fn job_insert(
     for chunk in plain.chunks(INSERT_CHUNK) {
         let payloads: Vec<&str> = chunk.iter().map(|&i| p.jobs[i].payload.get()).collect();
         let states: Vec<&str> = chunk.iter().map(|&i| p.jobs[i].state.as_str()).collect();
+        let extra: Vec<(Option<String>, Option<&str>)> =
+            chunk.iter().map(|&i| flow_columns(&p.jobs[i])).collect();
         let mut params: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(chunk.len() * INSERT_ARITY);
         for (k, &i) in chunk.iter().enumerate() {
             let (j, r) = (&p.jobs[i], &rows[i]);
@@ -247,6 +271,9 @@ pub(crate) fn job_insert(
                 &j.idempotency_key,
                 &j.created_at,
                 &j.concurrency_key,
+                &extra[k].0,
+                &extra[k].1,
+                &j.pending_children,
             ]);
         }
         let one = format!("({})", vec!["?"; INSERT_ARITY].join(", "));
@@ -273,11 +300,12 @@ pub(crate) fn job_insert(
     let mut insert = conn
         .prepare_cached(&format!(
             "INSERT OR FAIL INTO jobs ({INSERT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, \
-             ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
+             ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)"
         ))
         .map_err(backend)?;
     for i in unique {
         let (job, r) = (&p.jobs[i], &rows[i]);
+        let (parent_id, parent_on_dead) = flow_columns(job);
         let existing = find_unique
             .query_row(
                 params![job.queue, job.unique_key, job.unique_finished_since],
@@ -313,6 +341,9 @@ pub(crate) fn job_insert(
                 job.idempotency_key,
                 job.created_at,
                 job.concurrency_key,
+                parent_id,
+                parent_on_dead,
+                job.pending_children,
             ])
             .map_err(backend)?;
     }
@@ -727,6 +758,9 @@ pub(crate) fn completions_json(ts: &[Transition]) -> Result<String> {
     Ok(out)
 }
 
+/// A plain completion's job, keyed by `(id, lease token)`: queue, kind, attempts, parent.
+type Completed = (String, String, u32, Option<String>);
+
 /// Applies transitions. Completions — the bulk of the traffic — go through one set-based statement
 /// (`completions` is [`completions_json`] of `ts`): a per-row statement costs about twice as much.
 /// Everything else (failures, stalls, replays: the rare paths) goes row by row. Items whose guard
@@ -737,7 +771,7 @@ pub(crate) fn job_transition(
     completions: &str,
 ) -> Result<Vec<Result<Transitioned>>> {
     // Keyed by id and token: a batch may name one job twice, with a stale token and the current one.
-    let mut completed: HashMap<(String, String), (String, String, u32)> = HashMap::new();
+    let mut completed: HashMap<(String, String), Completed> = HashMap::new();
     if ts.iter().any(Transition::is_plain_completion) {
         let mut complete = conn
             .prepare_cached(
@@ -746,12 +780,15 @@ pub(crate) fn job_transition(
                  FROM (SELECT value ->> 0 AS c_id, value ->> 1 AS c_token, value -> 2 AS c_result \
                        FROM json_each(?1)) AS c \
                  WHERE jobs.id = c.c_id AND jobs.state = 'active' AND jobs.lease_token = c.c_token \
-                 RETURNING id, lease_token, queue, kind, attempts",
+                 RETURNING id, lease_token, queue, kind, attempts, parent_id",
             )
             .map_err(backend)?;
         let rows = complete
             .query_map(params![completions, ts[0].now], |r| {
-                Ok(((r.get(0)?, r.get(1)?), (r.get(2)?, r.get(3)?, r.get(4)?)))
+                Ok((
+                    (r.get(0)?, r.get(1)?),
+                    (r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?),
+                ))
             })
             .map_err(backend)?;
         for row in rows {
@@ -779,7 +816,7 @@ pub(crate) fn job_transition(
                     SELECT 1 FROM jobs AS other WHERE other.queue = jobs.queue \
                     AND other.unique_key = jobs.unique_key AND other.id <> jobs.id \
                     AND other.state IN ('waiting', 'delayed', 'active'))) \
-             RETURNING queue, kind, attempts",
+             RETURNING queue, kind, attempts, parent_id, parent_on_dead",
         )
         .map_err(backend)?;
     let mut probe = conn
@@ -796,11 +833,8 @@ pub(crate) fn job_transition(
             // `remove`: if a batch names one lease twice, only the first is told it applied it.
             completed
                 .remove(&(id.clone(), token.unwrap_or_default().to_string()))
-                .map(|(queue, kind, attempts)| Transitioned {
-                    queue,
-                    kind,
-                    from,
-                    attempts,
+                .map(|(queue, kind, attempts, parent)| {
+                    (Transitioned::new(queue, kind, from, attempts), parent, None)
                 })
         } else {
             let error = t.error.as_ref().map(json_text::<ErrorRecord>).transpose()?;
@@ -828,19 +862,23 @@ pub(crate) fn job_transition(
                         t.unique_key_free,
                     ],
                     |r| {
-                        Ok(Transitioned {
-                            queue: r.get(0)?,
-                            kind: r.get(1)?,
-                            from,
-                            attempts: r.get(2)?,
-                        })
+                        Ok((
+                            Transitioned::new(r.get(0)?, r.get(1)?, from, r.get(2)?),
+                            r.get::<_, Option<String>>(3)?,
+                            r.get::<_, Option<String>>(4)?,
+                        ))
                     },
                 )
                 .optional()
                 .map_err(backend)?
         };
         out.push(match applied {
-            Some(t) => Ok(t),
+            Some((mut moved, parent, on_dead)) => {
+                if let Some(parent) = parent {
+                    moved.parent = parent_effect(conn, &id, &parent, on_dead, t.to, t.now)?;
+                }
+                Ok(moved)
+            }
             None => {
                 let current: Option<(String, Option<String>, bool)> = probe
                     .query_row([&id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
@@ -853,6 +891,81 @@ pub(crate) fn job_transition(
     Ok(out)
 }
 
+/// What a flow child entering `to` does to its parent, in the transaction of the child's change (see
+/// `Store::job_transition`): the parent's move, if it moved.
+fn parent_effect(
+    conn: &Connection,
+    child: &str,
+    parent: &str,
+    on_dead: Option<String>,
+    to: JobState,
+    now: Timestamp,
+) -> Result<Option<Box<(JobId, JobState, Transitioned)>>> {
+    let on_dead = ParentOnDead::parse(on_dead.as_deref())
+        .ok_or_else(|| corrupt_field("parent_on_dead", "unknown value"))?;
+    let release = match to {
+        JobState::Completed => true,
+        JobState::Dead | JobState::Cancelled => on_dead == ParentOnDead::Release,
+        _ => return Ok(None),
+    };
+    let row = if release {
+        conn.prepare_cached(
+            "UPDATE OR FAIL jobs SET pending_children = pending_children - 1, \
+               state = CASE WHEN pending_children > 1 THEN state \
+                            WHEN run_at > ?2 THEN 'delayed' ELSE 'waiting' END \
+             WHERE id = ?1 AND state = 'waiting_children' \
+             RETURNING state, queue, kind, attempts",
+        )
+        .map_err(backend)?
+        .query_row(params![parent, now], |r| {
+            Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
+        .optional()
+        .map_err(backend)?
+    } else {
+        let error = json_text(&ErrorRecord {
+            attempt: 0,
+            kind: ErrorKind::Error,
+            message: format!("child {child} is {to}"),
+            at: now,
+        })?;
+        conn.prepare_cached(
+            "UPDATE OR FAIL jobs SET state = 'dead', dead_reason = 'child_dead', finished_at = ?2, \
+               errors = json_insert(COALESCE(errors, '[]'), '$[#]', json(?3)) \
+             WHERE id = ?1 AND state = 'waiting_children' \
+             RETURNING state, queue, kind, attempts",
+        )
+        .map_err(backend)?
+        .query_row(params![parent, now, error], |r| {
+            Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
+        .optional()
+        .map_err(backend)?
+    };
+    let Some((state, queue, kind, attempts)) = row else {
+        return Ok(None);
+    };
+    let state = JobState::parse(&state).ok_or_else(|| corrupt_field("state", &state))?;
+    if state == JobState::WaitingChildren {
+        return Ok(None);
+    }
+    let id = parent.parse().map_err(|e| corrupt_field("parent_id", e))?;
+    let moved = Transitioned::new(queue, kind, JobState::WaitingChildren, attempts);
+    Ok(Some(Box::new((id, state, moved))))
+}
+
+pub(crate) fn job_children(conn: &Connection, parent: JobId, limit: usize) -> Result<Vec<JobRow>> {
+    let mut stmt = conn
+        .prepare_cached(&format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE parent_id = ?1 ORDER BY id LIMIT ?2"
+        ))
+        .map_err(backend)?;
+    let rows = stmt
+        .query_map(params![parent.to_string(), limit as i64], job_row)
+        .map_err(backend)?;
+    rows.map(|r| r.map_err(backend)).collect()
+}
+
 pub(crate) fn job_request_cancel(conn: &Connection, id: JobId) -> Result<Transitioned> {
     conn.prepare_cached(
         "UPDATE OR FAIL jobs SET cancel_requested = 1 WHERE id = ?1 AND state = 'active' \
@@ -860,12 +973,12 @@ pub(crate) fn job_request_cancel(conn: &Connection, id: JobId) -> Result<Transit
     )
     .map_err(backend)?
     .query_row([id.to_string()], |r| {
-        Ok(Transitioned {
-            queue: r.get(0)?,
-            kind: r.get(1)?,
-            from: JobState::Active,
-            attempts: r.get(2)?,
-        })
+        Ok(Transitioned::new(
+            r.get(0)?,
+            r.get(1)?,
+            JobState::Active,
+            r.get(2)?,
+        ))
     })
     .optional()
     .map_err(backend)?
@@ -890,12 +1003,7 @@ pub(crate) fn job_promote_due(
         .query_map(params![queue, now, limit as i64], |r| {
             Ok((
                 r.get::<_, String>(0)?,
-                Transitioned {
-                    queue: r.get(1)?,
-                    kind: r.get(2)?,
-                    from: JobState::Delayed,
-                    attempts: r.get(3)?,
-                },
+                Transitioned::new(r.get(1)?, r.get(2)?, JobState::Delayed, r.get(3)?),
             ))
         })
         .map_err(backend)?;

@@ -111,6 +111,13 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (queue, scope, key)
     );
     "#,
+    // 5: flows — a parent waits in 'waiting_children' for its children.
+    r#"
+    ALTER TABLE jobs ADD COLUMN parent_id TEXT;
+    ALTER TABLE jobs ADD COLUMN parent_on_dead TEXT;       -- 'fail' or 'release'; NULL without a parent
+    ALTER TABLE jobs ADD COLUMN pending_children INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX jobs_by_parent ON jobs (parent_id, id) WHERE parent_id IS NOT NULL;
+    "#,
 ];
 
 /// The schema version this build writes.

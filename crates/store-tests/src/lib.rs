@@ -23,6 +23,7 @@ pub mod api;
 pub mod concurrency;
 pub mod events;
 pub mod flow;
+pub mod flows;
 pub mod leases;
 pub mod model;
 pub mod races;
@@ -282,6 +283,20 @@ macro_rules! __for_each_check {
             flow::invalid_flow_settings_name_the_field_and_change_nothing
         );
         $m!($fresh, flow::concurrent_claimers_never_exceed_the_limits);
+        // 11. flows: parents and children
+        $m!(
+            $fresh,
+            flows::a_parent_runs_once_every_child_completed_and_reads_their_results
+        );
+        $m!($fresh, flows::a_dead_child_fails_its_parent_or_releases_it);
+        $m!(
+            $fresh,
+            flows::a_flow_is_all_or_nothing_and_names_the_bad_field
+        );
+        $m!(
+            $fresh,
+            flows::children_completing_at_once_release_their_parent_once
+        );
     };
 }
 
@@ -296,6 +311,7 @@ mod tests {
             ("concurrency", include_str!("concurrency.rs")),
             ("events", include_str!("events.rs")),
             ("flow", include_str!("flow.rs")),
+            ("flows", include_str!("flows.rs")),
             ("leases", include_str!("leases.rs")),
             ("model", include_str!("model.rs")),
             ("races", include_str!("races.rs")),

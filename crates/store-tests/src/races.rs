@@ -93,6 +93,10 @@ impl Store for CancelBeforeWrite {
     async fn job_logs(&self, id: JobId) -> Result<Vec<LogLine>> {
         self.inner.job_logs(id).await
     }
+
+    async fn job_children(&self, parent: JobId, limit: usize) -> Result<Vec<Job>> {
+        self.inner.job_children(parent, limit).await
+    }
     async fn schedule_put(&self, s: Schedule) -> Result<()> {
         self.inner.schedule_put(s).await
     }

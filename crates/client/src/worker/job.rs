@@ -129,6 +129,8 @@ pub(crate) const MAX_PENDING_LOGS: usize = 200;
 pub(crate) struct JobShared {
     pub(crate) job: FetchedJob,
     pub(crate) worker_id: String,
+    /// For the handler's own reads (a flow parent's children).
+    pub(crate) client: crate::Client,
     /// The local instant of the attempt's deadline: the fetch's answer plus the job's `timeout_ms`.
     pub(crate) deadline: Instant,
     pub(crate) cancel: watch::Sender<bool>,
@@ -143,11 +145,17 @@ pub(crate) struct JobShared {
 }
 
 impl JobShared {
-    pub(crate) fn new(job: FetchedJob, worker_id: String, received: Instant) -> Self {
+    pub(crate) fn new(
+        job: FetchedJob,
+        worker_id: String,
+        client: crate::Client,
+        received: Instant,
+    ) -> Self {
         let deadline = received + Duration::from_millis(job.timeout_ms);
         JobShared {
             job,
             worker_id,
+            client,
             deadline,
             cancel: watch::channel(false).0,
             lease_lost: watch::channel(false).0,
@@ -301,6 +309,13 @@ impl JobContext {
             *p = Some(value);
         }
         self.shared.progress_set.notify_one();
+    }
+
+    /// A flow parent's children, in the order they were enqueued, with their states and results
+    /// (`GET /v1/jobs/{id}/children`): the parent runs once each completed (or, with
+    /// `parent_on_dead: release`, ended otherwise).
+    pub async fn children(&self) -> crate::Result<Vec<errand_protocol::JobView>> {
+        Ok(self.shared.client.children(&self.job().id).await?.jobs)
     }
 
     /// Appends a line to the job's log (`GET /v1/jobs/{id}/logs`, `errand job logs`). Lines go to the

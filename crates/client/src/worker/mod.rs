@@ -554,7 +554,12 @@ fn fetched(
     slot: Option<OwnedSemaphorePermit>,
 ) -> Fetched {
     tracing::debug!(job_id = %job.id, kind = %job.kind, attempt = job.attempt, "fetched");
-    let shared = Arc::new(JobShared::new(job, rt.worker_id.clone(), received));
+    let shared = Arc::new(JobShared::new(
+        job,
+        rt.worker_id.clone(),
+        rt.client.clone(),
+        received,
+    ));
     let keeper = Keeper::start(rt.client.clone(), Arc::clone(&shared));
     Fetched {
         shared,

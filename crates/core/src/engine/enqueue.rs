@@ -301,6 +301,9 @@ impl Engine {
             unique_finished_since: now - qc.unique_window_ms as i64,
             group_key: o.group_key,
             concurrency_key: o.concurrency_key,
+            parent_id: None,
+            parent_on_dead: o.parent_on_dead,
+            pending_children: 0,
             idempotency_key,
             created_at: now,
         })

@@ -47,7 +47,8 @@ impl Engine {
             let now = self.now();
             match job.state {
                 JobState::Cancelled => return Ok(Cancelled::Cancelled),
-                JobState::Waiting | JobState::Delayed => {
+                // A flow's parent is cancelled like a waiting job; its children go on.
+                JobState::Waiting | JobState::Delayed | JobState::WaitingChildren => {
                     let t = Transition::new(id, Guard::State(job.state), JobState::Cancelled, now);
                     match self.transition_one(t).await {
                         Ok(()) => return Ok(Cancelled::Cancelled),

@@ -9,6 +9,7 @@
 
 mod configs;
 mod enqueue;
+mod flows;
 mod maintain;
 mod manage;
 mod schedules;
@@ -16,6 +17,7 @@ mod webhooks;
 mod work;
 
 pub use enqueue::Enqueued;
+pub use flows::{FlowEnqueued, MAX_CHILDREN};
 pub use maintain::MaintenanceReport;
 pub use manage::{Cancelled, DeadFilter, Page};
 pub use webhooks::{WEBHOOK_KIND, WEBHOOK_QUEUE};
@@ -149,11 +151,21 @@ impl Engine {
         let targets: Vec<(JobId, JobState)> = ts.iter().map(|t| (t.id, t.to)).collect();
         let res = self.inner.store.job_transition(ts).await?;
         let mut applied = Vec::new();
+        let mut parents = Vec::new();
         let out = targets
             .into_iter()
             .zip(res)
-            .map(|((id, to), r)| r.map(|t| applied.push((id, to, t))))
+            .map(|((id, to), r)| {
+                r.map(|mut t| {
+                    // A flow parent the change moved is announced like any change.
+                    if let Some(p) = t.parent.take() {
+                        parents.push(*p);
+                    }
+                    applied.push((id, to, t))
+                })
+            })
             .collect();
+        applied.extend(parents);
         self.notify_webhooks(at, &applied).await;
         self.announce(at, applied);
         Ok(out)

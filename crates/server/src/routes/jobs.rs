@@ -85,7 +85,11 @@ pub async fn enqueue(
 }
 
 /// Loads a job the caller may see.
-async fn visible_job(s: &AppState, caller: &Caller, id: &str) -> ApiResult<errand_core::Job> {
+pub(crate) async fn visible_job(
+    s: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> ApiResult<errand_core::Job> {
     let id = parse_id("id", id)?;
     let job = s.engine.get(id).await?;
     caller.require_queue(&job.queue)?;
