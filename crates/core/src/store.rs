@@ -23,8 +23,8 @@ use crate::error::{Error, Result};
 use crate::id::{JobId, LeaseToken};
 use crate::model::LogLine;
 use crate::model::{
-    Backoff, DeadReason, ErrorRecord, Job, JobState, ParentOnDead, QueueConfig, QueueInfo,
-    QueueStats,
+    Backoff, DeadReason, ErrorKind, ErrorRecord, Job, JobState, ParentOnDead, QueueConfig,
+    QueueInfo, QueueStats,
 };
 use crate::schedule::Schedule;
 
@@ -244,6 +244,43 @@ impl Transition {
             }
             Guard::State(want) => Error::Conflict(format!("job {id} is {state}, not {want}")),
         }
+    }
+}
+
+/// What a flow child's change does to its parent (see [`Store::job_transition`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ParentEffect {
+    /// One child less to wait for.
+    Release,
+    /// The parent dies, with this error record.
+    Fail(ErrorRecord),
+}
+
+impl ParentEffect {
+    /// The effect of child `child` (whose stored `parent_on_dead` is `on_dead`) entering `to` at `now`;
+    /// `None` for a state that is not an end.
+    pub fn of(
+        child: &str,
+        on_dead: Option<&str>,
+        to: JobState,
+        now: Timestamp,
+    ) -> Result<Option<ParentEffect>> {
+        let on_dead = ParentOnDead::parse(on_dead).ok_or_else(|| {
+            Error::Backend(format!("stored parent_on_dead of job {child} is invalid").into())
+        })?;
+        Ok(match to {
+            JobState::Completed => Some(ParentEffect::Release),
+            JobState::Dead | JobState::Cancelled if on_dead == ParentOnDead::Release => {
+                Some(ParentEffect::Release)
+            }
+            JobState::Dead | JobState::Cancelled => Some(ParentEffect::Fail(ErrorRecord {
+                attempt: 0,
+                kind: ErrorKind::Error,
+                message: format!("child {child} is {to}"),
+                at: now,
+            })),
+            _ => None,
+        })
     }
 }
 

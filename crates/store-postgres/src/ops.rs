@@ -20,10 +20,10 @@ use errand_core::admission::{self, Bucket, BucketKey, Rules};
 use errand_core::engine::raw_json;
 use errand_core::store::{
     Attempts, Claimed, Guard, Inserted, JobClaim, JobDelete, JobList, JobLogAppend, JobPrune,
-    JobReplace, JobSpec, LeaseRenew, Renewed, Transition, Transitioned,
+    JobReplace, JobSpec, LeaseRenew, ParentEffect, Renewed, Transition, Transitioned,
 };
 use errand_core::{
-    DeadReason, Error, ErrorKind, ErrorRecord, Job, JobId, JobState, Lease, LogLine, ParentOnDead,
+    DeadReason, Error, ErrorRecord, Job, JobId, JobState, Lease, LogLine, ParentOnDead,
     QueueConfig, QueueInfo, QueueStats, Result, Timestamp,
 };
 
@@ -1263,23 +1263,15 @@ async fn parent_effect(
     to: JobState,
     now: Timestamp,
 ) -> Result<Option<Box<(JobId, JobState, Transitioned)>>> {
-    let on_dead = ParentOnDead::parse(on_dead.as_deref())
-        .ok_or_else(|| corrupt_field("parent_on_dead", "unknown value"))?;
-    let release = match to {
-        JobState::Completed => true,
-        JobState::Dead | JobState::Cancelled => on_dead == ParentOnDead::Release,
-        _ => return Ok(None),
+    let Some(effect) = ParentEffect::of(child, on_dead.as_deref(), to, now)? else {
+        return Ok(None);
     };
-    let row = if release {
-        query_opt(c, &cx.sql.parent_release, &[&parent, &now]).await?
-    } else {
-        let error = json_text(&ErrorRecord {
-            attempt: 0,
-            kind: ErrorKind::Error,
-            message: format!("child {child} is {to}"),
-            at: now,
-        })?;
-        query_opt(c, &cx.sql.parent_fail, &[&parent, &now, &error]).await?
+    let row = match effect {
+        ParentEffect::Release => query_opt(c, &cx.sql.parent_release, &[&parent, &now]).await?,
+        ParentEffect::Fail(error) => {
+            let error = json_text(&error)?;
+            query_opt(c, &cx.sql.parent_fail, &[&parent, &now, &error]).await?
+        }
     };
     let Some(row) = row else { return Ok(None) };
     let state = parse_state(get(&row, 0)?)?;

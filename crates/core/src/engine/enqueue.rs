@@ -51,14 +51,7 @@ impl Engine {
         let now = self.now();
         let dedup: Vec<Dedup> = jobs.iter().map(|j| j.options.dedup).collect();
         let specs = self.specs(jobs, batch, now).await?;
-        let inserted = self
-            .inner
-            .store
-            .job_insert(JobInsert {
-                jobs: specs.clone(),
-            })
-            .await?;
-        let mut out = self.inserted(&specs, &inserted, now);
+        let mut out = self.insert_specs(&specs, now).await?;
         for ((spec, mode), e) in specs.iter().zip(dedup).zip(&mut out) {
             if mode == Dedup::Replace && !e.created {
                 // The insert is committed: a failed replace must not fail the request (a retry of
@@ -148,6 +141,22 @@ impl Engine {
             specs.push(spec);
         }
         Ok(specs)
+    }
+
+    /// Inserts resolved jobs in one store call; what that means to the producer.
+    pub(super) async fn insert_specs(
+        &self,
+        specs: &[JobSpec],
+        now: Timestamp,
+    ) -> Result<Vec<Enqueued>> {
+        let inserted = self
+            .inner
+            .store
+            .job_insert(JobInsert {
+                jobs: specs.to_vec(),
+            })
+            .await?;
+        Ok(self.inserted(specs, &inserted, now))
     }
 
     /// What the store's answers mean to the producer; announces the jobs that are new.

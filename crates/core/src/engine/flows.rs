@@ -10,7 +10,6 @@
 use crate::error::{Error, Result};
 use crate::id::JobId;
 use crate::model::{Job, JobState, NewJob};
-use crate::store::JobInsert;
 
 use super::Engine;
 use super::enqueue::Enqueued;
@@ -73,14 +72,7 @@ impl Engine {
         for child in &mut specs[1..] {
             child.parent_id = Some(parent_id);
         }
-        let inserted = self
-            .inner
-            .store
-            .job_insert(JobInsert {
-                jobs: specs.clone(),
-            })
-            .await?;
-        let mut out = self.inserted(&specs, &inserted, now);
+        let mut out = self.insert_specs(&specs, now).await?;
         let parent = out.remove(0);
         Ok(FlowEnqueued {
             parent,
