@@ -28,7 +28,6 @@ use crate::id::JobId;
 /// A token bucket: `limit` jobs per `period_ms`, in bursts of up to `burst` (default: `limit`). Each
 /// claimed job takes one token; tokens come back continuously, `limit` per `period_ms`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RateLimit {
     pub limit: u32,
     pub period_ms: u64,
@@ -229,6 +228,8 @@ pub fn plan(input: &Gathered, want: usize) -> Plan {
         retry_at = Some(retry_at.map_or(at, |t: Timestamp| t.min(at)));
     };
 
+    // The last group a claim that takes nothing got to look at (past the queue-wide limits).
+    let mut looked_at: Option<usize> = None;
     'rounds: loop {
         let mut took_this_round = false;
         for (gi, g) in input.groups.iter().enumerate() {
@@ -236,8 +237,12 @@ pub fn plan(input: &Gathered, want: usize) -> Plan {
                 break 'rounds;
             }
             // Only a group with candidates left can be held back (else a hint would wake a fetch
-            // for nothing).
+            // for nothing). A group gathered with waiting jobs but no candidate has them all held
+            // by full concurrency keys: a job leaving `active` may free one.
             if next[gi] >= g.jobs.len() {
+                if g.jobs.is_empty() {
+                    out.blocked_by_concurrency = true;
+                }
                 continue;
             }
             if queue_free == Some(0) {
@@ -250,6 +255,7 @@ pub fn plan(input: &Gathered, want: usize) -> Plan {
                 note_rate(&r, t);
                 break 'rounds;
             }
+            looked_at = Some(gi);
             let grouped = !g.key.is_empty();
             if grouped
                 && rules
@@ -306,15 +312,24 @@ pub fn plan(input: &Gathered, want: usize) -> Plan {
             break;
         }
     }
-    // A claim that took nothing moves the rotation past every group it looked at, so that groups
-    // beyond the ones a claim can look at are reached by the next ones.
+    // A claim that took nothing moves the rotation past the groups it looked at (held back by their
+    // own limits), so that groups beyond the ones a claim can look at are reached by the next ones.
+    // One stopped by a queue-wide limit looked at none: the rotation stays, and the next group in
+    // turn gets the next free place.
     if out.jobs.is_empty() {
-        out.cursor = input.groups.last().map(|g| g.key.clone());
+        out.cursor = looked_at.map(|gi| input.groups[gi].key.clone());
     }
     // A bucket's time never goes back: a node whose clock is behind another's would otherwise be
-    // credited the gap again by the next claim of the node ahead (tokens from nothing).
-    let at = |b: Option<Bucket>| b.map_or(now, |b| b.at.max(now));
-    if let (Some(_), Some(t)) = (rules.rate_limit, queue_tokens) {
+    // credited the gap again by the next claim of the node ahead (tokens from nothing). Nor is it
+    // kept more than MAX_CLOCK_SKEW_MS ahead: a node whose clock ran ahead would freeze the bucket
+    // for everyone else until their clocks caught up.
+    let at = |b: Option<Bucket>| {
+        b.map_or(now, |b| {
+            b.at.max(now).min(now.saturating_add(MAX_CLOCK_SKEW_MS))
+        })
+    };
+    // An empty claim changes no bucket: nothing to write.
+    if let (Some(_), Some(t), false) = (rules.rate_limit, queue_tokens, out.jobs.is_empty()) {
         out.buckets.push((
             BucketKey::Queue,
             Bucket {
@@ -361,6 +376,9 @@ pub fn rotation(
     out.retain(|k| seen.insert(k.clone()));
     out
 }
+
+/// How far ahead of a node's clock a bucket's time may be kept (see [`plan`]).
+pub const MAX_CLOCK_SKEW_MS: i64 = 10_000;
 
 /// At most this many groups are looked at per claim, and this many candidates per group: bounded work
 /// per claim whatever the number of tenants. Groups beyond are reached by the following claims.
@@ -594,10 +612,70 @@ mod tests {
                 10,
             );
             taken += p.jobs.len();
-            bucket = Some(p.buckets[0].1);
+            if let Some((_, b)) = p.buckets.first() {
+                bucket = Some(*b);
+            }
         }
         assert_eq!(taken, 0, "no time passed on either clock");
         assert_eq!(bucket.unwrap().at, 1_000);
+
+        // A node whose clock raced an hour ahead holds the bucket back for at most the skew: the
+        // next claim with a correct clock keeps the bucket's time no further ahead than that.
+        let ahead = Bucket {
+            tokens: 5.0,
+            at: 3_600_000,
+        };
+        let p = plan(
+            &Gathered {
+                rules: r.clone(),
+                now: 0,
+                queue_active: 0,
+                queue_bucket: Some(ahead),
+                groups: vec![group("", 0..100)],
+            },
+            10,
+        );
+        assert_eq!(p.jobs.len(), 5);
+        assert_eq!(p.buckets[0].1.at, MAX_CLOCK_SKEW_MS);
+    }
+
+    #[test]
+    fn a_queue_wide_limit_keeps_the_rotation_where_it_was() {
+        let r = Rules {
+            concurrency: Some(2),
+            ..rules()
+        };
+        // Full: nothing looked at, the cursor does not move (the next free place goes to the next
+        // group in turn, not always the first).
+        let full = plan(
+            &Gathered {
+                rules: r.clone(),
+                now: 0,
+                queue_active: 2,
+                queue_bucket: None,
+                groups: vec![group("b", 10..20), group("c", 20..30), group("a", 0..10)],
+            },
+            5,
+        );
+        assert!(full.jobs.is_empty() && full.blocked_by_concurrency);
+        assert_eq!(full.cursor, None);
+        // Groups whose candidates are all held by full keys say so.
+        let held = plan(
+            &Gathered {
+                rules: rules(),
+                now: 0,
+                queue_active: 0,
+                queue_bucket: None,
+                groups: vec![Group {
+                    key: "a".into(),
+                    active: 0,
+                    bucket: None,
+                    jobs: vec![],
+                }],
+            },
+            5,
+        );
+        assert!(held.jobs.is_empty() && held.blocked_by_concurrency);
     }
 
     #[test]

@@ -96,6 +96,10 @@ pub struct Backoff {
     pub max_ms: Option<u64>,
 }
 
+fn is_one(n: &u32) -> bool {
+    *n == 1
+}
+
 fn is_zero(x: &f64) -> bool {
     *x == 0.0
 }
@@ -398,7 +402,7 @@ impl NewJob {
 /// How long finished jobs are kept. Applies to `completed` and `cancelled` jobs only: dead jobs are never
 /// pruned automatically.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct Retention {
     /// Keep at most this many completed jobs, and as many cancelled ones: the most recently created
     /// (ids sort by creation; a store keeps no index of finish times for this). `None`: no count limit.
@@ -418,8 +422,12 @@ impl Default for Retention {
 
 /// A queue's defaults and settings. A job's own options override the defaults; they are resolved when
 /// the job is enqueued, so changing a queue's configuration affects jobs enqueued after the change.
+///
+/// Stored as JSON. Reading tolerates fields it does not know, and writing leaves out settings at their
+/// default, so that nodes of adjacent releases sharing one database read each other's configurations
+/// (input is checked at the edge, by the wire types, which do refuse unknown fields).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct QueueConfig {
     pub priority: i32,
     pub max_attempts: u32,
@@ -437,6 +445,7 @@ pub struct QueueConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub group_concurrency: Option<u32>,
     /// At most this many active jobs per concurrency key.
+    #[serde(skip_serializing_if = "is_one")]
     pub key_concurrency: u32,
     /// Claims from the queue, all groups together. `None`: no limit.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -451,7 +460,6 @@ pub struct QueueConfig {
 
 /// A URL told, by a signed POST, when a queue's job ends.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Webhook {
     /// `http://` or `https://`.
     pub url: String,
@@ -579,6 +587,20 @@ mod tests {
         assert_eq!(b.delay_after(1, 0.5), 8_750);
         // Out-of-range inputs are clamped, never negative or larger than the delay.
         assert_eq!(Backoff::fixed(100).with_jitter(5.0).delay_after(1, 2.0), 0);
+    }
+
+    #[test]
+    fn stored_configurations_are_read_across_adjacent_releases() {
+        // Written with defaults: no field an older release does not know.
+        let text = serde_json::to_string(&QueueConfig::default()).unwrap();
+        for newer in ["concurrency", "key_concurrency", "rate_limit", "webhooks"] {
+            assert!(!text.contains(newer), "{text}");
+        }
+        // Read with a field from a newer release: ignored.
+        let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        v["a_setting_from_the_future"] = serde_json::json!(true);
+        let back: QueueConfig = serde_json::from_value(v).unwrap();
+        assert_eq!(back, QueueConfig::default());
     }
 
     #[test]

@@ -16,6 +16,8 @@ use serde_json::value::RawValue;
 
 /// How long one POST may take.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How much of a refusing receiver's answer an error keeps.
+const ANSWER_EXCERPT: usize = 200;
 /// Deliveries claimed and sent at once.
 const BATCH: usize = 16;
 /// How long an idle deliverer waits before looking again.
@@ -137,10 +139,11 @@ impl Deliverer {
         let Some(hook) = hooks.get(&d.webhook) else {
             return Ok(serde_json::json!({"skipped": "the webhook was deleted"}));
         };
+        // What errors and logs say of the URL: no credentials or query (they may hold tokens).
+        let shown = redacted(&hook.url);
         if hook.url.starts_with("https://") && !cfg!(feature = "tls") {
             return Err(Failure::fatal(format!(
-                "POST {} not sent: this server was built without TLS (feature errand-server/tls)",
-                hook.url
+                "POST {shown} not sent: this server was built without TLS (feature errand-server/tls)"
             )));
         }
         let body = d.body.get().to_string();
@@ -153,19 +156,42 @@ impl Deliverer {
             .header("errand-webhook", &d.webhook)
             .header("errand-delivery", job.id.to_string())
             .body(body);
-        let response = request.send().await.map_err(|e| {
-            Failure::retryable(format!("POST {} failed: {}", hook.url, error_chain(&e)))
+        let mut response = request.send().await.map_err(|e| {
+            // reqwest's errors name the URL: say it once, redacted, and only the causes.
+            let e = e.without_url();
+            Failure::retryable(format!("POST {shown} failed: {}", error_chain(&e)))
         })?;
         let status = response.status();
         if status.is_success() {
             return Ok(serde_json::json!({"status": status.as_u16()}));
         }
-        let text = response.text().await.unwrap_or_default();
-        let excerpt: String = text.chars().take(200).collect();
+        // The start of the answer, for the person reading the error; never more than that in memory.
+        let mut head = Vec::new();
+        while head.len() < ANSWER_EXCERPT {
+            match response.chunk().await {
+                Ok(Some(bytes)) => head.extend_from_slice(&bytes),
+                _ => break,
+            }
+        }
+        head.truncate(ANSWER_EXCERPT);
+        let excerpt = String::from_utf8_lossy(&head);
         Err(Failure::retryable(format!(
-            "POST {} answered {status}: {excerpt}",
-            hook.url
+            "POST {shown} answered {status}: {excerpt}"
         )))
+    }
+}
+
+/// `url` without user, password, query or fragment.
+fn redacted(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.set_query(None);
+            u.set_fragment(None);
+            u.to_string()
+        }
+        Err(_) => "(an invalid URL)".to_string(),
     }
 }
 
@@ -193,4 +219,27 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_never_show_credentials_or_queries_of_a_url() {
+        assert_eq!(
+            redacted("https://user:pass@hooks.example/in?token=s3cret#x"),
+            "https://hooks.example/in"
+        );
+        assert_eq!(redacted("not a url"), "(an invalid URL)");
+    }
+
+    #[test]
+    fn the_signature_is_hmac_sha256_over_time_dot_body() {
+        // Computed independently: printf '1700000000000.{}' | openssl dgst -sha256 -hmac key-of-16-bytes
+        assert_eq!(
+            signature("key-of-16-bytes!", 1_700_000_000_000, "{}"),
+            "t=1700000000000,v1=5a3b8d1d801922b0009cdff77ce8f77613dd3191726b1574678a5287c7b89668"
+        );
+    }
 }

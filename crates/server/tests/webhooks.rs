@@ -240,3 +240,47 @@ async fn an_https_webhook_on_a_build_without_tls_dies_at_once_saying_why() {
         .unwrap_or_default();
     assert!(message.contains("POST https://"), "{dead}");
 }
+
+#[tokio::test]
+async fn no_caller_puts_jobs_in_or_works_the_webhook_queue() {
+    let api = Api::new();
+    let got = api
+        .post(
+            "/v1/queues/errand.webhooks/jobs",
+            json!({"kind": "webhook", "payload": {"queue": "shop", "webhook": "h", "body": {}}}),
+        )
+        .await;
+    assert_error(
+        &got,
+        StatusCode::BAD_REQUEST,
+        errand_protocol::code::INVALID,
+        Some("queue"),
+    );
+    let got = api
+        .post(
+            "/v1/fetch",
+            json!({"queues": ["mail", "errand.webhooks"], "worker_id": "w", "max_jobs": 1}),
+        )
+        .await;
+    assert_error(
+        &got,
+        StatusCode::BAD_REQUEST,
+        errand_protocol::code::INVALID,
+        Some("queues[1]"),
+    );
+    let got = api
+        .post(
+            "/v1/flows",
+            json!({"parent": {"queue": "errand.x", "job": {"kind": "k"}}, "children": [{"queue": "a", "job": {"kind": "k"}}]}),
+        )
+        .await;
+    assert_error(
+        &got,
+        StatusCode::BAD_REQUEST,
+        errand_protocol::code::INVALID,
+        Some("parent.queue"),
+    );
+    // Its dead letters stay an operator's to see.
+    let (s, _) = api.get("/v1/queues/errand.webhooks/dead").await;
+    assert_eq!(s, StatusCode::OK);
+}

@@ -186,7 +186,8 @@ statements! {
             FROM {s}.jobs j CROSS JOIN LATERAL (SELECT CASE WHEN j.concurrency_key IS NULL THEN 0 \
                 ELSE (SELECT count(*) FROM {s}.jobs a WHERE a.queue = j.queue \
                       AND a.concurrency_key = j.concurrency_key AND a.state = 'active') END AS n) ka \
-            WHERE j.queue = $1 AND j.state = 'waiting' AND j.group_key = g.k AND ka.n < $2 \
+            WHERE j.queue = $1 AND j.state = 'waiting' AND j.group_key COLLATE \"C\" = g.k \
+              AND ka.n < $2 \
             ORDER BY j.priority, j.run_at, j.id LIMIT $3) AS c";
     group_active = "SELECT group_key, count(*) FROM {s}.jobs \
         WHERE queue = $1 AND state = 'active' AND group_key = ANY($2::text[]) GROUP BY group_key";
@@ -238,6 +239,7 @@ statements! {
                          WHEN run_at > $2 THEN 'delayed' ELSE 'waiting' END \
         WHERE id = $1 AND state = 'waiting_children' \
         RETURNING state, queue, kind, attempts";
+    child_counted = "UPDATE {s}.jobs SET parent_counted = true WHERE id = $1 AND NOT parent_counted";
     /// A flow child of parent `$1` died: the parent dies, with the error record `$3`.
     parent_fail = "UPDATE {s}.jobs SET state = 'dead', dead_reason = 'child_dead', finished_at = $2, \
             errors = CASE WHEN errors IS NULL OR errors = '[]' THEN '[' || $3::text || ']' \
@@ -258,12 +260,17 @@ statements! {
         WHERE (queue, state, id) > ($1, $2, $3) AND queue = $1 AND state = $2 \
           AND ($4::text IS NULL OR kind = $4::text) \
         ORDER BY queue, state, id LIMIT $5");
-    prune_finished_before = "DELETE FROM {s}.jobs WHERE id = ANY(ARRAY(SELECT id FROM {s}.jobs \
+    /// Retention keeps a flow child while its parent may still read it (the parent is unfinished).
+    prune_finished_before = "DELETE FROM {s}.jobs WHERE id = ANY(ARRAY(SELECT id FROM {s}.jobs AS c \
         WHERE (queue, state, id) > ($1, $2, '') AND queue = $1 AND state = $2 AND finished_at < $3 \
+          AND (c.parent_id IS NULL OR NOT EXISTS (SELECT 1 FROM {s}.jobs AS p WHERE p.id = c.parent_id \
+               AND p.state IN ('waiting_children', 'waiting', 'delayed', 'active'))) \
         ORDER BY queue, state, id LIMIT $4))";
     count_state = "SELECT COUNT(*) FROM {s}.jobs WHERE queue = $1 AND state = $2";
-    prune_oldest = "DELETE FROM {s}.jobs WHERE id = ANY(ARRAY(SELECT id FROM {s}.jobs \
+    prune_oldest = "DELETE FROM {s}.jobs WHERE id = ANY(ARRAY(SELECT id FROM {s}.jobs AS c \
         WHERE (queue, state, id) > ($1, $2, '') AND queue = $1 AND state = $2 \
+          AND (c.parent_id IS NULL OR NOT EXISTS (SELECT 1 FROM {s}.jobs AS p WHERE p.id = c.parent_id \
+               AND p.state IN ('waiting_children', 'waiting', 'delayed', 'active'))) \
         ORDER BY queue, state, id LIMIT $3))";
     delete = "DELETE FROM {s}.jobs AS j USING unnest($1::text[], $2::text[]) AS d(d_id, d_state) \
         WHERE j.id = d.d_id AND j.state = d.d_state";
@@ -837,6 +844,8 @@ pub(crate) async fn job_claim(c: &impl GenericClient, cx: &Cx, p: &JobClaim) -> 
 /// What a flow-controlled claim of one queue gathered, and its plan.
 struct Admitted {
     queue: String,
+    /// The rotation cursor as read.
+    cursor: String,
     gathered: admission::Gathered,
     plan: admission::Plan,
 }
@@ -860,7 +869,8 @@ impl Admitted {
             )
             .await?;
         }
-        if let Some(cursor) = &plan.cursor {
+        // Written only when it moved: idle long polls re-claim often.
+        if let Some(cursor) = plan.cursor.as_ref().filter(|c| **c != self.cursor) {
             execute(c, &cx.sql.put_fair_cursor, &[&self.queue, cursor]).await?;
         }
         Ok(())
@@ -998,6 +1008,7 @@ async fn admit(
     };
     Ok(Admitted {
         queue: queue.to_string(),
+        cursor,
         plan: admission::plan(&gathered, want),
         gathered,
     })
@@ -1266,6 +1277,10 @@ async fn parent_effect(
     let Some(effect) = ParentEffect::of(child, on_dead.as_deref(), to, now)? else {
         return Ok(None);
     };
+    // A child counts toward its parent once, even if it is retried and ends again.
+    if effect == ParentEffect::Release && execute(c, &cx.sql.child_counted, &[&child]).await? == 0 {
+        return Ok(None);
+    }
     let row = match effect {
         ParentEffect::Release => query_opt(c, &cx.sql.parent_release, &[&parent, &now]).await?,
         ParentEffect::Fail(error) => {

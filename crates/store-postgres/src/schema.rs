@@ -140,6 +140,7 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE {s}.jobs ADD COLUMN parent_id TEXT COLLATE "C";
     ALTER TABLE {s}.jobs ADD COLUMN parent_on_dead TEXT;   -- 'fail' or 'release'; NULL without a parent
     ALTER TABLE {s}.jobs ADD COLUMN pending_children INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE {s}.jobs ADD COLUMN parent_counted BOOLEAN NOT NULL DEFAULT false; -- released its parent
     CREATE INDEX jobs_by_parent ON {s}.jobs (parent_id, id) WHERE parent_id IS NOT NULL;
     "#,
 ];

@@ -486,6 +486,8 @@ fn has_keyed_waiting(conn: &Connection, queue: &str) -> Result<bool> {
 /// What a flow-controlled claim of one queue gathered, and its plan.
 struct Admitted {
     queue: String,
+    /// The rotation cursor as read.
+    cursor: String,
     gathered: admission::Gathered,
     plan: admission::Plan,
 }
@@ -505,7 +507,8 @@ impl Admitted {
             put.execute(params![self.queue, scope, k, b.tokens, b.at])
                 .map_err(backend)?;
         }
-        if let Some(cursor) = &plan.cursor {
+        // Written only when it moved: idle long polls re-claim often.
+        if let Some(cursor) = plan.cursor.as_ref().filter(|c| **c != self.cursor) {
             conn.prepare_cached(
                 "INSERT INTO queues (name, fair_cursor) VALUES (?1, ?2) \
                  ON CONFLICT (name) DO UPDATE SET fair_cursor = excluded.fair_cursor",
@@ -683,6 +686,7 @@ fn admit(
     };
     Ok(Admitted {
         queue: queue.to_string(),
+        cursor,
         plan: admission::plan(&gathered, want),
         gathered,
     })
@@ -907,6 +911,19 @@ fn parent_effect(
     let Some(effect) = ParentEffect::of(child, on_dead.as_deref(), to, now)? else {
         return Ok(None);
     };
+    // A child counts toward its parent once, even if it is retried and ends again.
+    if effect == ParentEffect::Release
+        && conn
+            .prepare_cached(
+                "UPDATE OR FAIL jobs SET parent_counted = 1 WHERE id = ?1 AND parent_counted = 0",
+            )
+            .map_err(backend)?
+            .execute([child])
+            .map_err(backend)?
+            == 0
+    {
+        return Ok(None);
+    }
     let row = match effect {
         ParentEffect::Release => conn
             .prepare_cached(
@@ -1011,6 +1028,10 @@ pub(crate) fn job_promote_due(
 /// Retention walks `jobs_by_state` in id (creation) order rather than keeping an index of finish times,
 /// which every completion would pay for. Jobs finish roughly in the order they were created, so "the
 /// oldest" by id is, for retention, close enough to "the longest finished".
+/// Retention keeps a flow child (`c`) while its parent may still read it: the parent is unfinished.
+const KEEP_FOR_PARENT: &str = "(c.parent_id IS NULL OR NOT EXISTS (SELECT 1 FROM jobs AS p \
+    WHERE p.id = c.parent_id AND p.state IN ('waiting_children', 'waiting', 'delayed', 'active')))";
+
 pub(crate) fn job_prune(conn: &Connection, p: &JobPrune) -> Result<u64> {
     let mut deleted = 0u64;
     for state in &p.states {
@@ -1020,10 +1041,10 @@ pub(crate) fn job_prune(conn: &Connection, p: &JobPrune) -> Result<u64> {
         }
         if let Some(before) = p.finished_before {
             deleted += conn
-                .prepare_cached(
-                    "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE queue = ?1 \
-                     AND state = ?2 AND finished_at < ?3 ORDER BY id LIMIT ?4)",
-                )
+                .prepare_cached(&format!(
+                    "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs AS c WHERE queue = ?1 \
+                     AND state = ?2 AND finished_at < ?3 AND {KEEP_FOR_PARENT} ORDER BY id LIMIT ?4)",
+                ))
                 .map_err(backend)?
                 .execute(params![p.queue, state.as_str(), before, budget as i64])
                 .map_err(backend)? as u64;
@@ -1039,10 +1060,10 @@ pub(crate) fn job_prune(conn: &Connection, p: &JobPrune) -> Result<u64> {
             let excess = (count as u64).saturating_sub(keep).min(budget);
             if excess > 0 {
                 deleted += conn
-                    .prepare_cached(
-                        "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE queue = ?1 \
-                         AND state = ?2 ORDER BY id LIMIT ?3)",
-                    )
+                    .prepare_cached(&format!(
+                        "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs AS c WHERE queue = ?1 \
+                         AND state = ?2 AND {KEEP_FOR_PARENT} ORDER BY id LIMIT ?3)",
+                    ))
                     .map_err(backend)?
                     .execute(params![p.queue, state.as_str(), excess as i64])
                     .map_err(backend)? as u64;

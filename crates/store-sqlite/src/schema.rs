@@ -116,6 +116,7 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE jobs ADD COLUMN parent_id TEXT;
     ALTER TABLE jobs ADD COLUMN parent_on_dead TEXT;       -- 'fail' or 'release'; NULL without a parent
     ALTER TABLE jobs ADD COLUMN pending_children INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN parent_counted INTEGER NOT NULL DEFAULT 0; -- released its parent once
     CREATE INDEX jobs_by_parent ON jobs (parent_id, id) WHERE parent_id IS NOT NULL;
     "#,
 ];

@@ -117,7 +117,19 @@ pub async fn a_concurrency_key_is_worked_on_once_at_a_time_and_is_not_a_group(f:
     let mut ns: Vec<u64> = got.iter().map(n_of).collect();
     ns.sort();
     assert_eq!(ns, vec![0, 2, 4], "order-1 once, whatever the group");
-    assert!(claim(&ctx.engine, "pay", "w1", 100).await.is_empty());
+    let held = ctx
+        .engine
+        .claim_with_hints(Claim {
+            queues: vec!["pay".into()],
+            worker_id: "w1".into(),
+            limit: 100,
+        })
+        .await
+        .unwrap();
+    assert!(
+        held.jobs.is_empty() && held.blocked,
+        "held by a full key: a long poll waits for a job to leave active"
+    );
     let first = got.iter().find(|j| n_of(j) == 0).unwrap();
     assert_eq!(first.concurrency_key.as_deref(), Some("order-1"));
     ctx.engine
@@ -498,4 +510,37 @@ pub async fn concurrent_claimers_never_exceed_the_limits(f: Fixture) {
         assert!(*max <= limit, "{name}: {max} active, limit {limit}");
     }
     assert!(s.max["queue"] >= 2, "the claimers overlapped");
+}
+
+pub async fn a_full_queue_keeps_the_rotation_so_each_freed_place_goes_to_the_next_group(
+    f: Fixture,
+) {
+    let ctx = Ctx::new(f);
+    configure(
+        &ctx,
+        "one",
+        QueueConfig {
+            concurrency: Some(1),
+            ..Default::default()
+        },
+    )
+    .await;
+    let mut jobs = Vec::new();
+    for (g, base) in [("a", 0), ("b", 100), ("c", 200)] {
+        for i in 0..5 {
+            jobs.push(keyed("one", base + i, Some(g), None));
+        }
+    }
+    ctx.engine.enqueue_many(jobs).await.unwrap();
+    let mut groups = Vec::new();
+    for _ in 0..6 {
+        let j = claim(&ctx.engine, "one", "w", 1).await.remove(0);
+        // Idle workers poll while the queue is full; that must not reset the turn.
+        for _ in 0..3 {
+            assert!(claim(&ctx.engine, "one", "w2", 1).await.is_empty());
+        }
+        groups.push(j.group_key.clone().unwrap());
+        ctx.engine.complete(j.id, token(&j), None).await.unwrap();
+    }
+    assert_eq!(groups, vec!["a", "b", "c", "a", "b", "c"]);
 }

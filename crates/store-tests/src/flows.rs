@@ -211,3 +211,82 @@ pub async fn children_completing_at_once_release_their_parent_once(f: Fixture) {
     );
     assert_eq!(claim(&e, "top", "w", 10).await.len(), 1);
 }
+
+pub async fn a_child_counts_once_toward_its_parent_and_retention_keeps_it_for_the_parent(
+    f: Fixture,
+) {
+    let ctx = Ctx::new(f);
+    let e = &ctx.engine;
+    // A released the parent when it died; retried and completed, it does not count again.
+    let flow = e
+        .enqueue_flow(
+            job("p", 0),
+            vec![child("c", 1, ParentOnDead::Release), job("c", 2)],
+        )
+        .await
+        .unwrap();
+    let a = claim(e, "c", "w", 1).await.remove(0);
+    let b = claim(e, "c", "w", 1).await.remove(0);
+    e.fail(a.id, token(&a), Failure::fatal("no")).await.unwrap();
+    assert_eq!(e.get(flow.parent.id).await.unwrap().pending_children, 1);
+    e.retry(a.id).await.unwrap();
+    let a = claim_one(e, "c").await;
+    e.complete(a.id, token(&a), None).await.unwrap();
+    let parent = e.get(flow.parent.id).await.unwrap();
+    assert_eq!(
+        (parent.state, parent.pending_children),
+        (JobState::WaitingChildren, 1),
+        "B is still running"
+    );
+    e.complete(b.id, token(&b), None).await.unwrap();
+    assert_eq!(
+        e.get(flow.parent.id).await.unwrap().state,
+        JobState::Waiting
+    );
+
+    // A parent retried after its child killed it waits for its children again.
+    let g = e
+        .enqueue_flow(job("p", 10), vec![job("c2", 11), job("c2", 12)])
+        .await
+        .unwrap();
+    let x = claim(e, "c2", "w", 1).await.remove(0);
+    e.fail(x.id, token(&x), Failure::fatal("no")).await.unwrap();
+    assert_eq!(e.get(g.parent.id).await.unwrap().state, JobState::Dead);
+    e.retry(g.parent.id).await.unwrap();
+    assert_eq!(
+        e.get(g.parent.id).await.unwrap().state,
+        JobState::WaitingChildren
+    );
+
+    // Retention keeps a completed child while its parent may still read it.
+    e.set_queue_config(
+        "kept",
+        errand_core::QueueConfig {
+            retention: errand_core::Retention {
+                max_count: Some(0),
+                max_age_ms: Some(0),
+            },
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let h = e
+        .enqueue_flow(job("p", 20), vec![job("kept", 21)])
+        .await
+        .unwrap();
+    let k = claim_one(e, "kept").await;
+    e.complete(k.id, token(&k), None).await.unwrap();
+    e.enqueue(job("kept", 22)).await.unwrap();
+    let other = claim_one(e, "kept").await;
+    e.complete(other.id, token(&other), None).await.unwrap();
+    ctx.clock.advance(1_000);
+    e.maintain().await.unwrap();
+    assert!(e.get(other.id).await.is_err(), "retention still works");
+    assert!(e.get(k.id).await.is_ok(), "the parent has not read it yet");
+    let p = claim(e, "p", "w", 10).await;
+    let p = p.iter().find(|j| j.id == h.parent.id).unwrap();
+    e.complete(p.id, token(p), None).await.unwrap();
+    e.maintain().await.unwrap();
+    assert!(e.get(k.id).await.is_err(), "gone once the parent finished");
+}

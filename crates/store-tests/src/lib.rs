@@ -283,6 +283,10 @@ macro_rules! __for_each_check {
             flow::invalid_flow_settings_name_the_field_and_change_nothing
         );
         $m!($fresh, flow::concurrent_claimers_never_exceed_the_limits);
+        $m!(
+            $fresh,
+            flow::a_full_queue_keeps_the_rotation_so_each_freed_place_goes_to_the_next_group
+        );
         // 11. flows: parents and children
         $m!(
             $fresh,
@@ -296,6 +300,10 @@ macro_rules! __for_each_check {
         $m!(
             $fresh,
             flows::children_completing_at_once_release_their_parent_once
+        );
+        $m!(
+            $fresh,
+            flows::a_child_counts_once_toward_its_parent_and_retention_keeps_it_for_the_parent
         );
     };
 }

@@ -84,12 +84,20 @@ impl Engine {
                 job.state
             )));
         }
-        self.transition_one(self.revive(id, job.state)).await
+        self.transition_one(self.revive(&job)).await
     }
 
-    fn revive(&self, id: JobId, from: JobState) -> Transition {
+    /// Back to waiting with a fresh attempt budget — or, for a flow parent that still has children to
+    /// wait for, back to `waiting_children`. (A dead or cancelled parent's count cannot change: its
+    /// children count down only a parent in `waiting_children`.)
+    fn revive(&self, job: &Job) -> Transition {
         let now = self.now();
-        let mut t = Transition::new(id, Guard::State(from), JobState::Waiting, now);
+        let to = if job.pending_children > 0 {
+            JobState::WaitingChildren
+        } else {
+            JobState::Waiting
+        };
+        let mut t = Transition::new(job.id, Guard::State(job.state), to, now);
         t.run_at = Some(now);
         t.attempts = Attempts::Reset;
         // Back among the unfinished, it must not share its unique key with another unfinished job.
@@ -112,11 +120,8 @@ impl Engine {
     /// Replays dead jobs matching `filter` (back to waiting, fresh attempt budget, same idempotency key).
     /// Returns how many.
     pub async fn replay_dead(&self, filter: DeadFilter) -> Result<u64> {
-        self.for_dead(&filter, |engine, ids| async move {
-            let ts = ids
-                .iter()
-                .map(|id| engine.revive(*id, JobState::Dead))
-                .collect();
+        self.for_dead(&filter, |engine, jobs| async move {
+            let ts = jobs.iter().map(|j| engine.revive(j)).collect();
             let res = engine.apply(ts).await?;
             Ok(res.iter().filter(|r| r.is_ok()).count() as u64)
         })
@@ -125,22 +130,22 @@ impl Engine {
 
     /// Deletes dead jobs matching `filter` for good. Returns how many.
     pub async fn purge_dead(&self, filter: DeadFilter) -> Result<u64> {
-        self.for_dead(&filter, |engine, ids| async move {
+        self.for_dead(&filter, |engine, jobs| async move {
             engine
                 .inner
                 .store
                 .job_delete(JobDelete {
-                    ids: ids.into_iter().map(|id| (id, JobState::Dead)).collect(),
+                    ids: jobs.into_iter().map(|j| (j.id, JobState::Dead)).collect(),
                 })
                 .await
         })
         .await
     }
 
-    /// Runs `apply` over the ids of the dead jobs matching `filter`, a page at a time.
+    /// Runs `apply` over the dead jobs matching `filter`, a page at a time.
     async fn for_dead<F, Fut>(&self, filter: &DeadFilter, apply: F) -> Result<u64>
     where
-        F: Fn(Engine, Vec<JobId>) -> Fut,
+        F: Fn(Engine, Vec<Job>) -> Fut,
         Fut: std::future::Future<Output = Result<u64>>,
     {
         validate::queue_name("queue", &filter.queue, self.limits())?;
@@ -165,17 +170,16 @@ impl Engine {
             let Some(last) = page.last() else { break };
             after = Some(last.id);
             let full = page.len() == self.inner.config.batch_size;
-            let ids: Vec<JobId> = page
-                .iter()
+            let jobs: Vec<Job> = page
+                .into_iter()
                 .filter(|j| match &filter.error_contains {
                     Some(text) => j.errors.last().is_some_and(|e| e.message.contains(text)),
                     None => true,
                 })
-                .map(|j| j.id)
                 .take((budget - done).min(usize::MAX as u64) as usize)
                 .collect();
-            if !ids.is_empty() {
-                done += apply(self.clone(), ids).await?;
+            if !jobs.is_empty() {
+                done += apply(self.clone(), jobs).await?;
             }
             if !full {
                 break;
@@ -216,6 +220,7 @@ impl Engine {
     pub async fn set_queue_config(&self, queue: &str, mut config: QueueConfig) -> Result<()> {
         validate::queue_name("queue", queue, self.limits())?;
         validate::queue_config(&config, self.limits())?;
+        let _writing = self.inner.config_writes.lock().await;
         config.webhooks = self.queue_info(queue).await?.config.webhooks;
         self.write_queue_config(queue, config).await
     }

@@ -20,7 +20,7 @@ pub use enqueue::Enqueued;
 pub use flows::{FlowEnqueued, MAX_CHILDREN};
 pub use maintain::MaintenanceReport;
 pub use manage::{Cancelled, DeadFilter, Page};
-pub use webhooks::{WEBHOOK_KIND, WEBHOOK_QUEUE};
+pub use webhooks::{OWN_QUEUE_PREFIX, WEBHOOK_KIND, WEBHOOK_QUEUE};
 pub use work::{Ack, AckOutcome, Claim, ClaimOutcome, Failure};
 
 use std::sync::{Arc, Mutex};
@@ -75,6 +75,9 @@ struct Inner {
     events: broadcast::Sender<Event>,
     ids: Mutex<IdGenerator>,
     configs: configs::ConfigCache,
+    /// Held across each read-modify-write of a queue's configuration (settings, webhooks), so that
+    /// two changes through this engine never undo each other.
+    config_writes: tokio::sync::Mutex<()>,
 }
 
 impl Engine {
@@ -89,6 +92,7 @@ impl Engine {
                 events,
                 ids: Mutex::new(IdGenerator::default()),
                 configs: configs::ConfigCache::default(),
+                config_writes: tokio::sync::Mutex::new(()),
             }),
         }
     }

@@ -21,6 +21,8 @@ use crate::validate;
 
 use super::Engine;
 
+/// Queues whose names start so are Errand's own: the API puts no jobs in them and takes none from them.
+pub const OWN_QUEUE_PREFIX: &str = "errand.";
 /// The queue that holds webhook deliveries.
 pub const WEBHOOK_QUEUE: &str = "errand.webhooks";
 /// The kind of a delivery job.
@@ -38,6 +40,7 @@ impl Engine {
         validate::queue_name("queue", queue, self.limits())?;
         validate::queue_name("name", name, self.limits())?;
         validate::webhook(&hook)?;
+        let _writing = self.inner.config_writes.lock().await;
         let mut info = self.queue_info(queue).await?;
         if !info.config.webhooks.contains_key(name)
             && info.config.webhooks.len() >= MAX_WEBHOOKS_PER_QUEUE
@@ -54,6 +57,7 @@ impl Engine {
     /// Deletes the webhook `name` of `queue`; `false` if there was none.
     pub async fn delete_webhook(&self, queue: &str, name: &str) -> Result<bool> {
         validate::queue_name("queue", queue, self.limits())?;
+        let _writing = self.inner.config_writes.lock().await;
         let mut info = self.queue_info(queue).await?;
         if info.config.webhooks.remove(name).is_none() {
             return Ok(false);
@@ -107,17 +111,19 @@ impl Engine {
                 deliveries.push(delivery(name, *id, event, t, at));
             }
         }
-        if deliveries.is_empty() {
-            return;
-        }
-        if let Err(e) = self.enqueue_many(deliveries).await {
-            tracing::error!("webhook deliveries were not enqueued: {e}");
+        // In batches the store takes: a large acknowledgement batch times several webhooks may make
+        // more deliveries than one batch holds.
+        for chunk in deliveries.chunks(self.limits().max_batch.max(1)) {
+            if let Err(e) = self.enqueue_many(chunk.to_vec()).await {
+                tracing::error!("{} webhook deliveries were not enqueued: {e}", chunk.len());
+            }
         }
     }
 }
 
 /// The delivery job of one webhook for one job's end. Its unique key makes a repeat notice of the same
-/// end (the same attempt reaching the same state) one delivery.
+/// end (the same state reached at the same instant) one delivery; a later end of the same job (after
+/// a retry) is a notice of its own.
 fn delivery(name: &str, id: JobId, event: &str, t: &Transitioned, at: Timestamp) -> NewJob {
     let body = json!({
         "type": format!("job.{event}"),
@@ -134,7 +140,7 @@ fn delivery(name: &str, id: JobId, event: &str, t: &Transitioned, at: Timestamp)
         json!({ "queue": t.queue, "webhook": name, "body": body }),
     )
     .with_options(JobOptions {
-        unique_key: Some(format!("{}:{name}:{id}:{event}:{}", t.queue, t.attempts)),
+        unique_key: Some(format!("{}:{name}:{id}:{event}:{at}", t.queue)),
         max_attempts: Some(DELIVERY_ATTEMPTS),
         backoff: Some(
             Backoff::exponential(1_000)

@@ -30,8 +30,10 @@ pub async fn enqueue_flow(
 ) -> ApiResult<(StatusCode, axum::Json<FlowResponse>)> {
     caller.require(&[Scope::Produce])?;
     caller.require_queue(&req.parent.queue)?;
-    for child in &req.children {
+    super::not_own_queue("parent.queue", &req.parent.queue)?;
+    for (i, child) in req.children.iter().enumerate() {
         caller.require_queue(&child.queue)?;
+        super::not_own_queue(&format!("children[{i}].queue"), &child.queue)?;
     }
     let parent = convert::new_job(&req.parent.queue, req.parent.job);
     let children = req

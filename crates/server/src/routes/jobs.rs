@@ -57,6 +57,7 @@ pub async fn enqueue(
 ) -> ApiResult<Response> {
     caller.require(&[Scope::Produce])?;
     caller.require_queue(&queue)?;
+    super::not_own_queue("queue", &queue)?;
     let bytes = json_bytes(req, &s).await?;
     let probe: Probe = decode(&bytes)?;
     if probe.jobs.is_some() {

@@ -7,3 +7,22 @@ pub mod jobs;
 pub mod queues;
 pub mod schedules;
 pub mod work;
+
+use errand_core::engine::OWN_QUEUE_PREFIX;
+
+use crate::error::{ApiError, ApiResult};
+
+/// Refuses a queue of Errand's own (`errand.*`, the webhook deliveries) where a caller would put jobs
+/// in it or work it: a delivery is signed with a webhook's secret, so only the server may make one,
+/// and only its deliverer may take one. Operators still list, replay and purge their dead letters.
+pub(crate) fn not_own_queue(field: &str, queue: &str) -> ApiResult<()> {
+    if queue.starts_with(OWN_QUEUE_PREFIX) {
+        return Err(ApiError::invalid(
+            field,
+            format!(
+                "queues named {OWN_QUEUE_PREFIX}* are Errand's own: no jobs or workers from outside"
+            ),
+        ));
+    }
+    Ok(())
+}

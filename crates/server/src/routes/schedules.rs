@@ -80,6 +80,7 @@ pub async fn put_schedule(
 ) -> ApiResult<axum::Json<ScheduleView>> {
     caller.require(&[Scope::Admin])?;
     caller.require_queue(&def.queue)?;
+    super::not_own_queue("queue", &def.queue)?;
     if let Ok(existing) = s.engine.schedule(&name).await {
         // Moving a schedule onto one's own queues must not take it from someone else's.
         caller.require_queue(&existing.def.queue)?;

@@ -34,8 +34,9 @@ pub async fn fetch(
     Json(req): Json<FetchRequest>,
 ) -> ApiResult<axum::Json<FetchResponse>> {
     caller.require(&[Scope::Work])?;
-    for q in &req.queues {
+    for (i, q) in req.queues.iter().enumerate() {
         caller.require_queue(q)?;
+        super::not_own_queue(&format!("queues[{i}]"), q)?;
     }
     let max_claim = s.engine.limits().max_claim;
     if req.max_jobs == 0 || req.max_jobs as usize > max_claim {
@@ -106,10 +107,10 @@ const FLOW_RECHECK: Duration = Duration::from_millis(250);
 
 /// When a fetch held back by flow control should look again, if it was.
 fn flow_recheck(s: &AppState, out: &ClaimOutcome) -> Option<Duration> {
+    // Not sooner than the next token: a queue limited to a job a minute is not polled four times a
+    // second by every idle worker.
     let token = out.retry_at.map(|at| {
-        let ms = at
-            .saturating_sub(s.engine.now())
-            .clamp(1, FLOW_RECHECK.as_millis() as i64);
+        let ms = at.saturating_sub(s.engine.now()).max(1);
         Duration::from_millis(ms as u64)
     });
     let capacity = out.blocked.then_some(FLOW_RECHECK);
