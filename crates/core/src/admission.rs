@@ -391,6 +391,57 @@ pub fn candidates_per_group(want: usize, groups: usize) -> usize {
     (share * 2).clamp(4, want.max(4))
 }
 
+/// One flow-controlled queue's part in a claim: what the store gathered, the cursor it read, and the
+/// plan for the whole claim. The store claims [`QueueClaim::kept`] and writes back its buckets and
+/// [`QueueClaim::moved_cursor`].
+#[derive(Debug, Clone)]
+pub struct QueueClaim {
+    pub queue: String,
+    pub cursor: String,
+    pub gathered: Gathered,
+    pub plan: Plan,
+}
+
+impl QueueClaim {
+    /// Plans a claim of up to `want` jobs over what was gathered.
+    pub fn new(queue: &str, cursor: String, gathered: Gathered, want: usize) -> Self {
+        QueueClaim {
+            queue: queue.to_string(),
+            cursor,
+            plan: plan(&gathered, want),
+            gathered,
+        }
+    }
+
+    /// The planned jobs, as [`merge`] takes them.
+    pub fn ordered(&self) -> Vec<(i32, Timestamp, JobId)> {
+        self.gathered.ordered(&self.plan)
+    }
+
+    /// The plan for the first `n` jobs, those the merge kept: a prefix of the plan for the claim.
+    pub fn kept(&self, n: usize) -> Plan {
+        if n == self.plan.jobs.len() {
+            self.plan.clone()
+        } else {
+            plan(&self.gathered, n)
+        }
+    }
+
+    /// The cursor `plan` leaves, if it differs from the one read: idle long polls claim often, and an
+    /// unchanged cursor is not written.
+    pub fn moved_cursor<'a>(&self, plan: &'a Plan) -> Option<&'a str> {
+        plan.cursor.as_deref().filter(|c| *c != self.cursor)
+    }
+
+    /// Folds this queue's hints into a claim's: the earliest token, and whether any limit held jobs.
+    pub fn add_hints(&self, retry_at: &mut Option<Timestamp>, blocked: &mut bool) {
+        if let Some(at) = self.plan.retry_at {
+            *retry_at = Some(retry_at.map_or(at, |t| t.min(at)));
+        }
+        *blocked |= self.plan.blocked_by_concurrency;
+    }
+}
+
 /// How many jobs a claim of `limit` takes from the front of each queue's list, merging the lists best
 /// first (priority, then due time, then id) by their heads: each list keeps its own order (a
 /// flow-controlled queue's is its rotation, not best first).

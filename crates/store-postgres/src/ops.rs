@@ -16,7 +16,7 @@ use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
-use errand_core::admission::{self, Bucket, BucketKey, Rules};
+use errand_core::admission::{self, Bucket, BucketKey, QueueClaim, Rules};
 use errand_core::engine::raw_json;
 use errand_core::store::{
     Attempts, Claimed, Guard, Inserted, JobClaim, JobDelete, JobList, JobLogAppend, JobPrune,
@@ -780,7 +780,7 @@ pub(crate) async fn job_claim(c: &impl GenericClient, cx: &Cx, p: &JobClaim) -> 
     // Per queue, its candidates in the order it gives them: best first for a plain queue (the best
     // `limit` of each, locked), the plan's order for a flow-controlled one.
     let mut lists: Vec<Vec<(i32, i64, JobId)>> = Vec::new();
-    let mut admitted: Vec<Option<Admitted>> = Vec::new();
+    let mut admitted: Vec<Option<QueueClaim>> = Vec::new();
     if !plain.is_empty() {
         let mut by_queue: HashMap<String, Vec<(i32, i64, JobId)>> = HashMap::new();
         for row in query(c, &cx.sql.claim_candidates, &[&plain, &limit]).await? {
@@ -798,7 +798,7 @@ pub(crate) async fn job_claim(c: &impl GenericClient, cx: &Cx, p: &JobClaim) -> 
     }
     for (q, rules) in &flow {
         let a = admit(c, cx, q, rules, p.now, p.limit).await?;
-        lists.push(a.gathered.ordered(&a.plan));
+        lists.push(a.ordered());
         admitted.push(Some(a));
     }
     let taken = admission::merge(&lists, p.limit);
@@ -810,19 +810,10 @@ pub(crate) async fn job_claim(c: &impl GenericClient, cx: &Cx, p: &JobClaim) -> 
             left.extend(list[*n..].iter().map(|(_, _, id)| id.to_string()));
             continue;
         };
-        // The plan for what the merge kept: a prefix of the plan for the whole claim.
-        let plan = if *n == a.plan.jobs.len() {
-            a.plan.clone()
-        } else {
-            admission::plan(&a.gathered, *n)
-        };
+        let plan = a.kept(*n);
         chosen.extend(plan.jobs.iter().map(|id| id.to_string()));
-        a.store(c, cx, &plan).await?;
-        out.retry_at = match (out.retry_at, a.plan.retry_at) {
-            (Some(x), Some(y)) => Some(x.min(y)),
-            (x, y) => x.or(y),
-        };
-        out.blocked |= a.plan.blocked_by_concurrency;
+        store_plan(c, cx, &a, &plan).await?;
+        a.add_hints(&mut out.retry_at, &mut out.blocked);
     }
     // Rows locked but not taken were invisible to other claimers until this commits: tell them.
     if !left.is_empty() {
@@ -841,40 +832,33 @@ pub(crate) async fn job_claim(c: &impl GenericClient, cx: &Cx, p: &JobClaim) -> 
     Ok(out)
 }
 
-/// What a flow-controlled claim of one queue gathered, and its plan.
-struct Admitted {
-    queue: String,
-    /// The rotation cursor as read.
-    cursor: String,
-    gathered: admission::Gathered,
-    plan: admission::Plan,
-}
-
-impl Admitted {
-    /// Stores the plan's bucket states and rotation cursor.
-    async fn store(&self, c: &impl GenericClient, cx: &Cx, plan: &admission::Plan) -> Result<()> {
-        if !plan.buckets.is_empty() {
-            let (mut scopes, mut keys, mut tokens, mut ats) = (vec![], vec![], vec![], vec![]);
-            for (key, b) in &plan.buckets {
-                let (scope, k) = key.parts();
-                scopes.push(scope);
-                keys.push(k);
-                tokens.push(b.tokens);
-                ats.push(b.at);
-            }
-            execute(
-                c,
-                &cx.sql.put_buckets,
-                &[&self.queue, &scopes, &keys, &tokens, &ats],
-            )
-            .await?;
+/// Stores a plan's bucket states and rotation cursor.
+async fn store_plan(
+    c: &impl GenericClient,
+    cx: &Cx,
+    a: &QueueClaim,
+    plan: &admission::Plan,
+) -> Result<()> {
+    if !plan.buckets.is_empty() {
+        let (mut scopes, mut keys, mut tokens, mut ats) = (vec![], vec![], vec![], vec![]);
+        for (key, b) in &plan.buckets {
+            let (scope, k) = key.parts();
+            scopes.push(scope);
+            keys.push(k);
+            tokens.push(b.tokens);
+            ats.push(b.at);
         }
-        // Written only when it moved: idle long polls re-claim often.
-        if let Some(cursor) = plan.cursor.as_ref().filter(|c| **c != self.cursor) {
-            execute(c, &cx.sql.put_fair_cursor, &[&self.queue, cursor]).await?;
-        }
-        Ok(())
+        execute(
+            c,
+            &cx.sql.put_buckets,
+            &[&a.queue, &scopes, &keys, &tokens, &ats],
+        )
+        .await?;
     }
+    if let Some(cursor) = a.moved_cursor(plan) {
+        execute(c, &cx.sql.put_fair_cursor, &[&a.queue, &cursor]).await?;
+    }
+    Ok(())
 }
 
 /// Gathers what [`admission::plan`] needs for a claim of `want` from `queue`, and plans. The caller
@@ -886,7 +870,7 @@ async fn admit(
     rules: &Rules,
     now: Timestamp,
     want: usize,
-) -> Result<Admitted> {
+) -> Result<QueueClaim> {
     let cursor: String = match query_opt(c, &cx.sql.fair_cursor, &[&queue]).await? {
         Some(row) => get::<Option<String>>(&row, 0)?.unwrap_or_default(),
         None => String::new(),
@@ -1006,12 +990,7 @@ async fn admit(
         },
         groups,
     };
-    Ok(Admitted {
-        queue: queue.to_string(),
-        cursor,
-        plan: admission::plan(&gathered, want),
-        gathered,
-    })
+    Ok(QueueClaim::new(queue, cursor, gathered, want))
 }
 
 pub(crate) async fn lease_renew(

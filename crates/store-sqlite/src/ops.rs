@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use errand_core::admission::{self, Bucket, BucketKey, Rules};
+use errand_core::admission::{self, Bucket, BucketKey, QueueClaim, Rules};
 use errand_core::engine::raw_json;
 use errand_core::store::{
     Attempts, Claimed, Guard, Inserted, JobClaim, JobDelete, JobInsert, JobList, JobLogAppend,
@@ -369,7 +369,7 @@ pub(crate) fn job_claim(conn: &Connection, p: &JobClaim) -> Result<ClaimedRows> 
     // Per queue, its candidates in the order it gives them: best first for a plain queue, the plan's
     // order for a flow-controlled one.
     let mut lists: Vec<Vec<(i32, i64, JobId)>> = Vec::new();
-    let mut admitted: Vec<Option<Admitted>> = Vec::new();
+    let mut admitted: Vec<Option<QueueClaim>> = Vec::new();
     let mut rowids: HashMap<JobId, i64> = HashMap::new();
     for (q, rules) in p.queues.iter().zip(&p.rules) {
         let is_paused: bool = paused
@@ -382,7 +382,7 @@ pub(crate) fn job_claim(conn: &Connection, p: &JobClaim) -> Result<ClaimedRows> 
         }
         if rules.limits_queue() || has_keyed_waiting(conn, q)? {
             let a = admit(conn, q, rules, p.now, limit, &mut rowids)?;
-            lists.push(a.gathered.ordered(&a.plan));
+            lists.push(a.ordered());
             admitted.push(Some(a));
             continue;
         }
@@ -409,19 +409,10 @@ pub(crate) fn job_claim(conn: &Connection, p: &JobClaim) -> Result<ClaimedRows> 
             chosen.extend(list[..*n].iter().map(|(_, _, id)| rowids[id]));
             continue;
         };
-        // The plan for what the merge kept: a prefix of the plan for the whole claim.
-        let plan = if *n == a.plan.jobs.len() {
-            a.plan.clone()
-        } else {
-            admission::plan(&a.gathered, *n)
-        };
+        let plan = a.kept(*n);
         chosen.extend(plan.jobs.iter().map(|id| rowids[id]));
-        a.store(conn, &plan)?;
-        retry_at = match (retry_at, a.plan.retry_at) {
-            (Some(x), Some(y)) => Some(x.min(y)),
-            (x, y) => x.or(y),
-        };
-        blocked |= a.plan.blocked_by_concurrency;
+        store_plan(conn, &a, &plan)?;
+        a.add_hints(&mut retry_at, &mut blocked);
     }
     if chosen.is_empty() {
         return Ok(ClaimedRows {
@@ -483,42 +474,30 @@ fn has_keyed_waiting(conn: &Connection, queue: &str) -> Result<bool> {
     .map_err(backend)
 }
 
-/// What a flow-controlled claim of one queue gathered, and its plan.
-struct Admitted {
-    queue: String,
-    /// The rotation cursor as read.
-    cursor: String,
-    gathered: admission::Gathered,
-    plan: admission::Plan,
-}
-
-impl Admitted {
-    /// Stores the plan's bucket states and rotation cursor.
-    fn store(&self, conn: &Connection, plan: &admission::Plan) -> Result<()> {
-        let mut put = conn
-            .prepare_cached(
-                "INSERT INTO buckets (queue, scope, key, tokens, at) VALUES (?1, ?2, ?3, ?4, ?5) \
+/// Stores a plan's bucket states and rotation cursor.
+fn store_plan(conn: &Connection, a: &QueueClaim, plan: &admission::Plan) -> Result<()> {
+    let mut put = conn
+        .prepare_cached(
+            "INSERT INTO buckets (queue, scope, key, tokens, at) VALUES (?1, ?2, ?3, ?4, ?5) \
                  ON CONFLICT (queue, scope, key) DO UPDATE SET tokens = excluded.tokens, \
                  at = excluded.at",
-            )
+        )
+        .map_err(backend)?;
+    for (key, b) in &plan.buckets {
+        let (scope, k) = key.parts();
+        put.execute(params![a.queue, scope, k, b.tokens, b.at])
             .map_err(backend)?;
-        for (key, b) in &plan.buckets {
-            let (scope, k) = key.parts();
-            put.execute(params![self.queue, scope, k, b.tokens, b.at])
-                .map_err(backend)?;
-        }
-        // Written only when it moved: idle long polls re-claim often.
-        if let Some(cursor) = plan.cursor.as_ref().filter(|c| **c != self.cursor) {
-            conn.prepare_cached(
-                "INSERT INTO queues (name, fair_cursor) VALUES (?1, ?2) \
-                 ON CONFLICT (name) DO UPDATE SET fair_cursor = excluded.fair_cursor",
-            )
-            .map_err(backend)?
-            .execute(params![self.queue, cursor])
-            .map_err(backend)?;
-        }
-        Ok(())
     }
+    if let Some(cursor) = a.moved_cursor(plan) {
+        conn.prepare_cached(
+            "INSERT INTO queues (name, fair_cursor) VALUES (?1, ?2) \
+                 ON CONFLICT (name) DO UPDATE SET fair_cursor = excluded.fair_cursor",
+        )
+        .map_err(backend)?
+        .execute(params![a.queue, cursor])
+        .map_err(backend)?;
+    }
+    Ok(())
 }
 
 /// Gathers what [`admission::plan`] needs for a claim of `want` from `queue`, and plans.
@@ -529,7 +508,7 @@ fn admit(
     now: Timestamp,
     want: usize,
     rowids: &mut HashMap<JobId, i64>,
-) -> Result<Admitted> {
+) -> Result<QueueClaim> {
     let cursor: String = conn
         .prepare_cached("SELECT fair_cursor FROM queues WHERE name = ?1")
         .map_err(backend)?
@@ -684,12 +663,7 @@ fn admit(
         queue_bucket,
         groups,
     };
-    Ok(Admitted {
-        queue: queue.to_string(),
-        cursor,
-        plan: admission::plan(&gathered, want),
-        gathered,
-    })
+    Ok(QueueClaim::new(queue, cursor, gathered, want))
 }
 
 /// A claim as the writer returns it; [`ClaimedRows::decode`] makes it a [`Claimed`].
