@@ -374,6 +374,22 @@ impl Client {
         self.get_json(&["v1", "jobs", id, "logs"], &[]).await
     }
 
+    /// `GET /v1/jobs/{id}/wait`: waits until the job ends (`completed`, `cancelled` or `dead`), at most
+    /// `timeout` (the server caps it at its longest long poll, 30 s by default), and answers the job as
+    /// it then is — check its `state`, and call again to keep waiting.
+    pub async fn wait(&self, id: &str, timeout: Duration) -> Result<JobView> {
+        let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        self.call(
+            Method::GET,
+            &["v1", "jobs", id, "wait"],
+            &[("timeout", ms.to_string())],
+            None,
+            Repeat::Safe,
+            self.inner.request_timeout + timeout,
+        )
+        .await
+    }
+
     /// `POST /v1/flows`: a parent that waits until each child completed, all or nothing. Not retried
     /// once the server may have written it (a flow takes no unique key to make a repeat harmless).
     pub async fn enqueue_flow(&self, flow: &FlowRequest) -> Result<FlowResponse> {

@@ -438,3 +438,24 @@ async fn an_unreachable_server_is_retried_then_reported_as_unavailable() {
     assert!(no_retry.get("x").await.unwrap_err().is_connect());
     assert!(started.elapsed() < Duration::from_millis(50));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_answers_when_the_job_ends_or_when_its_time_is_up() {
+    let (server, client) = start().await;
+    let id = client
+        .enqueue("awaited", &EnqueueJob::new("k", json!({})))
+        .await
+        .unwrap()
+        .id;
+    let early = client.wait(&id, Duration::from_millis(50)).await.unwrap();
+    assert_eq!(early.state, JobState::Waiting);
+    let waiter = {
+        let (client, id) = (client.clone(), id.clone());
+        tokio::spawn(async move { client.wait(&id, Duration::from_secs(20)).await })
+    };
+    let cancelled = client.cancel(&id).await.unwrap();
+    assert_eq!(cancelled.outcome, "cancelled");
+    let ended = waiter.await.unwrap().unwrap();
+    assert_eq!(ended.state, JobState::Cancelled);
+    drop(server);
+}

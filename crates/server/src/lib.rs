@@ -127,6 +127,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(jobs::cancel))
         .routes(routes!(jobs::retry))
         .routes(routes!(jobs::promote))
+        .routes(routes!(jobs::wait_job))
         .routes(routes!(flows::enqueue_flow))
         .routes(routes!(flows::children))
         .routes(routes!(work::fetch))

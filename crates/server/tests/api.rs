@@ -1066,3 +1066,68 @@ async fn a_fetch_held_back_by_flow_control_returns_once_a_place_frees_or_a_token
         Some("rate_limit.period_ms"),
     );
 }
+
+#[tokio::test]
+async fn a_producer_waits_for_a_job_to_end_and_gets_its_result() {
+    let api = Api::new();
+    let id = api.enqueue("w8", json!({"kind": "k"})).await;
+    let waiting = {
+        let router = api.router.clone();
+        let id = id.clone();
+        tokio::spawn(async move {
+            let req = Request::get(format!("/v1/jobs/{id}/wait?timeout=20000"))
+                .body(Body::empty())
+                .unwrap();
+            let t = Instant::now();
+            let resp = tower::ServiceExt::oneshot(router, req).await.unwrap();
+            let status = resp.status();
+            let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            (
+                t.elapsed(),
+                status,
+                serde_json::from_slice::<Value>(&bytes).unwrap(),
+            )
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let jobs = api.fetch("w8", 1).await;
+    let token = jobs[0]["lease_token"].as_str().unwrap();
+    let (s, _) = api
+        .post(
+            &format!("/v1/jobs/{id}/complete"),
+            json!({"lease_token": token, "result": {"answer": 42}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (elapsed, status, job) = waiting.await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        (job["state"].as_str(), job["result"]["answer"].as_u64()),
+        (Some("completed"), Some(42))
+    );
+    assert!(
+        elapsed < Duration::from_secs(5),
+        "woken by the end: {elapsed:?}"
+    );
+
+    // Not ended in time: the job as it is.
+    let other = api.enqueue("w8", json!({"kind": "k"})).await;
+    let (s, job) = api.get(&format!("/v1/jobs/{other}/wait?timeout=50")).await;
+    assert_eq!(
+        (s, job["state"].as_str()),
+        (StatusCode::OK, Some("waiting"))
+    );
+    let got = api
+        .get(&format!("/v1/jobs/{other}/wait?timeout=soon"))
+        .await;
+    assert_error(
+        &got,
+        StatusCode::BAD_REQUEST,
+        code::INVALID,
+        Some("timeout"),
+    );
+    let got = api.get("/v1/jobs/01J00000000000000000000000/wait").await;
+    assert_eq!(got.0, StatusCode::NOT_FOUND);
+}

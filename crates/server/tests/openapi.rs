@@ -37,6 +37,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/queues/{queue}/dead/replay"),
     ("post", "/v1/flows"),
     ("get", "/v1/jobs/{id}/children"),
+    ("get", "/v1/jobs/{id}/wait"),
     ("get", "/v1/queues/{queue}/webhooks"),
     ("put", "/v1/queues/{queue}/webhooks/{name}"),
     ("delete", "/v1/queues/{queue}/webhooks/{name}"),

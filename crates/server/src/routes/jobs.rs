@@ -204,3 +204,53 @@ async fn state_of(s: &AppState, id: errand_core::JobId) -> ApiResult<axum::Json<
         state: convert::state(job.state),
     }))
 }
+
+/// How often a waiting `wait` reads the job again, for ends made on another node (whose events this
+/// node does not see).
+const WAIT_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Wait until a job ends (`completed`, `cancelled` or `dead`), at most `timeout` ms (default and largest:
+/// the server's longest long poll, 30 s), and answer the job as it then is: a producer awaits a result.
+/// A job not ended in time is answered as it is — look at its `state`.
+#[utoipa::path(
+    get, path = "/v1/jobs/{id}/wait", tag = "jobs",
+    params(
+        ("id" = String, Path, description = "job id"),
+        ("timeout" = Option<u64>, Query, description = "milliseconds, at most the server's max_wait_ms (30,000)"),
+    ),
+    responses((status = 200, body = JobView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody))
+)]
+pub async fn wait_job(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    params: crate::extract::Params,
+) -> ApiResult<axum::Json<JobView>> {
+    caller.require(&[Scope::Read, Scope::Produce])?;
+    params.only(&["timeout"])?;
+    let timeout = params
+        .number("timeout")?
+        .unwrap_or(s.config.max_wait_ms)
+        .min(s.config.max_wait_ms);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(timeout);
+    // Subscribe before reading, so that an end between the read and the wait is not missed.
+    let mut events = s.engine.subscribe();
+    let mut job = visible_job(&s, &caller, &id).await?;
+    let mut shutdown = s.shutdown.clone();
+    while !job.state.is_final() {
+        tokio::select! {
+            ev = events.recv() => match ev {
+                Ok(e) if e.job_id != job.id || !e.to.is_final() => continue,
+                // Ended, or events were missed (read again to know), or the engine is going away.
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            },
+            _ = tokio::time::sleep(WAIT_RECHECK) => {}
+            _ = tokio::time::sleep_until(deadline) => break,
+            _ = shutdown.wait_for(|stop| *stop) => break,
+        }
+        job = s.engine.get(job.id).await?;
+    }
+    let job = s.engine.get(job.id).await?;
+    Ok(axum::Json(convert::job_view(job)))
+}
