@@ -493,6 +493,17 @@ mod tests {
         }
     }
 
+    /// What a store gathers at time 0 for a queue with nothing active and fresh buckets.
+    fn idle(rules: Rules, groups: Vec<Group>) -> Gathered {
+        Gathered {
+            rules,
+            now: 0,
+            queue_active: 0,
+            queue_bucket: None,
+            groups,
+        }
+    }
+
     fn ids(p: &Plan) -> Vec<u128> {
         p.jobs.iter().map(|id| id.to_u128()).collect()
     }
@@ -545,16 +556,7 @@ mod tests {
             group_concurrency: Some(1),
             ..rules()
         };
-        let p = plan(
-            &Gathered {
-                rules: r,
-                now: 0,
-                queue_active: 0,
-                queue_bucket: None,
-                groups: vec![group("", 0..10)],
-            },
-            3,
-        );
+        let p = plan(&idle(r, vec![group("", 0..10)]), 3);
         assert_eq!(ids(&p), vec![0, 1, 2]);
     }
 
@@ -580,16 +582,7 @@ mod tests {
                 cand(4, None, 0),
             ],
         };
-        let p = plan(
-            &Gathered {
-                rules: r,
-                now: 0,
-                queue_active: 0,
-                queue_bucket: None,
-                groups: vec![g1, g2],
-            },
-            10,
-        );
+        let p = plan(&idle(r, vec![g1, g2]), 10);
         // order-1 once; order-3 is already active elsewhere.
         assert_eq!(ids(&p), vec![0, 4, 1]);
         assert!(p.blocked_by_concurrency);
@@ -615,13 +608,10 @@ mod tests {
             ..rules()
         };
         let p = plan(
-            &Gathered {
-                rules: r,
-                now: 0,
-                queue_active: 0,
-                queue_bucket: None,
-                groups: vec![group("a", 0..10), group("b", 10..20), group("", 20..30)],
-            },
+            &idle(
+                r,
+                vec![group("a", 0..10), group("b", 10..20), group("", 20..30)],
+            ),
             10,
         );
         // One per tenant (the group limit), the ungrouped jobs up to the queue's 4.
@@ -712,18 +702,15 @@ mod tests {
         assert_eq!(full.cursor, None);
         // Groups whose candidates are all held by full keys say so.
         let held = plan(
-            &Gathered {
-                rules: rules(),
-                now: 0,
-                queue_active: 0,
-                queue_bucket: None,
-                groups: vec![Group {
+            &idle(
+                rules(),
+                vec![Group {
                     key: "a".into(),
                     active: 0,
                     bucket: None,
                     jobs: vec![],
                 }],
-            },
+            ),
             5,
         );
         assert!(held.jobs.is_empty() && held.blocked_by_concurrency);
@@ -736,16 +723,7 @@ mod tests {
             rate_limit: Some(RateLimit::new(3, 1_000)),
             ..rules()
         };
-        let p = plan(
-            &Gathered {
-                rules: r,
-                now: 0,
-                queue_active: 0,
-                queue_bucket: None,
-                groups: vec![group("", 0..3)],
-            },
-            5,
-        );
+        let p = plan(&idle(r, vec![group("", 0..3)]), 5);
         assert_eq!(p.jobs.len(), 3);
         assert!(!p.blocked_by_concurrency && p.retry_at.is_none(), "{p:?}");
     }
@@ -758,16 +736,7 @@ mod tests {
         };
         let mut a = group("a", 0..3);
         a.active = 1;
-        let p = plan(
-            &Gathered {
-                rules: r,
-                now: 0,
-                queue_active: 0,
-                queue_bucket: None,
-                groups: vec![a],
-            },
-            1,
-        );
+        let p = plan(&idle(r, vec![a]), 1);
         assert!(p.jobs.is_empty());
         assert_eq!(p.cursor.as_deref(), Some("a"));
     }

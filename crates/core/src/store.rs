@@ -295,8 +295,11 @@ pub struct Transitioned {
     pub attempts: u32,
     /// The flow parent this change moved (see [`Store::job_transition`]): its id, new state, and what
     /// it was.
-    pub parent: Option<Box<(JobId, JobState, Transitioned)>>,
+    pub parent: Option<ParentMove>,
 }
+
+/// A flow parent moved by its child's change: its id, its new state, and what it was.
+pub type ParentMove = Box<(JobId, JobState, Transitioned)>;
 
 impl Transitioned {
     /// A change that moved no parent.

@@ -20,7 +20,7 @@ use errand_core::admission::{self, Bucket, BucketKey, QueueClaim, Rules};
 use errand_core::engine::raw_json;
 use errand_core::store::{
     Attempts, Claimed, Guard, Inserted, JobClaim, JobDelete, JobList, JobLogAppend, JobPrune,
-    JobReplace, JobSpec, LeaseRenew, ParentEffect, Renewed, Transition, Transitioned,
+    JobReplace, JobSpec, LeaseRenew, ParentEffect, ParentMove, Renewed, Transition, Transitioned,
 };
 use errand_core::{
     DeadReason, Error, ErrorRecord, Job, JobId, JobState, Lease, LogLine, ParentOnDead,
@@ -1252,7 +1252,7 @@ async fn parent_effect(
     on_dead: Option<String>,
     to: JobState,
     now: Timestamp,
-) -> Result<Option<Box<(JobId, JobState, Transitioned)>>> {
+) -> Result<Option<ParentMove>> {
     let Some(effect) = ParentEffect::of(child, on_dead.as_deref(), to, now)? else {
         return Ok(None);
     };
