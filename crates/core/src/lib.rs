@@ -26,7 +26,7 @@ pub use engine::{
     Failure, FlowEnqueued, MaintenanceReport, Page,
 };
 pub use error::{Error, Result};
-pub use event::Event;
+pub use event::{Event, Observer};
 pub use id::{JobId, LeaseToken};
 pub use limits::Limits;
 pub use model::{

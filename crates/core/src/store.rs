@@ -293,6 +293,9 @@ pub struct Transitioned {
     pub from: JobState,
     /// Its attempt count after the change.
     pub attempts: u32,
+    /// When its latest attempt started (its claim). Stores report it for a change out of `active`
+    /// (the attempt's run time is measured from it); elsewhere it may be `None`.
+    pub started_at: Option<Timestamp>,
     /// The flow parent this change moved (see [`Store::job_transition`]): its id, new state, and what
     /// it was.
     pub parent: Option<ParentMove>,
@@ -309,6 +312,7 @@ impl Transitioned {
             kind,
             from,
             attempts,
+            started_at: None,
             parent: None,
         }
     }
@@ -464,6 +468,10 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// Pauses or resumes a queue (creating it).
     async fn queue_set_paused(&self, name: &str, paused: bool) -> Result<()>;
+
+    /// [`Store::queue_stats`] of every queue [`Store::queue_list`] names, in name order, in a bounded
+    /// number of round trips (a scrape of a thousand queues must stay cheap).
+    async fn queue_stats_all(&self, now: Timestamp) -> Result<Vec<QueueStats>>;
 
     /// Counts per state and the oldest waiting job's age.
     async fn queue_stats(&self, name: &str, now: Timestamp) -> Result<QueueStats>;

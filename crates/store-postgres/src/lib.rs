@@ -332,6 +332,13 @@ impl Store for PgStore {
         .await
     }
 
+    async fn queue_stats_all(&self, now: Timestamp) -> Result<Vec<QueueStats>> {
+        run(self.pool(), self.cx(), &now, |c, cx, now| {
+            Box::pin(ops::queue_stats_all(c, cx, *now))
+        })
+        .await
+    }
+
     async fn queue_stats(&self, name: &str, now: Timestamp) -> Result<QueueStats> {
         run(self.pool(), self.cx(), &(name, now), |c, cx, p| {
             Box::pin(ops::queue_stats(c, cx, p.0, p.1))

@@ -208,7 +208,7 @@ statements! {
         FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[]) \
             AS c(c_id, c_token, c_result, c_now) \
         WHERE j.id = c.c_id AND j.state = 'active' AND j.lease_token = c.c_token \
-        RETURNING j.id, j.lease_token, j.queue, j.kind, j.attempts, j.parent_id";
+        RETURNING j.id, j.lease_token, j.queue, j.kind, j.attempts, j.parent_id, j.started_at";
     /// One guarded transition; see `Transition` for what each parameter does. Error records are
     /// appended as text, without parsing the array (`jsonb` would refuse a `\u0000` in a message).
     transition = "UPDATE {s}.jobs AS j SET \
@@ -231,7 +231,7 @@ statements! {
                SELECT 1 FROM {s}.jobs AS other WHERE other.queue = j.queue \
                AND other.unique_key = j.unique_key AND other.id <> j.id \
                AND other.state IN ('waiting', 'delayed', 'active'))) \
-        RETURNING queue, kind, attempts, parent_id, parent_on_dead";
+        RETURNING queue, kind, attempts, parent_id, parent_on_dead, started_at";
     /// A flow child of parent `$1` is done with (completed, or released): one less to wait for; at
     /// none, the parent is due (or delayed until its own run time).
     parent_release = "UPDATE {s}.jobs SET pending_children = pending_children - 1, \
@@ -286,6 +286,14 @@ statements! {
     oldest_waiting = "SELECT MIN(run_at) FROM (SELECT run_at FROM {s}.jobs \
         WHERE (queue, state, id) > ($1, 'waiting', '') AND queue = $1 AND state = 'waiting' \
         ORDER BY queue, state, id LIMIT 1000) AS w";
+    /// Every queue's counts in one round trip (a lateral count per queue over the state index).
+    state_counts_all = "SELECT q.name, q.paused, c.state, c.n FROM {s}.queues AS q \
+        LEFT JOIN LATERAL (SELECT state, COUNT(*) AS n FROM {s}.jobs \
+            WHERE queue = q.name GROUP BY state) AS c ON true";
+    /// `oldest_waiting` of every queue, in one round trip.
+    oldest_waiting_all = "SELECT q.name, (SELECT MIN(run_at) FROM (SELECT run_at FROM {s}.jobs \
+            WHERE (queue, state, id) > (q.name, 'waiting', '') AND queue = q.name \
+            AND state = 'waiting' ORDER BY queue, state, id LIMIT 1000) AS w) FROM {s}.queues AS q";
     /// Takes the lead if nobody holds it, keeps it for its holder, takes it over once it lapsed; the
     /// database's clock decides, so that nodes whose clocks disagree still agree.
     try_lead = "INSERT INTO {s}.leaders AS l (role, holder, expires_at) \
@@ -1010,7 +1018,7 @@ pub(crate) async fn lease_renew(
 }
 
 /// A plain completion's job, keyed by `(id, lease token)`: queue, kind, attempts, parent.
-type Completed = (String, String, u32, Option<String>);
+type Completed = (String, String, u32, Option<String>, Option<Timestamp>);
 
 /// Applies transitions. Completions — the bulk of the traffic — go through one set-based statement;
 /// everything else (failures, stalls, replays: the rare paths) row by row. Items whose guard failed are
@@ -1063,6 +1071,7 @@ pub(crate) async fn job_transition(
                     get(&row, 3)?,
                     count(get(&row, 4)?, "attempts")?,
                     get(&row, 5)?,
+                    get(&row, 6)?,
                 ),
             );
         }
@@ -1080,8 +1089,12 @@ pub(crate) async fn job_transition(
             // `remove`: if a batch names one lease twice, only the first is told it applied it.
             completed
                 .remove(&(id.clone(), token.unwrap_or_default().to_string()))
-                .map(|(queue, kind, attempts, parent)| {
-                    (Transitioned::new(queue, kind, from, attempts), parent, None)
+                .map(|(queue, kind, attempts, parent, started_at)| {
+                    let t = Transitioned {
+                        started_at,
+                        ..Transitioned::new(queue, kind, from, attempts)
+                    };
+                    (t, parent, None)
                 })
         } else {
             let error = t.error.as_ref().map(json_text::<ErrorRecord>).transpose()?;
@@ -1113,12 +1126,15 @@ pub(crate) async fn job_transition(
             .await?;
             match row {
                 Some(r) => Some((
-                    Transitioned::new(
-                        get(&r, 0)?,
-                        get(&r, 1)?,
-                        from,
-                        count(get(&r, 2)?, "attempts")?,
-                    ),
+                    Transitioned {
+                        started_at: get(&r, 5)?,
+                        ..Transitioned::new(
+                            get(&r, 0)?,
+                            get(&r, 1)?,
+                            from,
+                            count(get(&r, 2)?, "attempts")?,
+                        )
+                    },
                     get::<Option<String>>(&r, 3)?,
                     get::<Option<String>>(&r, 4)?,
                 )),
@@ -1458,6 +1474,35 @@ pub(crate) async fn queue_list(c: &impl GenericClient, cx: &Cx) -> Result<Vec<Qu
         .iter()
         .map(decode_queue)
         .collect()
+}
+
+pub(crate) async fn queue_stats_all(
+    c: &impl GenericClient,
+    cx: &Cx,
+    now: Timestamp,
+) -> Result<Vec<QueueStats>> {
+    let mut all: std::collections::BTreeMap<String, QueueStats> = Default::default();
+    for row in query(c, &cx.sql.state_counts_all, &[]).await? {
+        let name: String = get(&row, 0)?;
+        let stats = all.entry(name.clone()).or_insert_with(|| QueueStats {
+            queue: name,
+            ..QueueStats::default()
+        });
+        stats.paused = get(&row, 1)?;
+        let state: Option<String> = get(&row, 2)?;
+        let n: Option<i64> = get(&row, 3)?;
+        if let (Some(s), Some(n)) = (state.as_deref().and_then(JobState::parse), n) {
+            stats.set_count(s, n.max(0) as u64);
+        }
+    }
+    for row in query(c, &cx.sql.oldest_waiting_all, &[]).await? {
+        let name: String = get(&row, 0)?;
+        let oldest: Option<i64> = get(&row, 1)?;
+        if let Some(stats) = all.get_mut(&name) {
+            stats.oldest_waiting_age_ms = oldest.map_or(0, |t| (now - t).max(0) as u64);
+        }
+    }
+    Ok(all.into_values().collect())
 }
 
 pub(crate) async fn queue_stats(

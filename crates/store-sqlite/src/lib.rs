@@ -242,6 +242,13 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn queue_stats_all(&self, now: Timestamp) -> Result<Vec<QueueStats>> {
+        self.inner
+            .readers
+            .read(move |c| ops::queue_stats_all(c, now))
+            .await
+    }
+
     async fn queue_stats(&self, name: &str, now: Timestamp) -> Result<QueueStats> {
         let name = name.to_string();
         self.inner

@@ -741,7 +741,7 @@ pub(crate) fn completions_json(ts: &[Transition]) -> Result<String> {
 }
 
 /// A plain completion's job, keyed by `(id, lease token)`: queue, kind, attempts, parent.
-type Completed = (String, String, u32, Option<String>);
+type Completed = (String, String, u32, Option<String>, Option<Timestamp>);
 
 /// Applies transitions. Completions — the bulk of the traffic — go through one set-based statement
 /// (`completions` is [`completions_json`] of `ts`): a per-row statement costs about twice as much.
@@ -762,14 +762,14 @@ pub(crate) fn job_transition(
                  FROM (SELECT value ->> 0 AS c_id, value ->> 1 AS c_token, value -> 2 AS c_result \
                        FROM json_each(?1)) AS c \
                  WHERE jobs.id = c.c_id AND jobs.state = 'active' AND jobs.lease_token = c.c_token \
-                 RETURNING id, lease_token, queue, kind, attempts, parent_id",
+                 RETURNING id, lease_token, queue, kind, attempts, parent_id, started_at",
             )
             .map_err(backend)?;
         let rows = complete
             .query_map(params![completions, ts[0].now], |r| {
                 Ok((
                     (r.get(0)?, r.get(1)?),
-                    (r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?),
+                    (r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?),
                 ))
             })
             .map_err(backend)?;
@@ -798,7 +798,7 @@ pub(crate) fn job_transition(
                     SELECT 1 FROM jobs AS other WHERE other.queue = jobs.queue \
                     AND other.unique_key = jobs.unique_key AND other.id <> jobs.id \
                     AND other.state IN ('waiting', 'delayed', 'active'))) \
-             RETURNING queue, kind, attempts, parent_id, parent_on_dead",
+             RETURNING queue, kind, attempts, parent_id, parent_on_dead, started_at",
         )
         .map_err(backend)?;
     let mut probe = conn
@@ -815,8 +815,12 @@ pub(crate) fn job_transition(
             // `remove`: if a batch names one lease twice, only the first is told it applied it.
             completed
                 .remove(&(id.clone(), token.unwrap_or_default().to_string()))
-                .map(|(queue, kind, attempts, parent)| {
-                    (Transitioned::new(queue, kind, from, attempts), parent, None)
+                .map(|(queue, kind, attempts, parent, started_at)| {
+                    let t = Transitioned {
+                        started_at,
+                        ..Transitioned::new(queue, kind, from, attempts)
+                    };
+                    (t, parent, None)
                 })
         } else {
             let error = t.error.as_ref().map(json_text::<ErrorRecord>).transpose()?;
@@ -845,7 +849,10 @@ pub(crate) fn job_transition(
                     ],
                     |r| {
                         Ok((
-                            Transitioned::new(r.get(0)?, r.get(1)?, from, r.get(2)?),
+                            Transitioned {
+                                started_at: r.get(5)?,
+                                ..Transitioned::new(r.get(0)?, r.get(1)?, from, r.get(2)?)
+                            },
                             r.get::<_, Option<String>>(3)?,
                             r.get::<_, Option<String>>(4)?,
                         ))
@@ -1229,6 +1236,15 @@ pub(crate) fn queue_list(conn: &Connection) -> Result<Vec<QueueInfo>> {
         .map_err(backend)?;
     let rows = stmt.query_map([], queue_from_row).map_err(backend)?;
     rows.map(|r| r.map_err(backend)).collect()
+}
+
+/// In-process statements cost microseconds: one read transaction asking each queue in turn is cheap
+/// even for a thousand queues, and reads one snapshot.
+pub(crate) fn queue_stats_all(conn: &Connection, now: Timestamp) -> Result<Vec<QueueStats>> {
+    queue_list(conn)?
+        .iter()
+        .map(|q| queue_stats(conn, &q.name, now))
+        .collect()
 }
 
 pub(crate) fn queue_stats(conn: &Connection, name: &str, now: Timestamp) -> Result<QueueStats> {

@@ -439,6 +439,37 @@ pub async fn queue_stats_count_states_and_oldest_age(f: Fixture) {
     assert_eq!(names, vec!["s".to_string()]);
 }
 
+/// The stats of every queue at once (what a metrics scrape reads) are each queue's stats.
+pub async fn stats_of_all_queues_are_each_queues_stats(f: Fixture) {
+    let ctx = Ctx::new(f);
+    let e = &ctx.engine;
+    assert!(e.stats_all().await.unwrap().is_empty());
+    for (q, n) in [("sa.b", 3), ("sa.a", 2), ("sa.c", 1)] {
+        for i in 0..n {
+            e.enqueue(job(q, i)).await.unwrap();
+        }
+    }
+    e.pause("sa.c").await.unwrap();
+    e.set_queue_config("sa.empty", errand_core::QueueConfig::default())
+        .await
+        .unwrap();
+    ctx.clock.advance(2_500);
+    let j = claim_one(e, "sa.b").await;
+    e.fail(j.id, token(&j), Failure::fatal("no")).await.unwrap();
+    claim_one(e, "sa.a").await;
+    let all = e.stats_all().await.unwrap();
+    let names: Vec<&str> = all.iter().map(|s| s.queue.as_str()).collect();
+    assert_eq!(names, ["sa.a", "sa.b", "sa.c", "sa.empty"]);
+    for s in &all {
+        assert_eq!(*s, e.stats(&s.queue).await.unwrap(), "{}", s.queue);
+    }
+    let b = &all[1];
+    assert_eq!((b.waiting, b.dead, b.oldest_waiting_age_ms), (2, 1, 2_500));
+    assert!(all[2].paused);
+    let empty = &all[3];
+    assert_eq!((empty.waiting, empty.dead, empty.paused), (0, 0, false));
+}
+
 pub async fn unique_key_returns_the_existing_job_within_its_window(f: Fixture) {
     let ctx = Ctx::new(f);
     let e = &ctx.engine;

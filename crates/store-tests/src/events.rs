@@ -75,6 +75,70 @@ pub async fn every_state_change_emits_an_event(f: Fixture) {
     assert_eq!(evs[2].at, errand_core::Clock::now(&ctx.clock));
 }
 
+/// Metrics count failures by kind and measure waits and run times from the events alone: a claim says
+/// how long the job was due, a change out of `active` how long the attempt ran and what failure it
+/// records.
+pub async fn events_say_how_long_jobs_waited_and_ran_and_how_they_failed(f: Fixture) {
+    use errand_core::ErrorKind;
+    let ctx = Ctx::new(f);
+    let e = &ctx.engine;
+    let mut rx = e.subscribe();
+    let opts = JobOptions {
+        max_attempts: Some(5),
+        heartbeat_ms: Some(1_000),
+        timeout_ms: Some(60_000),
+        backoff: Some(errand_core::Backoff::fixed(5)),
+        ..Default::default()
+    };
+    e.enqueue(job("evd", 1).with_options(opts)).await.unwrap();
+    ctx.clock.advance(120);
+    let j = claim_one(e, "evd").await;
+    ctx.clock.advance(300);
+    e.fail(j.id, token(&j), Failure::retryable("x"))
+        .await
+        .unwrap();
+    ctx.clock.advance(5);
+    let j = claim_one(e, "evd").await;
+    ctx.clock.advance(j.lease_ms as i64);
+    e.maintain().await.unwrap(); // the lease expired: a stall
+    let j = claim_one(e, "evd").await;
+    ctx.clock.advance(40);
+    e.complete(j.id, token(&j), None).await.unwrap();
+    let evs: Vec<Event> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
+    let seen: Vec<_> = evs
+        .iter()
+        .map(|ev| (ev.from, ev.to, ev.failure, ev.waited_ms, ev.ran_ms))
+        .collect();
+    use JobState::*;
+    let lease = j.lease_ms;
+    assert_eq!(
+        seen,
+        vec![
+            (None, Waiting, None, None, None),
+            (Some(Waiting), Active, None, Some(120), None),
+            (
+                Some(Active),
+                Delayed,
+                Some(ErrorKind::Error),
+                None,
+                Some(300)
+            ),
+            (Some(Delayed), Waiting, None, None, None),
+            (Some(Waiting), Active, None, Some(0), None),
+            (
+                Some(Active),
+                Waiting,
+                Some(ErrorKind::Stalled),
+                None,
+                Some(lease)
+            ),
+            // Back from a stall, a job keeps its run time: due all along.
+            (Some(Waiting), Active, None, Some(lease), None),
+            (Some(Active), Completed, None, None, Some(40)),
+        ]
+    );
+}
+
 pub async fn a_job_that_ends_enqueues_one_webhook_delivery_per_webhook(f: Fixture) {
     use errand_core::engine::WEBHOOK_QUEUE;
     use errand_core::{QueueConfig, Webhook};

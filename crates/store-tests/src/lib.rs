@@ -215,6 +215,7 @@ macro_rules! __for_each_check {
         $m!($fresh, api::paused_queue_accepts_but_hands_out_nothing);
         $m!($fresh, api::list_pages_with_a_cursor);
         $m!($fresh, api::queue_stats_count_states_and_oldest_age);
+        $m!($fresh, api::stats_of_all_queues_are_each_queues_stats);
         $m!(
             $fresh,
             api::unique_key_returns_the_existing_job_within_its_window
@@ -237,6 +238,10 @@ macro_rules! __for_each_check {
         );
         // 8. events
         $m!($fresh, events::every_state_change_emits_an_event);
+        $m!(
+            $fresh,
+            events::events_say_how_long_jobs_waited_and_ran_and_how_they_failed
+        );
         // 9. cron schedules
         $m!($fresh, schedules::a_schedule_fires_each_tick_once);
         $m!(

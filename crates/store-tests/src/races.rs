@@ -81,6 +81,10 @@ impl Store for CancelBeforeWrite {
     async fn queue_set_paused(&self, name: &str, paused: bool) -> Result<()> {
         self.inner.queue_set_paused(name, paused).await
     }
+    async fn queue_stats_all(&self, now: Timestamp) -> Result<Vec<QueueStats>> {
+        self.inner.queue_stats_all(now).await
+    }
+
     async fn queue_stats(&self, name: &str, now: Timestamp) -> Result<QueueStats> {
         self.inner.queue_stats(name, now).await
     }

@@ -97,15 +97,15 @@ impl Engine {
             e.replaced = true;
             if from != spec.state {
                 self.emit(|| {
-                    vec![Event {
-                        job_id: e.id,
-                        queue: spec.queue.clone(),
-                        kind: spec.kind.clone(),
-                        from: Some(from),
-                        to: spec.state,
-                        at: now,
-                        attempt: 0,
-                    }]
+                    vec![Event::new(
+                        e.id,
+                        spec.queue.clone(),
+                        spec.kind.clone(),
+                        Some(from),
+                        spec.state,
+                        now,
+                        0,
+                    )]
                 });
             }
         }
@@ -189,14 +189,8 @@ impl Engine {
                 .iter()
                 .zip(inserted)
                 .filter(|(_, ins)| **ins == Inserted::New)
-                .map(|(s, _)| Event {
-                    job_id: s.id,
-                    queue: s.queue.clone(),
-                    kind: s.kind.clone(),
-                    from: None,
-                    to: s.state,
-                    at: now,
-                    attempt: 0,
+                .map(|(s, _)| {
+                    Event::new(s.id, s.queue.clone(), s.kind.clone(), None, s.state, now, 0)
                 })
                 .collect()
         });

@@ -35,7 +35,7 @@ impl Engine {
             now,
             moved
                 .into_iter()
-                .map(|(id, t)| (id, JobState::Waiting, t))
+                .map(|(id, t)| (id, JobState::Waiting, t, None))
                 .collect(),
         );
         Ok(n)

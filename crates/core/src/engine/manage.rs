@@ -249,6 +249,11 @@ impl Engine {
         self.inner.store.queue_list().await
     }
 
+    /// Every queue's [`Engine::stats`], in name order.
+    pub async fn stats_all(&self) -> Result<Vec<QueueStats>> {
+        self.inner.store.queue_stats_all(self.now()).await
+    }
+
     /// A queue's counts per state and the age of its oldest waiting job.
     pub async fn stats(&self, queue: &str) -> Result<QueueStats> {
         validate::queue_name("queue", queue, self.limits())?;

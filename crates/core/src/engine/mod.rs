@@ -30,10 +30,10 @@ use tokio::sync::broadcast;
 
 use crate::clock::{Clock, Timestamp};
 use crate::error::{Error, Result};
-use crate::event::Event;
+use crate::event::{Event, Observer};
 use crate::id::{IdGenerator, JobId};
 use crate::limits::Limits;
-use crate::model::JobState;
+use crate::model::{ErrorKind, JobState};
 use crate::store::{Store, Transition, Transitioned};
 
 /// Settings of an [`Engine`]. [`EngineConfig::default`] gives the documented defaults.
@@ -48,6 +48,8 @@ pub struct EngineConfig {
     /// them for every request). Changes made through this engine apply at once; this bounds how long a
     /// change made on another node takes to apply here.
     pub queue_config_ttl_ms: u64,
+    /// Sees every event synchronously (the server's metrics and alerts); none by default.
+    pub observer: Option<Arc<dyn Observer>>,
 }
 
 impl Default for EngineConfig {
@@ -57,6 +59,7 @@ impl Default for EngineConfig {
             event_capacity: 4_096,
             batch_size: 500,
             queue_config_ttl_ms: 1_000,
+            observer: None,
         }
     }
 }
@@ -118,28 +121,34 @@ impl Engine {
     }
 
     pub(super) fn emit(&self, events: impl FnOnce() -> Vec<Event>) {
+        let observer = self.inner.config.observer.as_deref();
         // Building events costs allocations; skip it when nobody listens.
-        if self.inner.events.receiver_count() == 0 {
+        if observer.is_none() && self.inner.events.receiver_count() == 0 {
             return;
         }
         for e in events() {
+            if let Some(o) = observer {
+                o.observe(&e);
+            }
             let _ = self.inner.events.send(e);
         }
     }
 
-    /// Announces applied transitions: `(job, new state, what it was)`.
-    pub(super) fn announce(&self, at: Timestamp, applied: Vec<(JobId, JobState, Transitioned)>) {
+    /// Announces applied transitions: `(job, new state, what it was, the failure it records)`.
+    pub(super) fn announce(&self, at: Timestamp, applied: Vec<Applied>) {
         self.emit(|| {
             applied
                 .into_iter()
-                .map(|(id, to, t)| Event {
-                    job_id: id,
-                    queue: t.queue,
-                    kind: t.kind,
-                    from: Some(t.from),
-                    to,
-                    at,
-                    attempt: t.attempts,
+                .map(|(id, to, t, failure)| {
+                    let ran_ms = match (t.from, t.started_at) {
+                        (JobState::Active, Some(start)) => Some((at - start).max(0) as u64),
+                        _ => None,
+                    };
+                    Event {
+                        failure,
+                        ran_ms,
+                        ..Event::new(id, t.queue, t.kind, Some(t.from), to, at, t.attempts)
+                    }
                 })
                 .collect()
         });
@@ -152,20 +161,24 @@ impl Engine {
             return Ok(Vec::new());
         }
         let at = ts[0].now;
-        let targets: Vec<(JobId, JobState)> = ts.iter().map(|t| (t.id, t.to)).collect();
+        let targets: Vec<(JobId, JobState, Option<ErrorKind>)> = ts
+            .iter()
+            .map(|t| (t.id, t.to, t.error.as_ref().map(|e| e.kind)))
+            .collect();
         let res = self.inner.store.job_transition(ts).await?;
         let mut applied = Vec::new();
         let mut parents = Vec::new();
         let out = targets
             .into_iter()
             .zip(res)
-            .map(|((id, to), r)| {
+            .map(|((id, to, failure), r)| {
                 r.map(|mut t| {
                     // A flow parent the change moved is announced like any change.
                     if let Some(p) = t.parent.take() {
-                        parents.push(*p);
+                        let (pid, pto, pt) = *p;
+                        parents.push((pid, pto, pt, None));
                     }
-                    applied.push((id, to, t))
+                    applied.push((id, to, t, failure))
                 })
             })
             .collect();
@@ -175,6 +188,9 @@ impl Engine {
         Ok(out)
     }
 }
+
+/// An applied change as announced: the job, its new state, what it was, the failure it records.
+pub(super) type Applied = (JobId, JobState, Transitioned, Option<ErrorKind>);
 
 /// Parses stored JSON text.
 pub fn raw_json(s: String) -> Result<Box<RawValue>> {

@@ -73,15 +73,11 @@ impl Engine {
 
     /// Enqueues a delivery for each webhook of each job that ended among `applied`. Runs after the
     /// jobs' transitions committed; a failure is logged, never returned (the transitions stand).
-    pub(super) async fn notify_webhooks(
-        &self,
-        at: Timestamp,
-        applied: &[(JobId, JobState, Transitioned)],
-    ) {
+    pub(super) async fn notify_webhooks(&self, at: Timestamp, applied: &[super::Applied]) {
         let mut deliveries = Vec::new();
         // A batch of acknowledgements is mostly one queue's: its settings are looked up once.
         let mut hooks_of: Vec<(&str, BTreeMap<String, Webhook>)> = Vec::new();
-        for (id, to, t) in applied {
+        for (id, to, t, _) in applied {
             let event = match to {
                 JobState::Completed => "completed",
                 JobState::Dead => "dead",

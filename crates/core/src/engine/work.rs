@@ -139,20 +139,23 @@ impl Engine {
             claimed
                 .promoted
                 .into_iter()
-                .map(|(id, t)| (id, JobState::Waiting, t))
+                .map(|(id, t)| (id, JobState::Waiting, t, None))
                 .collect(),
         );
         let jobs = claimed.jobs;
         self.emit(|| {
             jobs.iter()
                 .map(|j| Event {
-                    job_id: j.id,
-                    queue: j.queue.clone(),
-                    kind: j.kind.clone(),
-                    from: Some(JobState::Waiting),
-                    to: JobState::Active,
-                    at: now,
-                    attempt: j.attempts,
+                    waited_ms: Some((now - j.run_at).max(0) as u64),
+                    ..Event::new(
+                        j.id,
+                        j.queue.clone(),
+                        j.kind.clone(),
+                        Some(JobState::Waiting),
+                        JobState::Active,
+                        now,
+                        j.attempts,
+                    )
                 })
                 .collect()
         });

@@ -26,12 +26,14 @@ pub async fn list_queues(
     caller: Caller,
 ) -> ApiResult<axum::Json<QueueList>> {
     caller.require(&[Scope::Read])?;
-    let mut queues = Vec::new();
-    for q in s.engine.queues().await? {
-        if caller.allows_queue(&q.name) {
-            queues.push(convert::queue_view(s.engine.stats(&q.name).await?));
-        }
-    }
+    let queues = s
+        .engine
+        .stats_all()
+        .await?
+        .into_iter()
+        .filter(|q| caller.allows_queue(&q.queue))
+        .map(convert::queue_view)
+        .collect();
     Ok(axum::Json(QueueList { queues }))
 }
 
