@@ -134,6 +134,9 @@ pub struct LeaseRenew {
 pub struct Renewed {
     pub lease_expires_at: Timestamp,
     pub cancel_requested: bool,
+    /// The job's queue and the worker holding the lease (metrics count the workers seen per queue).
+    pub queue: String,
+    pub worker_id: Option<String>,
 }
 
 /// What must hold for a [`Transition`] to apply.

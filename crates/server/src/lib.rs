@@ -12,6 +12,7 @@ pub mod config;
 mod convert;
 pub mod error;
 mod extract;
+pub mod metrics;
 mod routes;
 mod run;
 pub mod testing;
@@ -23,7 +24,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
-use errand_core::Engine;
+use errand_core::{Clock, Engine, EngineConfig, Store};
 use errand_protocol::code;
 use tokio::sync::watch;
 use utoipa::OpenApi;
@@ -41,18 +42,32 @@ use crate::wake::Waiters;
 pub struct AppState {
     pub engine: Engine,
     pub config: Arc<Config>,
+    pub metrics: Arc<metrics::Metrics>,
     waiters: Arc<Waiters>,
     /// Becomes `true` when the server starts shutting down: waiting fetches answer at once.
     shutdown: watch::Receiver<bool>,
 }
 
 impl AppState {
-    /// A state over `engine`. The server must also run [`AppState::follow_events`] for long polls to be
-    /// woken; `shutdown` turning `true` ends them.
-    pub fn new(engine: Engine, config: Config, shutdown: watch::Receiver<bool>) -> AppState {
+    /// A state with an engine over `store`, timed and observed by the state's metrics. The server must
+    /// also run [`AppState::follow_events`] for long polls to be woken; `shutdown` turning `true` ends
+    /// them.
+    pub fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        config: Config,
+        shutdown: watch::Receiver<bool>,
+    ) -> AppState {
+        let metrics = Arc::new(metrics::Metrics::default());
+        let store = Arc::new(metrics::TimedStore::new(store, Arc::clone(&metrics)));
+        let engine_config = EngineConfig {
+            observer: Some(metrics.clone()),
+            ..EngineConfig::default()
+        };
         AppState {
-            engine,
+            engine: Engine::new(store, clock, engine_config),
             config: Arc::new(config),
+            metrics,
             waiters: Arc::new(Waiters::default()),
             shutdown,
         }
@@ -99,6 +114,7 @@ impl AppState {
         (name = "queues", description = "stats, pause, configuration, listings"),
         (name = "dead letters", description = "jobs that failed for good"),
         (name = "schedules", description = "cron schedules, each tick firing once across nodes"),
+        (name = "observability", description = "metrics, the event stream, alerts"),
         (name = "health", description = "for load balancers and orchestrators"),
     )
 )]
@@ -119,7 +135,7 @@ impl utoipa::Modify for BearerAuth {
 
 /// The routes with their OpenAPI description, from one list so that the two cannot drift apart.
 fn routes() -> OpenApiRouter<AppState> {
-    use routes::{flows, health, jobs, queues, schedules, work};
+    use routes::{flows, health, jobs, observe, queues, schedules, work};
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(jobs::enqueue))
         .routes(routes!(jobs::get_job))
@@ -155,6 +171,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(schedules::pause_schedule))
         .routes(routes!(schedules::resume_schedule))
         .routes(routes!(schedules::trigger_schedule))
+        .routes(routes!(observe::metrics))
         .routes(routes!(health::live))
         .routes(routes!(health::ready))
 }
@@ -186,5 +203,9 @@ pub fn app(state: AppState) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            routes::observe::track_http,
+        ))
         .with_state(state)
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use errand_core::Store;
-use errand_core::{Engine, EngineConfig, SystemClock};
+use errand_core::{Engine, SystemClock};
 use errand_store_postgres::{PgOptions, PgStore};
 use errand_store_sqlite::{SqliteOptions, SqliteStore, SyncMode};
 use tokio::net::TcpListener;
@@ -57,10 +57,9 @@ impl Server {
                 )
             }
         };
-        let engine = Engine::new(store, Arc::new(SystemClock), EngineConfig::default());
         let (stop, stopped) = watch::channel(false);
         let interval = Duration::from_millis(config.maintenance_interval_ms);
-        let state = AppState::new(engine, config, stopped);
+        let state = AppState::new(store, Arc::new(SystemClock), config, stopped);
         let mut tasks = vec![state.follow_events()];
         if let Some(due) = state.engine.store().subscribe_due() {
             tasks.push(state.follow_other_nodes(due));

@@ -20,6 +20,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/jobs/{id}/retry"),
     ("post", "/v1/jobs/{id}/promote"),
     ("post", "/v1/fetch"),
+    ("get", "/metrics"),
     ("post", "/v1/jobs/{id}/heartbeat"),
     ("post", "/v1/jobs/{id}/complete"),
     ("post", "/v1/jobs/{id}/fail"),

@@ -201,7 +201,7 @@ statements! {
     renew = "UPDATE {s}.jobs SET lease_expires_at = $3 + lease_ms, \
             progress = COALESCE($4::text, progress) \
         WHERE id = $1 AND state = 'active' AND lease_token = $2 AND lease_expires_at > $3 \
-        RETURNING lease_expires_at, cancel_requested";
+        RETURNING lease_expires_at, cancel_requested, queue, worker_id";
     /// Plain completions in one statement. A batch naming one job twice updates it once.
     complete_many = "UPDATE {s}.jobs AS j SET state = 'completed', result = c.c_result, \
             finished_at = c.c_now, lease_expires_at = NULL, deadline_at = NULL \
@@ -1014,6 +1014,8 @@ pub(crate) async fn lease_renew(
     Ok(Renewed {
         lease_expires_at: get(&row, 0)?,
         cancel_requested: get(&row, 1)?,
+        queue: get(&row, 2)?,
+        worker_id: get(&row, 3)?,
     })
 }
 

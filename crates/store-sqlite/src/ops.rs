@@ -695,7 +695,7 @@ pub(crate) fn lease_renew(conn: &Connection, p: &LeaseRenew) -> Result<Renewed> 
         .prepare_cached(
             "UPDATE OR FAIL jobs SET lease_expires_at = ?3 + lease_ms, progress = COALESCE(?4, progress) \
              WHERE id = ?1 AND state = 'active' AND lease_token = ?2 AND lease_expires_at > ?3 \
-             RETURNING lease_expires_at, cancel_requested",
+             RETURNING lease_expires_at, cancel_requested, queue, worker_id",
         )
         .map_err(backend)?;
     renew
@@ -710,6 +710,8 @@ pub(crate) fn lease_renew(conn: &Connection, p: &LeaseRenew) -> Result<Renewed> 
                 Ok(Renewed {
                     lease_expires_at: r.get(0)?,
                     cancel_requested: r.get(1)?,
+                    queue: r.get(2)?,
+                    worker_id: r.get(3)?,
                 })
             },
         )

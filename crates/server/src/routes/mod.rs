@@ -1,9 +1,10 @@
 //! The handlers, by who calls them: `jobs` (producers and operators), `work` (workers), `queues`
-//! (queues, listings, dead letters), `schedules` (cron), `health`.
+//! (queues, listings, dead letters), `schedules` (cron), `observe` (metrics, events, alerts), `health`.
 
 pub mod flows;
 pub mod health;
 pub mod jobs;
+pub mod observe;
 pub mod queues;
 pub mod schedules;
 pub mod work;

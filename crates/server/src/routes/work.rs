@@ -45,6 +45,11 @@ pub async fn fetch(
             format!("must be between 1 and {max_claim}"),
         ));
     }
+    s.metrics.worker_seen(
+        &req.worker_id,
+        req.queues.iter().map(String::as_str),
+        s.engine.now(),
+    );
     let claim = Claim {
         queues: req.queues.clone(),
         worker_id: req.worker_id,
@@ -155,6 +160,10 @@ pub async fn heartbeat(
         .engine
         .heartbeat(id, req.lease_token, req.progress)
         .await?;
+    if let Some(worker) = &r.worker_id {
+        s.metrics
+            .worker_seen(worker, [r.queue.as_str()], s.engine.now());
+    }
     Ok(axum::Json(HeartbeatResponse {
         lease_expires_at: r.lease_expires_at,
         cancel_requested: r.cancel_requested,

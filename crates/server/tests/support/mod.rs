@@ -7,7 +7,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
-use errand_core::{Clock, Engine, EngineConfig, ManualClock, SystemClock};
+use errand_core::{Clock, ManualClock, SystemClock};
 use errand_server::auth::{ApiKey, Scope};
 use errand_server::{AppState, Config, app};
 use errand_store_sqlite::{SqliteOptions, SqliteStore};
@@ -56,12 +56,11 @@ impl Api {
             Some(c) => c.clone(),
             None => Arc::new(SystemClock),
         };
-        let engine = Engine::new(Arc::new(store), clock, EngineConfig::default());
         let mut config = Config::with_data_dir(dir.path());
         config.keys = setup.keys;
         (setup.tweak)(&mut config);
         let (stop, stopped) = watch::channel(false);
-        let state = AppState::new(engine, config, stopped);
+        let state = AppState::new(Arc::new(store), clock, config, stopped);
         state.follow_events();
         Api {
             router: app(state.clone()),
@@ -102,8 +101,14 @@ impl Api {
         let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
             .await
             .unwrap();
+        let json = headers
+            .get(header::CONTENT_TYPE)
+            .is_none_or(|t| t.as_bytes().starts_with(b"application/json"));
         let body = if bytes.is_empty() {
             Value::Null
+        } else if !json {
+            // Text answers (`/metrics`, the dashboard) are passed on as a string.
+            Value::String(String::from_utf8_lossy(&bytes).into_owned())
         } else {
             serde_json::from_slice(&bytes)
                 .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&bytes)))
@@ -180,6 +185,30 @@ impl Api {
                 serde_json::from_slice(&bytes).unwrap_or(Value::Null),
             )
         })
+    }
+
+    /// A `GET` answered with text (`/metrics`): status, content type, body.
+    pub async fn get_text(&self, path: &str) -> (StatusCode, String, String) {
+        let mut req = Request::get(path);
+        if let Some(k) = &self.key {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {k}"));
+        }
+        let resp = self
+            .router
+            .clone()
+            .oneshot(req.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status();
+        let ctype = resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (status, ctype, String::from_utf8(bytes.to_vec()).unwrap())
     }
 
     /// Fetches up to `n` jobs of `queue` without waiting.

@@ -1,0 +1,530 @@
+//! Prometheus metrics at `GET /metrics`.
+//!
+//! Three sources, so that a scrape stays cheap with a thousand queues:
+//! - **counters and histograms of this node** (jobs by outcome, wait and run times, HTTP requests,
+//!   store operations), updated as things happen: job ones by the engine's [`Observer`] hook, which
+//!   sees every event synchronously and so misses none (a broadcast subscriber could fall behind);
+//! - **gauges of the shared store** (jobs by state, oldest waiting age, dead letters, paused), read at
+//!   scrape time with one [`Store::queue_stats_all`] call: every node reports the same values;
+//! - **workers seen** by this node's fetches and heartbeats within [`WORKER_WINDOW_MS`].
+//!
+//! Names follow the Prometheus conventions: an `errand_` prefix, `_total` counters, `_seconds`
+//! histograms in base units. The exposition is the OpenMetrics text format, which Prometheus reads.
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use errand_core::store::{
+    Claimed, Fired, Inserted, JobClaim, JobDelete, JobInsert, JobList, JobLogAppend, JobPrune,
+    JobReplace, LeaseRenew, Renewed, ScheduleFire, Transition, Transitioned,
+};
+use errand_core::{
+    ErrorKind, Event, Job, JobId, JobState, LogLine, Observer, QueueConfig, QueueInfo, QueueStats,
+    Result, Schedule, Store, Timestamp,
+};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+
+/// A worker counts as connected to a queue for this long after its last fetch or heartbeat on it.
+pub const WORKER_WINDOW_MS: i64 = 60_000;
+
+/// Job latencies: 5 ms to about 41 min, doubling.
+fn job_buckets() -> impl Iterator<Item = f64> {
+    prometheus_client::metrics::histogram::exponential_buckets(0.005, 2.0, 20)
+}
+
+/// Request and store latencies: 0.1 ms to about 1.6 s, doubling.
+fn fast_buckets() -> impl Iterator<Item = f64> {
+    prometheus_client::metrics::histogram::exponential_buckets(0.000_1, 2.0, 15)
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueueKind {
+    queue: String,
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueueLabel {
+    queue: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueueState {
+    queue: String,
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Route {
+    route: String,
+    method: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteStatus {
+    route: String,
+    method: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Op {
+    op: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct AlertLabel {
+    pub rule: &'static str,
+    pub queue: String,
+}
+
+type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// This node's metrics. Cheap to share.
+#[derive(Debug)]
+pub struct Metrics {
+    enqueued: Family<QueueKind, Counter>,
+    completed: Family<QueueKind, Counter>,
+    failed: Family<QueueKind, Counter>,
+    retried: Family<QueueKind, Counter>,
+    dead: Family<QueueKind, Counter>,
+    stalled: Family<QueueKind, Counter>,
+    cancelled: Family<QueueKind, Counter>,
+    processing: Histograms<QueueLabel>,
+    wait: Histograms<QueueLabel>,
+    http_requests: Family<RouteStatus, Counter>,
+    http_duration: Histograms<Route>,
+    store_ops: Histograms<Op>,
+    /// Queue → worker → last seen (ms since the epoch).
+    workers: Mutex<HashMap<String, HashMap<String, Timestamp>>>,
+    /// Set by the alert evaluator: the alerts firing now.
+    pub(crate) alerts_firing: Family<AlertLabel, Gauge>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            enqueued: Family::default(),
+            completed: Family::default(),
+            failed: Family::default(),
+            retried: Family::default(),
+            dead: Family::default(),
+            stalled: Family::default(),
+            cancelled: Family::default(),
+            processing: Family::new_with_constructor(|| Histogram::new(job_buckets())),
+            wait: Family::new_with_constructor(|| Histogram::new(job_buckets())),
+            http_requests: Family::default(),
+            http_duration: Family::new_with_constructor(|| Histogram::new(fast_buckets())),
+            store_ops: Family::new_with_constructor(|| Histogram::new(fast_buckets())),
+            workers: Mutex::new(HashMap::new()),
+            alerts_firing: Family::default(),
+        }
+    }
+}
+
+impl Observer for Metrics {
+    fn observe(&self, e: &Event) {
+        let qk = || QueueKind {
+            queue: e.queue.clone(),
+            kind: e.kind.clone(),
+        };
+        if e.from.is_none() {
+            self.enqueued.get_or_create(&qk()).inc();
+        }
+        match e.to {
+            JobState::Completed => {
+                self.completed.get_or_create(&qk()).inc();
+            }
+            JobState::Dead => {
+                self.dead.get_or_create(&qk()).inc();
+            }
+            JobState::Cancelled => {
+                self.cancelled.get_or_create(&qk()).inc();
+            }
+            _ => {}
+        }
+        if let Some(kind) = e.failure {
+            self.failed.get_or_create(&qk()).inc();
+            if kind == ErrorKind::Stalled {
+                self.stalled.get_or_create(&qk()).inc();
+            }
+            if matches!(e.to, JobState::Waiting | JobState::Delayed) {
+                self.retried.get_or_create(&qk()).inc();
+            }
+        }
+        let queue = || QueueLabel {
+            queue: e.queue.clone(),
+        };
+        if let Some(ms) = e.ran_ms {
+            self.processing.get_or_create(&queue()).observe(seconds(ms));
+        }
+        if let Some(ms) = e.waited_ms {
+            self.wait.get_or_create(&queue()).observe(seconds(ms));
+        }
+    }
+}
+
+fn seconds(ms: u64) -> f64 {
+    ms as f64 / 1_000.0
+}
+
+impl Metrics {
+    /// Counts one HTTP request: `route` is the matched route's template (or `unmatched`).
+    pub fn http_request(&self, route: &str, method: &str, status: u16, took: std::time::Duration) {
+        let route = route.to_string();
+        let method = method.to_string();
+        self.http_duration
+            .get_or_create(&Route {
+                route: route.clone(),
+                method: method.clone(),
+            })
+            .observe(took.as_secs_f64());
+        self.http_requests
+            .get_or_create(&RouteStatus {
+                route,
+                method,
+                status,
+            })
+            .inc();
+    }
+
+    fn store_op(&self, op: &'static str, took: std::time::Duration) {
+        self.store_ops
+            .get_or_create(&Op { op })
+            .observe(took.as_secs_f64());
+    }
+
+    /// Notes that `worker` asked for or heartbeat on jobs of `queues` at `now`.
+    pub fn worker_seen<'a>(
+        &self,
+        worker: &str,
+        queues: impl IntoIterator<Item = &'a str>,
+        now: Timestamp,
+    ) {
+        let mut seen = self.workers.lock().unwrap_or_else(|p| p.into_inner());
+        for q in queues {
+            match seen.get_mut(q) {
+                Some(ws) => match ws.get_mut(worker) {
+                    Some(at) => *at = now,
+                    None => {
+                        ws.insert(worker.to_string(), now);
+                    }
+                },
+                None => {
+                    seen.insert(q.to_string(), HashMap::from([(worker.to_string(), now)]));
+                }
+            }
+        }
+    }
+
+    /// The workers seen per queue within [`WORKER_WINDOW_MS`] of `now`, forgetting older sightings
+    /// (memory stays bounded by the workers of the last minute).
+    pub fn workers(&self, now: Timestamp) -> Vec<(String, Vec<(String, Timestamp)>)> {
+        let mut seen = self.workers.lock().unwrap_or_else(|p| p.into_inner());
+        seen.retain(|_, ws| {
+            ws.retain(|_, at| now - *at <= WORKER_WINDOW_MS);
+            !ws.is_empty()
+        });
+        let mut out: Vec<_> = seen
+            .iter()
+            .map(|(q, ws)| {
+                let mut ws: Vec<_> = ws.iter().map(|(w, at)| (w.clone(), *at)).collect();
+                ws.sort();
+                (q.clone(), ws)
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// The exposition: this node's counters and histograms, and the store's gauges from `stats`.
+    pub fn render(&self, stats: &[QueueStats], now: Timestamp) -> String {
+        let mut r = Registry::with_prefix("errand");
+        let jobs = |name: &str, help: &str, f: &Family<QueueKind, Counter>, r: &mut Registry| {
+            r.register(name, help, f.clone());
+        };
+        jobs(
+            "jobs_enqueued",
+            "Jobs enqueued through this node.",
+            &self.enqueued,
+            &mut r,
+        );
+        jobs(
+            "jobs_completed",
+            "Jobs completed through this node.",
+            &self.completed,
+            &mut r,
+        );
+        jobs(
+            "jobs_failed",
+            "Failed attempts seen by this node: errors reported by workers, timeouts, stalls.",
+            &self.failed,
+            &mut r,
+        );
+        jobs(
+            "jobs_retried",
+            "Failed or stalled attempts scheduled to run again.",
+            &self.retried,
+            &mut r,
+        );
+        jobs(
+            "jobs_dead",
+            "Jobs that failed for good (dead letters).",
+            &self.dead,
+            &mut r,
+        );
+        jobs(
+            "jobs_stalled",
+            "Attempts whose lease expired without an acknowledgement.",
+            &self.stalled,
+            &mut r,
+        );
+        jobs("jobs_cancelled", "Jobs cancelled.", &self.cancelled, &mut r);
+        r.register_with_unit(
+            "job_processing",
+            "How long attempts ran, from claim to acknowledgement, stall or timeout.",
+            Unit::Seconds,
+            self.processing.clone(),
+        );
+        r.register_with_unit(
+            "job_wait",
+            "How long jobs were due before a worker claimed them.",
+            Unit::Seconds,
+            self.wait.clone(),
+        );
+        r.register(
+            "http_requests",
+            "HTTP requests answered, by route template, method and status.",
+            self.http_requests.clone(),
+        );
+        r.register_with_unit(
+            "http_request_duration",
+            "HTTP request latency, by route template and method.",
+            Unit::Seconds,
+            self.http_duration.clone(),
+        );
+        r.register_with_unit(
+            "store_operation",
+            "Store operation latency, by operation.",
+            Unit::Seconds,
+            self.store_ops.clone(),
+        );
+        r.register(
+            "alerts_firing",
+            "1 for each built-in alert firing now (GET /v1/alerts).",
+            self.alerts_firing.clone(),
+        );
+
+        let by_state = Family::<QueueState, Gauge>::default();
+        let oldest = Family::<QueueLabel, Gauge<f64, AtomicU64>>::default();
+        let dead = Family::<QueueLabel, Gauge>::default();
+        let paused = Family::<QueueLabel, Gauge>::default();
+        for s in stats {
+            for state in JobState::ALL {
+                by_state
+                    .get_or_create(&QueueState {
+                        queue: s.queue.clone(),
+                        state: state.as_str(),
+                    })
+                    .set(s.count(state) as i64);
+            }
+            let q = QueueLabel {
+                queue: s.queue.clone(),
+            };
+            oldest
+                .get_or_create(&q)
+                .set(seconds(s.oldest_waiting_age_ms));
+            dead.get_or_create(&q).set(s.dead as i64);
+            paused.get_or_create(&q).set(s.paused as i64);
+        }
+        r.register(
+            "jobs",
+            "Jobs by queue and state (the shared store).",
+            by_state,
+        );
+        r.register_with_unit(
+            "queue_oldest_waiting",
+            "Age of the oldest due job still waiting.",
+            Unit::Seconds,
+            oldest,
+        );
+        r.register("queue_dead_letters", "Dead jobs kept for replay.", dead);
+        r.register("queue_paused", "1 while the queue is paused.", paused);
+        let workers = Family::<QueueLabel, Gauge>::default();
+        for (queue, ws) in self.workers(now) {
+            workers
+                .get_or_create(&QueueLabel { queue })
+                .set(ws.len() as i64);
+        }
+        r.register(
+            "workers",
+            "Distinct workers that fetched or heartbeat on this node in the last 60 s.",
+            workers,
+        );
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &r);
+        out
+    }
+}
+
+/// A store that times every operation into [`Metrics`]. The engine runs over it, so every store call
+/// of the server is measured, whichever part of the engine made it.
+#[derive(Debug)]
+pub struct TimedStore {
+    inner: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+}
+
+impl TimedStore {
+    pub fn new(inner: Arc<dyn Store>, metrics: Arc<Metrics>) -> Self {
+        TimedStore { inner, metrics }
+    }
+
+    async fn time<T>(&self, op: &'static str, f: impl Future<Output = T>) -> T {
+        let start = Instant::now();
+        let out = f.await;
+        self.metrics.store_op(op, start.elapsed());
+        out
+    }
+}
+
+use std::future::Future;
+
+#[async_trait::async_trait]
+impl Store for TimedStore {
+    async fn job_insert(&self, p: JobInsert) -> Result<Vec<Inserted>> {
+        self.time("job_insert", self.inner.job_insert(p)).await
+    }
+    async fn job_claim(&self, p: JobClaim) -> Result<Claimed> {
+        self.time("job_claim", self.inner.job_claim(p)).await
+    }
+    async fn lease_renew(&self, p: LeaseRenew) -> Result<Renewed> {
+        self.time("lease_renew", self.inner.lease_renew(p)).await
+    }
+    async fn job_transition(&self, p: Vec<Transition>) -> Result<Vec<Result<Transitioned>>> {
+        self.time("job_transition", self.inner.job_transition(p))
+            .await
+    }
+    async fn job_request_cancel(&self, id: JobId) -> Result<Transitioned> {
+        self.time("job_request_cancel", self.inner.job_request_cancel(id))
+            .await
+    }
+    async fn job_promote_due(
+        &self,
+        queue: &str,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<(JobId, Transitioned)>> {
+        self.time(
+            "job_promote_due",
+            self.inner.job_promote_due(queue, now, limit),
+        )
+        .await
+    }
+    async fn job_expired(&self, now: Timestamp, limit: usize) -> Result<Vec<Job>> {
+        self.time("job_expired", self.inner.job_expired(now, limit))
+            .await
+    }
+    async fn job_get(&self, id: JobId) -> Result<Option<Job>> {
+        self.time("job_get", self.inner.job_get(id)).await
+    }
+    async fn job_list(&self, p: JobList) -> Result<Vec<Job>> {
+        self.time("job_list", self.inner.job_list(p)).await
+    }
+    async fn job_prune(&self, p: JobPrune) -> Result<u64> {
+        self.time("job_prune", self.inner.job_prune(p)).await
+    }
+    async fn job_delete(&self, p: JobDelete) -> Result<u64> {
+        self.time("job_delete", self.inner.job_delete(p)).await
+    }
+    async fn queue_get(&self, name: &str) -> Result<Option<QueueInfo>> {
+        self.time("queue_get", self.inner.queue_get(name)).await
+    }
+    async fn queue_list(&self) -> Result<Vec<QueueInfo>> {
+        self.time("queue_list", self.inner.queue_list()).await
+    }
+    async fn queue_put(&self, name: &str, config: QueueConfig) -> Result<()> {
+        self.time("queue_put", self.inner.queue_put(name, config))
+            .await
+    }
+    async fn queue_set_paused(&self, name: &str, paused: bool) -> Result<()> {
+        self.time(
+            "queue_set_paused",
+            self.inner.queue_set_paused(name, paused),
+        )
+        .await
+    }
+    async fn queue_stats_all(&self, now: Timestamp) -> Result<Vec<QueueStats>> {
+        self.time("queue_stats_all", self.inner.queue_stats_all(now))
+            .await
+    }
+    async fn queue_stats(&self, name: &str, now: Timestamp) -> Result<QueueStats> {
+        self.time("queue_stats", self.inner.queue_stats(name, now))
+            .await
+    }
+    async fn job_replace(&self, p: JobReplace) -> Result<bool> {
+        self.time("job_replace", self.inner.job_replace(p)).await
+    }
+    async fn job_log_append(&self, p: JobLogAppend) -> Result<()> {
+        self.time("job_log_append", self.inner.job_log_append(p))
+            .await
+    }
+    async fn job_logs(&self, id: JobId) -> Result<Vec<LogLine>> {
+        self.time("job_logs", self.inner.job_logs(id)).await
+    }
+    async fn job_children(&self, parent: JobId, limit: usize) -> Result<Vec<Job>> {
+        self.time("job_children", self.inner.job_children(parent, limit))
+            .await
+    }
+    async fn schedule_put(&self, s: Schedule) -> Result<()> {
+        self.time("schedule_put", self.inner.schedule_put(s)).await
+    }
+    async fn schedule_get(&self, name: &str) -> Result<Option<Schedule>> {
+        self.time("schedule_get", self.inner.schedule_get(name))
+            .await
+    }
+    async fn schedule_list(&self) -> Result<Vec<Schedule>> {
+        self.time("schedule_list", self.inner.schedule_list()).await
+    }
+    async fn schedule_delete(&self, name: &str) -> Result<bool> {
+        self.time("schedule_delete", self.inner.schedule_delete(name))
+            .await
+    }
+    async fn schedule_set_paused(
+        &self,
+        name: &str,
+        paused: bool,
+        next_run_at: Option<Timestamp>,
+        now: Timestamp,
+    ) -> Result<bool> {
+        self.time(
+            "schedule_set_paused",
+            self.inner
+                .schedule_set_paused(name, paused, next_run_at, now),
+        )
+        .await
+    }
+    async fn schedule_due(&self, now: Timestamp, limit: usize) -> Result<Vec<Schedule>> {
+        self.time("schedule_due", self.inner.schedule_due(now, limit))
+            .await
+    }
+    async fn schedule_fire(&self, p: ScheduleFire) -> Result<Fired> {
+        self.time("schedule_fire", self.inner.schedule_fire(p))
+            .await
+    }
+    async fn try_lead(&self, role: &str, holder: &str, ttl_ms: u64) -> Result<bool> {
+        self.time("try_lead", self.inner.try_lead(role, holder, ttl_ms))
+            .await
+    }
+    fn subscribe_due(&self) -> Option<tokio::sync::broadcast::Receiver<String>> {
+        self.inner.subscribe_due()
+    }
+}
