@@ -951,3 +951,52 @@ mod tests {
         assert_eq!((f.max_jobs, f.wait_ms), (1, 0));
     }
 }
+
+/// One job state change, as `GET /v1/events` streams it (the SSE `data` of an event of type `job`;
+/// its `id` is `cursor`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct EventView {
+    /// Resume after this event with `after=<cursor>` or the `Last-Event-ID` header.
+    pub cursor: String,
+    pub job_id: String,
+    pub queue: String,
+    pub kind: String,
+    /// Absent for a job just enqueued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<JobState>,
+    pub to: JobState,
+    pub at: i64,
+    pub attempt: u32,
+    /// A failed attempt this change records: `error`, `non_retryable`, `timeout` or `stalled`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
+}
+
+/// `GET /v1/whoami`: the key the request was made with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct WhoAmI {
+    /// The key's name (`anonymous` when the server has no keys).
+    pub name: String,
+    /// `produce`, `work`, `read`, `admin`.
+    pub scopes: Vec<String>,
+    /// Queue-name prefixes the key is limited to (empty: every queue).
+    pub queues: Vec<String>,
+}
+
+/// `GET /v1/workers`: workers seen by this node in the last minute.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct WorkerList {
+    pub workers: Vec<WorkerView>,
+}
+
+/// A worker: its id, the queues it fetched from or heartbeat on, and when it was last seen.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct WorkerView {
+    pub id: String,
+    pub queues: Vec<String>,
+    pub last_seen_at: i64,
+}

@@ -50,6 +50,20 @@ fn error_kind(k: core::ErrorKind) -> &'static str {
 }
 
 /// A job as operators see it: everything but the lease token.
+pub fn event_view(cursor: String, e: core::Event) -> wire::EventView {
+    wire::EventView {
+        cursor,
+        job_id: e.job_id.to_string(),
+        queue: e.queue,
+        kind: e.kind,
+        from: e.from.map(state),
+        to: state(e.to),
+        at: e.at,
+        attempt: e.attempt,
+        failure: e.failure.map(|k| error_kind(k).to_string()),
+    }
+}
+
 pub fn job_view(j: core::Job) -> wire::JobView {
     wire::JobView {
         id: j.id.to_string(),

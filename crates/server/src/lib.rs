@@ -10,7 +10,9 @@
 pub mod auth;
 pub mod config;
 mod convert;
+mod dashboard;
 pub mod error;
+pub mod events;
 mod extract;
 pub mod metrics;
 mod routes;
@@ -43,6 +45,8 @@ pub struct AppState {
     pub engine: Engine,
     pub config: Arc<Config>,
     pub metrics: Arc<metrics::Metrics>,
+    /// This node's recent events, for `GET /v1/events`.
+    pub events: Arc<events::EventLog>,
     waiters: Arc<Waiters>,
     /// Becomes `true` when the server starts shutting down: waiting fetches answer at once.
     shutdown: watch::Receiver<bool>,
@@ -60,14 +64,17 @@ impl AppState {
     ) -> AppState {
         let metrics = Arc::new(metrics::Metrics::default());
         let store = Arc::new(metrics::TimedStore::new(store, Arc::clone(&metrics)));
+        let events = Arc::new(events::EventLog::new(events::EVENT_HISTORY));
+        let observers = events::Observers(vec![metrics.clone(), events.clone()]);
         let engine_config = EngineConfig {
-            observer: Some(metrics.clone()),
+            observer: Some(Arc::new(observers)),
             ..EngineConfig::default()
         };
         AppState {
             engine: Engine::new(store, clock, engine_config),
             config: Arc::new(config),
             metrics,
+            events,
             waiters: Arc::new(Waiters::default()),
             shutdown,
         }
@@ -172,6 +179,9 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(schedules::resume_schedule))
         .routes(routes!(schedules::trigger_schedule))
         .routes(routes!(observe::metrics))
+        .routes(routes!(observe::events))
+        .routes(routes!(observe::whoami))
+        .routes(routes!(observe::workers))
         .routes(routes!(health::live))
         .routes(routes!(health::ready))
 }
@@ -194,6 +204,7 @@ pub fn app(state: AppState) -> Router {
                 async move { axum::Json(api.as_ref().clone()) }
             }),
         )
+        .merge(dashboard::routes())
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

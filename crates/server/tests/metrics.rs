@@ -194,10 +194,15 @@ async fn a_scrape_counts_every_outcome_and_times_waits_and_runs() {
         ) >= 4.0
     );
 
+    let (_, workers) = api.get("/v1/workers").await;
+    assert_eq!(workers["workers"][0]["id"], "w1");
+    assert_eq!(workers["workers"][0]["queues"], json!(["m"]));
+
     // A worker not seen for a minute no longer counts.
     clock.advance(61_000);
     let (_, _, text) = api.get_text("/metrics").await;
     assert!(!text.contains("errand_workers{queue=\"m\"}"), "{text}");
+    assert_eq!(api.get("/v1/workers").await.1, json!({"workers": []}));
 }
 
 #[tokio::test]
@@ -216,6 +221,12 @@ async fn metrics_need_the_read_scope() {
     assert_eq!(api.get_text("/metrics").await.0, StatusCode::FORBIDDEN);
     api.key = Some("reader".into());
     assert_eq!(api.get_text("/metrics").await.0, StatusCode::OK);
+    let (s, me) = api.get("/v1/whoami").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        me,
+        json!({"name": "reader", "scopes": ["read"], "queues": []})
+    );
 }
 
 fn clock_now(api: &Api) -> i64 {

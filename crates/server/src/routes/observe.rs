@@ -1,14 +1,17 @@
-//! Observability: Prometheus metrics.
+//! Observability: Prometheus metrics and the event stream.
+
+use std::sync::Arc;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use errand_protocol::ErrorBody;
+use errand_protocol::{ErrorBody, EventView, WhoAmI, WorkerList, WorkerView};
 
 use crate::AppState;
 use crate::auth::{Caller, Scope};
-use crate::error::ApiResult;
+use crate::convert;
+use crate::error::{ApiError, ApiResult};
 
 /// The OpenMetrics text format, which Prometheus scrapes.
 pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -47,4 +50,176 @@ pub async fn track_http(State(s): State<AppState>, req: Request, next: Next) -> 
         start.elapsed(),
     );
     resp
+}
+
+/// Events sent per read of the log; a client far behind catches up in steps of this many.
+const EVENT_BATCH: usize = 256;
+
+/// Job state changes as Server-Sent Events (`event: job`, `id:` the cursor, `data:` an `EventView`),
+/// from this node's recent history ([`crate::events::EVENT_HISTORY`]) on. Filter by `queue`, `kind`
+/// and `job_id`; resume with `after=<cursor>` or the `Last-Event-ID` header. A cursor older than what
+/// is kept, or from before a restart, first gets an `event: missed`, then the oldest kept. Without a
+/// cursor the stream starts with the next event. Needs `read`; a key limited to queue prefixes sees
+/// only their events.
+#[utoipa::path(
+    get, path = "/v1/events", tag = "observability",
+    params(
+        ("queue" = Option<String>, Query, description = "only this queue's events"),
+        ("kind" = Option<String>, Query, description = "only this kind's events"),
+        ("job_id" = Option<String>, Query, description = "only this job's events"),
+        ("after" = Option<String>, Query, description = "resume after this cursor"),
+    ),
+    responses(
+        (status = 200, description = "an SSE stream of `job` events (data: EventView)", content_type = "text/event-stream", body = EventView),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)
+    )
+)]
+pub async fn events(
+    State(s): State<AppState>,
+    caller: Caller,
+    headers: axum::http::HeaderMap,
+    params: crate::extract::Params,
+) -> ApiResult<Response> {
+    use axum::response::sse::{Event as Sse, KeepAlive};
+
+    caller.require(&[Scope::Read])?;
+    params.only(&["queue", "kind", "job_id", "after"])?;
+    let queue = params.text("queue");
+    if let Some(q) = &queue {
+        caller.require_queue(q)?;
+    }
+    let kind = params.text("kind");
+    let job_id = params.job_id("job_id")?;
+    let log = Arc::clone(&s.events);
+    let after = params.text("after").or_else(|| {
+        headers
+            .get("last-event-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    });
+    // No cursor: from the next event. Another run's cursor: everything kept (reported as missed).
+    let (mut cursor, mut missed) = match after {
+        None => (log.latest(), None),
+        Some(c) => match log.parse_cursor(&c) {
+            Some(crate::events::Cursor::After(seq)) => (seq, None),
+            Some(crate::events::Cursor::OtherRun) => (0, Some(0)),
+            None => return Err(ApiError::invalid("after", "not an event cursor")),
+        },
+    };
+    let keep = move |e: &errand_core::Event| {
+        caller.allows_queue(&e.queue)
+            && queue.as_ref().is_none_or(|q| *q == e.queue)
+            && kind.as_ref().is_none_or(|k| *k == e.kind)
+            && job_id.is_none_or(|id| id == e.job_id)
+    };
+    let mut wake = log.subscribe();
+    let mut shutdown = s.shutdown.clone();
+    let stream = async_stream(move |tx| async move {
+        loop {
+            if let Some(from) = missed.take() {
+                let data = serde_json::json!({"from": log.cursor(from.max(1) - 1)});
+                if tx
+                    .send(Sse::default().event("missed").data(data.to_string()))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            // Marked seen before reading: an event kept after the read wakes the wait below.
+            wake.borrow_and_update();
+            match log.read(cursor, EVENT_BATCH, &keep) {
+                crate::events::Read::Missed { from } => {
+                    missed = Some(from);
+                    cursor = from - 1;
+                }
+                crate::events::Read::Events { events, upto } => {
+                    let idle = events.is_empty();
+                    for (seq, e) in events {
+                        let id = log.cursor(seq);
+                        let view = convert::event_view(id.clone(), e);
+                        let data = serde_json::to_string(&view).unwrap_or_default();
+                        let sse = Sse::default().event("job").id(id).data(data);
+                        if tx.send(sse).await.is_err() {
+                            return;
+                        }
+                    }
+                    cursor = upto;
+                    if idle {
+                        tokio::select! {
+                            changed = wake.changed() => if changed.is_err() { return },
+                            _ = shutdown.wait_for(|stop| *stop) => return,
+                        }
+                    }
+                }
+            }
+        }
+    });
+    Ok(axum::response::sse::Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+/// A stream fed by a task: `body` sends items through the channel it is given; the stream ends when
+/// the task returns or the client goes away (the send fails, and the task returns).
+fn async_stream<T, F, Fut>(
+    body: F,
+) -> impl futures_util::Stream<Item = Result<T, std::convert::Infallible>>
+where
+    T: Send + 'static,
+    F: FnOnce(tokio::sync::mpsc::Sender<T>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(body(tx));
+    futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (Ok(item), rx))
+    })
+}
+
+/// The key this request was made with: its name, scopes and queue prefixes (the dashboard's login).
+#[utoipa::path(
+    get, path = "/v1/whoami", tag = "observability",
+    responses((status = 200, body = WhoAmI), (status = 401, body = ErrorBody))
+)]
+pub async fn whoami(caller: Caller) -> axum::Json<WhoAmI> {
+    let (name, scopes, queues) = match &caller {
+        Caller::Open => ("anonymous".to_string(), Scope::ALL.to_vec(), Vec::new()),
+        Caller::Key(k) => (k.name.clone(), k.scopes.clone(), k.queue_prefixes.clone()),
+    };
+    axum::Json(WhoAmI {
+        name,
+        scopes: scopes.iter().map(|s| s.as_str().to_string()).collect(),
+        queues,
+    })
+}
+
+/// Workers that fetched or heartbeat on this node in the last minute, with their queues. Needs `read`.
+#[utoipa::path(
+    get, path = "/v1/workers", tag = "observability",
+    responses((status = 200, body = WorkerList), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody))
+)]
+pub async fn workers(
+    State(s): State<AppState>,
+    caller: Caller,
+) -> ApiResult<axum::Json<WorkerList>> {
+    caller.require(&[Scope::Read])?;
+    let mut by_worker: std::collections::BTreeMap<String, WorkerView> = Default::default();
+    for (queue, seen) in s.metrics.workers(s.engine.now()) {
+        if !caller.allows_queue(&queue) {
+            continue;
+        }
+        for (id, at) in seen {
+            let w = by_worker.entry(id.clone()).or_insert_with(|| WorkerView {
+                id,
+                queues: Vec::new(),
+                last_seen_at: at,
+            });
+            w.queues.push(queue.clone());
+            w.last_seen_at = w.last_seen_at.max(at);
+        }
+    }
+    Ok(axum::Json(WorkerList {
+        workers: by_worker.into_values().collect(),
+    }))
 }
