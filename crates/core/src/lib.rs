@@ -7,6 +7,7 @@
 //! [`Store`], whose implementations live in their own crates.
 
 pub mod admission;
+pub mod alerts;
 pub mod clock;
 pub mod cron;
 pub mod engine;

@@ -465,7 +465,8 @@ pub struct Webhook {
     pub url: String,
     /// The key of the HMAC-SHA256 signature over each body (16–512 bytes). Never shown once set.
     pub secret: String,
-    /// Which ends to tell: any of `completed`, `dead`, `cancelled`.
+    /// Which ends to tell: any of `completed`, `dead`, `cancelled`; `alert` for the queue's alerts
+    /// firing and resolving.
     pub events: Vec<String>,
 }
 

@@ -258,14 +258,14 @@ pub fn webhook(h: &Webhook) -> Result<()> {
     if h.events.is_empty() {
         return Err(Error::invalid(
             "events",
-            "name at least one of completed, dead, cancelled",
+            "name at least one of completed, dead, cancelled, alert",
         ));
     }
     for (i, e) in h.events.iter().enumerate() {
-        if !matches!(e.as_str(), "completed" | "dead" | "cancelled") {
+        if !matches!(e.as_str(), "completed" | "dead" | "cancelled" | "alert") {
             return Err(Error::invalid(
                 format!("events[{i}]"),
-                "must be completed, dead or cancelled",
+                "must be completed, dead, cancelled or alert",
             ));
         }
     }

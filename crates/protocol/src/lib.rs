@@ -1000,3 +1000,26 @@ pub struct WorkerView {
     pub queues: Vec<String>,
     pub last_seen_at: i64,
 }
+
+/// `GET /v1/alerts`: the built-in alerts firing now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct AlertList {
+    pub alerts: Vec<AlertView>,
+}
+
+/// An alert firing: its rule, queue, the measured value against the threshold, since when the
+/// condition holds and when it fired.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct AlertView {
+    /// `queue_depth`, `oldest_waiting`, `failure_rate`, `stalled`, `dead_letters` or `no_workers`.
+    pub rule: String,
+    pub queue: String,
+    /// Always `firing` (resolved alerts are not listed).
+    pub state: String,
+    pub value: f64,
+    pub threshold: f64,
+    pub since: i64,
+    pub fired_at: i64,
+}

@@ -98,8 +98,11 @@ struct FileConfig {
     max_waiting_fetches: Option<usize>,
     maintenance_interval_ms: Option<u64>,
     shutdown_timeout_ms: Option<u64>,
+    alert_interval_ms: Option<u64>,
     #[serde(default)]
     keys: Vec<KeyConfig>,
+    #[serde(default)]
+    alerts: Vec<crate::alerting::AlertConfig>,
 }
 
 /// The environment variable holding one API key in plain text, with every scope: the quick way to
@@ -180,6 +183,10 @@ pub struct Config {
     pub shutdown_timeout_ms: u64,
     /// Empty: no authentication (allowed on loopback only).
     pub keys: Vec<ApiKey>,
+    /// How often the built-in alerts are evaluated (default 5,000 ms).
+    pub alert_interval_ms: u64,
+    /// `[[alerts]]` of the config file, over the built-in defaults.
+    pub alerts: Vec<crate::alerting::AlertConfig>,
 }
 
 impl Config {
@@ -199,6 +206,8 @@ impl Config {
             maintenance_interval_ms: 1_000,
             shutdown_timeout_ms: 10_000,
             keys: Vec::new(),
+            alert_interval_ms: 5_000,
+            alerts: Vec::new(),
         }
     }
 
@@ -257,6 +266,16 @@ impl Config {
         if c.shutdown_timeout_ms > 600_000 {
             return Err("shutdown_timeout_ms must be at most 600000 (10 minutes)".into());
         }
+        if let Some(ms) = file.alert_interval_ms {
+            if !(100..=600_000).contains(&ms) {
+                return Err("alert_interval_ms must be between 100 and 600000".into());
+            }
+            c.alert_interval_ms = ms;
+        }
+        for (i, a) in file.alerts.iter().enumerate() {
+            crate::alerting::check(a).map_err(|e| format!("alerts[{i}]: {e}"))?;
+        }
+        c.alerts = file.alerts;
         for (i, k) in file.keys.into_iter().enumerate() {
             c.keys
                 .push(ApiKey::from_config(k).map_err(|e| format!("keys[{i}]: {e}"))?);

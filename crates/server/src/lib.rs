@@ -7,6 +7,7 @@
 //! **Invariant:** no job semantics here. Handlers check the caller, translate between the wire types and
 //! the engine's, and map errors to statuses; the engine decides.
 
+pub mod alerting;
 pub mod auth;
 pub mod config;
 mod convert;
@@ -45,6 +46,8 @@ pub struct AppState {
     pub engine: Engine,
     pub config: Arc<Config>,
     pub metrics: Arc<metrics::Metrics>,
+    /// The built-in alerts as this node sees them.
+    pub alerts: Arc<alerting::Alerting>,
     /// This node's recent events, for `GET /v1/events`.
     pub events: Arc<events::EventLog>,
     waiters: Arc<Waiters>,
@@ -74,6 +77,7 @@ impl AppState {
             engine: Engine::new(store, clock, engine_config),
             config: Arc::new(config),
             metrics,
+            alerts: Arc::default(),
             events,
             waiters: Arc::new(Waiters::default()),
             shutdown,
@@ -98,6 +102,22 @@ impl AppState {
     /// Wakes the fetches waiting on `queue`, whose jobs became available without an event (a resume).
     pub fn wake_queue(&self, queue: &str) {
         self.waiters.wake_queue(queue);
+    }
+
+    /// Evaluates the built-in alerts once and, if `lead`, tells the notices due. The server does this
+    /// every `alert_interval_ms`; tests call it with an injected clock.
+    pub async fn evaluate_alerts(&self, lead: bool) -> errand_core::Result<()> {
+        let stats = self.engine.stats_all().await?;
+        let notices = self.alerts.evaluate(
+            self.engine.now(),
+            &stats,
+            &self.metrics,
+            &self.config.alerts,
+        );
+        if lead {
+            alerting::send(&self.engine, notices).await;
+        }
+        Ok(())
     }
 
     /// Wakes every waiting fetch (they see the shutdown flag and answer empty).
@@ -181,6 +201,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(observe::metrics))
         .routes(routes!(observe::events))
         .routes(routes!(observe::whoami))
+        .routes(routes!(observe::alerts))
         .routes(routes!(observe::workers))
         .routes(routes!(health::live))
         .routes(routes!(health::ready))

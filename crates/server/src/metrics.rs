@@ -104,6 +104,8 @@ pub struct Metrics {
     store_ops: Histograms<Op>,
     /// Queue → worker → last seen (ms since the epoch).
     workers: Mutex<HashMap<String, HashMap<String, Timestamp>>>,
+    /// Per queue, over every kind: what the alert rules of failure rate and stalls read.
+    totals: Mutex<HashMap<String, crate::alerting::Totals>>,
     /// Set by the alert evaluator: the alerts firing now.
     pub(crate) alerts_firing: Family<AlertLabel, Gauge>,
 }
@@ -124,6 +126,7 @@ impl Default for Metrics {
             http_duration: Family::new_with_constructor(|| Histogram::new(fast_buckets())),
             store_ops: Family::new_with_constructor(|| Histogram::new(fast_buckets())),
             workers: Mutex::new(HashMap::new()),
+            totals: Mutex::new(HashMap::new()),
             alerts_firing: Family::default(),
         }
     }
@@ -149,6 +152,16 @@ impl Observer for Metrics {
                 self.cancelled.get_or_create(&qk()).inc();
             }
             _ => {}
+        }
+        if e.to == JobState::Completed || e.failure.is_some() {
+            let mut totals = self.totals.lock().unwrap_or_else(|p| p.into_inner());
+            let t = match totals.get_mut(&e.queue) {
+                Some(t) => t,
+                None => totals.entry(e.queue.clone()).or_default(),
+            };
+            t.completed += u64::from(e.to == JobState::Completed);
+            t.failed += u64::from(e.failure.is_some());
+            t.stalled += u64::from(e.failure == Some(ErrorKind::Stalled));
         }
         if let Some(kind) = e.failure {
             self.failed.get_or_create(&qk()).inc();
@@ -199,6 +212,12 @@ impl Metrics {
         self.store_ops
             .get_or_create(&Op { op })
             .observe(took.as_secs_f64());
+    }
+
+    /// The counts of `queue` since this node started.
+    pub fn totals(&self, queue: &str) -> crate::alerting::Totals {
+        let totals = self.totals.lock().unwrap_or_else(|p| p.into_inner());
+        totals.get(queue).copied().unwrap_or_default()
     }
 
     /// Notes that `worker` asked for or heartbeat on jobs of `queues` at `now`.

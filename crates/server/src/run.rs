@@ -67,6 +67,7 @@ impl Server {
         if tracing::enabled!(tracing::Level::DEBUG) {
             tasks.push(tokio::spawn(log_events(state.engine.subscribe())));
         }
+        tasks.push(tokio::spawn(alert(state.clone(), state.shutdown.clone())));
         tasks.push(tokio::spawn(maintain(
             state.engine.clone(),
             interval,
@@ -257,6 +258,32 @@ async fn maintain(engine: Engine, interval: Duration, mut stop: watch::Receiver<
             ),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "maintenance pass failed; retrying next interval"),
+        }
+    }
+}
+
+/// Evaluates the built-in alerts every `alert_interval_ms` until shutdown; the node leading `alerts`
+/// tells the notices.
+async fn alert(state: AppState, mut stop: watch::Receiver<bool>) {
+    let node = node_id();
+    let interval = Duration::from_millis(state.config.alert_interval_ms);
+    let ttl_ms = state.config.alert_interval_ms.saturating_mul(3);
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let lead = match state.engine.store().try_lead("alerts", &node, ttl_ms).await {
+            Ok(lead) => lead,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot tell who leads alerting; retrying next interval");
+                false
+            }
+        };
+        if let Err(e) = state.evaluate_alerts(lead).await {
+            tracing::warn!(error = %e, "alerts not evaluated; retrying next interval");
         }
     }
 }

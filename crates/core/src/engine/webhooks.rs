@@ -117,6 +117,51 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// Enqueues a delivery of `body` (an alert's notice) to each webhook of `queue` that takes
+    /// `alert` events. `key` names the notice: a repeat of it (another node telling the same one) is
+    /// one delivery. Answers how many were enqueued.
+    pub async fn notify_alert(
+        &self,
+        queue: &str,
+        key: &str,
+        body: serde_json::Value,
+    ) -> Result<usize> {
+        let hooks = self.queue_config(queue, self.now()).await?.webhooks;
+        let deliveries: Vec<NewJob> = hooks
+            .iter()
+            .filter(|(_, h)| h.events.iter().any(|e| e == "alert"))
+            .map(|(name, _)| {
+                NewJob::new(
+                    WEBHOOK_QUEUE,
+                    WEBHOOK_KIND,
+                    json!({ "queue": queue, "webhook": name, "body": body }),
+                )
+                .with_options(delivery_options(format!("{queue}:{name}:alert:{key}")))
+            })
+            .collect();
+        let n = deliveries.len();
+        if n > 0 {
+            self.enqueue_many(deliveries).await?;
+        }
+        Ok(n)
+    }
+}
+
+fn delivery_options(unique_key: String) -> JobOptions {
+    JobOptions {
+        unique_key: Some(unique_key),
+        max_attempts: Some(DELIVERY_ATTEMPTS),
+        backoff: Some(
+            Backoff::exponential(1_000)
+                .with_jitter(0.2)
+                .with_max(3_600_000),
+        ),
+        timeout_ms: Some(DELIVERY_TIMEOUT_MS),
+        ..JobOptions::default()
+    }
+}
+
 /// The delivery job of one webhook for one job's end. Its unique key makes a repeat notice of the same
 /// end (the same state reached at the same instant) one delivery; a later end of the same job (after
 /// a retry) is a notice of its own.
@@ -135,15 +180,8 @@ fn delivery(name: &str, id: JobId, event: &str, t: &Transitioned, at: Timestamp)
         WEBHOOK_KIND,
         json!({ "queue": t.queue, "webhook": name, "body": body }),
     )
-    .with_options(JobOptions {
-        unique_key: Some(format!("{}:{name}:{id}:{event}:{at}", t.queue)),
-        max_attempts: Some(DELIVERY_ATTEMPTS),
-        backoff: Some(
-            Backoff::exponential(1_000)
-                .with_jitter(0.2)
-                .with_max(3_600_000),
-        ),
-        timeout_ms: Some(DELIVERY_TIMEOUT_MS),
-        ..JobOptions::default()
-    })
+    .with_options(delivery_options(format!(
+        "{}:{name}:{id}:{event}:{at}",
+        t.queue
+    )))
 }

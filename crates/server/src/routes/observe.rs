@@ -6,7 +6,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use errand_protocol::{ErrorBody, EventView, WhoAmI, WorkerList, WorkerView};
+use errand_protocol::{AlertList, AlertView, ErrorBody, EventView, WhoAmI, WorkerList, WorkerView};
 
 use crate::AppState;
 use crate::auth::{Caller, Scope};
@@ -222,4 +222,30 @@ pub async fn workers(
     Ok(axum::Json(WorkerList {
         workers: by_worker.into_values().collect(),
     }))
+}
+
+/// The built-in alerts firing now, as this node evaluates them. Needs `read`; a key limited to queue
+/// prefixes sees only their alerts.
+#[utoipa::path(
+    get, path = "/v1/alerts", tag = "observability",
+    responses((status = 200, body = AlertList), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody))
+)]
+pub async fn alerts(State(s): State<AppState>, caller: Caller) -> ApiResult<axum::Json<AlertList>> {
+    caller.require(&[Scope::Read])?;
+    let alerts = s
+        .alerts
+        .firing()
+        .into_iter()
+        .filter(|a| caller.allows_queue(&a.queue))
+        .map(|a| AlertView {
+            rule: a.rule.as_str().to_string(),
+            queue: a.queue,
+            state: "firing".into(),
+            value: a.value,
+            threshold: a.threshold,
+            since: a.since,
+            fired_at: a.fired_at,
+        })
+        .collect();
+    Ok(axum::Json(AlertList { alerts }))
 }

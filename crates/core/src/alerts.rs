@@ -1,0 +1,295 @@
+//! Built-in alert rules and their life: a condition that holds for `for_ms` fires; one that stops
+//! holding resolves; a notice (firing or resolved) of one alert goes out at most once per `cooldown_ms`,
+//! so a flapping condition does not page every minute.
+//!
+//! Pure: [`Tracker::step`] takes the instant and what was observed, and answers the notices to send.
+//! The server gathers the observations (store stats, its counters, workers seen) on the node that
+//! leads alerting, and sends the notices to webhooks and the log.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::clock::Timestamp;
+
+/// The conditions Errand watches, per queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleKind {
+    /// Waiting jobs above the threshold.
+    QueueDepth,
+    /// The oldest waiting job older than the threshold (seconds).
+    OldestWaiting,
+    /// Failed attempts above the threshold (percent) of the attempts ended in the window.
+    FailureRate,
+    /// Stalled attempts in the window above the threshold (default 0: any stall).
+    Stalled,
+    /// Dead letters above the threshold.
+    DeadLetters,
+    /// Jobs waiting and no worker seen for the queue (the threshold is unused).
+    NoWorkers,
+}
+
+impl RuleKind {
+    pub const ALL: [RuleKind; 6] = [
+        RuleKind::QueueDepth,
+        RuleKind::OldestWaiting,
+        RuleKind::FailureRate,
+        RuleKind::Stalled,
+        RuleKind::DeadLetters,
+        RuleKind::NoWorkers,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuleKind::QueueDepth => "queue_depth",
+            RuleKind::OldestWaiting => "oldest_waiting",
+            RuleKind::FailureRate => "failure_rate",
+            RuleKind::Stalled => "stalled",
+            RuleKind::DeadLetters => "dead_letters",
+            RuleKind::NoWorkers => "no_workers",
+        }
+    }
+
+    /// The default rule, the same as `deploy/prometheus/alerts.yml`.
+    pub fn default_rule(self) -> Rule {
+        let (threshold, for_ms) = match self {
+            RuleKind::QueueDepth => (10_000.0, 300_000),
+            RuleKind::OldestWaiting => (300.0, 300_000),
+            RuleKind::FailureRate => (10.0, 300_000),
+            RuleKind::Stalled => (0.0, 0),
+            RuleKind::DeadLetters => (0.0, 60_000),
+            RuleKind::NoWorkers => (0.0, 300_000),
+        };
+        Rule {
+            kind: self,
+            threshold,
+            for_ms,
+            cooldown_ms: 3_600_000,
+            window_ms: 600_000,
+        }
+    }
+}
+
+/// One rule as configured for a queue.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Rule {
+    pub kind: RuleKind,
+    pub threshold: f64,
+    /// How long the condition must hold before the alert fires.
+    pub for_ms: u64,
+    /// At most one notice of this alert per this long.
+    pub cooldown_ms: u64,
+    /// The window of `failure_rate` and `stalled`.
+    pub window_ms: u64,
+}
+
+/// What was observed of one rule of one queue at one instant.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observation {
+    pub rule: Rule,
+    pub queue: String,
+    /// The measured value (`no_workers`: 1 when jobs wait with no worker, else 0).
+    pub value: f64,
+}
+
+impl Observation {
+    fn breached(&self) -> bool {
+        self.value > self.rule.threshold
+    }
+}
+
+/// An alert firing now.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Alert {
+    pub rule: RuleKind,
+    pub queue: String,
+    pub value: f64,
+    pub threshold: f64,
+    /// When the condition started to hold.
+    pub since: Timestamp,
+    /// When it fired (`since + for`).
+    pub fired_at: Timestamp,
+}
+
+/// A notice to send.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Notice {
+    Firing(Alert),
+    Resolved { alert: Alert, at: Timestamp },
+}
+
+#[derive(Debug, Clone, Default)]
+struct State {
+    /// The condition has held since.
+    pending_since: Option<Timestamp>,
+    firing: Option<Alert>,
+    /// When the last notice of this alert went out.
+    last_notice: Option<Timestamp>,
+}
+
+/// The alerts' states across steps.
+#[derive(Debug, Default)]
+pub struct Tracker {
+    states: BTreeMap<(RuleKind, String), State>,
+}
+
+impl Tracker {
+    /// Moves every alert on with what was observed at `now`; answers the notices due. An alert of a
+    /// queue no longer observed (deleted, rule removed) resolves.
+    pub fn step(&mut self, now: Timestamp, observed: &[Observation]) -> Vec<Notice> {
+        let mut notices = Vec::new();
+        let mut seen = std::collections::BTreeSet::new();
+        for o in observed {
+            let key = (o.rule.kind, o.queue.clone());
+            seen.insert(key.clone());
+            let st = self.states.entry(key).or_default();
+            if !o.breached() {
+                st.pending_since = None;
+                resolve(st, now, o.rule.cooldown_ms, &mut notices);
+                continue;
+            }
+            let since = *st.pending_since.get_or_insert(now);
+            if let Some(a) = &mut st.firing {
+                a.value = o.value;
+                continue;
+            }
+            if now - since >= o.rule.for_ms as i64 {
+                let alert = Alert {
+                    rule: o.rule.kind,
+                    queue: o.queue.clone(),
+                    value: o.value,
+                    threshold: o.rule.threshold,
+                    since,
+                    fired_at: now,
+                };
+                if cooled(st, now, o.rule.cooldown_ms) {
+                    st.last_notice = Some(now);
+                    notices.push(Notice::Firing(alert.clone()));
+                }
+                st.firing = Some(alert);
+            }
+        }
+        for (key, st) in self.states.iter_mut() {
+            if !seen.contains(key) {
+                st.pending_since = None;
+                resolve(st, now, 0, &mut notices);
+            }
+        }
+        self.states.retain(|_, st| {
+            st.firing.is_some() || st.pending_since.is_some() || st.last_notice.is_some()
+        });
+        notices
+    }
+
+    /// The alerts firing now, by rule and queue.
+    pub fn firing(&self) -> Vec<Alert> {
+        self.states
+            .values()
+            .filter_map(|s| s.firing.clone())
+            .collect()
+    }
+}
+
+fn cooled(st: &State, now: Timestamp, cooldown_ms: u64) -> bool {
+    st.last_notice.is_none_or(|t| now - t >= cooldown_ms as i64)
+}
+
+fn resolve(st: &mut State, now: Timestamp, cooldown_ms: u64, notices: &mut Vec<Notice>) {
+    if let Some(alert) = st.firing.take() {
+        // A resolution is told only when its firing was; a quiet firing (within the cooldown of
+        // an earlier notice) resolves quietly too.
+        if st.last_notice == Some(alert.fired_at) || cooled(st, now, cooldown_ms) {
+            st.last_notice = Some(now);
+            notices.push(Notice::Resolved { alert, at: now });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn depth(value: f64) -> Observation {
+        Observation {
+            rule: Rule {
+                threshold: 100.0,
+                for_ms: 60_000,
+                cooldown_ms: 600_000,
+                ..RuleKind::QueueDepth.default_rule()
+            },
+            queue: "mail".into(),
+            value,
+        }
+    }
+
+    fn kinds(n: &[Notice]) -> Vec<&'static str> {
+        n.iter()
+            .map(|n| match n {
+                Notice::Firing(_) => "firing",
+                Notice::Resolved { .. } => "resolved",
+            })
+            .collect()
+    }
+
+    #[test]
+    fn fires_after_the_for_duration_and_resolves_when_the_condition_ends() {
+        let mut t = Tracker::default();
+        assert!(t.step(0, &[depth(150.0)]).is_empty(), "pending");
+        assert!(t.step(59_999, &[depth(150.0)]).is_empty());
+        let n = t.step(60_000, &[depth(170.0)]);
+        assert_eq!(kinds(&n), ["firing"]);
+        let Notice::Firing(a) = &n[0] else { panic!() };
+        assert_eq!(
+            (a.since, a.fired_at, a.value, a.threshold),
+            (0, 60_000, 170.0, 100.0)
+        );
+        assert!(t.step(70_000, &[depth(200.0)]).is_empty(), "told once");
+        assert_eq!(t.firing()[0].value, 200.0);
+        assert_eq!(kinds(&t.step(80_000, &[depth(90.0)])), ["resolved"]);
+        assert!(t.firing().is_empty());
+    }
+
+    #[test]
+    fn a_blip_shorter_than_for_never_fires() {
+        let mut t = Tracker::default();
+        t.step(0, &[depth(150.0)]);
+        t.step(30_000, &[depth(50.0)]);
+        assert!(
+            t.step(70_000, &[depth(150.0)]).is_empty(),
+            "the wait starts again"
+        );
+        assert_eq!(kinds(&t.step(130_000, &[depth(150.0)])), ["firing"]);
+    }
+
+    #[test]
+    fn a_flapping_alert_notifies_once_per_cooldown() {
+        let mut t = Tracker::default();
+        t.step(0, &[depth(150.0)]);
+        assert_eq!(kinds(&t.step(60_000, &[depth(150.0)])), ["firing"]);
+        assert_eq!(kinds(&t.step(70_000, &[depth(0.0)])), ["resolved"]);
+        // Fires again within the cooldown: active, but not told; its end is not told either.
+        t.step(80_000, &[depth(150.0)]);
+        assert!(t.step(140_000, &[depth(150.0)]).is_empty());
+        assert_eq!(t.firing().len(), 1);
+        assert!(t.step(150_000, &[depth(0.0)]).is_empty());
+        // After the cooldown it is told again.
+        t.step(700_000, &[depth(150.0)]);
+        assert_eq!(kinds(&t.step(760_000, &[depth(150.0)])), ["firing"]);
+    }
+
+    #[test]
+    fn an_alert_whose_queue_is_no_longer_observed_resolves() {
+        let mut t = Tracker::default();
+        let zero_for = Observation {
+            rule: Rule {
+                for_ms: 0,
+                ..RuleKind::DeadLetters.default_rule()
+            },
+            queue: "q".into(),
+            value: 1.0,
+        };
+        assert_eq!(kinds(&t.step(0, &[zero_for])), ["firing"]);
+        assert_eq!(kinds(&t.step(1_000, &[])), ["resolved"]);
+    }
+}

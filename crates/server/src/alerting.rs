@@ -1,0 +1,291 @@
+//! The built-in alerts (the rules are `errand_core::alerts`): every node evaluates them every
+//! `alert_interval_ms` and lists its firing ones at `GET /v1/alerts`; only the node that leads
+//! alerting (a store lease) tells them — to the log and to the queue's webhooks that take `alert`
+//! events, signed like job notices — so a notice goes out once however many nodes run.
+//!
+//! What each rule measures: `queue_depth` waiting jobs; `oldest_waiting` the oldest waiting job's age
+//! in seconds; `dead_letters` dead jobs (all three from the shared store); `failure_rate` failed
+//! attempts in percent of the attempts that ended in `window_ms` (at least [`MIN_ATTEMPTS`]);
+//! `stalled` stalls in `window_ms` (both from this node's counters); `no_workers` 1 when jobs wait
+//! in an unpaused queue and no worker fetched or heartbeat on this node in the last minute.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Mutex;
+
+use errand_core::alerts::{Alert, Notice, Observation, Rule, RuleKind, Tracker};
+use errand_core::engine::OWN_QUEUE_PREFIX;
+use errand_core::{Engine, QueueStats, Timestamp};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::metrics::{AlertLabel, Metrics};
+
+/// `failure_rate` says nothing below this many ended attempts in its window.
+pub const MIN_ATTEMPTS: u64 = 10;
+
+/// One `[[alerts]]` entry of the config file: a rule for a queue (`*`: every queue), each field left
+/// out keeping its default. A queue's own entry beats `*`; `enabled = false` turns a rule off.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertConfig {
+    #[serde(default = "every_queue")]
+    pub queue: String,
+    pub rule: RuleKind,
+    pub threshold: Option<f64>,
+    pub for_ms: Option<u64>,
+    pub cooldown_ms: Option<u64>,
+    pub window_ms: Option<u64>,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+fn every_queue() -> String {
+    "*".into()
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The rules in force for `queue`: the defaults, then `*` entries, then the queue's own.
+pub fn rules_for(queue: &str, configured: &[AlertConfig]) -> Vec<Rule> {
+    let mut out = Vec::new();
+    for kind in RuleKind::ALL {
+        let mut rule = Some(kind.default_rule());
+        let entries = configured.iter().filter(|c| c.rule == kind);
+        let (star, own): (Vec<_>, Vec<_>) = entries.partition(|c| c.queue == "*");
+        for c in star
+            .into_iter()
+            .chain(own.into_iter().filter(|c| c.queue == queue))
+        {
+            if !c.enabled {
+                rule = None;
+                continue;
+            }
+            let r = rule.get_or_insert(kind.default_rule());
+            r.threshold = c.threshold.unwrap_or(r.threshold);
+            r.for_ms = c.for_ms.unwrap_or(r.for_ms);
+            r.cooldown_ms = c.cooldown_ms.unwrap_or(r.cooldown_ms);
+            r.window_ms = c.window_ms.unwrap_or(r.window_ms);
+        }
+        out.extend(rule);
+    }
+    out
+}
+
+/// Checks an entry's values (the config file is refused otherwise).
+pub fn check(c: &AlertConfig) -> Result<(), String> {
+    if c.threshold.is_some_and(|t| !t.is_finite() || t < 0.0) {
+        return Err("threshold must be a number of at least 0".into());
+    }
+    for (name, v, max) in [
+        ("for_ms", c.for_ms, 7 * 86_400_000),
+        ("cooldown_ms", c.cooldown_ms, 7 * 86_400_000),
+        ("window_ms", c.window_ms.map(|w| w.max(1)), 86_400_000),
+    ] {
+        if v.is_some_and(|v| v > max) {
+            return Err(format!("{name} must be at most {max}"));
+        }
+    }
+    if c.window_ms == Some(0) {
+        return Err("window_ms must be at least 1".into());
+    }
+    Ok(())
+}
+
+/// Cumulative counts of one queue at one instant.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Totals {
+    pub completed: u64,
+    pub failed: u64,
+    pub stalled: u64,
+}
+
+/// The alerts of this node.
+#[derive(Debug, Default)]
+pub struct Alerting {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    tracker: Tracker,
+    /// Per queue, the counts at each evaluation within the longest window.
+    samples: HashMap<String, VecDeque<(Timestamp, Totals)>>,
+}
+
+impl Alerting {
+    /// The alerts firing now.
+    pub fn firing(&self) -> Vec<Alert> {
+        self.lock().tracker.firing()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Evaluates every rule of every queue at `now`; answers the notices due (sent by the caller if
+    /// this node leads alerting) and updates the `errand_alerts_firing` gauge.
+    pub fn evaluate(
+        &self,
+        now: Timestamp,
+        stats: &[QueueStats],
+        metrics: &Metrics,
+        configured: &[AlertConfig],
+    ) -> Vec<Notice> {
+        let workers: BTreeMap<String, usize> = metrics
+            .workers(now)
+            .into_iter()
+            .map(|(q, ws)| (q, ws.len()))
+            .collect();
+        let mut inner = self.lock();
+        let mut observed = Vec::new();
+        for s in stats
+            .iter()
+            .filter(|s| !s.queue.starts_with(OWN_QUEUE_PREFIX))
+        {
+            let rules = rules_for(&s.queue, configured);
+            let longest = rules.iter().map(|r| r.window_ms).max().unwrap_or(0) as i64;
+            let samples = inner.samples.entry(s.queue.clone()).or_default();
+            samples.push_back((now, metrics.totals(&s.queue)));
+            while samples.len() > 2 && samples.get(1).is_some_and(|(t, _)| now - t >= longest) {
+                samples.pop_front();
+            }
+            for rule in rules {
+                let value = match rule.kind {
+                    RuleKind::QueueDepth => s.waiting as f64,
+                    RuleKind::OldestWaiting => s.oldest_waiting_age_ms as f64 / 1_000.0,
+                    RuleKind::DeadLetters => s.dead as f64,
+                    RuleKind::NoWorkers => {
+                        let none = s.waiting > 0 && !s.paused && !workers.contains_key(&s.queue);
+                        f64::from(u8::from(none))
+                    }
+                    RuleKind::FailureRate | RuleKind::Stalled => {
+                        let (last, first) = window(samples, now, rule.window_ms);
+                        let failed = last.failed - first.failed;
+                        let ended = failed + (last.completed - first.completed);
+                        match rule.kind {
+                            RuleKind::Stalled => (last.stalled - first.stalled) as f64,
+                            _ if ended < MIN_ATTEMPTS => 0.0,
+                            _ => failed as f64 * 100.0 / ended as f64,
+                        }
+                    }
+                };
+                observed.push(Observation {
+                    rule,
+                    queue: s.queue.clone(),
+                    value,
+                });
+            }
+        }
+        let live: std::collections::HashSet<&str> =
+            stats.iter().map(|s| s.queue.as_str()).collect();
+        inner.samples.retain(|q, _| live.contains(q.as_str()));
+        let notices = inner.tracker.step(now, &observed);
+        metrics.alerts_firing.clear();
+        for a in inner.tracker.firing() {
+            metrics
+                .alerts_firing
+                .get_or_create(&AlertLabel {
+                    rule: a.rule.as_str(),
+                    queue: a.queue,
+                })
+                .set(1);
+        }
+        notices
+    }
+}
+
+/// The counts at `now` and at the start of the window (the oldest sample inside it, or the newest
+/// before it).
+fn window(
+    samples: &VecDeque<(Timestamp, Totals)>,
+    now: Timestamp,
+    window_ms: u64,
+) -> (Totals, Totals) {
+    let last = samples.back().map(|s| s.1).unwrap_or_default();
+    let first = samples
+        .iter()
+        .rev()
+        .find(|(t, _)| now - t >= window_ms as i64)
+        .or_else(|| samples.front())
+        .map(|s| s.1)
+        .unwrap_or_default();
+    (last, first)
+}
+
+/// Tells notices: to the log always, to webhooks taking `alert` events.
+pub async fn send(engine: &Engine, notices: Vec<Notice>) {
+    for n in notices {
+        let (state, alert, at) = match n {
+            Notice::Firing(a) => {
+                tracing::warn!(rule = a.rule.as_str(), queue = %a.queue, value = a.value,
+                    threshold = a.threshold, "alert firing");
+                let at = a.fired_at;
+                ("firing", a, at)
+            }
+            Notice::Resolved { alert, at } => {
+                tracing::info!(rule = alert.rule.as_str(), queue = %alert.queue, "alert resolved");
+                ("resolved", alert, at)
+            }
+        };
+        let body = json!({
+            "type": format!("alert.{state}"),
+            "rule": alert.rule.as_str(),
+            "queue": alert.queue,
+            "state": state,
+            "value": alert.value,
+            "threshold": alert.threshold,
+            "since": alert.since,
+            "at": at,
+        });
+        let key = format!("{}:{state}:{}", alert.rule.as_str(), alert.since);
+        if let Err(e) = engine.notify_alert(&alert.queue, &key, body).await {
+            tracing::error!(queue = %alert.queue, "alert notice not enqueued: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(queue: &str, rule: RuleKind) -> AlertConfig {
+        AlertConfig {
+            queue: queue.into(),
+            rule,
+            threshold: None,
+            for_ms: None,
+            cooldown_ms: None,
+            window_ms: None,
+            enabled: true,
+        }
+    }
+
+    #[test]
+    fn a_queues_own_entry_beats_every_queues_and_can_turn_a_rule_off() {
+        let configured = vec![
+            AlertConfig {
+                threshold: Some(50.0),
+                ..entry("*", RuleKind::QueueDepth)
+            },
+            AlertConfig {
+                threshold: Some(5.0),
+                for_ms: Some(0),
+                ..entry("pay", RuleKind::QueueDepth)
+            },
+            AlertConfig {
+                enabled: false,
+                ..entry("pay", RuleKind::DeadLetters)
+            },
+        ];
+        let mail = rules_for("mail", &configured);
+        assert_eq!(mail.len(), 6);
+        assert_eq!(mail[0].threshold, 50.0);
+        assert_eq!(mail[0].for_ms, 300_000);
+        let pay = rules_for("pay", &configured);
+        assert_eq!(pay.len(), 5);
+        assert_eq!((pay[0].threshold, pay[0].for_ms), (5.0, 0));
+        assert!(pay.iter().all(|r| r.kind != RuleKind::DeadLetters));
+    }
+}
