@@ -87,6 +87,8 @@ pub enum DlqCommand {
         #[arg(long, default_value_t = 50)]
         limit: u64,
     },
+    /// Dead jobs grouped by error fingerprint, the largest groups first ("4,210 failed with ...").
+    Groups { queue: String },
     /// Replay dead jobs matching the filter.
     Replay {
         queue: String,
@@ -109,6 +111,9 @@ pub struct Filter {
     /// Only jobs whose latest error contains this text.
     #[arg(long)]
     error_contains: Option<String>,
+    /// Only jobs whose latest error has this fingerprint (`errand dead groups` lists them).
+    #[arg(long)]
+    fingerprint: Option<String>,
     /// At most this many.
     #[arg(long)]
     limit: Option<u64>,
@@ -119,6 +124,7 @@ impl From<Filter> for DeadFilter {
         DeadFilter {
             kind: f.kind,
             error_contains: f.error_contains,
+            fingerprint: f.fingerprint,
             limit: f.limit,
         }
     }
@@ -448,6 +454,28 @@ pub async fn dlq(cmd: DlqCommand, remote: &Remote) -> ExitCode {
                 ExitCode::SUCCESS
             })
         }
+        DlqCommand::Groups { queue } => c.dead_groups(&queue).await.map(|g| {
+            if remote.json {
+                return json(&g);
+            }
+            let rows: Vec<Vec<String>> = g
+                .groups
+                .iter()
+                .map(|g| {
+                    vec![
+                        g.count.to_string(),
+                        g.fingerprint.clone(),
+                        g.kind.clone(),
+                        g.error.chars().take(70).collect(),
+                    ]
+                })
+                .collect();
+            table(&["COUNT", "FINGERPRINT", "KIND", "LATEST ERROR"], &rows);
+            if !g.complete {
+                eprintln!("(counted over the oldest {} dead jobs only)", g.scanned);
+            }
+            ExitCode::SUCCESS
+        }),
         DlqCommand::Replay { queue, filter } => c
             .replay_dead(&queue, &filter.into())
             .await

@@ -479,6 +479,13 @@ impl Client {
             .await
     }
 
+    /// `GET /v1/queues/{queue}/dead/groups`: the queue's dead letters grouped by error fingerprint, the
+    /// largest groups first.
+    pub async fn dead_groups(&self, queue: &str) -> Result<errand_protocol::DeadGroupList> {
+        self.get_json(&["v1", "queues", queue_seg(queue)?, "dead", "groups"], &[])
+            .await
+    }
+
     /// `POST /v1/queues/{queue}/dead/replay`: the dead jobs matching `filter` back to waiting, with fresh
     /// attempts and the same idempotency keys. Answers how many.
     pub async fn replay_dead(&self, queue: &str, filter: &DeadFilter) -> Result<CountResponse> {
@@ -500,6 +507,7 @@ impl Client {
             "error_contains",
             filter.error_contains.as_deref(),
         );
+        push_opt(&mut query, "fingerprint", filter.fingerprint.as_deref());
         push_opt(&mut query, "limit", filter.limit);
         self.call(
             Method::DELETE,

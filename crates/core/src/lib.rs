@@ -13,6 +13,7 @@ pub mod cron;
 pub mod engine;
 pub mod error;
 pub mod event;
+pub mod fingerprint;
 pub mod id;
 pub mod limits;
 pub mod model;

@@ -470,6 +470,15 @@ pub struct Webhook {
     pub events: Vec<String>,
 }
 
+impl Job {
+    /// The fingerprint of the job's latest error (of no error: of an empty message), which groups dead
+    /// letters that failed the same way.
+    pub fn error_fingerprint(&self) -> String {
+        let message = self.errors.last().map_or("", |e| e.message.as_str());
+        crate::fingerprint::of(&self.kind, message)
+    }
+}
+
 impl QueueConfig {
     /// The queue's flow-control rules.
     pub fn rules(&self) -> Rules {

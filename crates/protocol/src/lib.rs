@@ -762,6 +762,9 @@ pub struct DeadFilter {
     /// Only jobs whose latest error message contains this text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_contains: Option<String>,
+    /// Only jobs whose latest error has this fingerprint (`GET /v1/queues/{queue}/dead/groups`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
     /// At most this many jobs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<u64>,
@@ -1022,4 +1025,29 @@ pub struct AlertView {
     pub threshold: f64,
     pub since: i64,
     pub fired_at: i64,
+}
+
+/// `GET /v1/queues/{queue}/dead/groups`: dead letters by error fingerprint, the largest groups first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct DeadGroupList {
+    pub groups: Vec<DeadGroupView>,
+    /// Dead jobs read (at most 100,000).
+    pub scanned: u64,
+    /// False when the queue holds more dead jobs than were read.
+    pub complete: bool,
+}
+
+/// Dead jobs of one kind whose latest errors differ only in numbers, ids and quoted values.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct DeadGroupView {
+    /// Replay or purge the group with `{"fingerprint": ...}` / `?fingerprint=`.
+    pub fingerprint: String,
+    pub kind: String,
+    /// The latest error of the group's most recent job.
+    pub error: String,
+    pub count: u64,
+    pub last_failed_at: i64,
+    pub sample_job_id: String,
 }

@@ -187,6 +187,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(queues::list_jobs))
         .routes(routes!(queues::list_dead, queues::purge_dead))
         .routes(routes!(queues::replay_dead))
+        .routes(routes!(queues::dead_groups))
         .routes(routes!(queues::list_webhooks))
         .routes(routes!(queues::put_webhook, queues::delete_webhook))
         .routes(routes!(schedules::list_schedules))

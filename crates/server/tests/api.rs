@@ -634,6 +634,58 @@ async fn dead_letters_list_replay_by_filter_and_purge() {
 }
 
 #[tokio::test]
+async fn dead_letters_grouped_by_fingerprint_and_replayed_or_purged_by_group() {
+    let api = Api::new();
+    for msg in [
+        "order 17 not found",
+        "order 18 not found",
+        "order 19 not found",
+        "bank down",
+    ] {
+        api.enqueue(
+            "fp",
+            json!({"kind": "pay", "max_attempts": 1, "payload": {"m": msg}}),
+        )
+        .await;
+        let j = &api.fetch("fp", 1).await[0];
+        let id = j["id"].as_str().unwrap();
+        api.post(
+            &format!("/v1/jobs/{id}/fail"),
+            json!({"lease_token": j["lease_token"], "message": msg}),
+        )
+        .await;
+    }
+    let (s, g) = api.get("/v1/queues/fp/dead/groups").await;
+    assert_eq!(s, StatusCode::OK, "{g}");
+    assert_eq!(
+        (g["scanned"].as_u64(), &g["complete"]),
+        (Some(4), &json!(true))
+    );
+    assert_eq!(g["groups"][0]["count"], 3);
+    assert_eq!(g["groups"][0]["error"], "order 19 not found");
+    assert_eq!(g["groups"][0]["kind"], "pay");
+    assert_eq!(g["groups"][1]["count"], 1);
+    let fp = g["groups"][0]["fingerprint"].as_str().unwrap();
+    let (s, r) = api
+        .post("/v1/queues/fp/dead/replay", json!({"fingerprint": fp}))
+        .await;
+    assert_eq!((s, r["count"].as_u64()), (StatusCode::OK, Some(3)));
+    let other = g["groups"][1]["fingerprint"].as_str().unwrap();
+    let (s, r) = api
+        .call(
+            Method::DELETE,
+            &format!("/v1/queues/fp/dead?fingerprint={other}"),
+            None,
+        )
+        .await;
+    assert_eq!((s, r["count"].as_u64()), (StatusCode::OK, Some(1)));
+    let (_, g) = api.get("/v1/queues/fp/dead/groups").await;
+    assert_eq!(g["groups"], json!([]));
+    let got = api.get("/v1/queues/fp/dead/groups?limit=0").await;
+    assert_error(&got, StatusCode::BAD_REQUEST, code::INVALID, Some("limit"));
+}
+
+#[tokio::test]
 async fn keys_scopes_and_queue_prefixes() {
     let api = Api::with(Setup {
         keys: vec![

@@ -23,6 +23,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/metrics"),
     ("get", "/v1/events"),
     ("get", "/v1/whoami"),
+    ("get", "/v1/queues/{queue}/dead/groups"),
     ("get", "/v1/alerts"),
     ("get", "/v1/workers"),
     ("post", "/v1/jobs/{id}/heartbeat"),

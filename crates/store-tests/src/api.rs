@@ -246,7 +246,7 @@ pub async fn retry_a_dead_job_and_replay_by_filter(f: Fixture) {
             queue: "d".into(),
             kind: Some("mail".into()),
             error_contains: Some("smtp 421".into()),
-            limit: None,
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -266,6 +266,62 @@ pub async fn retry_a_dead_job_and_replay_by_filter(f: Fixture) {
         .unwrap();
     assert_eq!(n, 1, "a limit is honoured");
     assert_eq!(e.stats("d").await.unwrap().dead, 1);
+}
+
+/// Dead letters that failed the same way (numbers and quoted values aside) form one group, the
+/// largest first; a group is replayed or purged by its fingerprint.
+pub async fn dead_letters_group_by_error_fingerprint(f: Fixture) {
+    let ctx = Ctx::new(f);
+    let e = &ctx.engine;
+    let mut declined = Vec::new();
+    for i in 0..5 {
+        let msg = format!("card {} declined for 'user{i}@example.com'", 4000 + i);
+        declined.push(make_dead(&ctx, "g", "charge", &msg).await);
+    }
+    for i in 0..2 {
+        make_dead(&ctx, "g", "charge", &format!("gateway timeout after {i}ms")).await;
+    }
+    let refund = make_dead(&ctx, "g", "refund", "card 1 declined for 'x'").await;
+    let g = e.dead_groups("g", 10).await.unwrap();
+    assert!(g.complete);
+    assert_eq!(g.scanned, 8);
+    let counts: Vec<(u64, &str)> = g
+        .groups
+        .iter()
+        .map(|g| (g.count, g.kind.as_str()))
+        .collect();
+    assert_eq!(counts, [(5, "charge"), (2, "charge"), (1, "refund")]);
+    let big = &g.groups[0];
+    assert_eq!(big.sample_job_id, declined[4], "the most recent one");
+    assert_eq!(big.error, "card 4004 declined for 'user4@example.com'");
+    assert_eq!(g.groups[2].sample_job_id, refund);
+    assert_eq!(e.dead_groups("g", 1).await.unwrap().groups.len(), 1);
+
+    let n = e
+        .replay_dead(DeadFilter {
+            queue: "g".into(),
+            fingerprint: Some(big.fingerprint.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(n, 5);
+    for id in &declined {
+        assert_eq!(e.get(*id).await.unwrap().state, JobState::Waiting);
+    }
+    let timeouts = g.groups[1].fingerprint.clone();
+    let n = e
+        .purge_dead(DeadFilter {
+            queue: "g".into(),
+            fingerprint: Some(timeouts),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(n, 2);
+    let left = e.dead_groups("g", 10).await.unwrap();
+    assert_eq!(left.groups.len(), 1);
+    assert_eq!(left.groups[0].sample_job_id, refund);
 }
 
 pub async fn purge_dead_jobs_by_filter(f: Fixture) {

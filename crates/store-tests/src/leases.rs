@@ -386,8 +386,7 @@ pub async fn log_lines_are_kept_under_the_lease_bounded_and_deleted_with_the_job
         .purge_dead(errand_core::DeadFilter {
             queue: "logs".into(),
             kind: None,
-            error_contains: None,
-            limit: None,
+            ..Default::default()
         })
         .await
         .unwrap();

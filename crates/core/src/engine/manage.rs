@@ -1,5 +1,7 @@
 //! Operators: cancel, retry, replay and purge dead jobs, promote, pause, configure, and look.
 
+use std::collections::HashMap;
+
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
 use crate::id::JobId;
@@ -25,9 +27,36 @@ pub struct DeadFilter {
     pub kind: Option<String>,
     /// Only jobs whose latest error message contains this text.
     pub error_contains: Option<String>,
+    /// Only jobs whose latest error has this fingerprint (see [`DeadGroup`]).
+    pub fingerprint: Option<String>,
     /// At most this many jobs (all matching when `None`).
     pub limit: Option<u64>,
 }
+
+/// Dead jobs that failed the same way: the same kind and the same latest error but for numbers, ids and
+/// quoted values (see [`crate::fingerprint`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadGroup {
+    pub fingerprint: String,
+    pub kind: String,
+    /// The latest error of the group's most recent job.
+    pub error: String,
+    pub count: u64,
+    pub last_failed_at: Timestamp,
+    pub sample_job_id: JobId,
+}
+
+/// A queue's dead letters by fingerprint, most jobs first. `complete` is false when the queue holds
+/// more dead jobs than were scanned (the counts are then of the oldest `scanned`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadGroups {
+    pub groups: Vec<DeadGroup>,
+    pub scanned: u64,
+    pub complete: bool,
+}
+
+/// Dead jobs one grouping reads at most (default 100,000).
+pub const MAX_DEAD_SCAN: u64 = 100_000;
 
 /// A page of jobs; `next` is the cursor for the following page.
 #[derive(Debug, Clone)]
@@ -176,6 +205,10 @@ impl Engine {
                     Some(text) => j.errors.last().is_some_and(|e| e.message.contains(text)),
                     None => true,
                 })
+                .filter(|j| match &filter.fingerprint {
+                    Some(fp) => j.error_fingerprint() == *fp,
+                    None => true,
+                })
                 .take((budget - done).min(usize::MAX as u64) as usize)
                 .collect();
             if !jobs.is_empty() {
@@ -186,6 +219,73 @@ impl Engine {
             }
         }
         Ok(done)
+    }
+
+    /// The queue's dead letters grouped by error fingerprint, the largest groups first (at most
+    /// `limit` groups), from at most [`MAX_DEAD_SCAN`] dead jobs.
+    pub async fn dead_groups(&self, queue: &str, limit: usize) -> Result<DeadGroups> {
+        validate::queue_name("queue", queue, self.limits())?;
+        let mut groups: HashMap<String, DeadGroup> = HashMap::new();
+        let mut scanned = 0u64;
+        let mut after = None;
+        let complete = loop {
+            let page = self
+                .inner
+                .store
+                .job_list(JobList {
+                    queue: queue.to_string(),
+                    state: JobState::Dead,
+                    kind: None,
+                    after,
+                    limit: self.inner.config.batch_size,
+                })
+                .await?;
+            let full = page.len() == self.inner.config.batch_size;
+            for j in &page {
+                scanned += 1;
+                let failed_at = j.finished_at.unwrap_or(j.created_at);
+                let error = j
+                    .errors
+                    .last()
+                    .map(|e| e.message.clone())
+                    .unwrap_or_default();
+                let g = groups
+                    .entry(j.error_fingerprint())
+                    .or_insert_with_key(|fp| DeadGroup {
+                        fingerprint: fp.clone(),
+                        kind: j.kind.clone(),
+                        error: error.clone(),
+                        count: 0,
+                        last_failed_at: failed_at,
+                        sample_job_id: j.id,
+                    });
+                g.count += 1;
+                if failed_at >= g.last_failed_at {
+                    g.last_failed_at = failed_at;
+                    g.error = error;
+                    g.sample_job_id = j.id;
+                }
+            }
+            after = page.last().map(|j| j.id);
+            if !full {
+                break true;
+            }
+            if scanned >= MAX_DEAD_SCAN {
+                break false;
+            }
+        };
+        let mut groups: Vec<DeadGroup> = groups.into_values().collect();
+        groups.sort_by(|a, b| {
+            b.count
+                .cmp(&a.count)
+                .then_with(|| a.fingerprint.cmp(&b.fingerprint))
+        });
+        groups.truncate(limit);
+        Ok(DeadGroups {
+            groups,
+            scanned,
+            complete,
+        })
     }
 
     /// Pauses a queue: it keeps accepting jobs but hands none out until resumed.

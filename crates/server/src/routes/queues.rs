@@ -288,6 +288,7 @@ pub async fn replay_dead(
         ("queue" = String, Path, description = "queue name"),
         ("kind" = Option<String>, Query, description = "only jobs of this kind"),
         ("error_contains" = Option<String>, Query, description = "only jobs whose latest error contains this"),
+        ("fingerprint" = Option<String>, Query, description = "only jobs whose latest error has this fingerprint"),
         ("limit" = Option<u64>, Query, description = "at most this many"),
     ),
     responses((status = 200, description = "how many were deleted", body = CountResponse), (status = 400, body = ErrorBody))
@@ -300,10 +301,11 @@ pub async fn purge_dead(
 ) -> ApiResult<axum::Json<CountResponse>> {
     caller.require(&[Scope::Admin])?;
     caller.require_queue(&queue)?;
-    params.only(&["kind", "error_contains", "limit"])?;
+    params.only(&["kind", "error_contains", "fingerprint", "limit"])?;
     let f = errand_protocol::DeadFilter {
         kind: params.text("kind"),
         error_contains: params.text("error_contains"),
+        fingerprint: params.text("fingerprint"),
         limit: params.number("limit")?,
     };
     let count = s.engine.purge_dead(dead_filter(queue, f)).await?;
@@ -315,8 +317,51 @@ fn dead_filter(queue: String, f: errand_protocol::DeadFilter) -> DeadFilter {
         queue,
         kind: f.kind,
         error_contains: f.error_contains,
+        fingerprint: f.fingerprint,
         limit: f.limit,
     }
+}
+
+/// The queue's dead letters grouped by error fingerprint, the largest groups first: "4,210 jobs failed
+/// with the same error". Reads at most 100,000 dead jobs (`complete` says whether that was all).
+#[utoipa::path(
+    get, path = "/v1/queues/{queue}/dead/groups", tag = "dead letters",
+    params(
+        ("queue" = String, Path, description = "queue name"),
+        ("limit" = Option<u64>, Query, description = "groups, 1–1000, default 100"),
+    ),
+    responses((status = 200, body = errand_protocol::DeadGroupList), (status = 400, body = ErrorBody))
+)]
+pub async fn dead_groups(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(queue): Path<String>,
+    params: Params,
+) -> ApiResult<axum::Json<errand_protocol::DeadGroupList>> {
+    caller.require(&[Scope::Read])?;
+    caller.require_queue(&queue)?;
+    params.only(&["limit"])?;
+    let limit = params.number("limit")?.unwrap_or(DEFAULT_PAGE);
+    if !(1..=1_000).contains(&limit) {
+        return Err(ApiError::invalid("limit", "must be between 1 and 1000"));
+    }
+    let g = s.engine.dead_groups(&queue, limit as usize).await?;
+    Ok(axum::Json(errand_protocol::DeadGroupList {
+        groups: g
+            .groups
+            .into_iter()
+            .map(|g| errand_protocol::DeadGroupView {
+                fingerprint: g.fingerprint,
+                kind: g.kind,
+                error: g.error,
+                count: g.count,
+                last_failed_at: g.last_failed_at,
+                sample_job_id: g.sample_job_id.to_string(),
+            })
+            .collect(),
+        scanned: g.scanned,
+        complete: g.complete,
+    }))
 }
 
 /// A queue's webhooks (secrets are never shown).
