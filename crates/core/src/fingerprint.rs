@@ -18,12 +18,12 @@ pub fn normalize(message: &str) -> String {
         if out.len() >= MAX_NORMALIZED {
             break;
         }
-        if c == '"' || c == '\'' {
-            if let Some(end) = rest[1..].find(c) {
-                out.push_str("'…'");
-                rest = &rest[end + 2..];
-                continue;
-            }
+        if (c == '"' || c == '\'')
+            && let Some(end) = rest[1..].find(c)
+        {
+            out.push_str("'…'");
+            rest = &rest[end + 2..];
+            continue;
         }
         if c.is_whitespace() {
             out.push(' ');
