@@ -185,6 +185,8 @@ pub struct ListJobs {
     pub state: JobState,
     /// Only jobs of this kind.
     pub kind: Option<String>,
+    /// Only jobs holding this unique key.
+    pub unique_key: Option<String>,
     /// The previous page's `next_cursor`.
     pub cursor: Option<String>,
     /// At most this many (server default 100, at most 1,000).
@@ -197,6 +199,7 @@ impl ListJobs {
         ListJobs {
             state,
             kind: None,
+            unique_key: None,
             cursor: None,
             limit: None,
         }
@@ -457,6 +460,7 @@ impl Client {
     pub async fn list_jobs(&self, queue: &str, params: &ListJobs) -> Result<JobPage> {
         let mut query = vec![("state", params.state.as_str().to_string())];
         push_opt(&mut query, "kind", params.kind.as_deref());
+        push_opt(&mut query, "unique_key", params.unique_key.as_deref());
         push_opt(&mut query, "cursor", params.cursor.as_deref());
         push_opt(&mut query, "limit", params.limit);
         self.get_json(&["v1", "queues", queue_seg(queue)?, "jobs"], &query)

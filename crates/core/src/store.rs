@@ -327,6 +327,8 @@ pub struct JobList {
     pub queue: String,
     pub state: JobState,
     pub kind: Option<String>,
+    /// Only jobs holding this unique key (found through the unique-key index, not a scan).
+    pub unique_key: Option<String>,
     pub after: Option<JobId>,
     pub limit: usize,
 }

@@ -260,6 +260,11 @@ statements! {
         WHERE (queue, state, id) > ($1, $2, $3) AND queue = $1 AND state = $2 \
           AND ($4::text IS NULL OR kind = $4::text) \
         ORDER BY queue, state, id LIMIT $5");
+    /// `list` of the jobs holding unique key `$6`: through the unique-key index.
+    list_unique = concat!("SELECT ", job_columns!(), " FROM {s}.jobs \
+        WHERE queue = $1 AND unique_key = $6 AND state = $2 AND id > $3 \
+          AND ($4::text IS NULL OR kind = $4::text) \
+        ORDER BY id LIMIT $5");
     /// Retention keeps a flow child while its parent may still read it (the parent is unfinished).
     prune_finished_before = "DELETE FROM {s}.jobs WHERE id = ANY(ARRAY(SELECT id FROM {s}.jobs AS c \
         WHERE (queue, state, id) > ($1, $2, '') AND queue = $1 AND state = $2 AND finished_at < $3 \
@@ -1431,18 +1436,15 @@ pub(crate) async fn job_get(c: &impl GenericClient, cx: &Cx, id: JobId) -> Resul
 
 pub(crate) async fn job_list(c: &impl GenericClient, cx: &Cx, p: &JobList) -> Result<Vec<Job>> {
     let after = p.after.map(|a| a.to_string()).unwrap_or_default();
-    let rows = query(
-        c,
-        &cx.sql.list,
-        &[
-            &p.queue,
-            &p.state.as_str(),
-            &after,
-            &p.kind,
-            &(p.limit as i64),
-        ],
-    )
-    .await?;
+    let (queue, state, limit) = (&p.queue, p.state.as_str(), p.limit as i64);
+    let rows = match &p.unique_key {
+        None => query(c, &cx.sql.list, &[queue, &state, &after, &p.kind, &limit]).await?,
+        Some(key) => {
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
+                [queue, &state, &after, &p.kind, &limit, key];
+            query(c, &cx.sql.list_unique, &params).await?
+        }
+    };
     decode_all(&rows)
 }
 

@@ -1190,16 +1190,30 @@ pub(crate) fn job_get(conn: &Connection, id: JobId) -> Result<Option<JobRow>> {
 }
 
 pub(crate) fn job_list(conn: &Connection, p: &JobList) -> Result<Vec<JobRow>> {
-    let mut stmt = conn
-        .prepare_cached(&format!(
+    // A unique key is found through its index; `?6 IS NULL OR ...` would keep the planner on a scan.
+    let sql = match p.unique_key {
+        None => format!(
             "SELECT {JOB_COLUMNS} FROM jobs WHERE queue = ?1 AND state = ?2 AND id > ?3 \
-             AND (?4 IS NULL OR kind = ?4) ORDER BY id LIMIT ?5"
-        ))
-        .map_err(backend)?;
+             AND (?4 IS NULL OR kind = ?4) AND ?6 IS NULL ORDER BY id LIMIT ?5"
+        ),
+        Some(_) => format!(
+            "SELECT {JOB_COLUMNS} FROM jobs INDEXED BY jobs_unique WHERE queue = ?1 \
+             AND unique_key = ?6 AND state = ?2 AND id > ?3 AND (?4 IS NULL OR kind = ?4) \
+             ORDER BY id LIMIT ?5"
+        ),
+    };
+    let mut stmt = conn.prepare_cached(&sql).map_err(backend)?;
     let after = p.after.map(|a| a.to_string()).unwrap_or_default();
     let rows = stmt
         .query_map(
-            params![p.queue, p.state.as_str(), after, p.kind, p.limit as i64],
+            params![
+                p.queue,
+                p.state.as_str(),
+                after,
+                p.kind,
+                p.limit as i64,
+                p.unique_key
+            ],
             job_row,
         )
         .map_err(backend)?;

@@ -414,6 +414,60 @@ pub async fn paused_queue_accepts_but_hands_out_nothing(f: Fixture) {
     assert_eq!(info.config.max_attempts, 9);
 }
 
+/// A search by unique key finds the jobs holding it, in the state asked for, and no other.
+pub async fn list_by_unique_key(f: Fixture) {
+    use errand_core::store::JobList;
+    let ctx = Ctx::new(f);
+    let e = &ctx.engine;
+    let keyed = |i: u64, key: &str| {
+        job("uk", i).with_options(JobOptions {
+            unique_key: Some(key.into()),
+            ..Default::default()
+        })
+    };
+    let a = e.enqueue(keyed(1, "order-1")).await.unwrap().id;
+    e.enqueue(keyed(2, "order-2")).await.unwrap();
+    e.enqueue(job("uk", 3)).await.unwrap();
+    e.enqueue(job("uk-other", 4).with_options(JobOptions {
+        unique_key: Some("order-1".into()),
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+    let find = |key: &str, state: JobState| JobList {
+        queue: "uk".into(),
+        state,
+        kind: None,
+        unique_key: Some(key.into()),
+        after: None,
+        limit: 10,
+    };
+    let page = e
+        .list_where(find("order-1", JobState::Waiting))
+        .await
+        .unwrap();
+    let ids: Vec<_> = page.jobs.iter().map(|j| j.id).collect();
+    assert_eq!(ids, [a]);
+    assert!(
+        e.list_where(find("order-1", JobState::Completed))
+            .await
+            .unwrap()
+            .jobs
+            .is_empty()
+    );
+    assert!(
+        e.list_where(find("order-9", JobState::Waiting))
+            .await
+            .unwrap()
+            .jobs
+            .is_empty()
+    );
+    assert!(matches!(
+        e.list_where(find("", JobState::Waiting)).await,
+        Err(Error::Invalid { .. })
+    ));
+}
+
 pub async fn list_pages_with_a_cursor(f: Fixture) {
     let ctx = Ctx::new(f);
     let e = &ctx.engine;

@@ -192,6 +192,7 @@ impl Engine {
                     queue: filter.queue.clone(),
                     state: JobState::Dead,
                     kind: filter.kind.clone(),
+                    unique_key: None,
                     after,
                     limit: self.inner.config.batch_size,
                 })
@@ -236,6 +237,7 @@ impl Engine {
                     queue: queue.to_string(),
                     state: JobState::Dead,
                     kind: None,
+                    unique_key: None,
                     after,
                     limit: self.inner.config.batch_size,
                 })
@@ -389,22 +391,29 @@ impl Engine {
         after: Option<JobId>,
         limit: usize,
     ) -> Result<Page> {
-        validate::queue_name("queue", queue, self.limits())?;
-        if let Some(k) = &kind {
+        self.list_where(JobList {
+            queue: queue.to_string(),
+            state,
+            kind,
+            unique_key: None,
+            after,
+            limit,
+        })
+        .await
+    }
+
+    /// A page of jobs as `p` selects them (kind, unique key).
+    pub async fn list_where(&self, p: JobList) -> Result<Page> {
+        validate::queue_name("queue", &p.queue, self.limits())?;
+        if let Some(k) = &p.kind {
             validate::kind("kind", k, self.limits())?;
         }
+        if let Some(k) = &p.unique_key {
+            validate::key("unique_key", k, self.limits().max_key)?;
+        }
+        let limit = p.limit;
         validate::range_u64("limit", limit as u64, 1, self.limits().max_claim as u64)?;
-        let jobs = self
-            .inner
-            .store
-            .job_list(JobList {
-                queue: queue.to_string(),
-                state,
-                kind,
-                after,
-                limit,
-            })
-            .await?;
+        let jobs = self.inner.store.job_list(p).await?;
         let next = if jobs.len() == limit {
             jobs.last().map(|j| j.id)
         } else {

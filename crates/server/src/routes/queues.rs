@@ -148,6 +148,7 @@ pub async fn put_config(
         ("queue" = String, Path, description = "queue name"),
         ("state" = String, Query, description = "waiting, delayed, active, completed, cancelled or dead"),
         ("kind" = Option<String>, Query, description = "only jobs of this kind"),
+        ("unique_key" = Option<String>, Query, description = "only jobs holding this unique key"),
         ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
         ("limit" = Option<u64>, Query, description = "1–1000, default 100"),
     ),
@@ -161,7 +162,7 @@ pub async fn list_jobs(
 ) -> ApiResult<axum::Json<JobPage>> {
     caller.require(&[Scope::Read])?;
     caller.require_queue(&queue)?;
-    params.only(&["state", "kind", "cursor", "limit"])?;
+    params.only(&["state", "kind", "unique_key", "cursor", "limit"])?;
     let state = params.text("state").ok_or_else(|| {
         ApiError::invalid(
             "state",
@@ -187,13 +188,14 @@ async fn page(
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);
     let page = s
         .engine
-        .list_kind(
-            queue,
+        .list_where(errand_core::store::JobList {
+            queue: queue.to_string(),
             state,
-            params.text("kind"),
-            params.job_id("cursor")?,
+            kind: params.text("kind"),
+            unique_key: params.text("unique_key"),
+            after: params.job_id("cursor")?,
             limit,
-        )
+        })
         .await?;
     Ok(axum::Json(JobPage {
         jobs: page.jobs.into_iter().map(convert::job_view).collect(),
