@@ -32,8 +32,9 @@ pub use event::{Event, Observer};
 pub use id::{JobId, LeaseToken};
 pub use limits::Limits;
 pub use model::{
-    Backoff, BackoffKind, DeadReason, Dedup, ErrorKind, ErrorRecord, Job, JobOptions, JobState,
-    Lease, LogLine, NewJob, ParentOnDead, QueueConfig, QueueInfo, QueueStats, Retention, Webhook,
+    AuditEntry, Backoff, BackoffKind, DeadReason, Dedup, ErrorKind, ErrorRecord, Job, JobOptions,
+    JobState, Lease, LogLine, NewJob, ParentOnDead, QueueConfig, QueueInfo, QueueStats, Retention,
+    Webhook,
 };
 pub use schedule::{Missed, Schedule, ScheduleDef};
 pub use store::Store;

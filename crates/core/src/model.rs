@@ -470,6 +470,22 @@ pub struct Webhook {
     pub events: Vec<String>,
 }
 
+/// One operator action in the audit log.
+#[derive(Debug, Clone)]
+pub struct AuditEntry {
+    /// Given by the store, rising (0 in an entry to append).
+    pub id: u64,
+    pub at: Timestamp,
+    /// The name of the API key that acted (`anonymous` without keys).
+    pub key: String,
+    /// What was done: `job.retry`, `queue.pause`, `dead.replay`, ...
+    pub action: String,
+    /// What it was done to: a job id, a queue, a schedule.
+    pub target: String,
+    /// The request's particulars (a filter, a count), as JSON.
+    pub detail: Option<Box<RawValue>>,
+}
+
 impl Job {
     /// The fingerprint of the job's latest error (of no error: of an empty message), which groups dead
     /// letters that failed the same way.

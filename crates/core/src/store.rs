@@ -15,6 +15,8 @@
 //! is one transaction.
 
 use async_trait::async_trait;
+
+use crate::model::AuditEntry;
 use serde_json::value::RawValue;
 
 use crate::admission::Rules;
@@ -473,6 +475,12 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// Pauses or resumes a queue (creating it).
     async fn queue_set_paused(&self, name: &str, paused: bool) -> Result<()>;
+
+    /// Appends to the audit log (its `id` is given by the store).
+    async fn audit_append(&self, e: AuditEntry) -> Result<()>;
+
+    /// The audit log, newest first: up to `limit` entries with ids below `before` (all when `None`).
+    async fn audit_list(&self, before: Option<u64>, limit: usize) -> Result<Vec<AuditEntry>>;
 
     /// [`Store::queue_stats`] of every queue [`Store::queue_list`] names, in name order, in a bounded
     /// number of round trips (a scrape of a thousand queues must stay cheap).

@@ -1051,3 +1051,31 @@ pub struct DeadGroupView {
     pub last_failed_at: i64,
     pub sample_job_id: String,
 }
+
+/// `GET /v1/audit`: operators' actions, newest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct AuditPage {
+    pub entries: Vec<AuditView>,
+    /// Pass as `cursor` for older entries; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// One action: when, by which key, what, to what, with what particulars.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct AuditView {
+    pub id: u64,
+    pub at: i64,
+    /// The API key's name.
+    pub key: String,
+    /// `job.retry`, `job.cancel`, `job.promote`, `queue.pause`, `queue.resume`, `queue.configure`,
+    /// `dead.replay`, `dead.purge`, `webhook.put`, `webhook.delete`, `schedule.put`,
+    /// `schedule.delete`, `schedule.pause`, `schedule.resume`, `schedule.trigger`.
+    pub action: String,
+    pub target: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub detail: Option<Value>,
+}

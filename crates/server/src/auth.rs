@@ -169,7 +169,7 @@ impl Caller {
     /// The key's name, for logs.
     pub fn name(&self) -> &str {
         match self {
-            Caller::Open => "-",
+            Caller::Open => "anonymous",
             Caller::Key(k) => &k.name,
         }
     }

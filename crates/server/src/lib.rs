@@ -203,6 +203,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(observe::events))
         .routes(routes!(observe::whoami))
         .routes(routes!(observe::alerts))
+        .routes(routes!(observe::audit))
         .routes(routes!(observe::workers))
         .routes(routes!(health::live))
         .routes(routes!(health::ready))

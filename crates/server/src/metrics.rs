@@ -481,6 +481,17 @@ impl Store for TimedStore {
         )
         .await
     }
+    async fn audit_append(&self, e: errand_core::AuditEntry) -> Result<()> {
+        self.time("audit_append", self.inner.audit_append(e)).await
+    }
+    async fn audit_list(
+        &self,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<errand_core::AuditEntry>> {
+        self.time("audit_list", self.inner.audit_list(before, limit))
+            .await
+    }
     async fn queue_stats_all(&self, now: Timestamp) -> Result<Vec<QueueStats>> {
         self.time("queue_stats_all", self.inner.queue_stats_all(now))
             .await

@@ -686,6 +686,75 @@ async fn dead_letters_grouped_by_fingerprint_and_replayed_or_purged_by_group() {
 }
 
 #[tokio::test]
+async fn operators_actions_are_audited_with_the_keys_name() {
+    let mut api = Api::with(Setup {
+        keys: vec![
+            Api::key("ops", &[Scope::Admin], &[]),
+            Api::key("viewer", &[Scope::Read], &[]),
+        ],
+        ..Setup::default()
+    });
+    api.key = Some("ops".into());
+    let id = api
+        .enqueue("au", json!({"kind": "k", "max_attempts": 1}))
+        .await;
+    let j = &api.fetch("au", 1).await[0];
+    api.post(
+        &format!("/v1/jobs/{id}/fail"),
+        json!({"lease_token": j["lease_token"], "message": "boom"}),
+    )
+    .await;
+    assert_eq!(
+        api.post(&format!("/v1/jobs/{id}/retry"), json!({})).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        api.post("/v1/queues/au/pause", json!({})).await.0,
+        StatusCode::OK
+    );
+    let (s, _) = api
+        .post("/v1/queues/au/dead/replay", json!({"kind": "k"}))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    // A refused action is not an action.
+    api.key = Some("viewer".into());
+    assert_eq!(
+        api.post("/v1/queues/au/resume", json!({})).await.0,
+        StatusCode::FORBIDDEN
+    );
+
+    let (s, page) = api.get("/v1/audit").await;
+    assert_eq!(s, StatusCode::OK, "{page}");
+    let got: Vec<(&str, &str, &str)> = page["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["key"].as_str().unwrap(),
+                e["action"].as_str().unwrap(),
+                e["target"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("ops", "dead.replay", "au"),
+            ("ops", "queue.pause", "au"),
+            ("ops", "job.retry", id.as_str()),
+        ]
+    );
+    assert_eq!(page["entries"][0]["detail"]["filter"]["kind"], "k");
+    assert_eq!(page["entries"][0]["detail"]["count"], 0);
+    let (_, first) = api.get("/v1/audit?limit=2").await;
+    let cursor = first["next_cursor"].as_str().unwrap();
+    let (_, rest) = api.get(&format!("/v1/audit?limit=2&cursor={cursor}")).await;
+    assert_eq!(rest["entries"][0]["action"], "job.retry");
+    assert!(rest.get("next_cursor").is_none());
+}
+
+#[tokio::test]
 async fn keys_scopes_and_queue_prefixes() {
     let api = Api::with(Setup {
         keys: vec![

@@ -25,6 +25,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/whoami"),
     ("get", "/v1/queues/{queue}/dead/groups"),
     ("get", "/v1/alerts"),
+    ("get", "/v1/audit"),
     ("get", "/v1/workers"),
     ("post", "/v1/jobs/{id}/heartbeat"),
     ("post", "/v1/jobs/{id}/complete"),

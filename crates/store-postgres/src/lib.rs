@@ -332,6 +332,24 @@ impl Store for PgStore {
         .await
     }
 
+    async fn audit_append(&self, e: errand_core::AuditEntry) -> Result<()> {
+        run(self.pool(), self.cx(), &e, |c, cx, e| {
+            Box::pin(ops::audit_append(c, cx, e))
+        })
+        .await
+    }
+
+    async fn audit_list(
+        &self,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<errand_core::AuditEntry>> {
+        run(self.pool(), self.cx(), &(before, limit), |c, cx, p| {
+            Box::pin(ops::audit_list(c, cx, p.0, p.1))
+        })
+        .await
+    }
+
     async fn queue_stats_all(&self, now: Timestamp) -> Result<Vec<QueueStats>> {
         run(self.pool(), self.cx(), &now, |c, cx, now| {
             Box::pin(ops::queue_stats_all(c, cx, *now))

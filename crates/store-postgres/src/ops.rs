@@ -291,6 +291,10 @@ statements! {
     oldest_waiting = "SELECT MIN(run_at) FROM (SELECT run_at FROM {s}.jobs \
         WHERE (queue, state, id) > ($1, 'waiting', '') AND queue = $1 AND state = 'waiting' \
         ORDER BY queue, state, id LIMIT 1000) AS w";
+    audit_append = "INSERT INTO {s}.audit (at, key, action, target, detail) \
+        VALUES ($1, $2, $3, $4, $5)";
+    audit_list = "SELECT id, at, key, action, target, detail FROM {s}.audit WHERE id < $1 \
+        ORDER BY id DESC LIMIT $2";
     /// Every queue's counts in one round trip (a lateral count per queue over the state index).
     state_counts_all = "SELECT q.name, q.paused, c.state, c.n FROM {s}.queues AS q \
         LEFT JOIN LATERAL (SELECT state, COUNT(*) AS n FROM {s}.jobs \
@@ -1477,6 +1481,45 @@ pub(crate) async fn queue_list(c: &impl GenericClient, cx: &Cx) -> Result<Vec<Qu
         .await?
         .iter()
         .map(decode_queue)
+        .collect()
+}
+
+pub(crate) async fn audit_append(
+    c: &impl GenericClient,
+    cx: &Cx,
+    e: &errand_core::AuditEntry,
+) -> Result<()> {
+    let detail = e.detail.as_ref().map(|d| d.get());
+    query(
+        c,
+        &cx.sql.audit_append,
+        &[&e.at, &e.key, &e.action, &e.target, &detail],
+    )
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn audit_list(
+    c: &impl GenericClient,
+    cx: &Cx,
+    before: Option<u64>,
+    limit: usize,
+) -> Result<Vec<errand_core::AuditEntry>> {
+    let before = before.map_or(i64::MAX, |b| i64::try_from(b).unwrap_or(i64::MAX));
+    let rows = query(c, &cx.sql.audit_list, &[&before, &(limit as i64)]).await?;
+    rows.iter()
+        .map(|r| {
+            let id: i64 = get(r, 0)?;
+            let detail: Option<String> = get(r, 5)?;
+            Ok(errand_core::AuditEntry {
+                id: id.max(0) as u64,
+                at: get(r, 1)?,
+                key: get(r, 2)?,
+                action: get(r, 3)?,
+                target: get(r, 4)?,
+                detail: detail.map(raw_json).transpose()?,
+            })
+        })
         .collect()
 }
 

@@ -143,6 +143,17 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE {s}.jobs ADD COLUMN parent_counted BOOLEAN NOT NULL DEFAULT false; -- released its parent
     CREATE INDEX jobs_by_parent ON {s}.jobs (parent_id, id) WHERE parent_id IS NOT NULL;
     "#,
+    // 6: the audit log of operators' actions (append-only: nothing updates or deletes a row).
+    r#"
+    CREATE TABLE {s}.audit (
+        id     BIGSERIAL PRIMARY KEY,
+        at     BIGINT NOT NULL,
+        key    TEXT NOT NULL,             -- the API key's name
+        action TEXT NOT NULL,             -- e.g. 'job.retry', 'queue.pause'
+        target TEXT NOT NULL,             -- a job id, a queue, a schedule
+        detail TEXT                       -- JSON
+    );
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -242,6 +242,24 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn audit_append(&self, e: errand_core::AuditEntry) -> Result<()> {
+        self.inner
+            .writer
+            .write(move |c| ops::audit_append(c, &e))
+            .await
+    }
+
+    async fn audit_list(
+        &self,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<errand_core::AuditEntry>> {
+        self.inner
+            .readers
+            .read(move |c| ops::audit_list(c, before, limit))
+            .await
+    }
+
     async fn queue_stats_all(&self, now: Timestamp) -> Result<Vec<QueueStats>> {
         self.inner
             .readers

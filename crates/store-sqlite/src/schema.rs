@@ -119,6 +119,17 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE jobs ADD COLUMN parent_counted INTEGER NOT NULL DEFAULT 0; -- released its parent once
     CREATE INDEX jobs_by_parent ON jobs (parent_id, id) WHERE parent_id IS NOT NULL;
     "#,
+    // 6: the audit log of operators' actions (append-only: nothing updates or deletes a row).
+    r#"
+    CREATE TABLE audit (
+        id     INTEGER PRIMARY KEY AUTOINCREMENT,
+        at     INTEGER NOT NULL,
+        key    TEXT NOT NULL,             -- the API key's name
+        action TEXT NOT NULL,             -- e.g. 'job.retry', 'queue.pause'
+        target TEXT NOT NULL,             -- a job id, a queue, a schedule
+        detail TEXT                       -- JSON
+    );
+    "#,
 ];
 
 /// The schema version this build writes.

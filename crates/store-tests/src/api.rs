@@ -414,6 +414,41 @@ pub async fn paused_queue_accepts_but_hands_out_nothing(f: Fixture) {
     assert_eq!(info.config.max_attempts, 9);
 }
 
+/// The audit log keeps every entry, newest first, paged by id, with its detail as written.
+pub async fn audit_log_appends_and_pages_newest_first(f: Fixture) {
+    let ctx = Ctx::new(f);
+    let e = &ctx.engine;
+    assert!(e.audit_log(None, 10).await.unwrap().is_empty());
+    for i in 0..5 {
+        let detail = serde_json::json!({"count": i, "filter": {"kind": "charge"}});
+        e.audit("ops", "dead.replay", &format!("q{i}"), Some(&detail))
+            .await
+            .unwrap();
+        ctx.clock.advance(10);
+    }
+    e.audit("anonymous", "queue.pause", "mail", None)
+        .await
+        .unwrap();
+    let all = e.audit_log(None, 10).await.unwrap();
+    let targets: Vec<&str> = all.iter().map(|a| a.target.as_str()).collect();
+    assert_eq!(targets, ["mail", "q4", "q3", "q2", "q1", "q0"]);
+    assert!(all.windows(2).all(|w| w[0].id > w[1].id));
+    assert_eq!(all[0].key, "anonymous");
+    assert!(all[0].detail.is_none());
+    assert_eq!(all[1].action, "dead.replay");
+    assert_eq!(all[5].at + 40, all[1].at);
+    let detail: serde_json::Value =
+        serde_json::from_str(all[1].detail.as_ref().unwrap().get()).unwrap();
+    assert_eq!(detail["filter"]["kind"], "charge");
+    let page = e.audit_log(Some(all[2].id), 2).await.unwrap();
+    let targets: Vec<&str> = page.iter().map(|a| a.target.as_str()).collect();
+    assert_eq!(targets, ["q2", "q1"]);
+    assert!(matches!(
+        e.audit_log(None, 0).await,
+        Err(Error::Invalid { .. })
+    ));
+}
+
 /// A search by unique key finds the jobs holding it, in the state asked for, and no other.
 pub async fn list_by_unique_key(f: Fixture) {
     use errand_core::store::JobList;

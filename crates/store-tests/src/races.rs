@@ -81,6 +81,18 @@ impl Store for CancelBeforeWrite {
     async fn queue_set_paused(&self, name: &str, paused: bool) -> Result<()> {
         self.inner.queue_set_paused(name, paused).await
     }
+    async fn audit_append(&self, e: errand_core::AuditEntry) -> Result<()> {
+        self.inner.audit_append(e).await
+    }
+
+    async fn audit_list(
+        &self,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<errand_core::AuditEntry>> {
+        self.inner.audit_list(before, limit).await
+    }
+
     async fn queue_stats_all(&self, now: Timestamp) -> Result<Vec<QueueStats>> {
         self.inner.queue_stats_all(now).await
     }

@@ -290,6 +290,40 @@ impl Engine {
         })
     }
 
+    /// Records an operator's action in the audit log, at the engine's clock.
+    pub async fn audit(
+        &self,
+        key: &str,
+        action: &str,
+        target: &str,
+        detail: Option<&serde_json::Value>,
+    ) -> Result<()> {
+        let detail = detail
+            .map(|d| serde_json::value::to_raw_value(d).map_err(|e| Error::Backend(Box::new(e))))
+            .transpose()?;
+        self.inner
+            .store
+            .audit_append(crate::model::AuditEntry {
+                id: 0,
+                at: self.now(),
+                key: key.to_string(),
+                action: action.to_string(),
+                target: target.to_string(),
+                detail,
+            })
+            .await
+    }
+
+    /// The audit log, newest first: `limit` (1–1,000) entries with ids below `before`.
+    pub async fn audit_log(
+        &self,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<crate::model::AuditEntry>> {
+        validate::range_u64("limit", limit as u64, 1, 1_000)?;
+        self.inner.store.audit_list(before, limit).await
+    }
+
     /// Pauses a queue: it keeps accepting jobs but hands none out until resumed.
     pub async fn pause(&self, queue: &str) -> Result<()> {
         validate::queue_name("queue", queue, self.limits())?;

@@ -157,6 +157,8 @@ pub async fn cancel(
         errand_core::Cancelled::Cancelled => "cancelled",
         errand_core::Cancelled::Requested => "requested",
     };
+    let detail = serde_json::json!({ "outcome": outcome });
+    super::audit(&s, &caller, "job.cancel", &id, Some(detail)).await;
     Ok(axum::Json(CancelResponse {
         id: job.id.to_string(),
         outcome: outcome.into(),
@@ -177,6 +179,7 @@ pub async fn retry(
     caller.require(&[Scope::Admin])?;
     let job = visible_job(&s, &caller, &id).await?;
     s.engine.retry(job.id).await?;
+    super::audit(&s, &caller, "job.retry", &id, None).await;
     state_of(&s, job.id).await
 }
 
@@ -194,6 +197,7 @@ pub async fn promote(
     caller.require(&[Scope::Admin])?;
     let job = visible_job(&s, &caller, &id).await?;
     s.engine.promote(job.id).await?;
+    super::audit(&s, &caller, "job.promote", &id, None).await;
     state_of(&s, job.id).await
 }
 

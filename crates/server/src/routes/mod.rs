@@ -11,7 +11,25 @@ pub mod work;
 
 use errand_core::engine::OWN_QUEUE_PREFIX;
 
+use crate::AppState;
+use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
+
+/// Records an operator's action, done, in the audit log with the caller's key name. The action stands
+/// whatever happens here: a failed write is logged as an error, not answered.
+pub(crate) async fn audit(
+    s: &AppState,
+    caller: &Caller,
+    action: &str,
+    target: &str,
+    detail: Option<serde_json::Value>,
+) {
+    let key = caller.name();
+    tracing::info!(key, action, target, "audit");
+    if let Err(e) = s.engine.audit(key, action, target, detail.as_ref()).await {
+        tracing::error!(key, action, target, "the audit log was not written: {e}");
+    }
+}
 
 /// Refuses a queue of Errand's own (`errand.*`, the webhook deliveries) where a caller would put jobs
 /// in it or work it: a delivery is signed with a webhook's secret, so only the server may make one,

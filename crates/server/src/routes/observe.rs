@@ -6,7 +6,10 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use errand_protocol::{AlertList, AlertView, ErrorBody, EventView, WhoAmI, WorkerList, WorkerView};
+use errand_protocol::{
+    AlertList, AlertView, AuditPage, AuditView, ErrorBody, EventView, WhoAmI, WorkerList,
+    WorkerView,
+};
 
 use crate::AppState;
 use crate::auth::{Caller, Scope};
@@ -184,7 +187,7 @@ where
 )]
 pub async fn whoami(caller: Caller) -> axum::Json<WhoAmI> {
     let (name, scopes, queues) = match &caller {
-        Caller::Open => ("anonymous".to_string(), Scope::ALL.to_vec(), Vec::new()),
+        Caller::Open => (caller.name().to_string(), Scope::ALL.to_vec(), Vec::new()),
         Caller::Key(k) => (k.name.clone(), k.scopes.clone(), k.queue_prefixes.clone()),
     };
     axum::Json(WhoAmI {
@@ -248,4 +251,43 @@ pub async fn alerts(State(s): State<AppState>, caller: Caller) -> ApiResult<axum
         })
         .collect();
     Ok(axum::Json(AlertList { alerts }))
+}
+
+/// The audit log: operators' actions (retry, cancel, promote, replay, purge, pause, configure,
+/// webhooks, schedules) with the key that made them, newest first. Needs `read`.
+#[utoipa::path(
+    get, path = "/v1/audit", tag = "observability",
+    params(
+        ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
+        ("limit" = Option<u64>, Query, description = "1–1000, default 100"),
+    ),
+    responses((status = 200, body = AuditPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody))
+)]
+pub async fn audit(
+    State(s): State<AppState>,
+    caller: Caller,
+    params: crate::extract::Params,
+) -> ApiResult<axum::Json<AuditPage>> {
+    caller.require(&[Scope::Read])?;
+    params.only(&["cursor", "limit"])?;
+    let limit = params.number("limit")?.unwrap_or(100);
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let entries = s.engine.audit_log(params.number("cursor")?, limit).await?;
+    let next_cursor = (entries.len() == limit)
+        .then(|| entries.last().map(|e| e.id.to_string()))
+        .flatten();
+    Ok(axum::Json(AuditPage {
+        entries: entries
+            .into_iter()
+            .map(|e| AuditView {
+                id: e.id,
+                at: e.at,
+                key: e.key,
+                action: e.action,
+                target: e.target,
+                detail: e.detail.and_then(|d| serde_json::from_str(d.get()).ok()),
+            })
+            .collect(),
+        next_cursor,
+    }))
 }

@@ -77,6 +77,7 @@ pub async fn pause(
     caller.require(&[Scope::Admin])?;
     caller.require_queue(&queue)?;
     s.engine.pause(&queue).await?;
+    super::audit(&s, &caller, "queue.pause", &queue, None).await;
     Ok(axum::Json(convert::queue_view(
         s.engine.stats(&queue).await?,
     )))
@@ -96,6 +97,7 @@ pub async fn resume(
     caller.require(&[Scope::Admin])?;
     caller.require_queue(&queue)?;
     s.engine.resume(&queue).await?;
+    super::audit(&s, &caller, "queue.resume", &queue, None).await;
     // Its waiting jobs became available without an event: wake the fetches parked on it.
     s.wake_queue(&queue);
     Ok(axum::Json(convert::queue_view(
@@ -135,8 +137,10 @@ pub async fn put_config(
 ) -> ApiResult<axum::Json<QueueConfig>> {
     caller.require(&[Scope::Admin])?;
     caller.require_queue(&queue)?;
+    let detail = serde_json::to_value(&config).ok();
     let config = convert::queue_config_from_wire(config);
     s.engine.set_queue_config(&queue, config).await?;
+    super::audit(&s, &caller, "queue.configure", &queue, detail).await;
     let info = s.engine.queue_info(&queue).await?;
     Ok(axum::Json(convert::queue_config(&info.config)))
 }
@@ -279,7 +283,10 @@ pub async fn replay_dead(
 ) -> ApiResult<axum::Json<CountResponse>> {
     caller.require(&[Scope::Admin])?;
     caller.require_queue(&queue)?;
-    let count = s.engine.replay_dead(dead_filter(queue, f)).await?;
+    let detail = serde_json::to_value(&f).ok();
+    let count = s.engine.replay_dead(dead_filter(queue.clone(), f)).await?;
+    let detail = detail.map(|d| serde_json::json!({"filter": d, "count": count}));
+    super::audit(&s, &caller, "dead.replay", &queue, detail).await;
     Ok(axum::Json(CountResponse { count }))
 }
 
@@ -310,7 +317,10 @@ pub async fn purge_dead(
         fingerprint: params.text("fingerprint"),
         limit: params.number("limit")?,
     };
-    let count = s.engine.purge_dead(dead_filter(queue, f)).await?;
+    let detail = serde_json::to_value(&f).ok();
+    let count = s.engine.purge_dead(dead_filter(queue.clone(), f)).await?;
+    let detail = detail.map(|d| serde_json::json!({"filter": d, "count": count}));
+    super::audit(&s, &caller, "dead.purge", &queue, detail).await;
     Ok(axum::Json(CountResponse { count }))
 }
 
@@ -426,6 +436,16 @@ pub async fn put_webhook(
             },
         )
         .await?;
+    // The secret is never written down, here either.
+    let detail = serde_json::json!({"url": view.url, "events": view.events});
+    super::audit(
+        &s,
+        &caller,
+        "webhook.put",
+        &format!("{queue}/{name}"),
+        Some(detail),
+    )
+    .await;
     Ok(axum::Json(view))
 }
 
@@ -447,5 +467,13 @@ pub async fn delete_webhook(
             "queue {queue:?} has no webhook {name:?}"
         )));
     }
+    super::audit(
+        &s,
+        &caller,
+        "webhook.delete",
+        &format!("{queue}/{name}"),
+        None,
+    )
+    .await;
     Ok(axum::Json(CountResponse { count: 1 }))
 }

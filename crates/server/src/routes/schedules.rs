@@ -85,10 +85,12 @@ pub async fn put_schedule(
         // Moving a schedule onto one's own queues must not take it from someone else's.
         caller.require_queue(&existing.def.queue)?;
     }
+    let detail = serde_json::to_value(&def).ok();
     let schedule = s
         .engine
         .put_schedule(&name, convert::schedule_def_from_wire(def))
         .await?;
+    super::audit(&s, &caller, "schedule.put", &name, detail).await;
     Ok(axum::Json(view(&s, schedule)?))
 }
 
@@ -107,6 +109,7 @@ pub async fn delete_schedule(
     let schedule = visible(&s, &caller, &name).await?;
     let shown = view(&s, schedule)?;
     s.engine.delete_schedule(&name).await?;
+    super::audit(&s, &caller, "schedule.delete", &name, None).await;
     Ok(axum::Json(shown))
 }
 
@@ -151,6 +154,12 @@ async fn set_paused(
     } else {
         s.engine.resume_schedule(name).await?
     };
+    let action = if paused {
+        "schedule.pause"
+    } else {
+        "schedule.resume"
+    };
+    super::audit(s, caller, action, name, None).await;
     Ok(axum::Json(view(s, schedule)?))
 }
 
@@ -168,5 +177,7 @@ pub async fn trigger_schedule(
     caller.require(&[Scope::Produce])?;
     visible(&s, &caller, &name).await?;
     let out = s.engine.trigger_schedule(&name).await?;
+    let detail = serde_json::json!({"job_id": out.id.to_string()});
+    super::audit(&s, &caller, "schedule.trigger", &name, Some(detail)).await;
     Ok((StatusCode::CREATED, axum::Json(convert::enqueued(out))))
 }
