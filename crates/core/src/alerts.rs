@@ -1,6 +1,7 @@
 //! Built-in alert rules and their life: a condition that holds for `for_ms` fires; one that stops
-//! holding resolves; a notice (firing or resolved) of one alert goes out at most once per `cooldown_ms`,
-//! so a flapping condition does not page every minute.
+//! holding resolves. A firing is told at once, or — within `cooldown_ms` of the alert's last notice, so
+//! that a flapping condition does not page every minute — as soon as the cooldown is over, if it still
+//! fires then. A resolution is told only of a firing that was told.
 //!
 //! Pure: [`Tracker::step`] takes the instant and what was observed, and answers the notices to send.
 //! The server gathers the observations (store stats, its counters, workers seen) on the node that
@@ -124,6 +125,8 @@ struct State {
     /// The condition has held since.
     pending_since: Option<Timestamp>,
     firing: Option<Alert>,
+    /// The firing was told.
+    told: bool,
     /// When the last notice of this alert went out.
     last_notice: Option<Timestamp>,
 }
@@ -136,8 +139,9 @@ pub struct Tracker {
 
 impl Tracker {
     /// Moves every alert on with what was observed at `now`; answers the notices due. An alert of a
-    /// queue no longer observed (deleted, rule removed) resolves.
-    pub fn step(&mut self, now: Timestamp, observed: &[Observation]) -> Vec<Notice> {
+    /// queue no longer observed (deleted, rule removed) resolves. With `tell` false (a node that does
+    /// not send notices) nothing counts as told, so that the node taking over tells what is due.
+    pub fn step(&mut self, now: Timestamp, observed: &[Observation], tell: bool) -> Vec<Notice> {
         let mut notices = Vec::new();
         let mut seen = std::collections::BTreeSet::new();
         for o in observed {
@@ -146,36 +150,42 @@ impl Tracker {
             let st = self.states.entry(key).or_default();
             if !o.breached() {
                 st.pending_since = None;
-                resolve(st, now, o.rule.cooldown_ms, &mut notices);
+                resolve(st, now, tell, &mut notices);
                 continue;
             }
             let since = *st.pending_since.get_or_insert(now);
-            if let Some(a) = &mut st.firing {
-                a.value = o.value;
-                continue;
-            }
-            if now - since >= o.rule.for_ms as i64 {
-                let alert = Alert {
-                    rule: o.rule.kind,
-                    queue: o.queue.clone(),
-                    value: o.value,
-                    threshold: o.rule.threshold,
-                    since,
-                    fired_at: now,
-                };
-                if cooled(st, now, o.rule.cooldown_ms) {
-                    st.last_notice = Some(now);
-                    notices.push(Notice::Firing(alert.clone()));
+            match &mut st.firing {
+                Some(a) => a.value = o.value,
+                None if now - since >= o.rule.for_ms as i64 => {
+                    st.told = false;
+                    st.firing = Some(Alert {
+                        rule: o.rule.kind,
+                        queue: o.queue.clone(),
+                        value: o.value,
+                        threshold: o.rule.threshold,
+                        since,
+                        fired_at: now,
+                    });
                 }
-                st.firing = Some(alert);
+                None => continue,
+            }
+            let cooled = st
+                .last_notice
+                .is_none_or(|t| now - t >= o.rule.cooldown_ms as i64);
+            if tell && !st.told && cooled {
+                st.told = true;
+                st.last_notice = Some(now);
+                notices.extend(st.firing.clone().map(Notice::Firing));
             }
         }
         for (key, st) in self.states.iter_mut() {
             if !seen.contains(key) {
                 st.pending_since = None;
-                resolve(st, now, 0, &mut notices);
+                resolve(st, now, tell, &mut notices);
             }
         }
+        // A state that holds nothing to remember goes; one told lately stays for its cooldown's sake
+        // (bounded by the rules times the queues).
         self.states.retain(|_, st| {
             st.firing.is_some() || st.pending_since.is_some() || st.last_notice.is_some()
         });
@@ -191,24 +201,26 @@ impl Tracker {
     }
 }
 
-fn cooled(st: &State, now: Timestamp, cooldown_ms: u64) -> bool {
-    st.last_notice.is_none_or(|t| now - t >= cooldown_ms as i64)
-}
-
-fn resolve(st: &mut State, now: Timestamp, cooldown_ms: u64, notices: &mut Vec<Notice>) {
+fn resolve(st: &mut State, now: Timestamp, tell: bool, notices: &mut Vec<Notice>) {
     if let Some(alert) = st.firing.take() {
-        // A resolution is told only when its firing was; a quiet firing (within the cooldown of
-        // an earlier notice) resolves quietly too.
-        if st.last_notice == Some(alert.fired_at) || cooled(st, now, cooldown_ms) {
+        // A firing nobody was told of (held back by a cooldown) resolves quietly.
+        if st.told && tell {
             st.last_notice = Some(now);
             notices.push(Notice::Resolved { alert, at: now });
         }
+        st.told = false;
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl Tracker {
+        fn step_told(&mut self, now: Timestamp, observed: &[Observation]) -> Vec<Notice> {
+            self.step(now, observed, true)
+        }
+    }
 
     fn depth(value: f64) -> Observation {
         Observation {
@@ -235,47 +247,75 @@ mod tests {
     #[test]
     fn fires_after_the_for_duration_and_resolves_when_the_condition_ends() {
         let mut t = Tracker::default();
-        assert!(t.step(0, &[depth(150.0)]).is_empty(), "pending");
-        assert!(t.step(59_999, &[depth(150.0)]).is_empty());
-        let n = t.step(60_000, &[depth(170.0)]);
+        assert!(t.step_told(0, &[depth(150.0)]).is_empty(), "pending");
+        assert!(t.step_told(59_999, &[depth(150.0)]).is_empty());
+        let n = t.step_told(60_000, &[depth(170.0)]);
         assert_eq!(kinds(&n), ["firing"]);
         let Notice::Firing(a) = &n[0] else { panic!() };
         assert_eq!(
             (a.since, a.fired_at, a.value, a.threshold),
             (0, 60_000, 170.0, 100.0)
         );
-        assert!(t.step(70_000, &[depth(200.0)]).is_empty(), "told once");
+        assert!(t.step_told(70_000, &[depth(200.0)]).is_empty(), "told once");
         assert_eq!(t.firing()[0].value, 200.0);
-        assert_eq!(kinds(&t.step(80_000, &[depth(90.0)])), ["resolved"]);
+        assert_eq!(kinds(&t.step_told(80_000, &[depth(90.0)])), ["resolved"]);
         assert!(t.firing().is_empty());
     }
 
     #[test]
     fn a_blip_shorter_than_for_never_fires() {
         let mut t = Tracker::default();
-        t.step(0, &[depth(150.0)]);
-        t.step(30_000, &[depth(50.0)]);
+        t.step_told(0, &[depth(150.0)]);
+        t.step_told(30_000, &[depth(50.0)]);
         assert!(
-            t.step(70_000, &[depth(150.0)]).is_empty(),
+            t.step_told(70_000, &[depth(150.0)]).is_empty(),
             "the wait starts again"
         );
-        assert_eq!(kinds(&t.step(130_000, &[depth(150.0)])), ["firing"]);
+        assert_eq!(kinds(&t.step_told(130_000, &[depth(150.0)])), ["firing"]);
     }
 
     #[test]
     fn a_flapping_alert_notifies_once_per_cooldown() {
         let mut t = Tracker::default();
-        t.step(0, &[depth(150.0)]);
-        assert_eq!(kinds(&t.step(60_000, &[depth(150.0)])), ["firing"]);
-        assert_eq!(kinds(&t.step(70_000, &[depth(0.0)])), ["resolved"]);
+        t.step_told(0, &[depth(150.0)]);
+        assert_eq!(kinds(&t.step_told(60_000, &[depth(150.0)])), ["firing"]);
+        assert_eq!(kinds(&t.step_told(70_000, &[depth(0.0)])), ["resolved"]);
         // Fires again within the cooldown: active, but not told; its end is not told either.
-        t.step(80_000, &[depth(150.0)]);
-        assert!(t.step(140_000, &[depth(150.0)]).is_empty());
+        t.step_told(80_000, &[depth(150.0)]);
+        assert!(t.step_told(140_000, &[depth(150.0)]).is_empty());
         assert_eq!(t.firing().len(), 1);
-        assert!(t.step(150_000, &[depth(0.0)]).is_empty());
+        assert!(t.step_told(150_000, &[depth(0.0)]).is_empty());
         // After the cooldown it is told again.
-        t.step(700_000, &[depth(150.0)]);
-        assert_eq!(kinds(&t.step(760_000, &[depth(150.0)])), ["firing"]);
+        t.step_told(700_000, &[depth(150.0)]);
+        assert_eq!(kinds(&t.step_told(760_000, &[depth(150.0)])), ["firing"]);
+    }
+
+    #[test]
+    fn a_firing_held_back_by_the_cooldown_is_told_when_the_cooldown_ends() {
+        let mut t = Tracker::default();
+        t.step_told(0, &[depth(150.0)]);
+        assert_eq!(kinds(&t.step_told(60_000, &[depth(150.0)])), ["firing"]);
+        assert_eq!(kinds(&t.step_told(70_000, &[depth(0.0)])), ["resolved"]);
+        t.step_told(80_000, &[depth(150.0)]);
+        assert!(
+            t.step_told(140_000, &[depth(150.0)]).is_empty(),
+            "within the cooldown"
+        );
+        assert!(t.step_told(669_999, &[depth(150.0)]).is_empty());
+        let n = t.step_told(670_000, &[depth(150.0)]);
+        assert_eq!(kinds(&n), ["firing"], "still firing when the cooldown ends");
+        let Notice::Firing(a) = &n[0] else { panic!() };
+        assert_eq!((a.since, a.fired_at), (80_000, 140_000));
+        assert_eq!(kinds(&t.step_told(680_000, &[depth(0.0)])), ["resolved"]);
+    }
+
+    #[test]
+    fn a_node_that_does_not_tell_leaves_the_telling_to_the_next() {
+        let mut t = Tracker::default();
+        t.step(0, &[depth(150.0)], false);
+        assert!(t.step(60_000, &[depth(150.0)], false).is_empty());
+        assert_eq!(t.firing().len(), 1, "listed all the same");
+        assert_eq!(kinds(&t.step(65_000, &[depth(150.0)], true)), ["firing"]);
     }
 
     #[test]
@@ -289,7 +329,7 @@ mod tests {
             queue: "q".into(),
             value: 1.0,
         };
-        assert_eq!(kinds(&t.step(0, &[zero_for])), ["firing"]);
-        assert_eq!(kinds(&t.step(1_000, &[])), ["resolved"]);
+        assert_eq!(kinds(&t.step_told(0, &[zero_for])), ["firing"]);
+        assert_eq!(kinds(&t.step_told(1_000, &[])), ["resolved"]);
     }
 }

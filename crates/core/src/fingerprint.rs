@@ -8,23 +8,33 @@ use sha2::{Digest, Sha256};
 /// At most this much of a normalized message counts (a stack trace's tail adds nothing).
 const MAX_NORMALIZED: usize = 500;
 
+/// A quoted value ends on its line within this many bytes, or is no quoted value.
+const MAX_QUOTED: usize = 200;
+
 /// `message` with its variable parts replaced: runs of digits by `#`, words of 8 or more characters
 /// holding both letters and digits (ids, hashes, UUID parts) by `*`, single- or double-quoted values by
-/// `'…'`; whitespace runs by one space.
+/// `'…'`; whitespace runs by one space; at most [`MAX_NORMALIZED`] bytes. A quote opens a value only
+/// where a word cannot go on (`couldn't ... won't` is no quoted value).
 pub fn normalize(message: &str) -> String {
     let mut out = String::with_capacity(message.len().min(MAX_NORMALIZED));
     let mut rest = message.trim();
+    let mut after_word = false;
     while let Some(c) = rest.chars().next() {
         if out.len() >= MAX_NORMALIZED {
             break;
         }
         if (c == '"' || c == '\'')
-            && let Some(end) = rest[1..].find(c)
+            && !after_word
+            && let Some(end) = rest[1..]
+                .find([c, '\n'])
+                .filter(|&end| end <= MAX_QUOTED && rest[1 + end..].starts_with(c))
         {
             out.push_str("'…'");
             rest = &rest[end + 2..];
+            after_word = false;
             continue;
         }
+        after_word = c.is_alphanumeric();
         if c.is_whitespace() {
             out.push(' ');
             rest = rest.trim_start();
@@ -60,6 +70,13 @@ pub fn normalize(message: &str) -> String {
         }
         out.push(c);
         rest = &rest[c.len_utf8()..];
+    }
+    if out.len() > MAX_NORMALIZED {
+        let mut cut = MAX_NORMALIZED;
+        while !out.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.truncate(cut);
     }
     out
 }
@@ -112,6 +129,20 @@ mod tests {
     }
 
     #[test]
+    fn apostrophes_in_words_are_no_quotes() {
+        assert_ne!(
+            of("m", "couldn't connect to db; won't retry"),
+            of("m", "couldn't parse config; won't retry")
+        );
+        assert_eq!(normalize("don't 'x' it's"), "don't '…' it's");
+        assert_ne!(
+            of("m", "line 'one\nother' tail"),
+            of("m", "line 'two\nthing' tail"),
+            "a quote does not run across lines"
+        );
+    }
+
+    #[test]
     fn different_errors_and_kinds_differ() {
         assert_ne!(
             of("charge", "card declined"),
@@ -126,6 +157,9 @@ mod tests {
         assert_eq!(normalize(""), "");
         assert_eq!(normalize("unterminated 'quote 12"), "unterminated 'quote #");
         assert_eq!(normalize("ünïcödé 42 ✓"), "ünïcödé # ✓");
-        assert!(normalize(&"x ".repeat(10_000)).len() <= MAX_NORMALIZED + 4);
+        assert!(normalize(&"x ".repeat(10_000)).len() <= MAX_NORMALIZED);
+        assert!(normalize(&"é".repeat(10_000)).len() <= MAX_NORMALIZED);
+        assert_eq!(normalize("'"), "'");
+        assert_eq!(normalize("\"\""), "'…'");
     }
 }

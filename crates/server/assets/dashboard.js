@@ -751,7 +751,10 @@
         .filter(Boolean).join(' · ');
     }
 
+    // Grouping reads every dead job of the queue: at most every 10 s, not on each event.
+    let groupsAt = 0;
     async function loadGroups() {
+      groupsAt = Date.now();
       try {
         const r = await get(`${qpath}/dead/groups`);
         const groups = (r && r.groups) || [];
@@ -764,10 +767,12 @@
           h('td', { class: 'actions' },
             actionButton('replay-group', 'Replay', async () => {
               const c = await post(`${qpath}/dead/replay`, { fingerprint: g.fingerprint });
+              groupsAt = 0;
               return `replayed ${plural(c ? c.count : 0, 'job', 'jobs')}`;
             }),
             actionButton('purge-group', 'Purge', async () => {
               const c = await del(`${qpath}/dead?fingerprint=${enc(g.fingerprint)}`);
+              groupsAt = 0;
               return `purged ${plural(c ? c.count : 0, 'job', 'jobs')}`;
             }, { cls: 'btn-danger', confirm: () => `Delete the ${fmtInt(g.count)} dead jobs that failed with "${g.error}" for good?` })))));
       } catch (e) {
@@ -830,7 +835,7 @@
         prevBtn.disabled = pageIdx === 0;
         nextBtn.disabled = !nextCursor;
         pageInfo.textContent = `page ${pageIdx + 1} · ${plural(loadedJobs.length, 'job', 'jobs')}`;
-        if (slow || tab === 'dead') await loadGroups();
+        if (Date.now() - groupsAt >= 10000) await loadGroups();
         if (slow) await loadConfig();
       },
       onEvent(ev) { if (ev.queue === name) poke(view); },

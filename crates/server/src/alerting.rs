@@ -1,7 +1,8 @@
 //! The built-in alerts (the rules are `errand_core::alerts`): every node evaluates them every
 //! `alert_interval_ms` and lists its firing ones at `GET /v1/alerts`; only the node that leads
-//! alerting (a store lease) tells them — to the log and to the queue's webhooks that take `alert`
-//! events, signed like job notices — so a notice goes out once however many nodes run.
+//! maintenance (a store lease; it is the node that counts stalls) tells them — to the log and to the
+//! queue's webhooks that take `alert` events, signed like job notices — so a notice goes out once
+//! however many nodes run.
 //!
 //! What each rule measures: `queue_depth` waiting jobs; `oldest_waiting` the oldest waiting job's age
 //! in seconds; `dead_letters` dead jobs (all three from the shared store); `failure_rate` failed
@@ -132,6 +133,7 @@ impl Alerting {
         stats: &[QueueStats],
         metrics: &Metrics,
         configured: &[AlertConfig],
+        tell: bool,
     ) -> Vec<Notice> {
         let workers: BTreeMap<String, usize> = metrics
             .workers(now)
@@ -147,7 +149,15 @@ impl Alerting {
             let rules = rules_for(&s.queue, configured);
             let longest = rules.iter().map(|r| r.window_ms).max().unwrap_or(0) as i64;
             let samples = inner.samples.entry(s.queue.clone()).or_default();
-            samples.push_back((now, metrics.totals(&s.queue)));
+            // A sample per 1/120 of the longest window at most: memory stays bounded however short
+            // the interval and long the window.
+            let step = longest / 120;
+            if samples.back().is_none_or(|(t, _)| now - t >= step) {
+                samples.push_back((now, metrics.totals(&s.queue)));
+            } else if let Some(last) = samples.back_mut() {
+                // The newest counts, kept at the newest sample's place.
+                last.1 = metrics.totals(&s.queue);
+            }
             while samples.len() > 2 && samples.get(1).is_some_and(|(t, _)| now - t >= longest) {
                 samples.pop_front();
             }
@@ -181,7 +191,7 @@ impl Alerting {
         let live: std::collections::HashSet<&str> =
             stats.iter().map(|s| s.queue.as_str()).collect();
         inner.samples.retain(|q, _| live.contains(q.as_str()));
-        let notices = inner.tracker.step(now, &observed);
+        let notices = inner.tracker.step(now, &observed, tell);
         metrics.alerts_firing.clear();
         for a in inner.tracker.firing() {
             metrics

@@ -101,10 +101,11 @@ impl EventLog {
     /// Up to `limit` events numbered after `after` that `keep` accepts.
     pub fn read(&self, after: u64, limit: usize, keep: impl Fn(&Event) -> bool) -> Read {
         let ring = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        if after + 1 < ring.first {
+        let next = after.saturating_add(1);
+        if next < ring.first {
             return Read::Missed { from: ring.first };
         }
-        let skip = (after + 1 - ring.first) as usize;
+        let skip = usize::try_from(next - ring.first).unwrap_or(usize::MAX);
         let mut events = Vec::new();
         let mut upto = (ring.first + ring.events.len() as u64)
             .saturating_sub(1)

@@ -131,6 +131,18 @@ impl Caller {
         )))
     }
 
+    /// 403 for a key limited to queue prefixes: what it asks for spans every queue (metrics, the
+    /// audit log).
+    pub fn require_every_queue(&self) -> Result<(), ApiError> {
+        match self {
+            Caller::Key(k) if !k.queue_prefixes.is_empty() => Err(ApiError::forbidden(format!(
+                "key {:?} is limited to some queues; this shows every queue",
+                self.name()
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     /// 403 unless the caller may touch `queue`.
     pub fn require_queue(&self, queue: &str) -> Result<(), ApiError> {
         if self.allows_queue(queue) {

@@ -113,6 +113,7 @@ impl AppState {
             &stats,
             &self.metrics,
             &self.config.alerts,
+            lead,
         );
         if lead {
             alerting::send(&self.engine, notices).await;

@@ -67,9 +67,17 @@ impl Server {
         if tracing::enabled!(tracing::Level::DEBUG) {
             tasks.push(tokio::spawn(log_events(state.engine.subscribe())));
         }
-        tasks.push(tokio::spawn(alert(state.clone(), state.shutdown.clone())));
+        // One name for this node in both loops: the node leading maintenance (which counts stalls)
+        // is the one that tells alerts.
+        let node = node_id();
+        tasks.push(tokio::spawn(alert(
+            state.clone(),
+            node.clone(),
+            state.shutdown.clone(),
+        )));
         tasks.push(tokio::spawn(maintain(
             state.engine.clone(),
+            node,
             interval,
             state.shutdown.clone(),
         )));
@@ -230,8 +238,12 @@ pub async fn shutdown_signal() {
 /// Runs the maintenance pass every `interval` until shutdown, on whichever node leads it: with a shared
 /// store (PostgreSQL) one node at a time does the work, and another takes over within a few intervals
 /// when it dies. Every change of the pass is guarded anyway, so a brief overlap is harmless.
-async fn maintain(engine: Engine, interval: Duration, mut stop: watch::Receiver<bool>) {
-    let node = node_id();
+async fn maintain(
+    engine: Engine,
+    node: String,
+    interval: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
     let ttl_ms = u64::try_from(interval.as_millis().saturating_mul(3)).unwrap_or(u64::MAX);
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -262,12 +274,12 @@ async fn maintain(engine: Engine, interval: Duration, mut stop: watch::Receiver<
     }
 }
 
-/// Evaluates the built-in alerts every `alert_interval_ms` until shutdown; the node leading `alerts`
-/// tells the notices.
-async fn alert(state: AppState, mut stop: watch::Receiver<bool>) {
-    let node = node_id();
+/// Evaluates the built-in alerts every `alert_interval_ms` until shutdown; the node leading
+/// maintenance tells the notices: it is the one that sees stalls (counted by the maintenance pass).
+/// Asking keeps the lead for `maintenance_interval_ms × 3`, as the maintenance loop does.
+async fn alert(state: AppState, node: String, mut stop: watch::Receiver<bool>) {
     let interval = Duration::from_millis(state.config.alert_interval_ms);
-    let ttl_ms = state.config.alert_interval_ms.saturating_mul(3);
+    let ttl_ms = state.config.maintenance_interval_ms.saturating_mul(3);
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -275,7 +287,12 @@ async fn alert(state: AppState, mut stop: watch::Receiver<bool>) {
             _ = tick.tick() => {}
             _ = stop.wait_for(|s| *s) => return,
         }
-        let lead = match state.engine.store().try_lead("alerts", &node, ttl_ms).await {
+        let lead = match state
+            .engine
+            .store()
+            .try_lead("maintenance", &node, ttl_ms)
+            .await
+        {
             Ok(lead) => lead,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot tell who leads alerting; retrying next interval");

@@ -182,7 +182,7 @@ impl Deliverer {
 }
 
 /// `url` without user, password, query or fragment.
-fn redacted(url: &str) -> String {
+pub(crate) fn redacted(url: &str) -> String {
     match reqwest::Url::parse(url) {
         Ok(mut u) => {
             let _ = u.set_username("");

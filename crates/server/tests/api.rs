@@ -691,9 +691,12 @@ async fn operators_actions_are_audited_with_the_keys_name() {
         keys: vec![
             Api::key("ops", &[Scope::Admin], &[]),
             Api::key("viewer", &[Scope::Read], &[]),
+            Api::key("au-viewer", &[Scope::Read], &["au"]),
         ],
         ..Setup::default()
     });
+    api.key = Some("au-viewer".into());
+    assert_eq!(api.get("/v1/audit").await.0, StatusCode::FORBIDDEN);
     api.key = Some("ops".into());
     let id = api
         .enqueue("au", json!({"kind": "k", "max_attempts": 1}))
@@ -752,6 +755,23 @@ async fn operators_actions_are_audited_with_the_keys_name() {
     let (_, rest) = api.get(&format!("/v1/audit?limit=2&cursor={cursor}")).await;
     assert_eq!(rest["entries"][0]["action"], "job.retry");
     assert!(rest.get("next_cursor").is_none());
+
+    // A schedule's payload (it may hold a secret) stays out of the log; a key limited to some queues
+    // may not read it.
+    api.key = Some("ops".into());
+    let (s, b) = api
+        .call(
+            Method::PUT,
+            "/v1/schedules/nightly",
+            Some(json!({"cron": "0 3 * * *", "queue": "au", "kind": "k",
+                        "payload": {"token": "s3cret-canary"}})),
+        )
+        .await;
+    assert!(s.is_success(), "{b}");
+    let (_, page) = api.get("/v1/audit").await;
+    assert_eq!(page["entries"][0]["action"], "schedule.put");
+    assert_eq!(page["entries"][0]["detail"]["cron"], "0 3 * * *");
+    assert!(!page.to_string().contains("s3cret-canary"), "{page}");
 }
 
 #[tokio::test]

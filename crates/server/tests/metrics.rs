@@ -7,7 +7,7 @@ mod support;
 
 use std::collections::HashMap;
 
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode};
 use serde_json::json;
 use support::{Api, Setup};
 
@@ -212,6 +212,7 @@ async fn metrics_need_the_read_scope() {
         keys: vec![
             Api::key("reader", &[Scope::Read], &[]),
             Api::key("producer", &[Scope::Produce], &[]),
+            Api::key("billing-reader", &[Scope::Read], &["billing."]),
         ],
         ..Setup::default()
     });
@@ -219,8 +220,19 @@ async fn metrics_need_the_read_scope() {
     let mut api = api;
     api.key = Some("producer".into());
     assert_eq!(api.get_text("/metrics").await.0, StatusCode::FORBIDDEN);
+    // Metrics span every queue: not for a key limited to some.
+    api.key = Some("billing-reader".into());
+    assert_eq!(api.get_text("/metrics").await.0, StatusCode::FORBIDDEN);
     api.key = Some("reader".into());
     assert_eq!(api.get_text("/metrics").await.0, StatusCode::OK);
+    // Whatever method name a client sends, the label stays one of a fixed set.
+    let (s, _) = api
+        .call(Method::from_bytes(b"BREW").unwrap(), "/v1/queues", None)
+        .await;
+    assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED);
+    let (_, _, text) = api.get_text("/metrics").await;
+    assert!(text.contains("method=\"other\",status=\"405\""), "{text}");
+    assert!(!text.contains("BREW"));
     let (s, me) = api.get("/v1/whoami").await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(

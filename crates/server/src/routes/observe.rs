@@ -20,7 +20,8 @@ use crate::error::{ApiError, ApiResult};
 pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Prometheus metrics: this node's job counters, wait and run times, HTTP and store latency; the
-/// store's jobs by queue and state, oldest waiting age and dead letters; workers seen. Needs `read`.
+/// store's jobs by queue and state, oldest waiting age and dead letters; workers seen. Needs `read`,
+/// and a key not limited to queue prefixes.
 #[utoipa::path(
     get, path = "/metrics", tag = "observability",
     responses(
@@ -30,6 +31,7 @@ pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; char
 )]
 pub async fn metrics(State(s): State<AppState>, caller: Caller) -> ApiResult<Response> {
     caller.require(&[Scope::Read])?;
+    caller.require_every_queue()?;
     let stats = s.engine.stats_all().await?;
     let body = s.metrics.render(&stats, s.engine.now());
     Ok(([(header::CONTENT_TYPE, OPENMETRICS)], body).into_response())
@@ -44,14 +46,23 @@ pub async fn track_http(State(s): State<AppState>, req: Request, next: Next) -> 
         .get::<MatchedPath>()
         .map_or("unmatched", |p| p.as_str())
         .to_string();
-    let method = req.method().clone();
+    // A fixed set: any other method name a client sends would be a new series.
+    let method = {
+        use axum::http::Method as M;
+        match *req.method() {
+            M::GET => "GET",
+            M::POST => "POST",
+            M::PUT => "PUT",
+            M::DELETE => "DELETE",
+            M::PATCH => "PATCH",
+            M::HEAD => "HEAD",
+            M::OPTIONS => "OPTIONS",
+            _ => "other",
+        }
+    };
     let resp = next.run(req).await;
-    s.metrics.http_request(
-        &route,
-        method.as_str(),
-        resp.status().as_u16(),
-        start.elapsed(),
-    );
+    s.metrics
+        .http_request(&route, method, resp.status().as_u16(), start.elapsed());
     resp
 }
 
@@ -143,14 +154,18 @@ pub async fn events(
                         let view = convert::event_view(id.clone(), e);
                         let data = serde_json::to_string(&view).unwrap_or_default();
                         let sse = Sse::default().event("job").id(id).data(data);
-                        if tx.send(sse).await.is_err() {
-                            return;
+                        // A slow reader does not hold up a shutdown.
+                        tokio::select! {
+                            sent = tx.send(sse) => if sent.is_err() { return },
+                            _ = shutdown.wait_for(|stop| *stop) => return,
                         }
                     }
                     cursor = upto;
                     if idle {
+                        // Also ends when the client goes away, even if no event comes.
                         tokio::select! {
                             changed = wake.changed() => if changed.is_err() { return },
+                            _ = tx.closed() => return,
                             _ = shutdown.wait_for(|stop| *stop) => return,
                         }
                     }
@@ -254,7 +269,8 @@ pub async fn alerts(State(s): State<AppState>, caller: Caller) -> ApiResult<axum
 }
 
 /// The audit log: operators' actions (retry, cancel, promote, replay, purge, pause, configure,
-/// webhooks, schedules) with the key that made them, newest first. Needs `read`.
+/// webhooks, schedules) with the key that made them, newest first. Needs `read`, and a key not limited
+/// to queue prefixes.
 #[utoipa::path(
     get, path = "/v1/audit", tag = "observability",
     params(
@@ -269,6 +285,7 @@ pub async fn audit(
     params: crate::extract::Params,
 ) -> ApiResult<axum::Json<AuditPage>> {
     caller.require(&[Scope::Read])?;
+    caller.require_every_queue()?;
     params.only(&["cursor", "limit"])?;
     let limit = params.number("limit")?.unwrap_or(100);
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);

@@ -437,7 +437,10 @@ pub async fn put_webhook(
         )
         .await?;
     // The secret is never written down, here either.
-    let detail = serde_json::json!({"url": view.url, "events": view.events});
+    let detail = serde_json::json!({
+        "url": crate::webhooks::redacted(&view.url),
+        "events": view.events,
+    });
     super::audit(
         &s,
         &caller,

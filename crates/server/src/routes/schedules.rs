@@ -85,7 +85,11 @@ pub async fn put_schedule(
         // Moving a schedule onto one's own queues must not take it from someone else's.
         caller.require_queue(&existing.def.queue)?;
     }
-    let detail = serde_json::to_value(&def).ok();
+    // The job's payload may hold secrets: the audit log keeps the rest.
+    let mut detail = serde_json::to_value(&def).ok();
+    if let Some(d) = detail.as_mut().and_then(|d| d.as_object_mut()) {
+        d.remove("payload");
+    }
     let schedule = s
         .engine
         .put_schedule(&name, convert::schedule_def_from_wire(def))

@@ -45,11 +45,6 @@ pub async fn fetch(
             format!("must be between 1 and {max_claim}"),
         ));
     }
-    s.metrics.worker_seen(
-        &req.worker_id,
-        req.queues.iter().map(String::as_str),
-        s.engine.now(),
-    );
     let claim = Claim {
         queues: req.queues.clone(),
         worker_id: req.worker_id,
@@ -59,6 +54,12 @@ pub async fn fetch(
     let deadline = tokio::time::Instant::now() + wait;
     let mut shutdown = s.shutdown.clone();
     let mut out = claim_detached(&s, claim.clone()).await?;
+    // Seen once the claim took its queue names as valid.
+    s.metrics.worker_seen(
+        &claim.worker_id,
+        claim.queues.iter().map(String::as_str),
+        s.engine.now(),
+    );
     if out.jobs.is_empty() && !wait.is_zero() && !*shutdown.borrow() {
         // Register before claiming again, so that a job arriving in between wakes us.
         let reg = s
