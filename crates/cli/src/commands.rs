@@ -111,7 +111,7 @@ pub struct Filter {
     /// Only jobs whose latest error contains this text.
     #[arg(long)]
     error_contains: Option<String>,
-    /// Only jobs whose latest error has this fingerprint (`errand dead groups` lists them).
+    /// Only jobs whose latest error has this fingerprint (`errand dlq groups` lists them).
     #[arg(long)]
     fingerprint: Option<String>,
     /// At most this many.

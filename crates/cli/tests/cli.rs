@@ -128,6 +128,19 @@ async fn jobs_queues_and_dead_letters_from_the_command_line() {
         text.contains("smtp 550") && text.contains("non_retryable"),
         "{text}"
     );
+    let out = run(&url, &["dlq", "groups", "mail"]).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("smtp 550") && text.contains("FINGERPRINT"),
+        "{text}"
+    );
+    let out = run(&url, &["dlq", "groups", "mail", "--json"]).await;
+    let groups = json(&out);
+    assert_eq!(groups["groups"][0]["count"], 1);
+    let fingerprint = groups["groups"][0]["fingerprint"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let out = run(
         &url,
         &[
@@ -136,6 +149,8 @@ async fn jobs_queues_and_dead_letters_from_the_command_line() {
             "mail",
             "--error-contains",
             "smtp",
+            "--fingerprint",
+            &fingerprint,
             "--json",
         ],
     )
