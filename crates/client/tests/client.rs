@@ -175,6 +175,7 @@ async fn complete_repeated_for_the_same_lease_is_a_duplicate_success() {
                 message: "late".into(),
                 retryable: true,
                 retry_after_ms: None,
+                stack: None,
             },
         )
         .await
@@ -313,6 +314,7 @@ async fn queues_are_configured_paused_and_dead_letters_replayed_and_purged() {
                     message: format!("broke {}", job.kind),
                     retryable: true,
                     retry_after_ms: None,
+                    stack: Some(format!("at handle_{} (worker.rs:9)", job.kind)),
                 },
             )
             .await
@@ -332,6 +334,11 @@ async fn queues_are_configured_paused_and_dead_letters_replayed_and_purged() {
         .unwrap();
     assert_eq!(only_a.jobs.len(), 1);
     assert_eq!(only_a.jobs[0].errors[0].message, "broke a");
+    assert_eq!(
+        only_a.jobs[0].errors[0].stack.as_deref(),
+        Some("at handle_a (worker.rs:9)"),
+        "the stack is kept with its error"
+    );
 
     let replayed = client
         .replay_dead(

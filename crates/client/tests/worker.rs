@@ -175,7 +175,7 @@ async fn a_fatal_error_kills_the_job_after_one_attempt() {
     .await;
     let w = worker(&client, "fatal")
         .handler("charge", |_: JobContext, _: Numbered| async move {
-            Err::<(), _>(JobError::fatal("card declined"))
+            Err::<(), _>(JobError::fatal("card declined").with_stack("at charge (billing.rs:42)"))
         })
         .build()
         .unwrap();
@@ -187,6 +187,10 @@ async fn a_fatal_error_kills_the_job_after_one_attempt() {
     assert_eq!(dead.dead_reason.as_deref(), Some("non_retryable"));
     assert_eq!(dead.errors[0].message, "card declined");
     assert_eq!(dead.errors[0].kind, "non_retryable");
+    assert_eq!(
+        dead.errors[0].stack.as_deref(),
+        Some("at charge (billing.rs:42)")
+    );
     // A payload that does not decode is not retried either.
     assert_eq!(undecodable.attempts, 1);
     assert!(

@@ -23,6 +23,7 @@
 //! | concurrency, group and key concurrency | 1–1,000,000 (queue defaults: none, none, 1) |
 //! | rate limit | 1–1,000,000 jobs (burst the same) per 1 ms – 1 day (queue default: none) |
 //! | error message | 8 KiB, longer ones are truncated (a worker's failure is never refused for its size) |
+//! | error stack trace | 16 KiB, truncated likewise |
 //! | log lines kept per job | the latest 200 (older ones are dropped as new ones arrive) |
 //! | log line | 2 KiB, longer ones are truncated |
 //! | log lines in one request | 100 |
@@ -58,6 +59,8 @@ pub struct Limits {
     pub max_backoff_ms: u64,
     pub max_stalled: u32,
     pub max_error_message: usize,
+    /// A failure's stack trace, in bytes; longer ones are truncated.
+    pub max_error_stack: usize,
     pub max_log_lines: usize,
     pub max_log_line_bytes: usize,
     pub max_log_batch: usize,
@@ -85,6 +88,7 @@ impl Default for Limits {
             max_backoff_ms: 30 * 24 * 3_600_000,
             max_stalled: 100,
             max_error_message: 8 << 10,
+            max_error_stack: 16 << 10,
             max_log_lines: 200,
             max_log_line_bytes: 2 << 10,
             max_log_batch: 100,

@@ -182,6 +182,9 @@ pub struct ErrorRecord {
     pub kind: ErrorKind,
     pub message: String,
     pub at: Timestamp,
+    /// Where it failed, as the worker reported it (a stack trace, a backtrace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stack: Option<String>,
 }
 
 /// Why a job is dead.

@@ -279,6 +279,7 @@ impl ParentEffect {
                 Some(ParentEffect::Release)
             }
             JobState::Dead | JobState::Cancelled => Some(ParentEffect::Fail(ErrorRecord {
+                stack: None,
                 attempt: 0,
                 kind: ErrorKind::Error,
                 message: format!("child {child} is {to}"),

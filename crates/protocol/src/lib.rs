@@ -309,6 +309,9 @@ pub struct AttemptError {
     pub kind: String,
     pub message: String,
     pub at: i64,
+    /// Where it failed, as the worker reported it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stack: Option<String>,
 }
 
 /// The lease of an active job, as others see it (the token is only ever given to its holder).
@@ -546,6 +549,9 @@ pub struct FailRequest {
     /// Retry no sooner than this (a provider's `Retry-After`); overrides the backoff policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after_ms: Option<u64>,
+    /// Where it failed: a stack trace, kept with the error (truncated beyond 16 KiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stack: Option<String>,
 }
 
 fn yes() -> bool {
@@ -599,6 +605,8 @@ pub enum AckItem {
         retryable: bool,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         retry_after_ms: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stack: Option<String>,
     },
     Release {
         id: String,

@@ -97,6 +97,7 @@ pub fn job_view(j: core::Job) -> wire::JobView {
                 kind: error_kind(e.kind).to_string(),
                 message: e.message,
                 at: e.at,
+                stack: e.stack,
             })
             .collect(),
         dead_reason: j.dead_reason.map(|r| r.as_str().to_string()),

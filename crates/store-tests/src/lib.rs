@@ -218,6 +218,7 @@ macro_rules! __for_each_check {
         $m!($fresh, api::stats_of_all_queues_are_each_queues_stats);
         $m!($fresh, api::dead_letters_group_by_error_fingerprint);
         $m!($fresh, api::list_by_unique_key);
+        $m!($fresh, retries::a_failures_stack_is_kept_with_its_error);
         $m!($fresh, api::audit_log_appends_and_pages_newest_first);
         $m!(
             $fresh,

@@ -105,12 +105,59 @@ pub async fn retry_after_overrides_the_policy(f: Fixture) {
                 message: "429 from provider".into(),
                 retryable: true,
                 retry_after_ms: Some(30_000),
+                ..Failure::default()
             },
         )
         .await
         .unwrap();
     assert_eq!(out.state, JobState::Delayed);
     assert_eq!(out.run_at, Some(ctx.clock.now() + 30_000));
+}
+
+/// A worker's stack trace is kept with the attempt's error, cut at the limit; an error without one has
+/// none.
+pub async fn a_failures_stack_is_kept_with_its_error(f: Fixture) {
+    let ctx = Ctx::new(f);
+    let e = &ctx.engine;
+    let id = e
+        .enqueue(with_backoff(3, Backoff::fixed(1)))
+        .await
+        .unwrap()
+        .id;
+    let j = claim_one(e, "r").await;
+    let stack = "at charge (billing.rs:42)\nat run (worker.rs:7)";
+    e.fail(
+        j.id,
+        token(&j),
+        Failure::retryable("declined").with_stack(stack),
+    )
+    .await
+    .unwrap();
+    ctx.clock.advance(1);
+    let j = claim_one(e, "r").await;
+    let long = "x".repeat(e.limits().max_error_stack + 100);
+    e.fail(
+        j.id,
+        token(&j),
+        Failure::retryable("again").with_stack(long),
+    )
+    .await
+    .unwrap();
+    ctx.clock.advance(1);
+    let j = claim_one(e, "r").await;
+    e.fail(j.id, token(&j), Failure::retryable("plain"))
+        .await
+        .unwrap();
+    let errors = e.get(id).await.unwrap().errors;
+    assert_eq!(errors[0].stack.as_deref(), Some(stack));
+    let cut = errors[1].stack.as_deref().unwrap();
+    assert!(
+        cut.len() <= e.limits().max_error_stack + 16,
+        "{}",
+        cut.len()
+    );
+    assert!(cut.len() >= e.limits().max_error_stack - 16);
+    assert!(errors[2].stack.is_none());
 }
 
 pub async fn non_retryable_failure_goes_straight_to_dead(f: Fixture) {

@@ -307,6 +307,7 @@ impl Acker {
                         message: format!("the server refused the result: {}", e.message),
                         retryable: false,
                         retry_after_ms: None,
+                        stack: None,
                     },
                     origin: q.origin,
                 })
@@ -320,6 +321,7 @@ impl Acker {
                     message,
                     retryable,
                     retry_after_ms: Some(_),
+                    stack,
                 },
             ) => {
                 tracing::warn!(job_id = %id, message = %e.message, "retry_after refused; failing without it");
@@ -330,6 +332,7 @@ impl Acker {
                         message,
                         retryable,
                         retry_after_ms: None,
+                        stack,
                     },
                     origin: q.origin,
                 })

@@ -24,6 +24,7 @@ pub struct JobError {
     retryable: bool,
     retry_after: Option<Duration>,
     snooze: bool,
+    stack: Option<String>,
 }
 
 impl JobError {
@@ -35,6 +36,7 @@ impl JobError {
             retryable: true,
             retry_after: None,
             snooze: false,
+            stack: None,
         }
     }
 
@@ -46,6 +48,7 @@ impl JobError {
             retryable: false,
             retry_after: None,
             snooze: false,
+            stack: None,
         }
     }
 
@@ -59,6 +62,7 @@ impl JobError {
             retryable: true,
             retry_after: Some(delay),
             snooze: true,
+            stack: None,
         }
     }
 
@@ -80,9 +84,21 @@ impl JobError {
         self
     }
 
+    /// This failure with where it happened (a stack trace, a backtrace), shown with the error on
+    /// the job's page.
+    pub fn with_stack(mut self, stack: impl Into<String>) -> Self {
+        self.stack = Some(stack.into());
+        self
+    }
+
     /// The message kept on the job.
     pub fn message(&self) -> &str {
         &self.message
+    }
+
+    /// Where it failed, if known.
+    pub fn stack(&self) -> Option<&str> {
+        self.stack.as_deref()
     }
 
     /// Whether a later attempt may succeed.
@@ -103,7 +119,8 @@ impl fmt::Display for JobError {
 }
 
 impl<E: std::error::Error + Send + Sync + 'static> From<E> for JobError {
-    /// A retryable failure whose message is the error and its causes: `a: b: c`.
+    /// A retryable failure whose message is the error and its causes: `a: b: c`. Its stack is where
+    /// the `?` converted it, when backtraces are on (`RUST_BACKTRACE=1` or `RUST_LIB_BACKTRACE=1`).
     fn from(e: E) -> Self {
         let mut message = e.to_string();
         let mut source = e.source();
@@ -112,7 +129,12 @@ impl<E: std::error::Error + Send + Sync + 'static> From<E> for JobError {
             message.push_str(&s.to_string());
             source = s.source();
         }
-        JobError::new(message)
+        let trace = std::backtrace::Backtrace::capture();
+        let mut err = JobError::new(message);
+        if trace.status() == std::backtrace::BacktraceStatus::Captured {
+            err.stack = Some(trace.to_string());
+        }
+        err
     }
 }
 

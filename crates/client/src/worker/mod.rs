@@ -723,6 +723,7 @@ fn fail_item(job: &FetchedJob, e: &JobError) -> AckItem {
         retry_after_ms: e
             .delay()
             .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        stack: e.stack().map(str::to_string),
     }
 }
 

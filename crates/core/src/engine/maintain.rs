@@ -82,7 +82,7 @@ impl Engine {
                         "attempt {} timed out after {} ms",
                         job.attempts, job.timeout_ms
                     );
-                    self.after_failed_attempt(job, guard, ErrorKind::Timeout, msg, None, now)
+                    self.after_failed_attempt(job, guard, ErrorKind::Timeout, msg, None, None, now)
                 } else {
                     self.after_stall(job, guard, now)
                 });
@@ -133,6 +133,7 @@ impl Engine {
         t.stalled = true;
         t.expect_cancel_requested = Some(job.cancel_requested);
         t.error = Some(ErrorRecord {
+            stack: None,
             attempt: job.attempts,
             kind: ErrorKind::Stalled,
             message: format!(

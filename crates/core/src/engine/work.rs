@@ -40,6 +40,8 @@ pub struct Failure {
     pub retryable: bool,
     /// Retry no sooner than this (e.g. a provider's `Retry-After`); overrides the backoff policy.
     pub retry_after_ms: Option<u64>,
+    /// Where it failed (a stack trace), kept with the error.
+    pub stack: Option<String>,
 }
 
 impl Failure {
@@ -48,7 +50,7 @@ impl Failure {
         Failure {
             message: message.into(),
             retryable: true,
-            retry_after_ms: None,
+            ..Failure::default()
         }
     }
 
@@ -57,8 +59,14 @@ impl Failure {
         Failure {
             message: message.into(),
             retryable: false,
-            retry_after_ms: None,
+            ..Failure::default()
         }
+    }
+
+    /// This failure with where it happened.
+    pub fn with_stack(mut self, stack: impl Into<String>) -> Self {
+        self.stack = Some(stack.into());
+        self
     }
 }
 
@@ -456,22 +464,29 @@ impl Engine {
             ErrorKind::NonRetryable
         };
         let message = validate::truncate(failure.message.clone(), limits.max_error_message);
+        let stack = failure
+            .stack
+            .clone()
+            .map(|s| validate::truncate(s, limits.max_error_stack));
         Ok(self.after_failed_attempt(
             &job,
             Guard::Lease(token.clone()),
             kind,
             message,
+            stack,
             failure.retry_after_ms,
             now,
         ))
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn after_failed_attempt(
         &self,
         job: &Job,
         guard: Guard,
         kind: ErrorKind,
         message: String,
+        stack: Option<String>,
         retry_after_ms: Option<u64>,
         now: Timestamp,
     ) -> Transition {
@@ -480,6 +495,7 @@ impl Engine {
             kind,
             message,
             at: now,
+            stack,
         };
         let mut t = Transition::new(job.id, guard, JobState::Dead, now);
         t.error = Some(error);

@@ -230,6 +230,7 @@ pub async fn fail(
         message: req.message,
         retryable: req.retryable,
         retry_after_ms: req.retry_after_ms,
+        stack: req.stack,
     };
     let out = s.engine.fail(id, req.lease_token, failure).await?;
     tracing::debug!(job_id = %id, state = %out.state, "failed");
@@ -309,6 +310,7 @@ pub async fn ack(
                 message,
                 retryable,
                 retry_after_ms,
+                stack,
                 ..
             } => {
                 batch.push(Ack::Fail {
@@ -318,6 +320,7 @@ pub async fn ack(
                         message,
                         retryable,
                         retry_after_ms,
+                        stack,
                     },
                 });
                 batch_slots.push(i);
