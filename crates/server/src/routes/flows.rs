@@ -8,7 +8,7 @@ use crate::AppState;
 use crate::auth::{Caller, Scope};
 use crate::convert;
 use crate::error::ApiResult;
-use crate::extract::{Json, Path};
+use crate::extract::{Authorized, Json, Path, scopes};
 use crate::routes::jobs::visible_job;
 
 /// Enqueue a flow: the parent waits in `waiting_children` until each child completed, then runs. A
@@ -25,10 +25,9 @@ use crate::routes::jobs::visible_job;
 )]
 pub async fn enqueue_flow(
     State(s): State<AppState>,
-    caller: Caller,
+    Authorized(caller): Authorized<{ scopes::PRODUCE }>,
     Json(req): Json<FlowRequest>,
 ) -> ApiResult<(StatusCode, axum::Json<FlowResponse>)> {
-    caller.require(&[Scope::Produce])?;
     caller.require_queue(&req.parent.queue)?;
     super::not_own_queue("parent.queue", &req.parent.queue)?;
     for (i, child) in req.children.iter().enumerate() {

@@ -11,7 +11,7 @@ use crate::AppState;
 use crate::auth::{Caller, Scope};
 use crate::convert;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Json, Params, Path};
+use crate::extract::{Authorized, Json, Params, Path, scopes};
 
 /// Default and largest page of a listing.
 const DEFAULT_PAGE: u64 = 100;
@@ -131,11 +131,10 @@ pub async fn get_config(
 )]
 pub async fn put_config(
     State(s): State<AppState>,
-    caller: Caller,
+    Authorized(caller): Authorized<{ scopes::ADMIN }>,
     Path(queue): Path<String>,
     Json(config): Json<QueueConfig>,
 ) -> ApiResult<axum::Json<QueueConfig>> {
-    caller.require(&[Scope::Admin])?;
     caller.require_queue(&queue)?;
     let detail = serde_json::to_value(&config).ok();
     let config = convert::queue_config_from_wire(config);
@@ -277,11 +276,10 @@ const DEAD_SCAN_PAGES: usize = 10;
 )]
 pub async fn replay_dead(
     State(s): State<AppState>,
-    caller: Caller,
+    Authorized(caller): Authorized<{ scopes::ADMIN }>,
     Path(queue): Path<String>,
     Json(f): Json<errand_protocol::DeadFilter>,
 ) -> ApiResult<axum::Json<CountResponse>> {
-    caller.require(&[Scope::Admin])?;
     caller.require_queue(&queue)?;
     let detail = serde_json::to_value(&f).ok();
     let count = s.engine.replay_dead(dead_filter(queue.clone(), f)).await?;
@@ -414,11 +412,10 @@ pub async fn list_webhooks(
 )]
 pub async fn put_webhook(
     State(s): State<AppState>,
-    caller: Caller,
+    Authorized(caller): Authorized<{ scopes::ADMIN }>,
     Path((queue, name)): Path<(String, String)>,
     Json(def): Json<WebhookDef>,
 ) -> ApiResult<axum::Json<WebhookView>> {
-    caller.require(&[Scope::Admin])?;
     caller.require_queue(&queue)?;
     let view = WebhookView {
         name: name.clone(),

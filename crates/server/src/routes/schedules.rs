@@ -12,7 +12,7 @@ use crate::AppState;
 use crate::auth::{Caller, Scope};
 use crate::convert;
 use crate::error::ApiResult;
-use crate::extract::{Json, Path};
+use crate::extract::{Authorized, Json, Path, scopes};
 
 /// Ticks shown ahead in a schedule's view.
 const NEXT_RUNS: usize = 5;
@@ -74,11 +74,10 @@ pub async fn get_schedule(
 )]
 pub async fn put_schedule(
     State(s): State<AppState>,
-    caller: Caller,
+    Authorized(caller): Authorized<{ scopes::ADMIN }>,
     Path(name): Path<String>,
     Json(def): Json<ScheduleDef>,
 ) -> ApiResult<axum::Json<ScheduleView>> {
-    caller.require(&[Scope::Admin])?;
     caller.require_queue(&def.queue)?;
     super::not_own_queue("queue", &def.queue)?;
     if let Ok(existing) = s.engine.schedule(&name).await {

@@ -13,10 +13,9 @@ use errand_protocol::{
 use tokio::sync::oneshot;
 
 use crate::AppState;
-use crate::auth::{Caller, Scope};
 use crate::convert;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Json, Path, parse_id};
+use crate::extract::{Authorized, Json, Path, parse_id, scopes};
 
 /// Claim due jobs, waiting up to `wait_ms` for one to arrive.
 #[utoipa::path(
@@ -30,10 +29,9 @@ use crate::extract::{Json, Path, parse_id};
 )]
 pub async fn fetch(
     State(s): State<AppState>,
-    caller: Caller,
+    Authorized(caller): Authorized<{ scopes::WORK }>,
     Json(req): Json<FetchRequest>,
 ) -> ApiResult<axum::Json<FetchResponse>> {
-    caller.require(&[Scope::Work])?;
     for (i, q) in req.queues.iter().enumerate() {
         caller.require_queue(q)?;
         super::not_own_queue(&format!("queues[{i}]"), q)?;
@@ -151,11 +149,10 @@ async fn claim_detached(s: &AppState, claim: Claim) -> errand_core::Result<Claim
 )]
 pub async fn heartbeat(
     State(s): State<AppState>,
-    caller: Caller,
+    _: Authorized<{ scopes::WORK }>,
     Path(id): Path<String>,
     Json(req): Json<HeartbeatRequest>,
 ) -> ApiResult<axum::Json<HeartbeatResponse>> {
-    caller.require(&[Scope::Work])?;
     let id = parse_id("id", &id)?;
     let r = s
         .engine
@@ -180,11 +177,10 @@ pub async fn heartbeat(
 )]
 pub async fn append_logs(
     State(s): State<AppState>,
-    caller: Caller,
+    _: Authorized<{ scopes::WORK }>,
     Path(id): Path<String>,
     Json(req): Json<LogRequest>,
 ) -> ApiResult<axum::Json<CountResponse>> {
-    caller.require(&[Scope::Work])?;
     let id = parse_id("id", &id)?;
     let count = req.lines.len() as u64;
     s.engine.append_logs(id, req.lease_token, req.lines).await?;
@@ -200,11 +196,10 @@ pub async fn append_logs(
 )]
 pub async fn complete(
     State(s): State<AppState>,
-    caller: Caller,
+    _: Authorized<{ scopes::WORK }>,
     Path(id): Path<String>,
     Json(req): Json<CompleteRequest>,
 ) -> ApiResult<axum::Json<AckResponse>> {
-    caller.require(&[Scope::Work])?;
     let id = parse_id("id", &id)?;
     let out = s.engine.complete(id, req.lease_token, req.result).await?;
     tracing::debug!(job_id = %id, state = %out.state, "completed");
@@ -220,11 +215,10 @@ pub async fn complete(
 )]
 pub async fn fail(
     State(s): State<AppState>,
-    caller: Caller,
+    _: Authorized<{ scopes::WORK }>,
     Path(id): Path<String>,
     Json(req): Json<FailRequest>,
 ) -> ApiResult<axum::Json<AckResponse>> {
-    caller.require(&[Scope::Work])?;
     let id = parse_id("id", &id)?;
     let failure = Failure {
         message: req.message,
@@ -246,11 +240,10 @@ pub async fn fail(
 )]
 pub async fn release(
     State(s): State<AppState>,
-    caller: Caller,
+    _: Authorized<{ scopes::WORK }>,
     Path(id): Path<String>,
     Json(req): Json<ReleaseRequest>,
 ) -> ApiResult<axum::Json<AckResponse>> {
-    caller.require(&[Scope::Work])?;
     let id = parse_id("id", &id)?;
     let delay = req.delay_ms.unwrap_or(0);
     Ok(axum::Json(convert::ack(
@@ -266,10 +259,9 @@ pub async fn release(
 )]
 pub async fn ack(
     State(s): State<AppState>,
-    caller: Caller,
+    _: Authorized<{ scopes::WORK }>,
     Json(req): Json<AckBatchRequest>,
 ) -> ApiResult<axum::Json<AckBatchResponse>> {
-    caller.require(&[Scope::Work])?;
     let n = req.acks.len();
     if n > s.engine.limits().max_batch {
         return Err(errand_core::Error::too_large(
