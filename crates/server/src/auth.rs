@@ -56,6 +56,18 @@ pub struct KeyConfig {
     /// Queue-name prefixes the key is limited to; empty or absent: every queue.
     #[serde(default)]
     pub queues: Vec<String>,
+    /// Requests per second this key may make (1–1,000,000); absent: no limit. Beyond it: 429 with
+    /// `Retry-After`.
+    pub requests_per_second: Option<u32>,
+    /// Requests the key may make at once after being idle (default: `requests_per_second`).
+    pub burst: Option<u32>,
+}
+
+/// A key's request rate: a token bucket.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct KeyRate {
+    pub per_second: u32,
+    pub burst: u32,
 }
 
 /// A configured key.
@@ -65,6 +77,8 @@ pub struct ApiKey {
     hash: [u8; 32],
     pub scopes: Vec<Scope>,
     pub queue_prefixes: Vec<String>,
+    /// `None`: no limit.
+    pub rate: Option<KeyRate>,
 }
 
 impl std::fmt::Debug for ApiKey {
@@ -73,6 +87,7 @@ impl std::fmt::Debug for ApiKey {
             .field("name", &self.name)
             .field("scopes", &self.scopes)
             .field("queue_prefixes", &self.queue_prefixes)
+            .field("rate", &self.rate)
             .finish_non_exhaustive()
     }
 }
@@ -99,7 +114,14 @@ impl ApiKey {
             hash: Sha256::digest(secret.as_bytes()).into(),
             scopes,
             queue_prefixes,
+            rate: None,
         }
+    }
+
+    /// This key, limited to `per_second` requests a second with bursts of `burst`.
+    pub fn with_rate(mut self, per_second: u32, burst: u32) -> ApiKey {
+        self.rate = Some(KeyRate { per_second, burst });
+        self
     }
 
     /// A key from the config file.
@@ -122,11 +144,31 @@ impl ApiKey {
         if c.scopes.is_empty() {
             return Err(format!("{}: give at least one scope", c.name));
         }
+        let rate = match (c.requests_per_second, c.burst) {
+            (None, None) => None,
+            (None, Some(_)) => {
+                return Err(format!("{}: burst needs requests_per_second", c.name));
+            }
+            (Some(r), burst) => {
+                let burst = burst.unwrap_or(r);
+                if !(1..=1_000_000).contains(&r) || !(1..=1_000_000).contains(&burst) {
+                    return Err(format!(
+                        "{}: requests_per_second and burst must be between 1 and 1000000",
+                        c.name
+                    ));
+                }
+                Some(KeyRate {
+                    per_second: r,
+                    burst,
+                })
+            }
+        };
         Ok(ApiKey {
             name: c.name,
             hash,
             scopes: c.scopes,
             queue_prefixes: c.queues,
+            rate,
         })
     }
 
@@ -175,6 +217,30 @@ impl Caller {
     }
 }
 
+/// The token buckets of rate-limited keys, by key name: `(tokens, when they were right)`.
+#[derive(Debug, Default)]
+pub struct KeyBuckets(std::sync::Mutex<std::collections::HashMap<String, (f64, i64)>>);
+
+impl KeyBuckets {
+    /// Takes a token of `key`'s bucket at `now` (ms); `Err(ms)`: none until that many ms from now.
+    pub fn take(&self, key: &str, rate: KeyRate, now: i64) -> Result<(), u64> {
+        let mut buckets = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let burst = f64::from(rate.burst);
+        let per_ms = f64::from(rate.per_second) / 1_000.0;
+        let (tokens, at) = buckets.entry(key.to_string()).or_insert((burst, now));
+        // A clock that went back refills nothing.
+        let elapsed = (now - *at).max(0) as f64;
+        *tokens = (*tokens + elapsed * per_ms).min(burst);
+        *at = now.max(*at);
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(((1.0 - *tokens) / per_ms).ceil() as u64)
+        }
+    }
+}
+
 /// The key whose hash matches `secret`'s, compared in constant time against every key.
 pub fn find_key<'a>(keys: &'a [ApiKey], secret: &str) -> Option<&'a ApiKey> {
     let hash: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
@@ -199,6 +265,8 @@ mod tests {
             sha256: hash_secret("s3cret"),
             scopes: vec![Scope::Produce],
             queues: vec!["billing.".into()],
+            requests_per_second: None,
+            burst: None,
         })
         .unwrap();
         let keys = vec![k];
@@ -216,7 +284,61 @@ mod tests {
             sha256: "abc".into(),
             scopes: vec![Scope::Read],
             queues: vec![],
+            requests_per_second: None,
+            burst: None,
         };
-        assert!(ApiKey::from_config(bad).unwrap_err().contains("64 hex"));
+        assert!(
+            ApiKey::from_config(bad.clone())
+                .unwrap_err()
+                .contains("64 hex")
+        );
+        let rated = |r, b| KeyConfig {
+            sha256: hash_secret("s"),
+            requests_per_second: r,
+            burst: b,
+            ..bad.clone()
+        };
+        assert_eq!(
+            ApiKey::from_config(rated(Some(50), None)).unwrap().rate,
+            Some(KeyRate {
+                per_second: 50,
+                burst: 50
+            })
+        );
+        assert!(ApiKey::from_config(rated(Some(0), None)).is_err());
+        assert!(ApiKey::from_config(rated(None, Some(5))).is_err());
+    }
+
+    #[test]
+    fn a_key_bucket_refills_at_its_rate_and_says_when_the_next_token_is_due() {
+        let buckets = KeyBuckets::default();
+        let rate = KeyRate {
+            per_second: 10,
+            burst: 3,
+        };
+        for _ in 0..3 {
+            assert_eq!(buckets.take("k", rate, 0), Ok(()));
+        }
+        assert_eq!(buckets.take("k", rate, 0), Err(100), "a token every 100 ms");
+        assert_eq!(buckets.take("k", rate, 40), Err(60));
+        assert_eq!(buckets.take("k", rate, 100), Ok(()));
+        assert_eq!(
+            buckets.take("other", rate, 100),
+            Ok(()),
+            "each key its own bucket"
+        );
+        assert_eq!(
+            buckets.take("k", rate, 50),
+            Err(100),
+            "a clock gone back refills nothing"
+        );
+        assert_eq!(buckets.take("k", rate, 10_000), Ok(()));
+        for _ in 0..2 {
+            assert_eq!(buckets.take("k", rate, 10_000), Ok(()));
+        }
+        assert!(
+            buckets.take("k", rate, 10_000).is_err(),
+            "the burst caps the refill"
+        );
     }
 }

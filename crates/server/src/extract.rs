@@ -111,9 +111,23 @@ impl FromRequestParts<AppState> for Caller {
             .ok_or_else(|| {
                 ApiError::unauthorized("the Authorization header must be Bearer <key>")
             })?;
-        find_key(&state.config.keys, secret)
-            .map(|k| Caller::Key(k.clone()))
-            .ok_or_else(|| ApiError::unauthorized("unknown API key"))
+        let key = find_key(&state.config.keys, secret)
+            .ok_or_else(|| ApiError::unauthorized("unknown API key"))?;
+        if let Some(rate) = key.rate
+            && let Err(wait_ms) = state.key_buckets.take(&key.name, rate, state.engine.now())
+        {
+            let mut e = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                code::RATE_LIMITED,
+                format!(
+                    "key {:?} is over its {} requests per second",
+                    key.name, rate.per_second
+                ),
+            );
+            e.retry_after = Some(wait_ms.div_ceil(1_000).max(1));
+            return Err(e);
+        }
+        Ok(Caller::Key(key.clone()))
     }
 }
 

@@ -46,6 +46,8 @@ pub struct AppState {
     pub engine: Engine,
     pub config: Arc<Config>,
     pub metrics: Arc<metrics::Metrics>,
+    /// Rate-limited keys' token buckets (per node).
+    pub key_buckets: Arc<auth::KeyBuckets>,
     /// The built-in alerts as this node sees them.
     pub alerts: Arc<alerting::Alerting>,
     /// This node's recent events, for `GET /v1/events`.
@@ -78,6 +80,7 @@ impl AppState {
             config: Arc::new(config),
             metrics,
             alerts: Arc::default(),
+            key_buckets: Arc::default(),
             events,
             waiters: Arc::new(Waiters::default()),
             shutdown,

@@ -250,3 +250,44 @@ async fn json_nested_beyond_the_depth_limit_is_a_400_not_a_crash() {
         .unwrap();
     assert_eq!(api.raw(req).await.0, StatusCode::CREATED);
 }
+
+#[tokio::test]
+async fn a_key_over_its_request_rate_gets_429_with_retry_after() {
+    let api = Api::with(Setup {
+        manual_clock: true,
+        keys: vec![
+            Api::key("limited", &[Scope::Read], &[]).with_rate(2, 2),
+            Api::key("free", &[Scope::Read], &[]),
+        ],
+        ..Setup::default()
+    });
+    let clock = api.clock.clone().unwrap();
+    let get = |key: &'static str| {
+        Request::get("/v1/queues")
+            .header(header::AUTHORIZATION, format!("Bearer {key}"))
+            .body(Body::empty())
+            .unwrap()
+    };
+    for _ in 0..2 {
+        assert_eq!(api.raw(get("limited")).await.0, StatusCode::OK);
+    }
+    let (s, b, headers) = api.raw(get("limited")).await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{b}");
+    assert_eq!(b["error"]["code"], code::RATE_LIMITED);
+    assert_eq!(headers[header::RETRY_AFTER], "1");
+    // Another key is not held back by this one.
+    for _ in 0..5 {
+        assert_eq!(api.raw(get("free")).await.0, StatusCode::OK);
+    }
+    clock.advance(499);
+    assert_eq!(
+        api.raw(get("limited")).await.0,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    clock.advance(1);
+    assert_eq!(
+        api.raw(get("limited")).await.0,
+        StatusCode::OK,
+        "a token every 500 ms"
+    );
+}
