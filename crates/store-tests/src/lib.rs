@@ -264,6 +264,10 @@ macro_rules! __for_each_check {
         $m!($fresh, schedules::a_dst_change_fires_at_the_right_instants);
         $m!(
             $fresh,
+            schedules::clock_jumps_fire_no_tick_twice_and_expire_no_lease_early
+        );
+        $m!(
+            $fresh,
             events::a_job_that_ends_enqueues_one_webhook_delivery_per_webhook
         );
         // 10. flow control: concurrency and rate limits, fairness between groups

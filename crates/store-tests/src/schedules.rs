@@ -7,6 +7,7 @@ use errand_core::schedule::{ON_TIME_MS, tick_key};
 use errand_core::{Engine, Error, JobState, Missed, ScheduleDef};
 use serde_json::json;
 
+use crate::support::{claim_one, job, token};
 use crate::{Ctx, Fixture};
 
 const MINUTE: i64 = 60_000;
@@ -288,4 +289,87 @@ pub async fn a_dst_change_fires_at_the_right_instants(f: Fixture) {
     let hourly = fired.iter().filter(|(k, _)| k == "hourly").count();
     // From Saturday 12:00 UTC to Sunday 12:00 UTC: 24 real hours, one tick each.
     assert_eq!(hourly, 24, "every real hour, both 02:00s included");
+}
+
+/// The clock jumping back or forward by an hour or a day: no tick fires twice, a jump forward past
+/// missed ticks catches up once (with `catch_up_one`), and no lease expires before its time has passed
+/// on the clock since it was granted or renewed.
+pub async fn clock_jumps_fire_no_tick_twice_and_expire_no_lease_early(f: Fixture) {
+    const HOUR: i64 = 60 * MINUTE;
+    const DAY: i64 = 24 * HOUR;
+    let ctx = Ctx::new(f);
+    let e = &ctx.engine;
+    ctx.clock.set(SAT_NOON_UTC);
+    let mut def = every_minute("jump");
+    def.missed = Missed::CatchUpOne;
+    e.put_schedule("jumpy", def).await.unwrap();
+    let first = SAT_NOON_UTC + MINUTE;
+    ctx.clock.set(first);
+    assert_eq!(e.maintain().await.unwrap().scheduled, 1);
+
+    // Back an hour, then a day: nothing is due again, and walking forward to the fired tick fires
+    // nothing; the next tick fires once.
+    for back in [HOUR, DAY] {
+        ctx.clock.set(first - back);
+        assert_eq!(e.maintain().await.unwrap().scheduled, 0, "back {back}");
+        ctx.clock.set(first + 30_000);
+        assert_eq!(e.maintain().await.unwrap().scheduled, 0, "back {back}");
+    }
+    ctx.clock.set(first + MINUTE);
+    assert_eq!(e.maintain().await.unwrap().scheduled, 1);
+    assert_eq!(e.maintain().await.unwrap().scheduled, 0);
+
+    // Forward an hour, then a day: each jump catches up once, for the latest missed tick.
+    let mut now = first + MINUTE;
+    for ahead in [HOUR, DAY] {
+        now += ahead + 30 * MINUTE + 10_000;
+        ctx.clock.set(now);
+        assert_eq!(e.maintain().await.unwrap().scheduled, 1, "ahead {ahead}");
+        assert_eq!(e.maintain().await.unwrap().scheduled, 0, "ahead {ahead}");
+    }
+    let fired = jobs(e, "jump").await;
+    assert_eq!(fired.len(), 4, "two on time, one per jump ahead");
+    let mut keys: Vec<_> = fired.iter().map(|j| j.unique_key.clone()).collect();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), 4, "each for a tick of its own");
+
+    // A lease: the clock going back delays its end, never brings it forward.
+    e.enqueue(job("lease-jump", 1).with_options(errand_core::JobOptions {
+        heartbeat_ms: Some(1_000),
+        timeout_ms: Some(2 * DAY as u64),
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+    let granted = errand_core::Clock::now(&ctx.clock);
+    let j = claim_one(e, "lease-jump").await;
+    let expires = j.lease.as_ref().unwrap().expires_at;
+    for back in [HOUR, DAY] {
+        ctx.clock.set(granted - back);
+        e.maintain().await.unwrap();
+        assert_eq!(
+            e.get(j.id).await.unwrap().state,
+            JobState::Active,
+            "back {back}"
+        );
+    }
+    ctx.clock.set(expires - 1);
+    e.maintain().await.unwrap();
+    assert_eq!(e.get(j.id).await.unwrap().state, JobState::Active);
+    e.heartbeat(j.id, token(&j), None).await.unwrap();
+    ctx.clock.set(expires + j.lease_ms as i64 - 2);
+    e.maintain().await.unwrap();
+    assert_eq!(
+        e.get(j.id).await.unwrap().state,
+        JobState::Active,
+        "renewed at expires - 1: good for a whole lease from then"
+    );
+    ctx.clock.set(expires + j.lease_ms as i64);
+    e.maintain().await.unwrap();
+    assert_ne!(
+        e.get(j.id).await.unwrap().state,
+        JobState::Active,
+        "then it ends"
+    );
 }
