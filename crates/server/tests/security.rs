@@ -132,6 +132,16 @@ async fn every_route_refuses_callers_without_a_key_or_the_scope_and_the_matrix_i
         "every described route has a line in the matrix"
     );
 
+    // The description says which routes need no key: exactly those the matrix opens to all.
+    let (_, doc) = api.call_as(None, Method::GET, "/openapi.json", None).await;
+    for ((method, path), allowed) in &matrix {
+        let security = &doc["paths"][*path][*method]["security"];
+        let open = security
+            .as_array()
+            .is_some_and(|s| s.iter().any(|r| r == &json!({})));
+        assert_eq!(open, allowed.is_none(), "{method} {path}: {security}");
+    }
+
     let mut checked = 0;
     for (method, template) in &routes {
         let allowed = matrix[&(method.as_str(), template.as_str())];

@@ -8,7 +8,7 @@ use crate::AppState;
 use crate::error::ApiError;
 
 /// The process answers.
-#[utoipa::path(get, path = "/health/live", tag = "health", responses((status = 200, body = Health)))]
+#[utoipa::path(get, path = "/health/live", tag = "health", security(()), responses((status = 200, body = Health)))]
 pub async fn live() -> axum::Json<Health> {
     axum::Json(Health {
         status: "ok".into(),
@@ -17,7 +17,7 @@ pub async fn live() -> axum::Json<Health> {
 
 /// The store answers and the server is not shutting down.
 #[utoipa::path(
-    get, path = "/health/ready", tag = "health",
+    get, path = "/health/ready", tag = "health", security(()),
     responses((status = 200, body = Health), (status = 503, body = ErrorBody))
 )]
 pub async fn ready(State(s): State<AppState>) -> Result<axum::Json<Health>, ApiError> {
