@@ -48,6 +48,21 @@ fn yes() -> bool {
     true
 }
 
+impl AlertConfig {
+    /// `rule` for `queue` (`*`: every queue) with every field at its default.
+    pub fn new(queue: &str, rule: RuleKind) -> AlertConfig {
+        AlertConfig {
+            queue: queue.into(),
+            rule,
+            threshold: None,
+            for_ms: None,
+            cooldown_ms: None,
+            window_ms: None,
+            enabled: true,
+        }
+    }
+}
+
 /// The rules in force for `queue`: the defaults, then `*` entries, then the queue's own.
 pub fn rules_for(queue: &str, configured: &[AlertConfig]) -> Vec<Rule> {
     let mut out = Vec::new();
@@ -260,33 +275,21 @@ pub async fn send(engine: &Engine, notices: Vec<Notice>) {
 mod tests {
     use super::*;
 
-    fn entry(queue: &str, rule: RuleKind) -> AlertConfig {
-        AlertConfig {
-            queue: queue.into(),
-            rule,
-            threshold: None,
-            for_ms: None,
-            cooldown_ms: None,
-            window_ms: None,
-            enabled: true,
-        }
-    }
-
     #[test]
     fn a_queues_own_entry_beats_every_queues_and_can_turn_a_rule_off() {
         let configured = vec![
             AlertConfig {
                 threshold: Some(50.0),
-                ..entry("*", RuleKind::QueueDepth)
+                ..AlertConfig::new("*", RuleKind::QueueDepth)
             },
             AlertConfig {
                 threshold: Some(5.0),
                 for_ms: Some(0),
-                ..entry("pay", RuleKind::QueueDepth)
+                ..AlertConfig::new("pay", RuleKind::QueueDepth)
             },
             AlertConfig {
                 enabled: false,
-                ..entry("pay", RuleKind::DeadLetters)
+                ..AlertConfig::new("pay", RuleKind::DeadLetters)
             },
         ];
         let mail = rules_for("mail", &configured);

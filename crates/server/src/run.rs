@@ -245,13 +245,8 @@ async fn maintain(
     mut stop: watch::Receiver<bool>,
 ) {
     let ttl_ms = u64::try_from(interval.as_millis().saturating_mul(3)).unwrap_or(u64::MAX);
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.wait_for(|s| *s) => return,
-        }
+    let mut every = Every::new(interval, &mut stop);
+    while every.tick().await {
         match engine.store().try_lead("maintenance", &node, ttl_ms).await {
             Ok(true) => {}
             Ok(false) => continue,
@@ -280,13 +275,8 @@ async fn maintain(
 async fn alert(state: AppState, node: String, mut stop: watch::Receiver<bool>) {
     let interval = Duration::from_millis(state.config.alert_interval_ms);
     let ttl_ms = state.config.maintenance_interval_ms.saturating_mul(3);
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.wait_for(|s| *s) => return,
-        }
+    let mut every = Every::new(interval, &mut stop);
+    while every.tick().await {
         let lead = match state
             .engine
             .store()
@@ -301,6 +291,29 @@ async fn alert(state: AppState, node: String, mut stop: watch::Receiver<bool>) {
         };
         if let Err(e) = state.evaluate_alerts(lead).await {
             tracing::warn!(error = %e, "alerts not evaluated; retrying next interval");
+        }
+    }
+}
+
+/// A periodic loop's clock: ticks every `interval` (a late tick delays the next, never bunches them)
+/// until the server shuts down.
+struct Every<'a> {
+    tick: tokio::time::Interval,
+    stop: &'a mut watch::Receiver<bool>,
+}
+
+impl<'a> Every<'a> {
+    fn new(interval: Duration, stop: &'a mut watch::Receiver<bool>) -> Self {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Every { tick, stop }
+    }
+
+    /// Waits for the next tick; `false` once the server is shutting down.
+    async fn tick(&mut self) -> bool {
+        tokio::select! {
+            _ = self.tick.tick() => true,
+            _ = self.stop.wait_for(|s| *s) => false,
         }
     }
 }

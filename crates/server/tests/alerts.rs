@@ -14,18 +14,6 @@ use errand_server::alerting::AlertConfig;
 use serde_json::{Value, json};
 use support::{Api, Setup};
 
-fn rule(queue: &str, rule: RuleKind) -> AlertConfig {
-    AlertConfig {
-        queue: queue.into(),
-        rule,
-        threshold: None,
-        for_ms: None,
-        cooldown_ms: None,
-        window_ms: None,
-        enabled: true,
-    }
-}
-
 fn api() -> Api {
     Api::with(Setup {
         manual_clock: true,
@@ -35,11 +23,11 @@ fn api() -> Api {
                     threshold: Some(2.0),
                     for_ms: Some(60_000),
                     cooldown_ms: Some(600_000),
-                    ..rule("pay", RuleKind::QueueDepth)
+                    ..AlertConfig::new("pay", RuleKind::QueueDepth)
                 },
                 AlertConfig {
                     enabled: false,
-                    ..rule("*", RuleKind::NoWorkers)
+                    ..AlertConfig::new("*", RuleKind::NoWorkers)
                 },
             ];
         },
