@@ -1,0 +1,164 @@
+//! A full disk, for real: `errand serve` on a 4 MiB tmpfs. Once the store cannot write, every write is
+//! answered 503 `unavailable` with `Retry-After`, quickly; reads still work; when space is freed (the
+//! tmpfs is grown) writes work again, and after a SIGKILL and a restart every acknowledged job is there.
+//!
+//! Mounting needs root, which CI has (`.ci/run` sets ERRAND_REQUIRE_TMPFS=1 so that a failed mount fails
+//! the test there instead of skipping it).
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use support::{free_port, wait_ready};
+
+use errand_client::protocol::EnqueueJob;
+use errand_client::{Client, RetryPolicy};
+use serde_json::json;
+
+/// Unmounts the tmpfs when the test ends, however it ends.
+struct Mount(PathBuf);
+
+impl Mount {
+    fn tmpfs(at: &Path, size: &str) -> Option<Mount> {
+        std::fs::create_dir_all(at).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| Mount(at.to_path_buf()))
+    }
+
+    fn resize(&self, size: &str) {
+        let ok = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.0)
+            .status()
+            .unwrap();
+        assert!(ok.success(), "grow the tmpfs");
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+fn start(dir: &Path, port: u16) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_errand"))
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(dir)
+        .env_remove("ERRAND_API_KEY")
+        .env("ERRAND_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap()
+}
+
+fn job(n: usize) -> EnqueueJob {
+    // Random-looking text, so that nothing compresses it away: 32 KiB a job.
+    let pad: String = (0..4096)
+        .map(|i| format!("{:08x}", (i * 2654435761usize + n) % 0xffff_ffff))
+        .collect();
+    EnqueueJob::new("k", json!({ "n": n, "pad": pad }))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_answers_503_quickly_and_loses_nothing_once_space_is_freed() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("small");
+    let Some(mount) = Mount::tmpfs(&data, "4m") else {
+        assert!(
+            std::env::var("ERRAND_REQUIRE_TMPFS").is_err(),
+            "cannot mount a tmpfs, and ERRAND_REQUIRE_TMPFS is set"
+        );
+        eprintln!("SKIPPED: cannot mount a tmpfs here (it needs root)");
+        return;
+    };
+    let port = free_port();
+    let mut server = start(&data, port);
+    let client = Client::builder(format!("http://127.0.0.1:{port}"))
+        .retry(RetryPolicy::none())
+        .build()
+        .unwrap();
+    wait_ready(&client).await;
+
+    // Fill the disk.
+    let mut acknowledged = Vec::new();
+    let mut refusals = 0;
+    for n in 0.. {
+        assert!(n < 1_000, "4 MiB never filled up");
+        let started = Instant::now();
+        match client.enqueue("full", &job(n)).await {
+            Ok(e) => acknowledged.push(e.id),
+            Err(e) => {
+                assert_eq!(e.status(), Some(503), "{e}");
+                assert_eq!(e.code(), Some("unavailable"), "{e}");
+                let errand_client::Error::Api { retry_after, .. } = &e else {
+                    unreachable!()
+                };
+                assert!(retry_after.is_some(), "{e}");
+                assert!(
+                    started.elapsed() < Duration::from_secs(2),
+                    "{e} took {:?}",
+                    started.elapsed()
+                );
+                refusals += 1;
+                if refusals == 5 {
+                    break;
+                }
+            }
+        }
+    }
+    assert!(!acknowledged.is_empty());
+    // Reads still work on a full disk.
+    client.get(&acknowledged[0]).await.unwrap();
+
+    // Space is freed: writes work again.
+    mount.resize("64m");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match client.enqueue("full", &job(10_000)).await {
+            Ok(e) => {
+                acknowledged.push(e.id);
+                break;
+            }
+            Err(e) => assert!(Instant::now() < deadline, "writes did not resume: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for n in 10_001..10_010 {
+        acknowledged.push(client.enqueue("full", &job(n)).await.unwrap().id);
+    }
+
+    // Nothing acknowledged is lost, across a kill and a restart.
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let mut server = start(&data, port);
+    wait_ready(&client).await;
+    for id in &acknowledged {
+        client
+            .get(id)
+            .await
+            .unwrap_or_else(|e| panic!("acknowledged job {id} lost: {e}"));
+    }
+    let q = client.queue("full").await.unwrap();
+    assert_eq!(q.counts.waiting, acknowledged.len() as u64);
+    server.kill().unwrap();
+    server.wait().unwrap();
+    eprintln!(
+        "{} jobs acknowledged around a full disk, {refusals} refused with 503",
+        acknowledged.len()
+    );
+}
