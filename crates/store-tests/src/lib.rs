@@ -268,6 +268,10 @@ macro_rules! __for_each_check {
         );
         $m!(
             $fresh,
+            schedules::clock_jumps_under_load_expire_no_lease_early_and_fire_no_tick_twice
+        );
+        $m!(
+            $fresh,
             events::a_job_that_ends_enqueues_one_webhook_delivery_per_webhook
         );
         // 10. flow control: concurrency and rate limits, fairness between groups

@@ -373,3 +373,200 @@ pub async fn clock_jumps_fire_no_tick_twice_and_expire_no_lease_early(f: Fixture
         "then it ends"
     );
 }
+
+/// The clock's values in the order they were set, so that a worker can tell whether the clock reached
+/// a lease's end between two moments of its own.
+#[derive(Debug, Default)]
+struct ClockLog(std::sync::Mutex<Vec<i64>>);
+
+impl ClockLog {
+    fn set(&self, clock: &errand_core::ManualClock, t: i64) {
+        let mut values = self.0.lock().unwrap();
+        clock.set(t);
+        values.push(t);
+    }
+
+    /// A mark: the clock's current value is the one at this index.
+    fn mark(&self) -> usize {
+        self.0.lock().unwrap().len() - 1
+    }
+
+    /// The latest time the clock showed between two marks.
+    fn peak(&self, from: usize, to: usize) -> i64 {
+        self.0.lock().unwrap()[from..=to]
+            .iter()
+            .copied()
+            .max()
+            .unwrap()
+    }
+}
+
+/// The clock jumping back an hour, ahead two, back a day and ahead two while four workers claim,
+/// heartbeat and complete and two engines run maintenance, all at once: a lease is never refused
+/// before the clock has reached its end (as last granted or renewed), no tick fires twice, and each
+/// jump ahead catches up once at most.
+pub async fn clock_jumps_under_load_expire_no_lease_early_and_fire_no_tick_twice(f: Fixture) {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    const HOUR: i64 = 60 * MINUTE;
+    const DAY: i64 = 24 * HOUR;
+    const STEP: i64 = 250;
+    let ctx = Ctx::new(f);
+    let log = Arc::new(ClockLog::default());
+    log.set(&ctx.clock, SAT_NOON_UTC);
+    let mut def = every_minute("jump-cron");
+    def.missed = Missed::CatchUpOne;
+    ctx.engine.put_schedule("jump-load", def).await.unwrap();
+    let jobs_n = 1_000;
+    ctx.engine
+        .enqueue_many(
+            (0..jobs_n)
+                .map(|n| {
+                    job("jump-load", n).with_options(errand_core::JobOptions {
+                        heartbeat_ms: Some(1_000),
+                        timeout_ms: Some(3 * DAY as u64),
+                        max_attempts: Some(1_000),
+                        max_stalled: Some(100),
+                        ..Default::default()
+                    })
+                })
+                .collect(),
+        )
+        .await
+        .unwrap();
+    let other = Engine::new(
+        ctx.engine.store().clone(),
+        Arc::new(ctx.clock.clone()),
+        errand_core::EngineConfig::default(),
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let refused = Arc::new(AtomicUsize::new(0));
+    let completed = Arc::new(AtomicUsize::new(0));
+    // Workers' calls answered: the driver moves the clock on only as work gets done.
+    let calls = Arc::new(AtomicUsize::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..4 {
+        let (e, log, stop) = (ctx.engine.clone(), Arc::clone(&log), Arc::clone(&stop));
+        let (refused, completed) = (Arc::clone(&refused), Arc::clone(&completed));
+        let calls = Arc::clone(&calls);
+        tasks.spawn(async move {
+            let mut early = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                let from = log.mark();
+                let claimed = e
+                    .claim(errand_core::Claim {
+                        queues: vec!["jump-load".into()],
+                        worker_id: format!("w{w}"),
+                        limit: 2,
+                    })
+                    .await
+                    .unwrap();
+                if claimed.is_empty() {
+                    tokio::task::yield_now().await;
+                }
+                for j in claimed {
+                    let (mut from, mut ends) = (from, j.lease.as_ref().unwrap().expires_at);
+                    for renew in [true, false] {
+                        let before = log.mark();
+                        let answer = if renew {
+                            e.heartbeat(j.id, token(&j), None)
+                                .await
+                                .map(|r| Some(r.lease_expires_at))
+                        } else {
+                            e.complete(j.id, token(&j), None).await.map(|_| None)
+                        };
+                        calls.fetch_add(1, Ordering::SeqCst);
+                        match answer {
+                            Ok(Some(new_end)) => (from, ends) = (before, new_end),
+                            Ok(None) => {
+                                completed.fetch_add(1, Ordering::SeqCst);
+                            }
+                            Err(Error::LeaseLost) => {
+                                refused.fetch_add(1, Ordering::SeqCst);
+                                let peak = log.peak(from, log.mark());
+                                if peak < ends {
+                                    early.push(format!(
+                                        "job {} refused with the clock at most {peak}, its lease \
+                                         ending at {ends}",
+                                        j.id
+                                    ));
+                                }
+                                break;
+                            }
+                            Err(other) => panic!("{other}"),
+                        }
+                        tokio::task::yield_now().await;
+                    }
+                }
+            }
+            early
+        });
+    }
+    for e in [ctx.engine.clone(), other] {
+        let stop = Arc::clone(&stop);
+        tasks.spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                e.maintain().await.unwrap();
+                tokio::task::yield_now().await;
+            }
+            Vec::new()
+        });
+    }
+
+    // The driver: the clock walks on in steps, and jumps. `bound` counts the ticks that may fire: each
+    // minute walked past for the first time, and one catch-up per jump past the furthest time yet.
+    let (mut now, mut furthest, mut bound) = (SAT_NOON_UTC, SAT_NOON_UTC, 0i64);
+    let jumps = [(150, -HOUR), (300, 2 * HOUR), (450, -DAY), (600, 2 * DAY)];
+    for step in 0..750 {
+        let to = match jumps.iter().find(|(at, _)| *at == step) {
+            Some((_, by)) => {
+                if now + by > furthest {
+                    bound += 1;
+                }
+                now + by
+            }
+            None => {
+                let to = now + STEP;
+                if to > furthest {
+                    bound += to.div_euclid(MINUTE) - furthest.max(now).div_euclid(MINUTE);
+                }
+                to
+            }
+        };
+        now = to;
+        furthest = furthest.max(now);
+        log.set(&ctx.clock, now);
+        let seen = calls.load(Ordering::SeqCst);
+        while calls.load(Ordering::SeqCst) < seen + 1
+            && completed.load(Ordering::SeqCst) < jobs_n as usize
+        {
+            tokio::task::yield_now().await;
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    let mut early = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        early.extend(r.unwrap());
+    }
+    assert!(early.is_empty(), "leases ended early: {early:#?}");
+    // The jumps ahead did end leases, and work went on.
+    assert!(refused.load(Ordering::SeqCst) > 0, "no lease was ever lost");
+    assert!(completed.load(Ordering::SeqCst) > 0);
+
+    let fired = jobs(&ctx.engine, "jump-cron").await;
+    let mut keys: Vec<_> = fired.iter().map(|j| j.unique_key.clone()).collect();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), fired.len(), "a tick fired twice");
+    eprintln!(
+        "{} completions, {} leases lost to the jumps, {} ticks fired of at most {bound}",
+        completed.load(Ordering::SeqCst),
+        refused.load(Ordering::SeqCst),
+        fired.len()
+    );
+    assert!(
+        !fired.is_empty() && fired.len() as i64 <= bound,
+        "{} ticks fired, at most {bound} may",
+        fired.len()
+    );
+}
