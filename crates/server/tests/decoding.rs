@@ -1,6 +1,7 @@
 //! Request decoding under arbitrary input: every route that takes a body answers any bytes and any JSON
 //! with a status below 500 and an error in the API's format, and never panics (2,600 cases, about 200
-//! per route).
+//! per route); so do the listings for any query string (cursors, limits, filters: 1,500 cases) and the
+//! job routes for any id; event cursors of any text parse or are refused.
 
 #![allow(clippy::unwrap_used)]
 
@@ -125,4 +126,105 @@ proptest! {
             Ok(())
         }))?;
     }
+}
+
+/// The listing routes' query parameters, a name none of them knows, and text of any content.
+fn query() -> impl Strategy<Value = String> {
+    let name = prop_oneof![
+        Just("cursor"),
+        Just("limit"),
+        Just("state"),
+        Just("kind"),
+        Just("unique_key"),
+        Just("error_contains"),
+        Just("fingerprint"),
+        Just("nonsense"),
+    ];
+    let value = prop_oneof![
+        "\\PC{0,40}",
+        "[0-9]{0,25}",
+        "-?[0-9]{1,5}",
+        "0[0-9A-Z]{25}",
+        Just(String::new()),
+    ];
+    prop_oneof![
+        prop::collection::vec((name, value), 0..4)
+            .prop_map(|pairs| serde_urlencoded::to_string(pairs).unwrap()),
+        // Not even well-formed: stray percent signs, separators, bytes.
+        "[%&=a-z0-9\\x7f-\\u{ff}]{0,40}",
+    ]
+}
+
+const LISTINGS: &[&str] = &[
+    "/v1/queues/q/jobs",
+    "/v1/queues/q/dead",
+    "/v1/queues/q/dead/groups",
+    "/v1/queues",
+    "/v1/audit",
+    "/v1/alerts",
+    "/v1/workers",
+    "/v1/schedules",
+];
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1_500, ..ProptestConfig::default() })]
+
+    /// Cursors, limits and filters of any text: a page or a 400 naming the parameter, never a 500.
+    #[test]
+    fn any_query_on_a_listing_is_answered_below_500(route in 0..LISTINGS.len(), q in query()) {
+        SERVER.with(|(rt, api)| rt.block_on(async {
+            let path = LISTINGS[route];
+            let Ok(req) = Request::builder().uri(format!("{path}?{q}")).body(Body::empty()) else {
+                // Not a URI at all: the HTTP layer refuses it before any route sees it.
+                return Ok(());
+            };
+            let (status, answer, _) = api.raw(req).await;
+            prop_assert!(status.as_u16() < 500, "{path}?{q}: {status} {answer}");
+            if !status.is_success() {
+                prop_assert!(answer["error"]["code"].is_string(), "{path}?{q}: {answer}");
+            }
+            Ok(())
+        }))?;
+    }
+
+    /// A job id of any text in a path: the job, a 404 or a 400, never a 500.
+    #[test]
+    fn any_job_id_in_a_path_is_answered_below_500(id in "\\PC{1,40}", tail in 0..3usize) {
+        SERVER.with(|(rt, api)| rt.block_on(async {
+            let segment: String = url_escape(&id);
+            let path = format!("/v1/jobs/{segment}{}", ["", "/logs", "/children"][tail]);
+            let req = Request::builder().uri(&path).body(Body::empty()).unwrap();
+            let (status, answer, _) = api.raw(req).await;
+            prop_assert!(status.as_u16() < 500, "{path}: {status} {answer}");
+            prop_assert!(status.is_success() || answer["error"]["code"].is_string(), "{path}: {answer}");
+            Ok(())
+        }))?;
+    }
+
+    /// Event cursors: any text is a cursor of this run, of another run, or none, without a panic; each
+    /// cursor the server hands out reads back as itself.
+    #[test]
+    fn event_cursors_parse_or_are_refused(text in "\\PC{0,40}", seq in any::<u64>()) {
+        SERVER.with(|(_, api)| {
+            let events = &api.state.events;
+            let _ = events.parse_cursor(&text);
+            prop_assert_eq!(
+                events.parse_cursor(&events.cursor(seq)),
+                Some(errand_server::events::Cursor::After(seq))
+            );
+            Ok(())
+        })?;
+    }
+}
+
+/// Percent-encodes everything but unreserved characters, as a client puts text in a path segment.
+fn url_escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
