@@ -8,6 +8,8 @@
 
 use std::sync::Arc;
 
+use errand_core::Store;
+use errand_store_postgres::PgStore;
 use errand_store_postgres::testing::{TestSchema, test_url};
 use errand_store_tests::Fixture;
 
@@ -16,7 +18,18 @@ async fn fresh() -> Option<Fixture> {
     let url = test_url().await?;
     let schema = TestSchema::new(&url).await;
     let store = schema.store().await;
-    Some(Fixture::new(Arc::new(store), schema))
+    let options = schema.options();
+    // A new store on the same schema, as a restarted node connects.
+    let reopen = move || {
+        let (url, options) = (url.clone(), options.clone());
+        async move {
+            let store = PgStore::connect(&url, options)
+                .await
+                .unwrap_or_else(|e| panic!("connect to the test schema again: {e}"));
+            Arc::new(store) as Arc<dyn Store>
+        }
+    };
+    Some(Fixture::with_reopen(Arc::new(store), schema, reopen))
 }
 
 macro_rules! pg_check {

@@ -15,6 +15,8 @@
 #![allow(clippy::unwrap_used)]
 
 use std::any::Any;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use errand_core::{Engine, EngineConfig, ManualClock, Store};
@@ -25,6 +27,7 @@ pub mod events;
 pub mod flow;
 pub mod flows;
 pub mod leases;
+pub mod machine;
 pub mod model;
 pub mod races;
 pub mod reaper;
@@ -35,13 +38,19 @@ mod support;
 /// A fresh, empty store, and whatever must live as long as it (a temp dir, a schema guard).
 pub struct Fixture {
     pub store: Arc<dyn Store>,
+    reopen: Option<Reopen>,
     _guard: Box<dyn Any + Send + Sync>,
 }
+
+/// Opens a fixture's store again over the same data (see [`Fixture::with_reopen`]).
+pub type Reopen =
+    Box<dyn Fn() -> Pin<Box<dyn Future<Output = Arc<dyn Store>> + Send>> + Send + Sync>;
 
 impl std::fmt::Debug for Fixture {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Fixture")
             .field("store", &self.store)
+            .field("reopens", &self.reopen.is_some())
             .finish()
     }
 }
@@ -51,6 +60,25 @@ impl Fixture {
     pub fn new(store: Arc<dyn Store>, guard: impl Any + Send + Sync) -> Self {
         Fixture {
             store,
+            reopen: None,
+            _guard: Box::new(guard),
+        }
+    }
+
+    /// A fixture whose store a check may close and open again over the same data, as a restarted
+    /// server would. A check calls `reopen` only once it dropped every handle on the previous store
+    /// (an embedded store may allow one open handle at a time).
+    pub fn with_reopen<F>(
+        store: Arc<dyn Store>,
+        guard: impl Any + Send + Sync,
+        reopen: impl Fn() -> F + Send + Sync + 'static,
+    ) -> Self
+    where
+        F: Future<Output = Arc<dyn Store>> + Send + 'static,
+    {
+        Fixture {
+            store,
+            reopen: Some(Box::new(move || Box::pin(reopen()))),
             _guard: Box::new(guard),
         }
     }
@@ -322,6 +350,8 @@ macro_rules! __for_each_check {
             $fresh,
             flows::a_child_counts_once_toward_its_parent_and_retention_keeps_it_for_the_parent
         );
+        // the whole job lifecycle against a model, over random sequences of operations
+        $m!($fresh, machine::lifecycle_matches_the_model);
     };
 }
 
@@ -338,6 +368,7 @@ mod tests {
             ("flow", include_str!("flow.rs")),
             ("flows", include_str!("flows.rs")),
             ("leases", include_str!("leases.rs")),
+            ("machine", include_str!("machine.rs")),
             ("model", include_str!("model.rs")),
             ("races", include_str!("races.rs")),
             ("reaper", include_str!("reaper.rs")),
