@@ -17,6 +17,278 @@ use utoipa::ToSchema;
 /// The path prefix of every API route.
 pub const API_PREFIX: &str = "/v1";
 
+/// Integers in requests. JSON has one kind of number, and the JSON Schema of `/openapi.json` counts `2.0`
+/// as the integer 2, so a whole number written with a fraction or an exponent (`2.0`, `3e3`) is taken as
+/// that integer; `2.5`, or a number out of the field's range, is still refused.
+mod whole {
+    use std::fmt;
+    use std::marker::PhantomData;
+
+    use serde::de::{self, Deserialize, Deserializer, Unexpected, Visitor};
+
+    pub(crate) trait Int: Sized + TryFrom<u64> + TryFrom<i64> {
+        const NAME: &'static str;
+    }
+
+    impl Int for u32 {
+        const NAME: &'static str = "u32";
+    }
+
+    impl Int for u64 {
+        const NAME: &'static str = "u64";
+    }
+
+    impl Int for i32 {
+        const NAME: &'static str = "i32";
+    }
+
+    impl Int for i64 {
+        const NAME: &'static str = "i64";
+    }
+
+    struct IntVisitor<T>(PhantomData<T>);
+
+    impl<T: Int> Visitor<'_> for IntVisitor<T> {
+        type Value = T;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(T::NAME)
+        }
+
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<T, E> {
+            T::try_from(v).map_err(|_| E::invalid_value(Unexpected::Unsigned(v), &self))
+        }
+
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<T, E> {
+            T::try_from(v).map_err(|_| E::invalid_value(Unexpected::Signed(v), &self))
+        }
+
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<T, E> {
+            // 2^64 and -2^63 are exact as f64; a whole f64 in between converts exactly.
+            if v.fract() == 0.0 && (0.0..18_446_744_073_709_551_616.0).contains(&v) {
+                return self.visit_u64(v as u64);
+            }
+            if v.fract() == 0.0 && (-9_223_372_036_854_775_808.0..0.0).contains(&v) {
+                return self.visit_i64(v as i64);
+            }
+            Err(E::invalid_value(Unexpected::Float(v), &self))
+        }
+    }
+
+    /// An integer field.
+    pub(crate) fn int<'de, D: Deserializer<'de>, T: Int>(d: D) -> Result<T, D::Error> {
+        d.deserialize_any(IntVisitor(PhantomData))
+    }
+
+    struct Whole<T>(T);
+
+    impl<'de, T: Int> Deserialize<'de> for Whole<T> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            int(d).map(Whole)
+        }
+    }
+
+    /// An optional integer field (`null` is absent).
+    pub(crate) fn opt<'de, D: Deserializer<'de>, T: Int>(d: D) -> Result<Option<T>, D::Error> {
+        Ok(Option::<Whole<T>>::deserialize(d)?.map(|Whole(v)| v))
+    }
+}
+
+/// Request bodies are JSON objects. serde's derive would also take an array for a struct, as its
+/// fields in order (`["email", null]` for `{"kind": "email", "payload": null}`), which the API neither
+/// promises nor describes: each request type derives its (de)serialization as `remote = "Self"`, and
+/// this macro implements the traits with deserialization from an object only.
+macro_rules! object_only {
+    ($($t:ident),* $(,)?) => {$(
+        impl Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                $t::serialize(self, s)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct ObjectVisitor;
+
+                impl<'de> serde::de::Visitor<'de> for ObjectVisitor {
+                    type Value = $t;
+
+                    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        f.write_str(concat!("an object (", stringify!($t), ")"))
+                    }
+
+                    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<$t, A::Error> {
+                        $t::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    }
+                }
+
+                d.deserialize_map(ObjectVisitor)
+            }
+        }
+    )*};
+}
+
+object_only!(
+    Backoff,
+    EnqueueJob,
+    FlowRequest,
+    FlowJob,
+    EnqueueBatch,
+    FetchRequest,
+    HeartbeatRequest,
+    LogRequest,
+    CompleteRequest,
+    FailRequest,
+    ReleaseRequest,
+    AckItem,
+    AckBatchRequest,
+    Retention,
+    QueueConfig,
+    RateLimit,
+    DeadFilter,
+    WebhookDef,
+    ScheduleDef,
+);
+
+/// The names, ids and keys of the API as `/openapi.json` describes them: each a string schema carrying
+/// the rule the server enforces (`errand_core::validate`, with the defaults of `errand_core::limits`).
+/// They exist only for the description; the wire types hold plain strings.
+#[cfg(feature = "openapi")]
+pub mod schema {
+    use std::borrow::Cow;
+
+    use utoipa::openapi::RefOr;
+    use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+
+    macro_rules! string_schema {
+        ($(#[$doc:meta])* $name:ident: $description:literal, $pattern:literal, $min:literal..=$max:literal) => {
+            $(#[$doc])*
+            #[derive(Debug)]
+            pub struct $name;
+
+            impl utoipa::PartialSchema for $name {
+                fn schema() -> RefOr<Schema> {
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .description(Some($description))
+                        .pattern(Some($pattern))
+                        .min_length(Some($min))
+                        .max_length(Some($max))
+                        .into()
+                }
+            }
+
+            impl utoipa::ToSchema for $name {
+                fn name() -> Cow<'static, str> {
+                    Cow::Borrowed(stringify!($name))
+                }
+            }
+        };
+    }
+
+    string_schema!(
+        /// A queue name.
+        QueueName: "A queue name: 1–64 of `A-Z a-z 0-9 _ - . :`, not dots only.",
+        r"^(?![.]+$)[A-Za-z0-9_.:-]+$", 1..=64
+    );
+    string_schema!(
+        /// A queue name that callers may put jobs in, work or schedule for: not one of Errand's own.
+        JobQueueName: "A queue name (1–64 of `A-Z a-z 0-9 _ - . :`, not dots only) that is not one of \
+                       Errand's own (`errand.*`): those take no jobs or workers from outside.",
+        r"^(?!errand\.)(?![.]+$)[A-Za-z0-9_.:-]+$", 1..=64
+    );
+    string_schema!(
+        /// A schedule's or a webhook's name.
+        Name: "A schedule's or webhook's name: 1–64 of `A-Z a-z 0-9 _ - . :`, not dots only.",
+        r"^(?![.]+$)[A-Za-z0-9_.:-]+$", 1..=64
+    );
+    string_schema!(
+        /// A job kind.
+        Kind: "A job kind, the handler's name: 1–128 of `A-Z a-z 0-9 _ - . : /`.",
+        r"^[A-Za-z0-9_.:/-]+$", 1..=128
+    );
+    string_schema!(
+        /// A unique, group, concurrency or idempotency key.
+        Key: "A key: 1–255 bytes (UTF-8), no control characters.",
+        r"^[^\x00-\x1F\x7F-\x9F]+$", 1..=255
+    );
+    string_schema!(
+        /// A worker's id.
+        WorkerId: "A worker's id: 1–128 bytes (UTF-8), no control characters.",
+        r"^[^\x00-\x1F\x7F-\x9F]+$", 1..=128
+    );
+    string_schema!(
+        /// A job id.
+        JobId: "A job id: a ULID, 26 characters of Crockford's base 32 (`0-9 A-Z` without `I L O U`, \
+                either case).",
+        r"^[0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{26}$", 26..=26
+    );
+
+    /// One event of `GET /v1/events`, as an SSE event: `event: job` with an `id` (its cursor) and an
+    /// [`EventView`](crate::EventView) as data, or `event: missed` with an
+    /// [`EventsMissed`](crate::EventsMissed).
+    #[derive(Debug)]
+    pub struct ServerSentEvent;
+
+    impl utoipa::PartialSchema for ServerSentEvent {
+        fn schema() -> RefOr<Schema> {
+            use utoipa::openapi::extensions::Extensions;
+            use utoipa::openapi::schema::OneOfBuilder;
+
+            let event = |name: &str, data: &str, with_id: bool| {
+                let mut content = Extensions::default();
+                content.insert(
+                    "contentSchema".into(),
+                    serde_json::json!({ "$ref": format!("#/components/schemas/{data}") }),
+                );
+                let mut o = ObjectBuilder::new()
+                    .property(
+                        "event",
+                        ObjectBuilder::new()
+                            .schema_type(Type::String)
+                            .enum_values(Some([name])),
+                    )
+                    .required("event")
+                    .property(
+                        "data",
+                        ObjectBuilder::new()
+                            .schema_type(Type::String)
+                            .content_media_type("application/json")
+                            .extensions(Some(content)),
+                    )
+                    .required("data");
+                if with_id {
+                    o = o
+                        .property("id", ObjectBuilder::new().schema_type(Type::String))
+                        .required("id");
+                }
+                o
+            };
+            OneOfBuilder::new()
+                .description(Some(
+                    "One event of the stream: `job` (its `id` is the event's cursor, its data an \
+                     EventView) or `missed` (its data an EventsMissed).",
+                ))
+                .item(event("job", "EventView", true))
+                .item(event("missed", "EventsMissed", false))
+                .into()
+        }
+    }
+
+    impl utoipa::ToSchema for ServerSentEvent {
+        fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+            use utoipa::PartialSchema;
+            for (name, schema) in [
+                (crate::EventView::name(), crate::EventView::schema()),
+                (crate::EventsMissed::name(), crate::EventsMissed::schema()),
+            ] {
+                schemas.push((name.into_owned(), schema));
+            }
+            crate::EventView::schemas(schemas);
+        }
+    }
+}
+
 /// The body of every error answer: `{"error": {"code", "message", "field"?}}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
@@ -68,17 +340,26 @@ pub mod code {
 /// How long to wait before the next attempt after a failure (see the queue configuration).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
-#[serde(deny_unknown_fields)]
+#[serde(remote = "Self", deny_unknown_fields)]
 pub struct Backoff {
     /// `fixed` or `exponential` (`delay_ms · 2^(n−1)` after the n-th failure).
     #[serde(rename = "type")]
     pub kind: BackoffKind,
+    /// At most 30 days.
+    #[serde(deserialize_with = "whole::int")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 2_592_000_000_u64))]
     pub delay_ms: u64,
     /// Takes off a random part of up to this fraction of each delay (0–1).
     #[serde(default, skip_serializing_if = "is_zero")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 1))]
     pub jitter: f64,
-    /// Caps each delay.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Caps each delay; at most 30 days.
+    #[serde(
+        default,
+        deserialize_with = "whole::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 2_592_000_000_u64))]
     pub max_ms: Option<u64>,
 }
 
@@ -159,37 +440,78 @@ impl std::fmt::Display for JobState {
 /// Every option left out takes the queue's default.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
-#[serde(deny_unknown_fields)]
+#[serde(remote = "Self", deny_unknown_fields)]
 pub struct EnqueueJob {
     /// The handler's name: 1–128 of `A-Z a-z 0-9 _ - . : /`.
+    #[cfg_attr(feature = "openapi", schema(value_type = schema::Kind))]
     pub kind: String,
-    /// Any JSON, at most 1 MiB; `null` when left out.
+    /// Any JSON, at most 1 MiB serialized and 64 levels deep; `null` when left out.
     #[serde(default)]
-    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Value))]
     pub payload: Value,
     /// 0–1000, lower runs first (queue default 500).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "whole::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 1000))]
     pub priority: Option<i32>,
-    /// Run no earlier than this many ms from now. Exclusive with `run_at`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Run no earlier than this many ms from now, at most 365 days. Exclusive with `run_at`.
+    #[serde(
+        default,
+        deserialize_with = "whole::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 31_536_000_000_u64))]
     pub delay_ms: Option<u64>,
-    /// Run no earlier than this instant (ms since the epoch). Exclusive with `delay_ms`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Run no earlier than this instant (ms since the epoch), at most 365 days from now; an instant
+    /// past means now. Exclusive with `delay_ms`.
+    #[serde(
+        default,
+        deserialize_with = "whole::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub run_at: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// 1–1000 (queue default 3).
+    #[serde(
+        default,
+        deserialize_with = "whole::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1000))]
     pub max_attempts: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backoff: Option<Backoff>,
-    /// How long one attempt may run, heartbeats or not.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// How long one attempt may run, heartbeats or not: 100 ms to 7 days (queue default 5 minutes).
+    #[serde(
+        default,
+        deserialize_with = "whole::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(minimum = 100, maximum = 604_800_000_u64))]
     pub timeout_ms: Option<u64>,
     /// How often the worker promises to heartbeat; the lease is derived from it and the timeout.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// 100 ms up to the job's timeout (its own, or the queue's).
+    #[serde(
+        default,
+        deserialize_with = "whole::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(minimum = 100, maximum = 604_800_000_u64))]
     pub heartbeat_ms: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// 0–100 (queue default 1).
+    #[serde(
+        default,
+        deserialize_with = "whole::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 100))]
     pub max_stalled: Option<u32>,
     /// At most one unfinished job per queue with this key; a repeat returns the existing job.
+    /// 1–255 bytes, no control characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<schema::Key>))]
     pub unique_key: Option<String>,
     /// What a repeat of a held `unique_key` does: `reject` (default: the existing job stays as it is)
     /// or `replace` (a waiting or delayed job takes this one's payload, priority and run time — a
@@ -197,15 +519,20 @@ pub struct EnqueueJob {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dedup: Option<Dedup>,
     /// The tenant: claims rotate between groups, and the queue's `group_concurrency` and
-    /// `group_rate_limit` apply per group.
+    /// `group_rate_limit` apply per group. 1–255 bytes, no control characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<schema::Key>))]
     pub group_key: Option<String>,
     /// What must not be worked on twice at once (an order, a wallet): at most the queue's
-    /// `key_concurrency` (default 1) active jobs share one. Independent of `group_key`.
+    /// `key_concurrency` (default 1) active jobs share one. Independent of `group_key`. 1–255
+    /// bytes, no control characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<schema::Key>))]
     pub concurrency_key: Option<String>,
-    /// Stable across attempts; defaults to one derived from the unique key, or the job id.
+    /// Stable across attempts; defaults to one derived from the unique key, or the job id. 1–255
+    /// bytes, no control characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<schema::Key>))]
     pub idempotency_key: Option<String>,
     /// For a child of a flow: what its dying (or being cancelled) does to the parent — `fail` (the
     /// default: the parent dies, `child_dead`) or `release` (the parent stops waiting for it).
@@ -227,19 +554,22 @@ pub enum ParentOnDead {
 /// runs and reads its children's results (`GET /v1/jobs/{id}/children`). All or nothing; no unique keys.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
-#[serde(deny_unknown_fields)]
+#[serde(remote = "Self", deny_unknown_fields)]
 pub struct FlowRequest {
     pub parent: FlowJob,
     /// 1 to 1,000 children.
+    #[cfg_attr(feature = "openapi", schema(min_items = 1, max_items = 1000))]
     pub children: Vec<FlowJob>,
 }
 
 /// A job of a flow, with its queue.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
-#[serde(deny_unknown_fields)]
+#[serde(remote = "Self", deny_unknown_fields)]
 pub struct FlowJob {
+    #[cfg_attr(feature = "openapi", schema(value_type = schema::JobQueueName))]
     pub queue: String,
+    /// A job of a flow takes no `unique_key` (nor, therefore, `dedup: replace`).
     pub job: EnqueueJob,
 }
 
@@ -275,8 +605,10 @@ pub enum Dedup {
 /// An atomic batch: every job is written, or none (the error names `jobs[i].field`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
-#[serde(deny_unknown_fields)]
+#[serde(remote = "Self", deny_unknown_fields)]
 pub struct EnqueueBatch {
+    /// 1 to 10,000 jobs.
+    #[cfg_attr(feature = "openapi", schema(min_items = 1, max_items = 10_000))]
     pub jobs: Vec<EnqueueJob>,
 }
 
@@ -331,7 +663,7 @@ pub struct JobView {
     pub id: String,
     pub queue: String,
     pub kind: String,
-    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Value))]
     pub payload: Box<RawValue>,
     pub state: JobState,
     pub priority: i32,
@@ -359,10 +691,10 @@ pub struct JobView {
     pub pending_children: u32,
     pub idempotency_key: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Value>))]
     pub progress: Option<Box<RawValue>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Value>))]
     pub result: Option<Box<RawValue>>,
     /// One per failed attempt, oldest first.
     pub errors: Vec<AttemptError>,
@@ -409,18 +741,30 @@ pub struct JobStateResponse {
 /// `POST /v1/fetch`: claim up to `max_jobs` due jobs, waiting up to `wait_ms` for one to arrive.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
-#[serde(deny_unknown_fields)]
+#[serde(remote = "Self", deny_unknown_fields)]
 pub struct FetchRequest {
-    /// 1–64 queue names; earlier queues are not preferred over later ones except by priority.
+    /// 1–64 queue names; earlier queues are not preferred over later ones except by priority. Not
+    /// Errand's own (`errand.*`).
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<schema::JobQueueName>, min_items = 1, max_items = 64))]
     pub queues: Vec<String>,
-    /// 1–128 printable characters; shown on the job's lease.
+    /// Shown on the job's lease.
+    #[cfg_attr(feature = "openapi", schema(value_type = schema::WorkerId))]
     pub worker_id: String,
     /// 1 to the claim limit (1,000); default 1.
-    #[serde(default = "one")]
+    #[serde(default = "one", deserialize_with = "whole::int")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1000))]
     pub max_jobs: u32,
-    /// How long to wait when no job is due (long poll); 0 answers at once. At most the server's
-    /// `max_wait_ms` (default 30,000).
-    #[serde(default)]
+    /// How long to wait when no job is due (long poll); 0 answers at once. Longer waits are cut to
+    /// the server's `max_wait_ms` (default 30,000).
+    #[serde(default, deserialize_with = "whole::int")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            format = "uint64",
+            minimum = 0,
+            maximum = 18_446_744_073_709_551_615_u64
+        )
+    )]
     pub wait_ms: u64,
 }
 
@@ -439,7 +783,7 @@ pub struct FetchedJob {
     pub id: String,
     pub queue: String,
     pub kind: String,
-    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Value))]
     pub payload: Box<RawValue>,
     /// This attempt's number (1-based).
     pub attempt: u32,
@@ -462,7 +806,7 @@ pub struct FetchedJob {
     pub concurrency_key: Option<String>,
     /// The progress a previous attempt reported, to resume from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Value>))]
     pub progress: Option<Box<RawValue>>,
     pub created_at: i64,
 }
@@ -477,12 +821,12 @@ pub struct FetchResponse {
 /// `POST /v1/jobs/{id}/heartbeat`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
-#[serde(deny_unknown_fields)]
+#[serde(remote = "Self", deny_unknown_fields)]
 pub struct HeartbeatRequest {
     pub lease_token: String,
-    /// Replaces the job's progress (any JSON, at most 64 KiB).
+    /// Replaces the job's progress (any JSON, at most 64 KiB serialized and 64 levels deep).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Value>))]
     pub progress: Option<Value>,
 }
 
@@ -490,9 +834,11 @@ pub struct HeartbeatRequest {
 /// request; a line longer than 2 KiB is cut; the job keeps its latest 200 lines, across attempts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
-#[serde(deny_unknown_fields)]
+#[serde(remote = "Self", deny_unknown_fields)]
 pub struct LogRequest {
     pub lease_token: String,
+    /// 1 to 100 lines.
+    #[cfg_attr(feature = "openapi", schema(min_items = 1, max_items = 100))]
     pub lines: Vec<String>,
 }
 
@@ -526,19 +872,19 @@ pub struct HeartbeatResponse {
 /// `POST /v1/jobs/{id}/complete`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
-#[serde(deny_unknown_fields)]
+#[serde(remote = "Self", deny_unknown_fields)]
 pub struct CompleteRequest {
     pub lease_token: String,
-    /// Any JSON, at most 1 MiB.
+    /// Any JSON, at most 1 MiB serialized and 64 levels deep.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Value>))]
     pub result: Option<Value>,
 }
 
 /// `POST /v1/jobs/{id}/fail`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
-#[serde(deny_unknown_fields)]
+#[serde(remote = "Self", deny_unknown_fields)]
 pub struct FailRequest {
     pub lease_token: String,
     /// Kept on the job (truncated beyond 8 KiB).
@@ -546,8 +892,14 @@ pub struct FailRequest {
     /// `false`: no retry can help; the job goes straight to the dead-letter queue. Default `true`.
     #[serde(default = "yes")]
     pub retryable: bool,
-    /// Retry no sooner than this (a provider's `Retry-After`); overrides the backoff policy.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Retry no sooner than this (a provider's `Retry-After`), at most 365 days; overrides the backoff
+    /// policy.
+    #[serde(
+        default,
+        deserialize_with = "whole::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 31_536_000_000_u64))]
     pub retry_after_ms: Option<u64>,
     /// Where it failed: a stack trace, kept with the error (truncated beyond 16 KiB).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -563,11 +915,16 @@ fn yes() -> bool {
 /// a *snooze* for a rate limit's `Retry-After`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
-#[serde(deny_unknown_fields)]
+#[serde(remote = "Self", deny_unknown_fields)]
 pub struct ReleaseRequest {
     pub lease_token: String,
     /// Run again no sooner than this many ms from now (at most 365 days; default 0).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "whole::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 31_536_000_000_u64))]
     pub delay_ms: Option<u64>,
 }
 
@@ -588,13 +945,18 @@ pub struct AckResponse {
 /// One acknowledgement of `POST /v1/ack`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
-#[serde(tag = "outcome", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(
+    remote = "Self",
+    tag = "outcome",
+    rename_all = "snake_case",
+    deny_unknown_fields
+)]
 pub enum AckItem {
     Complete {
         id: String,
         lease_token: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+        #[cfg_attr(feature = "openapi", schema(value_type = Option<Value>))]
         result: Option<Value>,
     },
     Fail {
@@ -603,7 +965,19 @@ pub enum AckItem {
         message: String,
         #[serde(default = "yes")]
         retryable: bool,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(
+            default,
+            deserialize_with = "whole::opt",
+            skip_serializing_if = "Option::is_none"
+        )]
+        #[cfg_attr(
+            feature = "openapi",
+            schema(
+                format = "uint64",
+                minimum = 0,
+                maximum = 18_446_744_073_709_551_615_u64
+            )
+        )]
         retry_after_ms: Option<u64>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         stack: Option<String>,
@@ -612,7 +986,19 @@ pub enum AckItem {
         id: String,
         lease_token: String,
         /// As in [`ReleaseRequest::delay_ms`].
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(
+            default,
+            deserialize_with = "whole::opt",
+            skip_serializing_if = "Option::is_none"
+        )]
+        #[cfg_attr(
+            feature = "openapi",
+            schema(
+                format = "uint64",
+                minimum = 0,
+                maximum = 18_446_744_073_709_551_615_u64
+            )
+        )]
         delay_ms: Option<u64>,
     },
 }
@@ -629,11 +1015,15 @@ impl AckItem {
 }
 
 /// `POST /v1/ack`: many completions, failures and releases in one request and one commit. Each stands
-/// or falls on its own (a lost lease on one does not affect the others).
+/// or falls on its own (a lost lease on one does not affect the others): an item the server refuses
+/// (a bad id, a `retry_after_ms` or `delay_ms` beyond 365 days, a result over 1 MiB) gets its error in
+/// its result, and the request still succeeds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
-#[serde(deny_unknown_fields)]
+#[serde(remote = "Self", deny_unknown_fields)]
 pub struct AckBatchRequest {
+    /// At most 10,000.
+    #[cfg_attr(feature = "openapi", schema(max_items = 10_000))]
     pub acks: Vec<AckItem>,
 }
 
@@ -659,11 +1049,21 @@ pub struct AckBatchResponse {
 /// [`Retention::KEEP_ALL`] keeps every one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
-#[serde(deny_unknown_fields)]
+#[serde(remote = "Self", deny_unknown_fields)]
 pub struct Retention {
     /// Keep at most this many completed jobs, and as many cancelled; `null`: no count limit.
+    #[serde(default, deserialize_with = "whole::opt")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(minimum = 0, maximum = 9_223_372_036_854_775_807_u64)
+    )]
     pub max_count: Option<u64>,
     /// Remove those finished longer ago than this; `null`: no age limit.
+    #[serde(default, deserialize_with = "whole::opt")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(minimum = 0, maximum = 4_611_686_018_427_387_903_u64)
+    )]
     pub max_age_ms: Option<u64>,
 }
 
@@ -679,33 +1079,85 @@ impl Retention {
 /// configuration; a field left out takes its default. It applies to jobs enqueued afterwards.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
-#[serde(deny_unknown_fields)]
+#[serde(remote = "Self", deny_unknown_fields)]
 pub struct QueueConfig {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// 0–1000, lower runs first (default 500).
+    #[serde(
+        default,
+        deserialize_with = "whole::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 1000))]
     pub priority: Option<i32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// 1–1000 (default 3).
+    #[serde(
+        default,
+        deserialize_with = "whole::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1000))]
     pub max_attempts: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backoff: Option<Backoff>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// 100 ms to 7 days (default 5 minutes).
+    #[serde(
+        default,
+        deserialize_with = "whole::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(minimum = 100, maximum = 604_800_000_u64))]
     pub timeout_ms: Option<u64>,
-    /// `null` or absent: jobs promise no heartbeat and may run their whole timeout without one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// 100 ms up to the timeout. `null` or absent: jobs promise no heartbeat and may run their whole
+    /// timeout without one.
+    #[serde(
+        default,
+        deserialize_with = "whole::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(minimum = 100, maximum = 604_800_000_u64))]
     pub heartbeat_ms: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// 0–100 (default 1).
+    #[serde(
+        default,
+        deserialize_with = "whole::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 100))]
     pub max_stalled: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// At most 365 days.
+    #[serde(
+        default,
+        deserialize_with = "whole::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 31_536_000_000_u64))]
     pub unique_window_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention: Option<Retention>,
-    /// At most this many active jobs in the queue, across every worker and node. Absent: no limit.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// At most this many active jobs in the queue, across every worker and node (1–1,000,000).
+    /// Absent: no limit.
+    #[serde(
+        default,
+        deserialize_with = "whole::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1_000_000))]
     pub concurrency: Option<u32>,
-    /// At most this many active jobs per group key. Absent: no limit.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// At most this many active jobs per group key (1–1,000,000). Absent: no limit.
+    #[serde(
+        default,
+        deserialize_with = "whole::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1_000_000))]
     pub group_concurrency: Option<u32>,
-    /// At most this many active jobs per concurrency key (default 1).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// At most this many active jobs per concurrency key (1–1,000,000; default 1).
+    #[serde(
+        default,
+        deserialize_with = "whole::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1_000_000))]
     pub key_concurrency: Option<u32>,
     /// A token bucket over the queue's claims, all groups together. Absent: no limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -719,11 +1171,23 @@ pub struct QueueConfig {
 /// server checks at claim time, for every worker on every node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
-#[serde(deny_unknown_fields)]
+#[serde(remote = "Self", deny_unknown_fields)]
 pub struct RateLimit {
+    /// 1–1,000,000.
+    #[serde(deserialize_with = "whole::int")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1_000_000))]
     pub limit: u32,
+    /// 1 ms to a day.
+    #[serde(deserialize_with = "whole::int")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 86_400_000))]
     pub period_ms: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// 1–1,000,000.
+    #[serde(
+        default,
+        deserialize_with = "whole::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1_000_000))]
     pub burst: Option<u32>,
 }
 
@@ -763,9 +1227,10 @@ pub struct QueueList {
 /// jobs. Everything left out matches all.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
-#[serde(deny_unknown_fields)]
+#[serde(remote = "Self", deny_unknown_fields)]
 pub struct DeadFilter {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<schema::Kind>))]
     pub kind: Option<String>,
     /// Only jobs whose latest error message contains this text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -774,7 +1239,19 @@ pub struct DeadFilter {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fingerprint: Option<String>,
     /// At most this many jobs.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "whole::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            format = "uint64",
+            minimum = 0,
+            maximum = 18_446_744_073_709_551_615_u64
+        )
+    )]
     pub limit: Option<u64>,
 }
 
@@ -784,14 +1261,35 @@ pub struct DeadFilter {
 /// one notice: deduplicate on it).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
-#[serde(deny_unknown_fields)]
+#[serde(remote = "Self", deny_unknown_fields)]
 pub struct WebhookDef {
-    /// `http://` or `https://`, at most 2,048 characters.
+    /// `http://` or `https://`, at most 2,048 bytes, without whitespace or control characters.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            pattern = r"^https?://[^\x00-\x20\x7F-\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*$",
+            max_length = 2048
+        )
+    )]
     pub url: String,
-    /// The signing key, 16–512 bytes. Never shown again.
+    /// The signing key, 16–512 bytes (UTF-8). Never shown again.
+    #[cfg_attr(feature = "openapi", schema(min_length = 16, max_length = 512))]
     pub secret: String,
-    /// Any of `completed`, `dead`, `cancelled`.
+    /// One or more of `completed`, `dead`, `cancelled`, `alert`.
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<WebhookEvent>, min_items = 1))]
     pub events: Vec<String>,
+}
+
+/// What a webhook is told of: a job `completed`, `dead` or `cancelled`, or an `alert` firing. Only for
+/// the description: [`WebhookDef::events`] holds these as strings.
+#[cfg(feature = "openapi")]
+#[derive(Debug, ToSchema)]
+#[schema(rename_all = "snake_case")]
+pub enum WebhookEvent {
+    Completed,
+    Dead,
+    Cancelled,
+    Alert,
 }
 
 /// A webhook as listed: everything but its secret.
@@ -832,32 +1330,64 @@ pub enum Missed {
 /// `payload` on `queue`; options left out take the queue's defaults.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
-#[serde(deny_unknown_fields)]
+#[serde(remote = "Self", deny_unknown_fields)]
 pub struct ScheduleDef {
-    /// 5 fields (`min hour day-of-month month day-of-week`), 6 with seconds first, or `@yearly`,
-    /// `@monthly`, `@weekly`, `@daily`, `@hourly`.
+    /// 5 fields (`min hour day-of-month month day-of-week`), 6 with seconds first, or `@yearly`
+    /// (`@annually`), `@monthly`, `@weekly`, `@daily` (`@midnight`), `@hourly`; at most 256 bytes.
+    /// Names (`JAN`, `MON`), lists, ranges, steps and `L`, `W`, `#`, `?` are understood. An
+    /// expression that never fires (`0 0 30 2 *`) is refused.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 256))]
     pub cron: String,
-    /// An IANA time zone (default `UTC`): ticks follow its wall clock, daylight saving included.
+    /// An IANA time zone (default `UTC`), case-sensitive: ticks follow its wall clock, daylight
+    /// saving included.
     #[serde(default = "utc")]
     pub timezone: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = schema::JobQueueName))]
     pub queue: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = schema::Kind))]
     pub kind: String,
+    /// Any JSON, at most 1 MiB serialized and 64 levels deep.
     #[serde(default)]
-    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Value))]
     pub payload: Value,
     #[serde(default)]
     pub missed: Missed,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// 0–1000, lower runs first.
+    #[serde(
+        default,
+        deserialize_with = "whole::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 1000))]
     pub priority: Option<i32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// 1–1000.
+    #[serde(
+        default,
+        deserialize_with = "whole::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1000))]
     pub max_attempts: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backoff: Option<Backoff>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// 100 ms to 7 days.
+    #[serde(
+        default,
+        deserialize_with = "whole::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(minimum = 100, maximum = 604_800_000_u64))]
     pub timeout_ms: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// 100 ms up to the job's timeout (its own, or the queue's).
+    #[serde(
+        default,
+        deserialize_with = "whole::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(minimum = 100, maximum = 604_800_000_u64))]
     pub heartbeat_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<schema::Key>))]
     pub group_key: Option<String>,
 }
 
@@ -956,6 +1486,33 @@ mod tests {
     }
 
     #[test]
+    fn whole_numbers_written_as_floats_are_integers_and_fractions_are_not() {
+        let j: EnqueueJob =
+            serde_json::from_value(json!({"kind": "k", "priority": 2.0, "delay_ms": 1e3})).unwrap();
+        assert_eq!((j.priority, j.delay_ms), (Some(2), Some(1000)));
+        for bad in [json!(2.5), json!(-1), json!(4_294_967_296_u64), json!("2")] {
+            let e = serde_json::from_value::<EnqueueJob>(json!({"kind": "k", "max_attempts": bad}));
+            assert!(e.is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_request_is_an_object_never_an_array_of_its_fields() {
+        assert!(serde_json::from_value::<EnqueueJob>(json!(["k", null])).is_err());
+        assert!(serde_json::from_value::<DeadFilter>(json!([null, null])).is_err());
+        assert!(serde_json::from_value::<QueueConfig>(json!({"retention": []})).is_err());
+        let ack = json!({"acks": [["complete", "a", "t"]]});
+        assert!(serde_json::from_value::<AckBatchRequest>(ack).is_err());
+        // And what the client sends is what the server reads.
+        let job = EnqueueJob {
+            priority: Some(7),
+            ..EnqueueJob::new("k", json!({"x": 1}))
+        };
+        let back: EnqueueJob = serde_json::from_value(serde_json::to_value(&job).unwrap()).unwrap();
+        assert_eq!(back, job);
+    }
+
+    #[test]
     fn fetch_defaults_to_one_job_and_no_wait() {
         let f: FetchRequest =
             serde_json::from_value(json!({"queues": ["q"], "worker_id": "w"})).unwrap();
@@ -982,6 +1539,15 @@ pub struct EventView {
     /// A failed attempt this change records: `error`, `non_retryable`, `timeout` or `stalled`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<String>,
+}
+
+/// The data of `GET /v1/events`'s `missed` event: events were dropped from the node's history (or the
+/// cursor is from before a restart); the stream goes on from the oldest event kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct EventsMissed {
+    /// The cursor after which the stream goes on.
+    pub from: String,
 }
 
 /// `GET /v1/whoami`: the key the request was made with.
@@ -1084,6 +1650,6 @@ pub struct AuditView {
     pub action: String,
     pub target: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Value>))]
     pub detail: Option<Value>,
 }

@@ -164,6 +164,114 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
+/// The rules that tie one field of a request to another, which field attributes cannot carry: said in
+/// JSON Schema with `anyOf` and `allOf` beside the derived schemas (as `errand_core` enforces them).
+struct AcrossFields;
+
+impl utoipa::Modify for AcrossFields {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::RefOr;
+        use utoipa::openapi::schema::{AllOfBuilder, AnyOfBuilder, ObjectBuilder, Schema, Type};
+
+        /// Holds when `field` is absent or `null`.
+        fn unset(field: &str) -> ObjectBuilder {
+            ObjectBuilder::new().property(field, ObjectBuilder::new().schema_type(Type::Null))
+        }
+        let Some(components) = openapi.components.as_mut() else {
+            return;
+        };
+        let schemas = &mut components.schemas;
+        if let Some(RefOr::T(job)) = schemas.remove("EnqueueJob") {
+            let description = match &job {
+                Schema::Object(o) => o.description.clone(),
+                _ => None,
+            };
+            let rules = AllOfBuilder::new()
+                .description(description)
+                .item(job)
+                // `delay_ms` and `run_at` exclude each other.
+                .item(
+                    AnyOfBuilder::new()
+                        .item(unset("delay_ms"))
+                        .item(unset("run_at")),
+                )
+                // `dedup: replace` names the job to replace by its `unique_key`.
+                .item(
+                    AnyOfBuilder::new()
+                        .item(
+                            ObjectBuilder::new().property(
+                                "dedup",
+                                ObjectBuilder::new()
+                                    .enum_values(Some([serde_json::Value::Null, "reject".into()])),
+                            ),
+                        )
+                        .item(
+                            ObjectBuilder::new()
+                                .property(
+                                    "unique_key",
+                                    ObjectBuilder::new().schema_type(Type::String),
+                                )
+                                .required("unique_key"),
+                        ),
+                );
+            schemas.insert("EnqueueJob".into(), RefOr::T(rules.into()));
+        }
+        // Each acknowledgement refuses unknown fields, as every request does; utoipa leaves that out
+        // of a tagged enum's variants.
+        if let Some(RefOr::T(Schema::OneOf(ack))) = schemas.get_mut("AckItem") {
+            for item in &mut ack.items {
+                if let RefOr::T(Schema::Object(o)) = item {
+                    o.additional_properties = Some(Box::new(
+                        utoipa::openapi::schema::AdditionalProperties::FreeForm(false),
+                    ));
+                }
+            }
+        }
+        // A job of a flow takes no unique key.
+        if let Some(RefOr::T(Schema::Object(flow_job))) = schemas.get_mut("FlowJob")
+            && let Some(job) = flow_job.properties.get_mut("job")
+        {
+            let plain = std::mem::replace(job, RefOr::T(Schema::default()));
+            *job = AllOfBuilder::new()
+                .item(plain)
+                .item(unset("unique_key"))
+                .into();
+        }
+    }
+}
+
+/// `ScheduleView` as one object: utoipa describes its flattened `ScheduleDef` as an `allOf` whose
+/// `ScheduleDef` part forbids every field but its own, which no view could satisfy.
+struct FlatScheduleView;
+
+impl utoipa::Modify for FlatScheduleView {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::RefOr;
+        use utoipa::openapi::schema::Schema;
+
+        let Some(components) = openapi.components.as_mut() else {
+            return;
+        };
+        let schemas = &mut components.schemas;
+        let Some(RefOr::T(Schema::AllOf(view))) = schemas.get("ScheduleView") else {
+            return;
+        };
+        let mut merged = match schemas.get("ScheduleDef") {
+            Some(RefOr::T(Schema::Object(def))) => def.clone(),
+            _ => return,
+        };
+        merged.additional_properties = None;
+        merged.description = view.description.clone();
+        for part in &view.items {
+            if let RefOr::T(Schema::Object(own)) = part {
+                merged.properties.extend(own.properties.clone());
+                merged.required.extend(own.required.iter().cloned());
+            }
+        }
+        schemas.insert("ScheduleView".into(), RefOr::T(Schema::Object(merged)));
+    }
+}
+
 /// The routes with their OpenAPI description, from one list so that the two cannot drift apart.
 fn routes() -> OpenApiRouter<AppState> {
     use routes::{flows, health, jobs, observe, queues, schedules, work};
@@ -215,13 +323,35 @@ fn routes() -> OpenApiRouter<AppState> {
 
 /// The OpenAPI 3.1 description of every route [`app`] serves.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    routes().split_for_parts().1
+    described(routes().split_for_parts().1)
+}
+
+/// The description once every route added its schemas: the rules across fields, the view of a
+/// schedule as one object, and the schemas only parameters name.
+fn described(mut api: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    use errand_protocol::schema;
+    use utoipa::{Modify, PartialSchema, ToSchema};
+
+    let components = api.components.get_or_insert_with(Default::default);
+    for (name, schema) in [
+        (schema::JobId::name(), schema::JobId::schema()),
+        (schema::QueueName::name(), schema::QueueName::schema()),
+        (schema::Name::name(), schema::Name::schema()),
+    ] {
+        components
+            .schemas
+            .entry(name.into_owned())
+            .or_insert(schema);
+    }
+    AcrossFields.modify(&mut api);
+    FlatScheduleView.modify(&mut api);
+    api
 }
 
 /// The router: every API route, `/openapi.json`, and JSON errors for unknown routes and methods.
 pub fn app(state: AppState) -> Router {
     let (router, api) = routes().split_for_parts();
-    let api = Arc::new(api);
+    let api = Arc::new(described(api));
     let max_body = state.config.max_body_bytes;
     router
         .route(
@@ -246,4 +376,143 @@ pub fn app(state: AppState) -> Router {
             routes::observe::track_http,
         ))
         .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use errand_core::Limits;
+    use errand_core::limits::{MAX_PRIORITY, MIN_PRIORITY};
+    use errand_core::validate::{MAX_FLOW_LIMIT, MAX_RATE_PERIOD_MS};
+    use serde_json::Value;
+
+    /// The description's numbers are the limits the engine enforces (`errand_protocol` cannot name
+    /// them: clients do not compile the engine).
+    #[test]
+    fn the_description_states_the_limits_the_engine_enforces() {
+        let doc = serde_json::to_value(super::openapi()).unwrap();
+        let s = &doc["components"]["schemas"];
+        let l = Limits::default();
+        let n = |v: &Value| v.as_u64().unwrap();
+        let job = &s["EnqueueJob"]["allOf"][0]["properties"];
+        assert_eq!(n(&job["priority"]["minimum"]), MIN_PRIORITY as u64);
+        assert_eq!(n(&job["priority"]["maximum"]), MAX_PRIORITY as u64);
+        assert_eq!(n(&job["delay_ms"]["maximum"]), l.max_delay_ms);
+        assert_eq!(
+            n(&job["max_attempts"]["maximum"]),
+            u64::from(l.max_attempts)
+        );
+        assert_eq!(n(&job["timeout_ms"]["minimum"]), l.min_timeout_ms);
+        assert_eq!(n(&job["timeout_ms"]["maximum"]), l.max_timeout_ms);
+        assert_eq!(n(&job["heartbeat_ms"]["minimum"]), l.min_heartbeat_ms);
+        assert_eq!(n(&job["heartbeat_ms"]["maximum"]), l.max_timeout_ms);
+        assert_eq!(n(&job["max_stalled"]["maximum"]), u64::from(l.max_stalled));
+        let backoff = &s["Backoff"]["properties"];
+        assert_eq!(n(&backoff["delay_ms"]["maximum"]), l.max_backoff_ms);
+        assert_eq!(n(&backoff["max_ms"]["maximum"]), l.max_backoff_ms);
+        let config = &s["QueueConfig"]["properties"];
+        assert_eq!(n(&config["unique_window_ms"]["maximum"]), l.max_delay_ms);
+        assert_eq!(
+            n(&config["concurrency"]["maximum"]),
+            u64::from(MAX_FLOW_LIMIT)
+        );
+        let rate = &s["RateLimit"]["properties"];
+        assert_eq!(n(&rate["limit"]["maximum"]), u64::from(MAX_FLOW_LIMIT));
+        assert_eq!(n(&rate["period_ms"]["maximum"]), MAX_RATE_PERIOD_MS);
+        for (schema, max) in [
+            ("QueueName", l.max_queue_name),
+            ("JobQueueName", l.max_queue_name),
+            ("Name", l.max_queue_name),
+            ("Kind", l.max_kind),
+            ("Key", l.max_key),
+            ("WorkerId", l.max_worker_id),
+        ] {
+            assert_eq!(n(&s[schema]["maxLength"]), max as u64, "{schema}");
+        }
+        let fetch = &s["FetchRequest"]["properties"];
+        assert_eq!(n(&fetch["queues"]["maxItems"]), l.max_claim_queues as u64);
+        assert_eq!(n(&fetch["max_jobs"]["maximum"]), l.max_claim as u64);
+        assert_eq!(
+            n(&s["EnqueueBatch"]["properties"]["jobs"]["maxItems"]),
+            l.max_batch as u64
+        );
+        assert_eq!(
+            n(&s["AckBatchRequest"]["properties"]["acks"]["maxItems"]),
+            l.max_batch as u64
+        );
+        assert_eq!(
+            n(&s["LogRequest"]["properties"]["lines"]["maxItems"]),
+            l.max_log_batch as u64
+        );
+        assert_eq!(
+            n(&s["FlowRequest"]["properties"]["children"]["maxItems"]),
+            errand_core::engine::MAX_CHILDREN as u64
+        );
+        assert_eq!(
+            n(&s["ScheduleDef"]["properties"]["cron"]["maxLength"]),
+            errand_core::cron::MAX_CRON_LEN as u64
+        );
+    }
+
+    /// A name the description's pattern allows is one the engine takes, and the other way round.
+    #[test]
+    fn the_name_patterns_are_the_engines_rules() {
+        let doc = serde_json::to_value(super::openapi()).unwrap();
+        let s = &doc["components"]["schemas"];
+        let l = Limits::default();
+        let pattern = |name: &str| {
+            // The patterns use only what the `regex` crate shares with ECMA-262, but for the
+            // lookaheads, which are checked by hand below.
+            let p = s[name]["pattern"].as_str().unwrap().to_string();
+            p.replace(r"(?!errand\.)", "").replace("(?![.]+$)", "")
+        };
+        let queue = regex_lite_match(&pattern("QueueName"));
+        let kind = regex_lite_match(&pattern("Kind"));
+        for name in [
+            "q",
+            "payments.v2:eu-1_x",
+            ".hidden",
+            "a/b",
+            "has space",
+            "é",
+            ".",
+        ] {
+            let engine = errand_core::validate::queue_name("queue", name, &l).is_ok();
+            let described = queue(name) && !name.bytes().all(|b| b == b'.');
+            assert_eq!(engine, described, "queue {name:?}");
+        }
+        for name in ["email/send", "a:b.c-d_e", "has space", "ü", ""] {
+            let engine = errand_core::validate::kind("kind", name, &l).is_ok();
+            assert_eq!(engine, kind(name), "kind {name:?}");
+        }
+    }
+
+    /// A matcher for the simple patterns above (`^[class]+$`).
+    fn regex_lite_match(pattern: &str) -> impl Fn(&str) -> bool + use<> {
+        let class = pattern
+            .strip_prefix("^[")
+            .and_then(|p| p.strip_suffix("]+$"))
+            .unwrap()
+            .to_string();
+        move |s: &str| {
+            !s.is_empty()
+                && s.chars().all(|c| {
+                    let mut chars = class.chars().peekable();
+                    let mut ok = false;
+                    while let Some(a) = chars.next() {
+                        if chars.peek() == Some(&'-') {
+                            chars.next();
+                            match chars.next() {
+                                Some(b) => ok |= (a..=b).contains(&c),
+                                None => ok |= c == a || c == '-',
+                            }
+                        } else {
+                            ok |= c == a;
+                        }
+                    }
+                    ok
+                })
+        }
+    }
 }

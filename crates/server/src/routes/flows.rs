@@ -2,13 +2,14 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use errand_protocol::{ErrorBody, FlowRequest, FlowResponse, JobPage};
+use errand_protocol::{FlowRequest, FlowResponse, JobPage};
 
 use crate::AppState;
 use crate::auth::{Caller, Scope};
 use crate::convert;
 use crate::error::ApiResult;
 use crate::extract::{Authorized, Json, Path, scopes};
+use crate::routes::answers::{Invalid, JsonBody, Keyed, NotFound, Unavailable};
 use crate::routes::jobs::visible_job;
 
 /// Enqueue a flow: the parent waits in `waiting_children` until each child completed, then runs. A
@@ -19,8 +20,7 @@ use crate::routes::jobs::visible_job;
     request_body = FlowRequest,
     responses(
         (status = 201, description = "created", body = FlowResponse),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 413, body = ErrorBody), (status = 503, body = ErrorBody),
+        Invalid, Keyed, JsonBody, Unavailable,
     )
 )]
 pub async fn enqueue_flow(
@@ -54,8 +54,8 @@ pub async fn enqueue_flow(
 /// worker reads its inputs here.
 #[utoipa::path(
     get, path = "/v1/jobs/{id}/children", tag = "jobs",
-    params(("id" = String, Path, description = "the parent's id")),
-    responses((status = 200, body = JobPage), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody))
+    params(("id" = errand_protocol::schema::JobId, Path, description = "the parent's id")),
+    responses((status = 200, body = JobPage), Invalid, Keyed, NotFound, Unavailable)
 )]
 pub async fn children(
     State(s): State<AppState>,

@@ -4,8 +4,8 @@ use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use errand_protocol::{
-    CancelResponse, EnqueueBatch, EnqueueJob, Enqueued, EnqueuedBatch, ErrorBody, JobLogs,
-    JobStateResponse, JobView, LogLineView,
+    CancelResponse, EnqueueBatch, EnqueueJob, Enqueued, EnqueuedBatch, JobLogs, JobStateResponse,
+    JobView, LogLineView,
 };
 use serde::Deserialize;
 
@@ -14,9 +14,11 @@ use crate::auth::{Caller, Scope};
 use crate::convert;
 use crate::error::ApiResult;
 use crate::extract::{Path, decode, json_bytes, parse_id};
+use crate::routes::answers::{Conflict, Invalid, JsonBody, Keyed, NotFound, Unavailable};
 
 /// One job or an atomic batch (`{"jobs": [...]}`); for the OpenAPI description.
-#[derive(utoipa::ToSchema)]
+#[derive(utoipa::ToSchema, serde::Serialize)]
+#[serde(untagged)]
 #[allow(dead_code)]
 pub enum EnqueueBody {
     One(Box<EnqueueJob>),
@@ -24,7 +26,8 @@ pub enum EnqueueBody {
 }
 
 /// The answer to an enqueue; for the OpenAPI description.
-#[derive(utoipa::ToSchema)]
+#[derive(utoipa::ToSchema, serde::Serialize)]
+#[serde(untagged)]
 #[allow(dead_code)]
 pub enum EnqueueAnswer {
     One(Enqueued),
@@ -40,13 +43,12 @@ struct Probe {
 /// Enqueue one job, or a batch atomically.
 #[utoipa::path(
     post, path = "/v1/queues/{queue}/jobs", tag = "jobs",
-    params(("queue" = String, Path, description = "queue name")),
+    params(("queue" = errand_protocol::schema::JobQueueName, Path, description = "queue name")),
     request_body(content = EnqueueBody, description = "one job, or {\"jobs\": [...]} written all or nothing"),
     responses(
         (status = 201, description = "created", body = EnqueueAnswer),
         (status = 200, description = "the unique key matched an existing job", body = Enqueued),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 503, body = ErrorBody),
+        Invalid, Keyed, JsonBody, Unavailable,
     )
 )]
 pub async fn enqueue(
@@ -100,8 +102,8 @@ pub(crate) async fn visible_job(
 /// A job: state, attempts and their errors, progress, result.
 #[utoipa::path(
     get, path = "/v1/jobs/{id}", tag = "jobs",
-    params(("id" = String, Path, description = "job id")),
-    responses((status = 200, body = JobView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody))
+    params(("id" = errand_protocol::schema::JobId, Path, description = "job id")),
+    responses((status = 200, body = JobView), Invalid, Keyed, NotFound, Unavailable)
 )]
 pub async fn get_job(
     State(s): State<AppState>,
@@ -117,8 +119,8 @@ pub async fn get_job(
 /// A job's log, oldest line first (what its workers appended, the latest 200 lines).
 #[utoipa::path(
     get, path = "/v1/jobs/{id}/logs", tag = "jobs",
-    params(("id" = String, Path, description = "job id")),
-    responses((status = 200, body = JobLogs), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody))
+    params(("id" = errand_protocol::schema::JobId, Path, description = "job id")),
+    responses((status = 200, body = JobLogs), Invalid, Keyed, NotFound, Unavailable)
 )]
 pub async fn get_logs(
     State(s): State<AppState>,
@@ -143,8 +145,8 @@ pub async fn get_logs(
 /// Cancel a job: waiting or delayed ones at once; an active one is asked to stop.
 #[utoipa::path(
     post, path = "/v1/jobs/{id}/cancel", tag = "jobs",
-    params(("id" = String, Path, description = "job id")),
-    responses((status = 200, body = CancelResponse), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody))
+    params(("id" = errand_protocol::schema::JobId, Path, description = "job id")),
+    responses((status = 200, body = CancelResponse), Invalid, Keyed, NotFound, Conflict, Unavailable)
 )]
 pub async fn cancel(
     State(s): State<AppState>,
@@ -168,8 +170,8 @@ pub async fn cancel(
 /// Retry a dead or cancelled job: back to waiting with a fresh attempt budget and the same idempotency key.
 #[utoipa::path(
     post, path = "/v1/jobs/{id}/retry", tag = "jobs",
-    params(("id" = String, Path, description = "job id")),
-    responses((status = 200, body = JobStateResponse), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody))
+    params(("id" = errand_protocol::schema::JobId, Path, description = "job id")),
+    responses((status = 200, body = JobStateResponse), Invalid, Keyed, NotFound, Conflict, Unavailable)
 )]
 pub async fn retry(
     State(s): State<AppState>,
@@ -186,8 +188,8 @@ pub async fn retry(
 /// Make a delayed job due now.
 #[utoipa::path(
     post, path = "/v1/jobs/{id}/promote", tag = "jobs",
-    params(("id" = String, Path, description = "job id")),
-    responses((status = 200, body = JobStateResponse), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody))
+    params(("id" = errand_protocol::schema::JobId, Path, description = "job id")),
+    responses((status = 200, body = JobStateResponse), Invalid, Keyed, NotFound, Conflict, Unavailable)
 )]
 pub async fn promote(
     State(s): State<AppState>,
@@ -219,10 +221,10 @@ const WAIT_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
 #[utoipa::path(
     get, path = "/v1/jobs/{id}/wait", tag = "jobs",
     params(
-        ("id" = String, Path, description = "job id"),
-        ("timeout" = Option<u64>, Query, description = "milliseconds, at most the server's max_wait_ms (30,000)"),
+        ("id" = errand_protocol::schema::JobId, Path, description = "job id"),
+        ("timeout" = Option<u64>, Query, format = "uint64", minimum = 0, maximum = 18_446_744_073_709_551_615_u64, description = "milliseconds; a longer wait is cut to the server's max_wait_ms (default 30,000)"),
     ),
-    responses((status = 200, body = JobView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody))
+    responses((status = 200, body = JobView), Invalid, Keyed, NotFound, Unavailable)
 )]
 pub async fn wait_job(
     State(s): State<AppState>,

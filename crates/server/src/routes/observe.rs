@@ -7,14 +7,14 @@ use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use errand_protocol::{
-    AlertList, AlertView, AuditPage, AuditView, ErrorBody, EventView, WhoAmI, WorkerList,
-    WorkerView,
+    AlertList, AlertView, AuditPage, AuditView, EventsMissed, WhoAmI, WorkerList, WorkerView,
 };
 
 use crate::AppState;
 use crate::auth::{Caller, Scope};
 use crate::convert;
 use crate::error::{ApiError, ApiResult};
+use crate::routes::answers::{Invalid, Keyed, KeyedAnyScope, Unavailable};
 
 /// The OpenMetrics text format, which Prometheus scrapes.
 pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -26,7 +26,7 @@ pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; char
     get, path = "/metrics", tag = "observability",
     responses(
         (status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text", body = String),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 503, body = ErrorBody)
+        Keyed, Unavailable
     )
 )]
 pub async fn metrics(State(s): State<AppState>, caller: Caller) -> ApiResult<Response> {
@@ -80,12 +80,12 @@ const EVENT_BATCH: usize = 256;
     params(
         ("queue" = Option<String>, Query, description = "only this queue's events"),
         ("kind" = Option<String>, Query, description = "only this kind's events"),
-        ("job_id" = Option<String>, Query, description = "only this job's events"),
-        ("after" = Option<String>, Query, description = "resume after this cursor"),
+        ("job_id" = Option<errand_protocol::schema::JobId>, Query, description = "only this job's events"),
+        ("after" = Option<String>, Query, pattern = r"^[^.]*\.[0-9]{1,19}$", description = "resume after this cursor (an event's `cursor`, `<run>.<number>`)"),
     ),
     responses(
-        (status = 200, description = "an SSE stream of `job` events (data: EventView)", content_type = "text/event-stream", body = EventView),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)
+        (status = 200, description = "an SSE stream of `job` events (data: EventView), and `missed` events (data: EventsMissed)", content_type = "text/event-stream", body = errand_protocol::schema::ServerSentEvent),
+        Invalid, Keyed
     )
 )]
 pub async fn events(
@@ -131,9 +131,12 @@ pub async fn events(
     let stream = async_stream(move |tx| async move {
         loop {
             if let Some(from) = missed.take() {
-                let data = serde_json::json!({"from": log.cursor(from.max(1) - 1)});
+                let data = EventsMissed {
+                    from: log.cursor(from.max(1) - 1),
+                };
+                let data = serde_json::to_string(&data).unwrap_or_default();
                 if tx
-                    .send(Sse::default().event("missed").data(data.to_string()))
+                    .send(Sse::default().event("missed").data(data))
                     .await
                     .is_err()
                 {
@@ -198,7 +201,7 @@ where
 /// The key this request was made with: its name, scopes and queue prefixes (the dashboard's login).
 #[utoipa::path(
     get, path = "/v1/whoami", tag = "observability",
-    responses((status = 200, body = WhoAmI), (status = 401, body = ErrorBody))
+    responses((status = 200, body = WhoAmI), KeyedAnyScope)
 )]
 pub async fn whoami(caller: Caller) -> axum::Json<WhoAmI> {
     let (name, scopes, queues) = match &caller {
@@ -215,7 +218,7 @@ pub async fn whoami(caller: Caller) -> axum::Json<WhoAmI> {
 /// Workers that fetched or heartbeat on this node in the last minute, with their queues. Needs `read`.
 #[utoipa::path(
     get, path = "/v1/workers", tag = "observability",
-    responses((status = 200, body = WorkerList), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody))
+    responses((status = 200, body = WorkerList), Keyed)
 )]
 pub async fn workers(
     State(s): State<AppState>,
@@ -246,7 +249,7 @@ pub async fn workers(
 /// prefixes sees only their alerts.
 #[utoipa::path(
     get, path = "/v1/alerts", tag = "observability",
-    responses((status = 200, body = AlertList), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody))
+    responses((status = 200, body = AlertList), Keyed)
 )]
 pub async fn alerts(State(s): State<AppState>, caller: Caller) -> ApiResult<axum::Json<AlertList>> {
     caller.require(&[Scope::Read])?;
@@ -274,10 +277,10 @@ pub async fn alerts(State(s): State<AppState>, caller: Caller) -> ApiResult<axum
 #[utoipa::path(
     get, path = "/v1/audit", tag = "observability",
     params(
-        ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
-        ("limit" = Option<u64>, Query, description = "1–1000, default 100"),
+        ("cursor" = Option<String>, Query, pattern = r"^[0-9]{1,19}$", description = "next_cursor of the previous page"),
+        ("limit" = Option<u64>, Query, minimum = 1, maximum = 1000, description = "1–1000, default 100"),
     ),
-    responses((status = 200, body = AuditPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody))
+    responses((status = 200, body = AuditPage), Invalid, Keyed, Unavailable)
 )]
 pub async fn audit(
     State(s): State<AppState>,

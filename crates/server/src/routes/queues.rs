@@ -3,8 +3,7 @@
 use axum::extract::State;
 use errand_core::{DeadFilter, JobState};
 use errand_protocol::{
-    CountResponse, ErrorBody, JobPage, QueueConfig, QueueList, QueueView, WebhookDef, WebhookList,
-    WebhookView,
+    CountResponse, JobPage, QueueConfig, QueueList, QueueView, WebhookDef, WebhookList, WebhookView,
 };
 
 use crate::AppState;
@@ -12,6 +11,7 @@ use crate::auth::{Caller, Scope};
 use crate::convert;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Authorized, Json, Params, Path, scopes};
+use crate::routes::answers::{Invalid, JsonBody, Keyed, NotFound, Unavailable};
 
 /// Default and largest page of a listing.
 const DEFAULT_PAGE: u64 = 100;
@@ -19,7 +19,7 @@ const DEFAULT_PAGE: u64 = 100;
 /// Every queue the caller may see, with its counts.
 #[utoipa::path(
     get, path = "/v1/queues", tag = "queues",
-    responses((status = 200, body = QueueList), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody))
+    responses((status = 200, body = QueueList), Keyed, Unavailable)
 )]
 pub async fn list_queues(
     State(s): State<AppState>,
@@ -40,8 +40,8 @@ pub async fn list_queues(
 /// A queue's counts per state and the age of its oldest waiting job.
 #[utoipa::path(
     get, path = "/v1/queues/{queue}", tag = "queues",
-    params(("queue" = String, Path, description = "queue name")),
-    responses((status = 200, body = QueueView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody))
+    params(("queue" = errand_protocol::schema::QueueName, Path, description = "queue name")),
+    responses((status = 200, body = QueueView), Invalid, Keyed, NotFound, Unavailable)
 )]
 pub async fn get_queue(
     State(s): State<AppState>,
@@ -66,8 +66,8 @@ async fn view_of_known(s: &AppState, queue: &str) -> ApiResult<axum::Json<QueueV
 /// Stop handing out the queue's jobs (it still accepts new ones).
 #[utoipa::path(
     post, path = "/v1/queues/{queue}/pause", tag = "queues",
-    params(("queue" = String, Path, description = "queue name")),
-    responses((status = 200, body = QueueView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody))
+    params(("queue" = errand_protocol::schema::QueueName, Path, description = "queue name")),
+    responses((status = 200, body = QueueView), Invalid, Keyed, Unavailable)
 )]
 pub async fn pause(
     State(s): State<AppState>,
@@ -86,8 +86,8 @@ pub async fn pause(
 /// Hand out the queue's jobs again.
 #[utoipa::path(
     post, path = "/v1/queues/{queue}/resume", tag = "queues",
-    params(("queue" = String, Path, description = "queue name")),
-    responses((status = 200, body = QueueView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody))
+    params(("queue" = errand_protocol::schema::QueueName, Path, description = "queue name")),
+    responses((status = 200, body = QueueView), Invalid, Keyed, Unavailable)
 )]
 pub async fn resume(
     State(s): State<AppState>,
@@ -108,8 +108,8 @@ pub async fn resume(
 /// The queue's defaults (every field filled in; the defaults for a queue never configured).
 #[utoipa::path(
     get, path = "/v1/queues/{queue}/config", tag = "queues",
-    params(("queue" = String, Path, description = "queue name")),
-    responses((status = 200, body = QueueConfig), (status = 400, body = ErrorBody))
+    params(("queue" = errand_protocol::schema::QueueName, Path, description = "queue name")),
+    responses((status = 200, body = QueueConfig), Invalid, Keyed, Unavailable)
 )]
 pub async fn get_config(
     State(s): State<AppState>,
@@ -125,9 +125,9 @@ pub async fn get_config(
 /// Replace the queue's defaults; fields left out take theirs. Applies to jobs enqueued afterwards.
 #[utoipa::path(
     put, path = "/v1/queues/{queue}/config", tag = "queues",
-    params(("queue" = String, Path, description = "queue name")),
+    params(("queue" = errand_protocol::schema::QueueName, Path, description = "queue name")),
     request_body = QueueConfig,
-    responses((status = 200, body = QueueConfig), (status = 400, body = ErrorBody), (status = 415, body = ErrorBody))
+    responses((status = 200, body = QueueConfig), Invalid, Keyed, JsonBody, Unavailable)
 )]
 pub async fn put_config(
     State(s): State<AppState>,
@@ -147,14 +147,14 @@ pub async fn put_config(
 #[utoipa::path(
     get, path = "/v1/queues/{queue}/jobs", tag = "queues",
     params(
-        ("queue" = String, Path, description = "queue name"),
-        ("state" = String, Query, description = "waiting, delayed, active, completed, cancelled or dead"),
-        ("kind" = Option<String>, Query, description = "only jobs of this kind"),
-        ("unique_key" = Option<String>, Query, description = "only jobs holding this unique key"),
-        ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
-        ("limit" = Option<u64>, Query, description = "1–1000, default 100"),
+        ("queue" = errand_protocol::schema::QueueName, Path, description = "queue name"),
+        ("state" = errand_protocol::JobState, Query, description = "the state of the jobs listed"),
+        ("kind" = Option<errand_protocol::schema::Kind>, Query, description = "only jobs of this kind"),
+        ("unique_key" = Option<errand_protocol::schema::Key>, Query, description = "only jobs holding this unique key"),
+        ("cursor" = Option<errand_protocol::schema::JobId>, Query, description = "next_cursor of the previous page"),
+        ("limit" = Option<u64>, Query, minimum = 1, maximum = 1000, description = "1–1000, default 100"),
     ),
-    responses((status = 200, body = JobPage), (status = 400, body = ErrorBody))
+    responses((status = 200, body = JobPage), Invalid, Keyed, Unavailable)
 )]
 pub async fn list_jobs(
     State(s): State<AppState>,
@@ -209,13 +209,13 @@ async fn page(
 #[utoipa::path(
     get, path = "/v1/queues/{queue}/dead", tag = "dead letters",
     params(
-        ("queue" = String, Path, description = "queue name"),
-        ("kind" = Option<String>, Query, description = "only jobs of this kind"),
+        ("queue" = errand_protocol::schema::QueueName, Path, description = "queue name"),
+        ("kind" = Option<errand_protocol::schema::Kind>, Query, description = "only jobs of this kind"),
         ("error_contains" = Option<String>, Query, description = "only jobs whose latest error contains this; a page may then hold fewer than `limit` jobs and still have a next_cursor"),
-        ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
-        ("limit" = Option<u64>, Query, description = "1–1000, default 100"),
+        ("cursor" = Option<errand_protocol::schema::JobId>, Query, description = "next_cursor of the previous page"),
+        ("limit" = Option<u64>, Query, minimum = 1, maximum = 1000, description = "1–1000, default 100"),
     ),
-    responses((status = 200, body = JobPage), (status = 400, body = ErrorBody))
+    responses((status = 200, body = JobPage), Invalid, Keyed, Unavailable)
 )]
 pub async fn list_dead(
     State(s): State<AppState>,
@@ -269,9 +269,9 @@ const DEAD_SCAN_PAGES: usize = 10;
 /// Replay dead jobs matching the filter: back to waiting, fresh attempts, same idempotency key.
 #[utoipa::path(
     post, path = "/v1/queues/{queue}/dead/replay", tag = "dead letters",
-    params(("queue" = String, Path, description = "queue name")),
+    params(("queue" = errand_protocol::schema::QueueName, Path, description = "queue name")),
     request_body = errand_protocol::DeadFilter,
-    responses((status = 200, description = "how many were replayed", body = CountResponse), (status = 400, body = ErrorBody))
+    responses((status = 200, description = "how many were replayed", body = CountResponse), Invalid, Keyed, JsonBody, Unavailable)
 )]
 pub async fn replay_dead(
     State(s): State<AppState>,
@@ -290,13 +290,13 @@ pub async fn replay_dead(
 #[utoipa::path(
     delete, path = "/v1/queues/{queue}/dead", tag = "dead letters",
     params(
-        ("queue" = String, Path, description = "queue name"),
-        ("kind" = Option<String>, Query, description = "only jobs of this kind"),
+        ("queue" = errand_protocol::schema::QueueName, Path, description = "queue name"),
+        ("kind" = Option<errand_protocol::schema::Kind>, Query, description = "only jobs of this kind"),
         ("error_contains" = Option<String>, Query, description = "only jobs whose latest error contains this"),
         ("fingerprint" = Option<String>, Query, description = "only jobs whose latest error has this fingerprint"),
-        ("limit" = Option<u64>, Query, description = "at most this many"),
+        ("limit" = Option<u64>, Query, format = "uint64", minimum = 0, maximum = 18_446_744_073_709_551_615_u64, description = "at most this many"),
     ),
-    responses((status = 200, description = "how many were deleted", body = CountResponse), (status = 400, body = ErrorBody))
+    responses((status = 200, description = "how many were deleted", body = CountResponse), Invalid, Keyed, Unavailable)
 )]
 pub async fn purge_dead(
     State(s): State<AppState>,
@@ -335,10 +335,10 @@ fn dead_filter(queue: String, f: errand_protocol::DeadFilter) -> DeadFilter {
 #[utoipa::path(
     get, path = "/v1/queues/{queue}/dead/groups", tag = "dead letters",
     params(
-        ("queue" = String, Path, description = "queue name"),
-        ("limit" = Option<u64>, Query, description = "groups, 1–1000, default 100"),
+        ("queue" = errand_protocol::schema::QueueName, Path, description = "queue name"),
+        ("limit" = Option<u64>, Query, minimum = 1, maximum = 1000, description = "groups, 1–1000, default 100"),
     ),
-    responses((status = 200, body = errand_protocol::DeadGroupList), (status = 400, body = ErrorBody))
+    responses((status = 200, body = errand_protocol::DeadGroupList), Invalid, Keyed, Unavailable)
 )]
 pub async fn dead_groups(
     State(s): State<AppState>,
@@ -375,8 +375,8 @@ pub async fn dead_groups(
 /// A queue's webhooks (secrets are never shown).
 #[utoipa::path(
     get, path = "/v1/queues/{queue}/webhooks", tag = "queues",
-    params(("queue" = String, Path, description = "queue name")),
-    responses((status = 200, body = WebhookList), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody))
+    params(("queue" = errand_protocol::schema::QueueName, Path, description = "queue name")),
+    responses((status = 200, body = WebhookList), Invalid, Keyed, Unavailable)
 )]
 pub async fn list_webhooks(
     State(s): State<AppState>,
@@ -404,9 +404,12 @@ pub async fn list_webhooks(
 /// through is in that queue's dead letters.
 #[utoipa::path(
     put, path = "/v1/queues/{queue}/webhooks/{name}", tag = "queues",
-    params(("queue" = String, Path, description = "queue name"), ("name" = String, Path, description = "webhook name")),
+    params(("queue" = errand_protocol::schema::QueueName, Path, description = "queue name"), ("name" = errand_protocol::schema::Name, Path, description = "webhook name")),
     request_body = WebhookDef,
-    responses((status = 200, body = WebhookView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody))
+    responses(
+        (status = 200, body = WebhookView),
+        Invalid, Keyed, JsonBody, Unavailable,
+    )
 )]
 pub async fn put_webhook(
     State(s): State<AppState>,
@@ -449,8 +452,8 @@ pub async fn put_webhook(
 /// Delete a webhook. Deliveries already queued are still attempted (and skipped once they find it gone).
 #[utoipa::path(
     delete, path = "/v1/queues/{queue}/webhooks/{name}", tag = "queues",
-    params(("queue" = String, Path, description = "queue name"), ("name" = String, Path, description = "webhook name")),
-    responses((status = 200, body = CountResponse), (status = 404, body = ErrorBody))
+    params(("queue" = errand_protocol::schema::QueueName, Path, description = "queue name"), ("name" = String, Path, description = "webhook name")),
+    responses((status = 200, body = CountResponse), Invalid, Keyed, NotFound, Unavailable)
 )]
 pub async fn delete_webhook(
     State(s): State<AppState>,

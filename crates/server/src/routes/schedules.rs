@@ -6,13 +6,14 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use errand_protocol::{Enqueued, ErrorBody, ScheduleDef, ScheduleList, ScheduleView};
+use errand_protocol::{Enqueued, ScheduleDef, ScheduleList, ScheduleView};
 
 use crate::AppState;
 use crate::auth::{Caller, Scope};
 use crate::convert;
 use crate::error::ApiResult;
 use crate::extract::{Authorized, Json, Path, scopes};
+use crate::routes::answers::{Invalid, JsonBody, Keyed, NotFound, Unavailable};
 
 /// Ticks shown ahead in a schedule's view.
 const NEXT_RUNS: usize = 5;
@@ -32,7 +33,7 @@ async fn visible(s: &AppState, caller: &Caller, name: &str) -> ApiResult<errand_
 /// Every schedule the caller may see, by name.
 #[utoipa::path(
     get, path = "/v1/schedules", tag = "schedules",
-    responses((status = 200, body = ScheduleList), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody))
+    responses((status = 200, body = ScheduleList), Keyed, Unavailable)
 )]
 pub async fn list_schedules(
     State(s): State<AppState>,
@@ -51,8 +52,8 @@ pub async fn list_schedules(
 /// One schedule, with its next ticks.
 #[utoipa::path(
     get, path = "/v1/schedules/{name}", tag = "schedules",
-    params(("name" = String, Path, description = "schedule name")),
-    responses((status = 200, body = ScheduleView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody))
+    params(("name" = errand_protocol::schema::Name, Path, description = "schedule name")),
+    responses((status = 200, body = ScheduleView), Invalid, Keyed, NotFound, Unavailable)
 )]
 pub async fn get_schedule(
     State(s): State<AppState>,
@@ -68,9 +69,9 @@ pub async fn get_schedule(
 /// a tick that already passed. An invalid expression, zone or job option is a 400 naming the field.
 #[utoipa::path(
     put, path = "/v1/schedules/{name}", tag = "schedules",
-    params(("name" = String, Path, description = "schedule name: 1–64 of A-Z a-z 0-9 _ - . :")),
+    params(("name" = errand_protocol::schema::Name, Path, description = "schedule name")),
     request_body = ScheduleDef,
-    responses((status = 200, body = ScheduleView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody))
+    responses((status = 200, body = ScheduleView), Invalid, Keyed, JsonBody, Unavailable)
 )]
 pub async fn put_schedule(
     State(s): State<AppState>,
@@ -100,8 +101,8 @@ pub async fn put_schedule(
 /// Delete a schedule; answers what it was. Jobs it already enqueued stay.
 #[utoipa::path(
     delete, path = "/v1/schedules/{name}", tag = "schedules",
-    params(("name" = String, Path, description = "schedule name")),
-    responses((status = 200, description = "the deleted schedule", body = ScheduleView), (status = 404, body = ErrorBody))
+    params(("name" = errand_protocol::schema::Name, Path, description = "schedule name")),
+    responses((status = 200, description = "the deleted schedule", body = ScheduleView), Invalid, Keyed, NotFound, Unavailable)
 )]
 pub async fn delete_schedule(
     State(s): State<AppState>,
@@ -119,8 +120,8 @@ pub async fn delete_schedule(
 /// Stop firing ticks until resumed.
 #[utoipa::path(
     post, path = "/v1/schedules/{name}/pause", tag = "schedules",
-    params(("name" = String, Path, description = "schedule name")),
-    responses((status = 200, body = ScheduleView), (status = 404, body = ErrorBody))
+    params(("name" = errand_protocol::schema::Name, Path, description = "schedule name")),
+    responses((status = 200, body = ScheduleView), Invalid, Keyed, NotFound, Unavailable)
 )]
 pub async fn pause_schedule(
     State(s): State<AppState>,
@@ -133,8 +134,8 @@ pub async fn pause_schedule(
 /// Fire again from the next tick after now (ticks that passed while paused are skipped).
 #[utoipa::path(
     post, path = "/v1/schedules/{name}/resume", tag = "schedules",
-    params(("name" = String, Path, description = "schedule name")),
-    responses((status = 200, body = ScheduleView), (status = 404, body = ErrorBody))
+    params(("name" = errand_protocol::schema::Name, Path, description = "schedule name")),
+    responses((status = 200, body = ScheduleView), Invalid, Keyed, NotFound, Unavailable)
 )]
 pub async fn resume_schedule(
     State(s): State<AppState>,
@@ -169,8 +170,8 @@ async fn set_paused(
 /// Enqueue the schedule's job now, outside its ticks (paused or not).
 #[utoipa::path(
     post, path = "/v1/schedules/{name}/trigger", tag = "schedules",
-    params(("name" = String, Path, description = "schedule name")),
-    responses((status = 201, body = Enqueued), (status = 404, body = ErrorBody))
+    params(("name" = errand_protocol::schema::Name, Path, description = "schedule name")),
+    responses((status = 201, body = Enqueued), Invalid, Keyed, NotFound, Unavailable)
 )]
 pub async fn trigger_schedule(
     State(s): State<AppState>,

@@ -16,6 +16,7 @@ use crate::AppState;
 use crate::convert;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Authorized, Json, Path, parse_id, scopes};
+use crate::routes::answers::{Invalid, JsonBody, Keyed, LeaseLost, NotFound, Unavailable};
 
 /// Claim due jobs, waiting up to `wait_ms` for one to arrive.
 #[utoipa::path(
@@ -23,8 +24,9 @@ use crate::extract::{Authorized, Json, Path, parse_id, scopes};
     request_body = FetchRequest,
     responses(
         (status = 200, description = "the jobs claimed, each under a new lease; empty when none came in time", body = FetchResponse),
-        (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 429, body = ErrorBody),
-        (status = 503, body = ErrorBody),
+        Invalid, Keyed, JsonBody, Unavailable,
+        (status = 429, description = "rate_limited: the key is over its requests per second, or the server's \
+                                      max_waiting_fetches are waiting already; retry after `Retry-After` seconds", body = ErrorBody),
     )
 )]
 pub async fn fetch(
@@ -143,9 +145,9 @@ async fn claim_detached(s: &AppState, claim: Claim) -> errand_core::Result<Claim
 /// Extend a lease; report progress; learn of a cancel request.
 #[utoipa::path(
     post, path = "/v1/jobs/{id}/heartbeat", tag = "workers",
-    params(("id" = String, Path, description = "job id")),
+    params(("id" = errand_protocol::schema::JobId, Path, description = "job id")),
     request_body = HeartbeatRequest,
-    responses((status = 200, body = HeartbeatResponse), (status = 409, description = "lease_lost", body = ErrorBody), (status = 413, body = ErrorBody))
+    responses((status = 200, body = HeartbeatResponse), Invalid, Keyed, NotFound, LeaseLost, JsonBody, Unavailable)
 )]
 pub async fn heartbeat(
     State(s): State<AppState>,
@@ -171,9 +173,9 @@ pub async fn heartbeat(
 /// Append lines to a job's log under its lease.
 #[utoipa::path(
     post, path = "/v1/jobs/{id}/logs", tag = "workers",
-    params(("id" = String, Path, description = "job id")),
+    params(("id" = errand_protocol::schema::JobId, Path, description = "job id")),
     request_body = LogRequest,
-    responses((status = 200, description = "how many lines were appended", body = CountResponse), (status = 400, body = ErrorBody), (status = 409, description = "lease_lost", body = ErrorBody), (status = 413, body = ErrorBody))
+    responses((status = 200, description = "how many lines were appended", body = CountResponse), Invalid, Keyed, NotFound, LeaseLost, JsonBody, Unavailable)
 )]
 pub async fn append_logs(
     State(s): State<AppState>,
@@ -190,9 +192,9 @@ pub async fn append_logs(
 /// Complete a job under its lease. A retried completion of the same lease answers success with `duplicate`.
 #[utoipa::path(
     post, path = "/v1/jobs/{id}/complete", tag = "workers",
-    params(("id" = String, Path, description = "job id")),
+    params(("id" = errand_protocol::schema::JobId, Path, description = "job id")),
     request_body = CompleteRequest,
-    responses((status = 200, body = AckResponse), (status = 409, description = "lease_lost", body = ErrorBody), (status = 413, body = ErrorBody))
+    responses((status = 200, body = AckResponse), Invalid, Keyed, NotFound, LeaseLost, JsonBody, Unavailable)
 )]
 pub async fn complete(
     State(s): State<AppState>,
@@ -209,9 +211,9 @@ pub async fn complete(
 /// Fail the current attempt: retried after its backoff (or `retry_after_ms`), or dead.
 #[utoipa::path(
     post, path = "/v1/jobs/{id}/fail", tag = "workers",
-    params(("id" = String, Path, description = "job id")),
+    params(("id" = errand_protocol::schema::JobId, Path, description = "job id")),
     request_body = FailRequest,
-    responses((status = 200, body = AckResponse), (status = 409, description = "lease_lost", body = ErrorBody))
+    responses((status = 200, body = AckResponse), Invalid, Keyed, NotFound, LeaseLost, JsonBody, Unavailable)
 )]
 pub async fn fail(
     State(s): State<AppState>,
@@ -234,9 +236,9 @@ pub async fn fail(
 /// Give back a job fetched but not started: due again at once, the attempt not counted.
 #[utoipa::path(
     post, path = "/v1/jobs/{id}/release", tag = "workers",
-    params(("id" = String, Path, description = "job id")),
+    params(("id" = errand_protocol::schema::JobId, Path, description = "job id")),
     request_body = ReleaseRequest,
-    responses((status = 200, body = AckResponse), (status = 409, description = "lease_lost", body = ErrorBody))
+    responses((status = 200, body = AckResponse), Invalid, Keyed, NotFound, LeaseLost, JsonBody, Unavailable)
 )]
 pub async fn release(
     State(s): State<AppState>,
@@ -255,7 +257,10 @@ pub async fn release(
 #[utoipa::path(
     post, path = "/v1/ack", tag = "workers",
     request_body = AckBatchRequest,
-    responses((status = 200, body = AckBatchResponse), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody))
+    responses(
+        (status = 200, description = "each acknowledgement's outcome, in the order sent", body = AckBatchResponse),
+        Invalid, Keyed, JsonBody, Unavailable,
+    )
 )]
 pub async fn ack(
     State(s): State<AppState>,
