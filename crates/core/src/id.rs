@@ -46,14 +46,16 @@ impl fmt::Display for JobId {
 
 /// The text was not a job id.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("not a job id (expected 26 Crockford base-32 characters)")]
+#[error("not a job id (expected 26 Crockford base-32 characters, the first at most 7)")]
 pub struct ParseJobIdError;
 
 impl FromStr for JobId {
     type Err = ParseJobIdError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.len() != ulid::ULID_LEN {
+        // 26 base-32 digits hold 130 bits, a ULID 128: a first digit above 7 would be decoded into
+        // another id (`8ZZ…` as `0ZZ…`), so it is no id at all.
+        if s.len() != ulid::ULID_LEN || !matches!(s.as_bytes()[0], b'0'..=b'7') {
             return Err(ParseJobIdError);
         }
         Ulid::from_string(s).map(JobId).map_err(|_| ParseJobIdError)
@@ -85,4 +87,33 @@ pub type LeaseToken = String;
 pub(crate) fn new_lease_token() -> LeaseToken {
     let bits: u128 = rand::rng().random();
     format!("{bits:032x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_id_reads_back_as_itself_and_nothing_else_reads_as_an_id() {
+        let id = IdGenerator::default().next(1_700_000_000_000);
+        assert_eq!(id.to_string().parse::<JobId>().ok(), Some(id));
+        assert_eq!(
+            id.to_string().to_lowercase().parse::<JobId>().ok(),
+            Some(id)
+        );
+        assert!(
+            "7ZZZZZZZZZZZZZZZZZZZZZZZZZ".parse::<JobId>().is_ok(),
+            "the largest ULID"
+        );
+        for bad in [
+            "8ZZZZZZZZZZZZZZZZZZZZZZZZZ",
+            "ZZZZZZZZZZZZZZZZZZZZZZZZZZ",
+            "01JAAAAAAAAAAAAAAAAAAAAAA",
+            "01JAAAAAAAAAAAAAAAAAAAAAAAA",
+            "01JAAAAAAAAAAAAAAAAAAAAAAU",
+            "",
+        ] {
+            assert!(bad.parse::<JobId>().is_err(), "{bad}");
+        }
+    }
 }

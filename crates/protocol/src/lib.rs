@@ -220,8 +220,8 @@ pub mod schema {
     string_schema!(
         /// A job id.
         JobId: "A job id: a ULID, 26 characters of Crockford's base 32 (`0-9 A-Z` without `I L O U`, \
-                either case).",
-        r"^[0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{26}$", 26..=26
+                either case), the first at most `7`.",
+        r"^[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$", 26..=26
     );
 
     /// One event of `GET /v1/events`, as an SSE event: `event: job` with an `id` (its cursor) and an
