@@ -241,6 +241,46 @@ impl KeyBuckets {
     }
 }
 
+/// Why a request was refused 401 or 403, and by which key when one was recognised: what the audit log
+/// keeps of an auth failure. Never the secret presented.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denied {
+    /// The key's name; `None` when no key was recognised.
+    pub key: Option<String>,
+    /// `missing_key`, `malformed_header`, `unknown_key` (401), `scope`, `queue` or `every_queue` (403).
+    pub reason: &'static str,
+}
+
+/// How many auth failures per node reach the audit log: a burst of 20, then one a second. Every
+/// failure is counted in `errand_auth_denied_total`; only the audit writes are bounded, so that callers
+/// without a key cannot turn requests into writes at will.
+pub const DENIAL_AUDIT_RATE: KeyRate = KeyRate {
+    per_second: 1,
+    burst: 20,
+};
+
+/// The bound on auth-failure audit records ([`DENIAL_AUDIT_RATE`]), on the engine's clock.
+#[derive(Debug, Default)]
+pub struct DenialAudit {
+    bucket: KeyBuckets,
+    skipped: std::sync::atomic::AtomicU64,
+}
+
+impl DenialAudit {
+    /// `Some(n)`: write a record now, noting the `n` failures not written since the last one.
+    /// `None`: over the rate; this one is only counted.
+    pub fn admit(&self, now: i64) -> Option<u64> {
+        use std::sync::atomic::Ordering;
+        match self.bucket.take("", DENIAL_AUDIT_RATE, now) {
+            Ok(()) => Some(self.skipped.swap(0, Ordering::Relaxed)),
+            Err(_) => {
+                self.skipped.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+}
+
 /// The key whose hash matches `secret`'s, compared in constant time against every key.
 pub fn find_key<'a>(keys: &'a [ApiKey], secret: &str) -> Option<&'a ApiKey> {
     let hash: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
@@ -257,6 +297,17 @@ pub fn find_key<'a>(keys: &'a [ApiKey], secret: &str) -> Option<&'a ApiKey> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn auth_failures_reach_the_audit_log_at_a_bounded_rate_and_the_rest_are_counted() {
+        let audit = DenialAudit::default();
+        let admitted = (0..100).filter(|_| audit.admit(1_000).is_some()).count();
+        assert_eq!(admitted, 20, "the burst");
+        // A second later, one more, which says how many were not written.
+        assert_eq!(audit.admit(2_000), Some(80));
+        assert_eq!(audit.admit(2_000), None);
+        assert_eq!(audit.admit(3_000), Some(1));
+    }
 
     #[test]
     fn keys_are_found_by_their_secret_and_kept_as_hashes() {

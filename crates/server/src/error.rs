@@ -5,6 +5,8 @@ use axum::response::{IntoResponse, Response};
 use errand_core::Error;
 use errand_protocol::{ErrorBody, ErrorDetail, code};
 
+use crate::auth::Denied;
+
 /// An error answer.
 #[derive(Debug, Clone)]
 pub struct ApiError {
@@ -14,6 +16,9 @@ pub struct ApiError {
     pub field: Option<String>,
     /// Seconds, for 429 and 503.
     pub retry_after: Option<u64>,
+    /// For a 401 or 403: what the audit log keeps of it (the HTTP layer writes it there). Boxed: every
+    /// handler's error is an `ApiError`, and this is rare.
+    pub denied: Option<Box<Denied>>,
 }
 
 impl ApiError {
@@ -24,6 +29,7 @@ impl ApiError {
             message: message.into(),
             field: None,
             retry_after: None,
+            denied: None,
         }
     }
 
@@ -34,12 +40,21 @@ impl ApiError {
         e
     }
 
-    pub fn unauthorized(message: impl Into<String>) -> Self {
-        ApiError::new(StatusCode::UNAUTHORIZED, code::UNAUTHORIZED, message)
+    /// 401: no key was recognised; `reason` is one of [`Denied::reason`]'s.
+    pub fn unauthorized(reason: &'static str, message: impl Into<String>) -> Self {
+        let mut e = ApiError::new(StatusCode::UNAUTHORIZED, code::UNAUTHORIZED, message);
+        e.denied = Some(Box::new(Denied { key: None, reason }));
+        e
     }
 
-    pub fn forbidden(message: impl Into<String>) -> Self {
-        ApiError::new(StatusCode::FORBIDDEN, code::FORBIDDEN, message)
+    /// 403: `key` may not do this; `reason` is one of [`Denied::reason`]'s.
+    pub fn forbidden(key: &str, reason: &'static str, message: impl Into<String>) -> Self {
+        let mut e = ApiError::new(StatusCode::FORBIDDEN, code::FORBIDDEN, message);
+        e.denied = Some(Box::new(Denied {
+            key: Some(key.to_string()),
+            reason,
+        }));
+        e
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {
@@ -90,7 +105,7 @@ impl From<Error> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let retry_after = self.retry_after;
+        let (retry_after, denied) = (self.retry_after, self.denied);
         let body = ErrorBody {
             error: ErrorDetail {
                 code: self.code.to_string(),
@@ -102,6 +117,9 @@ impl IntoResponse for ApiError {
         if let Some(s) = retry_after {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        if let Some(d) = denied {
+            resp.extensions_mut().insert(*d);
         }
         resp
     }

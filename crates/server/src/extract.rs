@@ -97,6 +97,7 @@ impl FromRequestParts<AppState> for Caller {
         }
         let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
             return Err(ApiError::unauthorized(
+                "missing_key",
                 "an API key is required: send Authorization: Bearer <key>",
             ));
         };
@@ -109,10 +110,13 @@ impl FromRequestParts<AppState> for Caller {
             })
             .map(str::trim)
             .ok_or_else(|| {
-                ApiError::unauthorized("the Authorization header must be Bearer <key>")
+                ApiError::unauthorized(
+                    "malformed_header",
+                    "the Authorization header must be Bearer <key>",
+                )
             })?;
         let key = find_key(&state.config.keys, secret)
-            .ok_or_else(|| ApiError::unauthorized("unknown API key"))?;
+            .ok_or_else(|| ApiError::unauthorized("unknown_key", "unknown API key"))?;
         if let Some(rate) = key.rate
             && let Err(wait_ms) = state.key_buckets.take(&key.name, rate, state.engine.now())
         {
@@ -178,21 +182,29 @@ impl Caller {
             return Ok(());
         }
         let names: Vec<&str> = scopes.iter().map(|s| s.as_str()).collect();
-        Err(ApiError::forbidden(format!(
-            "key {:?} lacks the scope for this (needs one of: {})",
+        Err(ApiError::forbidden(
             self.name(),
-            names.join(", ")
-        )))
+            "scope",
+            format!(
+                "key {:?} lacks the scope for this (needs one of: {})",
+                self.name(),
+                names.join(", ")
+            ),
+        ))
     }
 
     /// 403 for a key limited to queue prefixes: what it asks for spans every queue (metrics, the
     /// audit log).
     pub fn require_every_queue(&self) -> Result<(), ApiError> {
         match self {
-            Caller::Key(k) if !k.queue_prefixes.is_empty() => Err(ApiError::forbidden(format!(
-                "key {:?} is limited to some queues; this shows every queue",
-                self.name()
-            ))),
+            Caller::Key(k) if !k.queue_prefixes.is_empty() => Err(ApiError::forbidden(
+                &k.name,
+                "every_queue",
+                format!(
+                    "key {:?} is limited to some queues; this shows every queue",
+                    self.name()
+                ),
+            )),
             _ => Ok(()),
         }
     }
@@ -202,10 +214,11 @@ impl Caller {
         if self.allows_queue(queue) {
             return Ok(());
         }
-        Err(ApiError::forbidden(format!(
-            "key {:?} may not use queue {queue:?}",
-            self.name()
-        )))
+        Err(ApiError::forbidden(
+            self.name(),
+            "queue",
+            format!("key {:?} may not use queue {queue:?}", self.name()),
+        ))
     }
 }
 

@@ -48,6 +48,8 @@ pub struct AppState {
     pub metrics: Arc<metrics::Metrics>,
     /// Rate-limited keys' token buckets (per node).
     pub key_buckets: Arc<auth::KeyBuckets>,
+    /// The bound on auth failures written to the audit log (per node).
+    pub denial_audit: Arc<auth::DenialAudit>,
     /// The built-in alerts as this node sees them.
     pub alerts: Arc<alerting::Alerting>,
     /// This node's recent events, for `GET /v1/events`.
@@ -81,6 +83,7 @@ impl AppState {
             metrics,
             alerts: Arc::default(),
             key_buckets: Arc::default(),
+            denial_audit: Arc::default(),
             events,
             waiters: Arc::new(Waiters::default()),
             shutdown,

@@ -75,6 +75,11 @@ struct RouteStatus {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Reason {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Op {
     op: &'static str,
 }
@@ -101,6 +106,7 @@ pub struct Metrics {
     wait: Histograms<QueueLabel>,
     http_requests: Family<RouteStatus, Counter>,
     http_duration: Histograms<Route>,
+    auth_denied: Family<Reason, Counter>,
     store_ops: Histograms<Op>,
     /// Queue → worker → last seen (ms since the epoch).
     workers: Mutex<HashMap<String, HashMap<String, Timestamp>>>,
@@ -124,6 +130,7 @@ impl Default for Metrics {
             wait: Family::new_with_constructor(|| Histogram::new(job_buckets())),
             http_requests: Family::default(),
             http_duration: Family::new_with_constructor(|| Histogram::new(fast_buckets())),
+            auth_denied: Family::default(),
             store_ops: Family::new_with_constructor(|| Histogram::new(fast_buckets())),
             workers: Mutex::new(HashMap::new()),
             totals: Mutex::new(HashMap::new()),
@@ -206,6 +213,11 @@ impl Metrics {
                 status,
             })
             .inc();
+    }
+
+    /// A request refused 401 or 403, by [`crate::auth::Denied::reason`].
+    pub fn auth_denied(&self, reason: &'static str) {
+        self.auth_denied.get_or_create(&Reason { reason }).inc();
     }
 
     fn store_op(&self, op: &'static str, took: std::time::Duration) {
@@ -322,6 +334,12 @@ impl Metrics {
             "http_requests",
             "HTTP requests answered, by route template, method and status.",
             self.http_requests.clone(),
+        );
+        r.register(
+            "auth_denied",
+            "Requests refused 401 or 403, by reason (missing_key, malformed_header, unknown_key, \
+             scope, queue, every_queue); the audit log keeps a bounded number of them.",
+            self.auth_denied.clone(),
         );
         r.register_with_unit(
             "http_request_duration",

@@ -301,3 +301,124 @@ async fn a_key_over_its_request_rate_gets_429_with_retry_after() {
         "a token every 500 ms"
     );
 }
+
+#[tokio::test]
+async fn auth_failures_reach_the_audit_log_at_a_bounded_rate_and_never_the_secret() {
+    let api = Api::with(Setup {
+        manual_clock: true,
+        keys: vec![
+            Api::key("reader", &[Scope::Read], &[]),
+            Api::key("boss", &[Scope::Admin], &[]),
+            Api::key("narrow", &[Scope::Admin], &["mine."]),
+        ],
+        ..Setup::default()
+    });
+    let clock = api.clock.clone().unwrap();
+    let get = Method::GET;
+    // One of each: no key, a malformed header, an unknown key, a missing scope, a queue outside the
+    // key's prefixes, and a listing of every queue for a prefix-limited key.
+    let canary = "s3cret-canary-4f9d";
+    assert_eq!(
+        api.call_as(None, get.clone(), "/v1/queues", None).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let basic = Request::get("/v1/queues")
+        .header(header::AUTHORIZATION, format!("Basic {canary}"))
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(api.raw(basic).await.0, StatusCode::UNAUTHORIZED);
+    let unknown = api
+        .call_as(Some(canary), get.clone(), "/v1/queues", None)
+        .await;
+    assert_eq!(unknown.0, StatusCode::UNAUTHORIZED);
+    let pause = api
+        .call_as(Some("reader"), Method::POST, "/v1/queues/q/pause", None)
+        .await;
+    assert_eq!(pause.0, StatusCode::FORBIDDEN);
+    let other = api
+        .call_as(
+            Some("narrow"),
+            get.clone(),
+            "/v1/queues/other/jobs?state=waiting",
+            None,
+        )
+        .await;
+    assert_eq!(other.0, StatusCode::FORBIDDEN);
+    let audit = api
+        .call_as(Some("narrow"), get.clone(), "/v1/audit", None)
+        .await;
+    assert_eq!(audit.0, StatusCode::FORBIDDEN);
+
+    let (s, page) = api
+        .call_as(Some("boss"), get.clone(), "/v1/audit?limit=100", None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{page}");
+    let seen: Vec<(String, String, String, u64)> = page["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .map(|e| {
+            assert_eq!(e["action"], "auth.denied");
+            assert_eq!(e["detail"]["skipped"], 0);
+            (
+                e["key"].as_str().unwrap().to_string(),
+                e["detail"]["reason"].as_str().unwrap().to_string(),
+                e["target"].as_str().unwrap().to_string(),
+                e["detail"]["status"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let expect =
+        |k: &str, r: &str, t: &str, s: u64| (k.to_string(), r.to_string(), t.to_string(), s);
+    assert_eq!(
+        seen,
+        [
+            expect("", "missing_key", "GET /v1/queues", 401),
+            expect("", "malformed_header", "GET /v1/queues", 401),
+            expect("", "unknown_key", "GET /v1/queues", 401),
+            expect("reader", "scope", "POST /v1/queues/{queue}/pause", 403),
+            expect("narrow", "queue", "GET /v1/queues/{queue}/jobs", 403),
+            expect("narrow", "every_queue", "GET /v1/audit", 403),
+        ]
+    );
+    assert!(
+        !page.to_string().contains(canary),
+        "the secret reached the audit log"
+    );
+
+    // A flood of unknown keys: the burst (20, six used above) is written, the rest only counted, and
+    // the next record, a second later, says how many were left out.
+    for n in 0..100 {
+        let key = format!("guess-{n}");
+        assert_eq!(
+            api.call_as(Some(&key), get.clone(), "/v1/queues", None)
+                .await
+                .0,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    clock.advance(1_000);
+    assert_eq!(
+        api.call_as(Some("guess-x"), get.clone(), "/v1/queues", None)
+            .await
+            .0,
+        StatusCode::UNAUTHORIZED
+    );
+    let (_, page) = api
+        .call_as(Some("boss"), get.clone(), "/v1/audit?limit=1000", None)
+        .await;
+    let entries = page["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 20 + 1, "{page}");
+    assert_eq!(entries[0]["detail"]["skipped"], 86);
+    assert!(
+        !page.to_string().contains("guess-"),
+        "a presented key reached the audit log"
+    );
+    let (_, metrics) = api.call_as(Some("boss"), get, "/metrics", None).await;
+    let metrics = metrics.as_str().unwrap().to_string();
+    assert!(
+        metrics.contains("errand_auth_denied_total{reason=\"unknown_key\"} 102"),
+        "every failure is counted"
+    );
+}

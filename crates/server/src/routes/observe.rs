@@ -63,8 +63,41 @@ pub async fn track_http(State(s): State<AppState>, req: Request, next: Next) -> 
     let resp = next.run(req).await;
     s.metrics
         .http_request(&route, method, resp.status().as_u16(), start.elapsed());
+    if let Some(denied) = resp.extensions().get::<crate::auth::Denied>() {
+        audit_denial(&s, denied, method, &route, resp.status().as_u16()).await;
+    }
     resp
 }
+
+/// Counts an auth failure and, within [`crate::auth::DENIAL_AUDIT_RATE`], writes it to the audit log:
+/// the key's name if one was recognised, the route template (not the path, which callers choose), the
+/// reason, and how many failures were not written since the last record. Never the secret presented.
+async fn audit_denial(
+    s: &AppState,
+    denied: &crate::auth::Denied,
+    method: &str,
+    route: &str,
+    status: u16,
+) {
+    s.metrics.auth_denied(denied.reason);
+    let Some(skipped) = s.denial_audit.admit(s.engine.now()) else {
+        return;
+    };
+    let key = denied.key.as_deref().unwrap_or(NO_KEY);
+    let detail =
+        serde_json::json!({ "status": status, "reason": denied.reason, "skipped": skipped });
+    let target = format!("{method} {route}");
+    if let Err(e) = s
+        .engine
+        .audit(key, "auth.denied", &target, Some(&detail))
+        .await
+    {
+        tracing::error!(key, target, "the audit log was not written: {e}");
+    }
+}
+
+/// The audit log's key for a caller whose key was not recognised: key names are never empty.
+pub const NO_KEY: &str = "";
 
 /// Events sent per read of the log; a client far behind catches up in steps of this many.
 const EVENT_BATCH: usize = 256;
@@ -272,7 +305,8 @@ pub async fn alerts(State(s): State<AppState>, caller: Caller) -> ApiResult<axum
 }
 
 /// The audit log: operators' actions (retry, cancel, promote, replay, purge, pause, configure,
-/// webhooks, schedules) with the key that made them, newest first. Needs `read`, and a key not limited
+/// webhooks, schedules) with the key that made them, and auth failures (`auth.denied`, at a bounded
+/// rate), newest first. Needs `read`, and a key not limited
 /// to queue prefixes.
 #[utoipa::path(
     get, path = "/v1/audit", tag = "observability",
