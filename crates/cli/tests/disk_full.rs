@@ -10,9 +10,9 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use support::{free_port, wait_ready};
+use support::{free_port, serve, wait_ready};
 
 use errand_client::protocol::EnqueueJob;
 use errand_client::{Client, RetryPolicy};
@@ -49,23 +49,6 @@ impl Drop for Mount {
     }
 }
 
-fn start(dir: &Path, port: u16) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_errand"))
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--data-dir",
-        ])
-        .arg(dir)
-        .env_remove("ERRAND_API_KEY")
-        .env("ERRAND_LOG", "error")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap()
-}
-
 fn job(n: usize) -> EnqueueJob {
     // Random-looking text, so that nothing compresses it away: 32 KiB a job.
     let pad: String = (0..4096)
@@ -87,7 +70,7 @@ async fn a_full_disk_answers_503_quickly_and_loses_nothing_once_space_is_freed()
         return;
     };
     let port = free_port();
-    let mut server = start(&data, port);
+    let mut server = serve(&data, port);
     let client = Client::builder(format!("http://127.0.0.1:{port}"))
         .retry(RetryPolicy::none())
         .build()
@@ -145,7 +128,7 @@ async fn a_full_disk_answers_503_quickly_and_loses_nothing_once_space_is_freed()
     // Nothing acknowledged is lost, across a kill and a restart.
     server.kill().unwrap();
     server.wait().unwrap();
-    let mut server = start(&data, port);
+    let mut server = serve(&data, port);
     wait_ready(&client).await;
     for id in &acknowledged {
         client

@@ -9,38 +9,20 @@
 
 mod support;
 
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::{assert_acknowledged, free_port, wait_ready};
+use support::{assert_acknowledged, free_port, serve, wait_ready};
 
 use errand_client::Client;
 use errand_protocol::{CompleteRequest, EnqueueJob, FetchRequest};
 use serde_json::json;
-
-fn start(dir: &std::path::Path, port: u16) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_errand"))
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--data-dir",
-        ])
-        .arg(dir)
-        .env_remove("ERRAND_API_KEY")
-        .env("ERRAND_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_under_load_loses_no_acknowledged_enqueue_or_completion() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
-    let mut server = start(dir.path(), port);
+    let mut server = serve(dir.path(), port);
     // No retries: an answer we count must be the server's own.
     let client = Client::builder(&url)
         .request_timeout(Duration::from_secs(5))
@@ -110,7 +92,7 @@ async fn sigkill_under_load_loses_no_acknowledged_enqueue_or_completion() {
     let completed = completed.lock().unwrap().clone();
     assert!(!enqueued.is_empty() && !completed.is_empty());
 
-    let mut server = start(dir.path(), port);
+    let mut server = serve(dir.path(), port);
     wait_ready(&client).await;
     assert_acknowledged(&client, &enqueued, &completed).await;
     server.kill().unwrap();

@@ -2,9 +2,29 @@
 
 #![allow(clippy::unwrap_used, dead_code)]
 
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use errand_client::Client;
+
+/// `errand serve` on the embedded store in `dir`, without an API key, listening on `port`.
+pub fn serve(dir: &Path, port: u16) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_errand"))
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(dir)
+        .env_remove("ERRAND_API_KEY")
+        .env("ERRAND_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap()
+}
 
 /// A loopback port nobody listens on now.
 pub fn free_port() -> u16 {
