@@ -183,6 +183,10 @@ pub struct Transition {
     /// Also guards on the job's cancel flag: applies only if it still has this value. A failure or stall
     /// is decided on the flag the engine read; a cancel requested since must not be lost.
     pub expect_cancel_requested: Option<bool>,
+    /// Also guards on the lease's end: applies only if the lease still ends at this instant.
+    /// Maintenance recovers a lease it read as expired; a heartbeat since then renewed it (possibly to
+    /// an earlier instant, when the clock went back meanwhile), and that lease is not to be taken.
+    pub expect_lease_expires_at: Option<Timestamp>,
     /// Also guards on the job's unique key: applies only if no *other* unfinished job of its queue holds
     /// it (for reviving a dead or cancelled job).
     pub unique_key_free: bool,
@@ -203,6 +207,7 @@ impl Transition {
             attempts: Attempts::Keep,
             stalled: false,
             expect_cancel_requested: None,
+            expect_lease_expires_at: None,
             unique_key_free: false,
         }
     }
@@ -220,6 +225,7 @@ impl Transition {
             && self.attempts == Attempts::Keep
             && !self.stalled
             && self.expect_cancel_requested.is_none()
+            && self.expect_lease_expires_at.is_none()
             && !self.unique_key_free
     }
 
@@ -424,7 +430,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Promotes due delayed jobs of the queues and claims the best waiting ones (see [`JobClaim`]).
     async fn job_claim(&self, p: JobClaim) -> Result<Claimed>;
 
-    /// Renews a lease. `Err(LeaseLost)` if the guard fails.
+    /// Renews a lease: it ends a lease's length from `now`, or when it ended before if that is later —
+    /// a clock gone back never brings a lease's end forward. `Err(LeaseLost)` if the guard fails.
     async fn lease_renew(&self, p: LeaseRenew) -> Result<Renewed>;
 
     /// Applies transitions, each independently guarded, in one transaction. A failed guard gives, for

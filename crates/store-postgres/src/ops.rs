@@ -198,7 +198,7 @@ statements! {
         ON CONFLICT (queue, scope, key) DO UPDATE SET tokens = excluded.tokens, at = excluded.at";
     put_fair_cursor = "INSERT INTO {s}.queues (name, fair_cursor) VALUES ($1, $2) \
         ON CONFLICT (name) DO UPDATE SET fair_cursor = excluded.fair_cursor";
-    renew = "UPDATE {s}.jobs SET lease_expires_at = $3 + lease_ms, \
+    renew = "UPDATE {s}.jobs SET lease_expires_at = GREATEST(lease_expires_at, $3 + lease_ms), \
             progress = COALESCE($4::text, progress) \
         WHERE id = $1 AND state = 'active' AND lease_token = $2 AND lease_expires_at > $3 \
         RETURNING lease_expires_at, cancel_requested, queue, worker_id";
@@ -227,6 +227,7 @@ statements! {
             finished_at = CASE WHEN $11::boolean THEN $12::bigint ELSE NULL END \
         WHERE id = $1 AND state = $2 AND ($3::text IS NULL OR lease_token = $3::text) \
           AND ($13::boolean IS NULL OR cancel_requested = $13::boolean) \
+          AND ($15::bigint IS NULL OR lease_expires_at = $15::bigint) \
           AND (NOT $14::boolean OR unique_key IS NULL OR NOT EXISTS ( \
                SELECT 1 FROM {s}.jobs AS other WHERE other.queue = j.queue \
                AND other.unique_key = j.unique_key AND other.id <> j.id \
@@ -1132,6 +1133,7 @@ pub(crate) async fn job_transition(
                     &t.now,
                     &t.expect_cancel_requested,
                     &t.unique_key_free,
+                    &t.expect_lease_expires_at,
                 ],
             )
             .await?;

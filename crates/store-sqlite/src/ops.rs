@@ -693,7 +693,7 @@ impl ClaimedRows {
 pub(crate) fn lease_renew(conn: &Connection, p: &LeaseRenew) -> Result<Renewed> {
     let mut renew = conn
         .prepare_cached(
-            "UPDATE OR FAIL jobs SET lease_expires_at = ?3 + lease_ms, progress = COALESCE(?4, progress) \
+            "UPDATE OR FAIL jobs SET lease_expires_at = MAX(lease_expires_at, ?3 + lease_ms), progress = COALESCE(?4, progress) \
              WHERE id = ?1 AND state = 'active' AND lease_token = ?2 AND lease_expires_at > ?3 \
              RETURNING lease_expires_at, cancel_requested, queue, worker_id",
         )
@@ -796,6 +796,7 @@ pub(crate) fn job_transition(
                finished_at = CASE WHEN ?11 THEN ?12 ELSE NULL END \
              WHERE id = ?1 AND state = ?2 AND (?3 IS NULL OR lease_token = ?3) \
                AND (?13 IS NULL OR cancel_requested = ?13) \
+               AND (?15 IS NULL OR lease_expires_at = ?15) \
                AND (NOT ?14 OR unique_key IS NULL OR NOT EXISTS ( \
                     SELECT 1 FROM jobs AS other WHERE other.queue = jobs.queue \
                     AND other.unique_key = jobs.unique_key AND other.id <> jobs.id \
@@ -848,6 +849,7 @@ pub(crate) fn job_transition(
                         t.now,
                         t.expect_cancel_requested,
                         t.unique_key_free,
+                        t.expect_lease_expires_at,
                     ],
                     |r| {
                         Ok((

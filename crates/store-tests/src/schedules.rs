@@ -444,11 +444,14 @@ pub async fn clock_jumps_under_load_expire_no_lease_early_and_fire_no_tick_twice
     let completed = Arc::new(AtomicUsize::new(0));
     // Workers' calls answered: the driver moves the clock on only as work gets done.
     let calls = Arc::new(AtomicUsize::new(0));
+    // And at most four calls a step, so that work is still going on at each jump, however fast the
+    // machine: the driver hands out the permits.
+    let permits = Arc::new(tokio::sync::Semaphore::new(0));
     let mut tasks = tokio::task::JoinSet::new();
     for w in 0..4 {
         let (e, log, stop) = (ctx.engine.clone(), Arc::clone(&log), Arc::clone(&stop));
         let (refused, completed) = (Arc::clone(&refused), Arc::clone(&completed));
-        let calls = Arc::clone(&calls);
+        let (calls, permits) = (Arc::clone(&calls), Arc::clone(&permits));
         tasks.spawn(async move {
             let mut early = Vec::new();
             while !stop.load(Ordering::SeqCst) {
@@ -467,6 +470,10 @@ pub async fn clock_jumps_under_load_expire_no_lease_early_and_fire_no_tick_twice
                 for j in claimed {
                     let (mut from, mut ends) = (from, j.lease.as_ref().unwrap().expires_at);
                     for renew in [true, false] {
+                        let Ok(permit) = permits.acquire().await else {
+                            break;
+                        };
+                        permit.forget();
                         let before = log.mark();
                         let answer = if renew {
                             e.heartbeat(j.id, token(&j), None)
@@ -477,7 +484,9 @@ pub async fn clock_jumps_under_load_expire_no_lease_early_and_fire_no_tick_twice
                         };
                         calls.fetch_add(1, Ordering::SeqCst);
                         match answer {
-                            Ok(Some(new_end)) => (from, ends) = (before, new_end),
+                            // The end moves only forward; the window starts where it was set.
+                            Ok(Some(new_end)) if new_end > ends => (from, ends) = (before, new_end),
+                            Ok(Some(_)) => {}
                             Ok(None) => {
                                 completed.fetch_add(1, Ordering::SeqCst);
                             }
@@ -536,6 +545,7 @@ pub async fn clock_jumps_under_load_expire_no_lease_early_and_fire_no_tick_twice
         now = to;
         furthest = furthest.max(now);
         log.set(&ctx.clock, now);
+        permits.add_permits(4);
         let seen = calls.load(Ordering::SeqCst);
         while calls.load(Ordering::SeqCst) < seen + 1
             && completed.load(Ordering::SeqCst) < jobs_n as usize
@@ -544,6 +554,7 @@ pub async fn clock_jumps_under_load_expire_no_lease_early_and_fire_no_tick_twice
         }
     }
     stop.store(true, Ordering::SeqCst);
+    permits.close();
     let mut early = Vec::new();
     while let Some(r) = tasks.join_next().await {
         early.extend(r.unwrap());

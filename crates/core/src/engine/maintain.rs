@@ -69,15 +69,25 @@ impl Engine {
         }
         loop {
             let expired = self.inner.store.job_expired(now, batch).await?;
-            let full = expired.len() == batch;
+            // The clock again, read after the jobs: a lease granted or renewed once the clock went
+            // back (after `now` was read) may look expired by `now` but not by this, and must not end.
+            // Together with the guard on the lease's end, a lease is taken only if the clock showed its
+            // end at some moment after it was granted.
+            let until = now.min(self.now());
+            let mut full = expired.len() == batch;
             let mut plans = Vec::with_capacity(expired.len());
             let mut timed_out = Vec::with_capacity(expired.len());
             for job in &expired {
                 let Some(lease) = &job.lease else { continue };
+                if lease.expires_at > until && lease.deadline_at > until {
+                    // Left for the next pass; this one would read the same jobs again.
+                    full = false;
+                    continue;
+                }
                 let guard = Guard::Lease(lease.token.clone());
-                let timeout = lease.deadline_at <= now;
+                let timeout = lease.deadline_at <= until;
                 timed_out.push(timeout);
-                plans.push(if timeout {
+                let mut plan = if timeout {
                     let msg = format!(
                         "attempt {} timed out after {} ms",
                         job.attempts, job.timeout_ms
@@ -85,7 +95,10 @@ impl Engine {
                     self.after_failed_attempt(job, guard, ErrorKind::Timeout, msg, None, None, now)
                 } else {
                     self.after_stall(job, guard, now)
-                });
+                };
+                // Only the lease read above: a heartbeat since may have renewed it.
+                plan.expect_lease_expires_at = Some(lease.expires_at);
+                plans.push(plan);
             }
             // Count what applied: a worker may have acknowledged a job since we read it, and then its
             // guard failed and the job is not ours to count.
