@@ -7,8 +7,11 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::process::Command;
+use std::io::Read;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -17,19 +20,37 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 fn crash_loop(extra: &[&str]) -> Value {
     let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let out = Command::new(env!("CARGO_BIN_EXE_errand-chaos"))
+    // A process group of its own, so that a loop that hangs is killed with its servers and workers.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_errand-chaos"))
         .args(["run", "--jobs", "10000", "--chaos-secs", "33"])
         .args(["--errand", env!("CARGO_BIN_EXE_errand")])
         .args(extra)
-        .output()
+        .process_group(0)
+        .stdout(Stdio::piped())
+        .spawn()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    eprintln!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(
-        out.status.success(),
-        "the crash loop failed: {}",
-        out.status
-    );
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        stdout.read_to_string(&mut s).map(|_| s)
+    });
+    // 33 s of chaos, at most 60 s to settle, and room for a slow machine.
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = Command::new("kill")
+                .args(["-KILL", &format!("-{}", child.id())])
+                .status();
+            panic!("the crash loop did not end within 10 minutes");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let stdout = reader.join().unwrap().unwrap();
+    eprintln!("{stdout}");
+    assert!(status.success(), "the crash loop failed: {status}");
     serde_json::from_str(&stdout).unwrap()
 }
 

@@ -3,8 +3,10 @@
 //! Each worker process appends one line per event to a log of its own (a new file per restart), so a
 //! SIGKILL loses at most the line being written and never mixes two writers. The checker needs only
 //! these logs, the ids of the enqueues the server acknowledged, and the jobs the server holds at the
-//! end. Attempt numbers order the leases of one job: every claim takes the next one, and the workers
-//! here never release a lease (which would give a number back).
+//! end. The leases of one job are ordered by when each ended as first granted: a job is claimed again
+//! only once its previous lease ended or was acknowledged, so each claim's lease ends later than the one
+//! before (on one server clock that does not go back). Attempt numbers cannot order them: recovering a
+//! stalled lease gives its attempt back.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
@@ -59,7 +61,8 @@ impl Seen {
 pub struct Entry {
     pub seen: Seen,
     pub job: String,
-    pub attempt: u32,
+    /// When the lease ended as the claim granted it (ms since the epoch): the lease's place in order.
+    pub lease: i64,
     pub token: String,
 }
 
@@ -70,7 +73,7 @@ impl fmt::Display for Entry {
             "{} {} {} {}",
             self.seen.word(),
             self.job,
-            self.attempt,
+            self.lease,
             self.token
         )
     }
@@ -90,12 +93,12 @@ pub fn parse_log(text: &str) -> Result<Vec<Entry>, String> {
             let entry = (|| {
                 let seen = Seen::parse(parts.next()?)?;
                 let job = parts.next()?.to_string();
-                let attempt = parts.next()?.parse().ok()?;
+                let lease = parts.next()?.parse().ok()?;
                 let token = parts.next()?.to_string();
                 parts.next().is_none().then_some(Entry {
                     seen,
                     job,
-                    attempt,
+                    lease,
                     token,
                 })
             })();
@@ -109,10 +112,9 @@ pub fn parse_log(text: &str) -> Result<Vec<Entry>, String> {
 pub struct Final {
     /// `completed`, `dead`, or any other state (which the check counts as not finished).
     pub state: String,
-    /// Claims the server counted.
-    pub attempts: u32,
-    /// For a completed job: the lease and attempt that its result names (workers put them there).
-    pub completed_by: Option<(String, u32)>,
+    /// For a completed job: the lease (token, and its place in order) that its result names (workers
+    /// put them there).
+    pub completed_by: Option<(String, i64)>,
 }
 
 /// What the check found. Empty violation lists are a pass.
@@ -175,23 +177,23 @@ pub fn check(
         }
     }
 
-    // Per job: the newest attempt handed out, and the leases whose completion was acknowledged.
-    let mut newest: HashMap<&str, u32> = HashMap::new();
+    // Per job: the newest lease handed out, and the leases whose completion was acknowledged.
+    let mut newest: HashMap<&str, i64> = HashMap::new();
     let mut claims: HashMap<&str, usize> = HashMap::new();
     let mut failures: HashMap<&str, BTreeSet<&str>> = HashMap::new();
-    let mut completions: BTreeMap<&str, BTreeSet<(u32, &str)>> = BTreeMap::new();
+    let mut completions: BTreeMap<&str, BTreeSet<(i64, &str)>> = BTreeMap::new();
     for e in logs.iter().flatten() {
         match e.seen {
             Seen::Claimed => {
                 let n = newest.entry(&e.job).or_default();
-                *n = (*n).max(e.attempt);
+                *n = (*n).max(e.lease);
                 *claims.entry(&e.job).or_default() += 1;
             }
             Seen::Completed => {
                 completions
                     .entry(&e.job)
                     .or_default()
-                    .insert((e.attempt, &e.token));
+                    .insert((e.lease, &e.token));
             }
             Seen::Refused => v.stale_acks_refused += 1,
             Seen::Unknown => v.unknown_acks += 1,
@@ -214,8 +216,8 @@ pub fn check(
         }
         // A completion accepted while a newer lease existed: once a job is completed no lease is handed
         // out again, so any newer claim was made before the completion was accepted.
-        let newest = newest.get(job).copied().unwrap_or(0);
-        if leases.iter().any(|(attempt, _)| *attempt < newest) {
+        let newest = newest.get(job).copied().unwrap_or(i64::MIN);
+        if leases.iter().any(|(lease, _)| *lease < newest) {
             stale.insert(job.to_string());
         }
         if let Some((token, _)) = server.get(*job).and_then(|f| f.completed_by.as_ref())
@@ -224,10 +226,10 @@ pub fn check(
             double.insert(job.to_string());
         }
     }
-    // The server's own record: a result written by an attempt older than the job's last claim.
+    // The server's own record: a result written under a lease older than the job's last claim seen.
     for (id, f) in server {
-        if let Some((_, attempt)) = &f.completed_by
-            && *attempt < f.attempts
+        if let Some((_, lease)) = &f.completed_by
+            && newest.get(id.as_str()).is_some_and(|n| lease < n)
         {
             stale.insert(id.clone());
         }
@@ -241,20 +243,19 @@ pub fn check(
 mod tests {
     use super::*;
 
-    fn e(seen: Seen, job: &str, attempt: u32, token: &str) -> Entry {
+    fn e(seen: Seen, job: &str, lease: i64, token: &str) -> Entry {
         Entry {
             seen,
             job: job.into(),
-            attempt,
+            lease,
             token: token.into(),
         }
     }
 
-    fn done(attempts: u32, token: &str, attempt: u32) -> Final {
+    fn done(token: &str, lease: i64) -> Final {
         Final {
             state: "completed".into(),
-            attempts,
-            completed_by: Some((token.into(), attempt)),
+            completed_by: Some((token.into(), lease)),
         }
     }
 
@@ -264,7 +265,7 @@ mod tests {
 
     #[test]
     fn a_clean_history_with_a_recovered_lease_passes() {
-        // w1 claims, is paused past its lease, and is refused; w2 completes the second attempt.
+        // w1 claims, is paused past its lease, and is refused; w2 completes under the next lease.
         let logs = vec![
             vec![
                 e(Seen::Claimed, "j1", 1, "t1"),
@@ -275,7 +276,7 @@ mod tests {
                 e(Seen::Completed, "j1", 2, "t2"),
             ],
         ];
-        let server = HashMap::from([("j1".to_string(), done(2, "t2", 2))]);
+        let server = HashMap::from([("j1".to_string(), done("t2", 2))]);
         let v = check(&acked(&["j1"]), &logs, &server);
         assert!(v.passed(), "{v:?}");
         assert_eq!((v.repeated_executions, v.stale_acks_refused), (1, 1));
@@ -287,7 +288,6 @@ mod tests {
             "j2".to_string(),
             Final {
                 state: "waiting".into(),
-                attempts: 0,
                 completed_by: None,
             },
         )]);
@@ -305,10 +305,26 @@ mod tests {
             e(Seen::Claimed, "j1", 2, "t2"),
             e(Seen::Completed, "j1", 2, "t2"),
         ]];
-        let server = HashMap::from([("j1".to_string(), done(2, "t2", 2))]);
+        let server = HashMap::from([("j1".to_string(), done("t2", 2))]);
         let v = check(&acked(&["j1"]), &logs, &server);
         assert_eq!(v.double_completions, ["j1"]);
-        // The first completion was also accepted while attempt 2 existed.
+        // The first completion was also accepted while a newer lease existed.
+        assert_eq!(v.stale_acks_accepted, ["j1"]);
+    }
+
+    #[test]
+    fn a_stalled_lease_completed_after_the_next_claim_is_a_stale_ack_even_with_the_same_attempt() {
+        // Recovering a stalled lease gives its attempt back: both claims are attempt 1, but the
+        // second lease ends later.
+        let logs = vec![
+            vec![
+                e(Seen::Claimed, "j1", 7_000, "t1"),
+                e(Seen::Completed, "j1", 7_000, "t1"),
+            ],
+            vec![e(Seen::Claimed, "j1", 14_500, "t2")],
+        ];
+        let server = HashMap::from([("j1".to_string(), done("t1", 7_000))]);
+        let v = check(&acked(&["j1"]), &logs, &server);
         assert_eq!(v.stale_acks_accepted, ["j1"]);
     }
 
@@ -318,7 +334,7 @@ mod tests {
             e(Seen::Claimed, "j1", 1, "t1"),
             e(Seen::Completed, "j1", 1, "t1"),
         ]];
-        let server = HashMap::from([("j1".to_string(), done(1, "tX", 1))]);
+        let server = HashMap::from([("j1".to_string(), done("tX", 1))]);
         assert_eq!(
             check(&acked(&["j1"]), &logs, &server).double_completions,
             ["j1"]
@@ -329,7 +345,7 @@ mod tests {
     fn a_completion_by_a_superseded_lease_is_a_stale_ack_accepted() {
         // Only the server's record shows it: the worker that got the answer was killed before logging.
         let logs = vec![vec![e(Seen::Claimed, "j1", 2, "t2")]];
-        let server = HashMap::from([("j1".to_string(), done(2, "t1", 1))]);
+        let server = HashMap::from([("j1".to_string(), done("t1", 1))]);
         let v = check(&acked(&["j1"]), &logs, &server);
         assert_eq!(v.stale_acks_accepted, ["j1"]);
         assert!(!v.passed());

@@ -21,8 +21,9 @@ use serde_json::json;
 use crate::history::{self, Final, Verdict};
 
 const QUEUE: &str = "chaos";
-/// A job's timeout. Its lease is this plus the server's grace period (5 s), so a pause of
-/// `PAUSE` outlives every lease the paused worker holds.
+/// The timeout of half the jobs. Its lease is this plus the server's grace period (5 s); the other half
+/// promise a heartbeat every second, for a lease of 2 s plus the grace. A pause of `PAUSE` outlives
+/// every lease the paused worker holds.
 const TIMEOUT_MS: u64 = 2_000;
 const PAUSE: Duration = Duration::from_millis(TIMEOUT_MS + 5_000 + 2_000);
 /// Jobs per fetch: what one worker can hold when it is killed or paused.
@@ -214,12 +215,13 @@ impl WorkerProc {
         let Ok(entries) = history::parse_log(&text) else {
             return false;
         };
+        // By job and token: the leases of one fetch share a token.
         let mut held = std::collections::HashSet::new();
         for e in entries {
             if e.seen == history::Seen::Claimed {
-                held.insert(e.token);
+                held.insert((e.job, e.token));
             } else {
-                held.remove(&e.token);
+                held.remove(&(e.job, e.token));
             }
         }
         !held.is_empty()
@@ -356,9 +358,12 @@ pub async fn run(args: RunArgs) -> Result<bool, String> {
         .iter()
         .map(|u| client(u))
         .collect::<Result<Vec<_>, _>>()?;
-    // Keep every finished job, so that the check can read them all back.
+    // Keep every finished job, so that the check can read them all back; and hold unique keys past
+    // a job's end, so that an enqueue retried after its lost answer finds the job it made even if that
+    // job has finished meanwhile.
     let keep_all = QueueConfig {
         retention: Some(Retention::KEEP_ALL),
+        unique_window_ms: Some(3_600_000),
         ..Default::default()
     };
     clients[0]
@@ -385,10 +390,20 @@ pub async fn run(args: RunArgs) -> Result<bool, String> {
     let start = Instant::now();
     let window = Duration::from_millis(args.chaos_secs * 700);
     let mut producers = Vec::new();
+    // An enqueue still not acknowledged when every job should have finished is a failure, not a hang.
+    let give_up = start + Duration::from_secs(args.chaos_secs + args.settle_secs);
     for p in 0..2 {
         let (clients, acknowledged, jobs) = (clients.clone(), Arc::clone(&acknowledged), args.jobs);
         producers.push(tokio::spawn(async move {
-            produce(p, 2, jobs, start, window, &clients, &acknowledged).await
+            produce(
+                p,
+                2,
+                jobs,
+                (start, window, give_up),
+                &clients,
+                &acknowledged,
+            )
+            .await
         }));
     }
 
@@ -415,16 +430,24 @@ pub async fn run(args: RunArgs) -> Result<bool, String> {
         }
         if now >= next_worker_kill {
             next_worker_kill += every(args.kill_worker_every_ms);
-            let slot = rand::rng().random_range(0..workers.len());
-            workers[slot].kill();
-            workers[slot].start(&logs, &joined)?;
-            chaos.worker_kills += 1;
+            // Not a paused worker: it is to come back and acknowledge late.
+            let running: Vec<usize> = (0..workers.len())
+                .filter(|&i| workers[i].paused_until.is_none())
+                .collect();
+            if !running.is_empty() {
+                let slot = running[rand::rng().random_range(0..running.len())];
+                workers[slot].kill();
+                workers[slot].start(&logs, &joined)?;
+                chaos.worker_kills += 1;
+            }
         }
         if now >= next_server_kill {
             next_server_kill += kill_server_every;
             let n = rand::rng().random_range(0..nodes.len());
             nodes[n].kill();
             nodes[n].start()?;
+            // A node that does not come back would quietly end the chaos (or hang the run).
+            wait_ready(&clients[n]).await?;
             chaos.server_kills += 1;
         }
         // A pause is for a worker holding a lease it has not begun to acknowledge: a worker is stopped,
@@ -523,8 +546,7 @@ async fn produce(
     p: usize,
     of: usize,
     jobs: usize,
-    start: Instant,
-    window: Duration,
+    (start, window, give_up): (Instant, Duration, Instant),
     clients: &[Client],
     acknowledged: &Mutex<BTreeSet<String>>,
 ) -> Result<(), String> {
@@ -542,7 +564,15 @@ async fn produce(
             }),
         );
         job.unique_key = Some(format!("chaos-{i}"));
-        job.timeout_ms = Some(TIMEOUT_MS);
+        if i % 2 == 0 {
+            job.timeout_ms = Some(TIMEOUT_MS);
+        } else {
+            // Half promise heartbeats (which these workers never need to send) and may run long: their
+            // leases end before their timeouts, so a dead or paused worker's job is recovered as a
+            // stall, which gives the attempt back.
+            job.timeout_ms = Some(60_000);
+            job.heartbeat_ms = Some(1_000);
+        }
         job.max_attempts = Some(1_000);
         job.max_stalled = Some(100);
         loop {
@@ -550,6 +580,9 @@ async fn produce(
                 Ok(e) => {
                     acknowledged.lock().map_err(|e| e.to_string())?.insert(e.id);
                     break;
+                }
+                Err(e) if Instant::now() > give_up => {
+                    return Err(format!("enqueue {i} still refused at the end: {e}"));
                 }
                 Err(e) if e.is_retryable() || e.status().is_none() => {
                     at += 1;
@@ -589,17 +622,12 @@ async fn read_back(clients: &[Client]) -> Result<HashMap<String, Final>, String>
                     .result
                     .as_ref()
                     .and_then(|r| serde_json::from_str(r.get()).ok());
-                let completed_by = result.and_then(|r| {
-                    Some((
-                        r["token"].as_str()?.to_string(),
-                        u32::try_from(r["attempt"].as_u64()?).ok()?,
-                    ))
-                });
+                let completed_by = result
+                    .and_then(|r| Some((r["token"].as_str()?.to_string(), r["lease"].as_i64()?)));
                 out.insert(
                     j.id,
                     Final {
                         state: j.state.as_str().to_string(),
-                        attempts: j.attempts,
                         completed_by,
                     },
                 );
