@@ -18,6 +18,17 @@ use errand_client::protocol::EnqueueJob;
 use errand_client::{Client, RetryPolicy};
 use serde_json::json;
 
+/// A server killed (SIGKILL) and waited for when dropped: a failed assertion leaves no server
+/// holding the tmpfs. Declared after the mount, it is dropped first.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Unmounts the tmpfs when the test ends, however it ends.
 struct Mount(PathBuf);
 
@@ -70,7 +81,7 @@ async fn a_full_disk_answers_503_quickly_and_loses_nothing_once_space_is_freed()
         return;
     };
     let port = free_port();
-    let mut server = serve(&data, port);
+    let server = Running(serve(&data, port));
     let client = Client::builder(format!("http://127.0.0.1:{port}"))
         .retry(RetryPolicy::none())
         .build()
@@ -126,9 +137,8 @@ async fn a_full_disk_answers_503_quickly_and_loses_nothing_once_space_is_freed()
     }
 
     // Nothing acknowledged is lost, across a kill and a restart.
-    server.kill().unwrap();
-    server.wait().unwrap();
-    let mut server = serve(&data, port);
+    drop(server);
+    let server = Running(serve(&data, port));
     wait_ready(&client).await;
     for id in &acknowledged {
         client
@@ -138,8 +148,7 @@ async fn a_full_disk_answers_503_quickly_and_loses_nothing_once_space_is_freed()
     }
     let q = client.queue("full").await.unwrap();
     assert_eq!(q.counts.waiting, acknowledged.len() as u64);
-    server.kill().unwrap();
-    server.wait().unwrap();
+    drop(server);
     eprintln!(
         "{} jobs acknowledged around a full disk, {refusals} refused with 503",
         acknowledged.len()

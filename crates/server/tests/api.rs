@@ -719,7 +719,7 @@ async fn operators_actions_are_audited_with_the_keys_name() {
         .post("/v1/queues/au/dead/replay", json!({"kind": "k"}))
         .await;
     assert_eq!(s, StatusCode::OK);
-    // A refused action is not an action.
+    // A refused action is not an action: it is an auth failure, recorded as such.
     api.key = Some("viewer".into());
     assert_eq!(
         api.post("/v1/queues/au/resume", json!({})).await.0,
@@ -743,16 +743,18 @@ async fn operators_actions_are_audited_with_the_keys_name() {
     assert_eq!(
         got,
         [
+            ("viewer", "auth.denied", "POST /v1/queues/{queue}/resume"),
             ("ops", "dead.replay", "au"),
             ("ops", "queue.pause", "au"),
             ("ops", "job.retry", id.as_str()),
+            ("au-viewer", "auth.denied", "GET /v1/audit"),
         ]
     );
-    assert_eq!(page["entries"][0]["detail"]["filter"]["kind"], "k");
-    assert_eq!(page["entries"][0]["detail"]["count"], 0);
-    let (_, first) = api.get("/v1/audit?limit=2").await;
+    assert_eq!(page["entries"][1]["detail"]["filter"]["kind"], "k");
+    assert_eq!(page["entries"][1]["detail"]["count"], 0);
+    let (_, first) = api.get("/v1/audit?limit=3").await;
     let cursor = first["next_cursor"].as_str().unwrap();
-    let (_, rest) = api.get(&format!("/v1/audit?limit=2&cursor={cursor}")).await;
+    let (_, rest) = api.get(&format!("/v1/audit?limit=3&cursor={cursor}")).await;
     assert_eq!(rest["entries"][0]["action"], "job.retry");
     assert!(rest.get("next_cursor").is_none());
 
