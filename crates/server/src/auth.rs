@@ -251,30 +251,33 @@ pub struct Denied {
     pub reason: &'static str,
 }
 
-/// How many auth failures per node reach the audit log: a burst of 20, then one a second. Every
-/// failure is counted in `errand_auth_denied_total`; only the audit writes are bounded, so that callers
-/// without a key cannot turn requests into writes at will.
+/// How many auth failures per node reach the audit log, for each key and for callers without a
+/// recognised key together: a burst of 20, then one a second. Every failure is counted in
+/// `errand_auth_denied_total`; only the audit writes are bounded, so that callers without a key cannot
+/// turn requests into writes at will — nor, by flooding, keep a real key's refusals out of the log.
 pub const DENIAL_AUDIT_RATE: KeyRate = KeyRate {
     per_second: 1,
     burst: 20,
 };
 
-/// The bound on auth-failure audit records ([`DENIAL_AUDIT_RATE`]), on the engine's clock.
+/// The bound on auth-failure audit records ([`DENIAL_AUDIT_RATE`]), per key name (`""`: no key
+/// recognised; key names are never empty, and there are as many buckets as configured keys, plus one),
+/// on the engine's clock.
 #[derive(Debug, Default)]
 pub struct DenialAudit {
-    bucket: KeyBuckets,
-    skipped: std::sync::atomic::AtomicU64,
+    buckets: KeyBuckets,
+    skipped: std::sync::Mutex<std::collections::HashMap<String, u64>>,
 }
 
 impl DenialAudit {
-    /// `Some(n)`: write a record now, noting the `n` failures not written since the last one.
-    /// `None`: over the rate; this one is only counted.
-    pub fn admit(&self, now: i64) -> Option<u64> {
-        use std::sync::atomic::Ordering;
-        match self.bucket.take("", DENIAL_AUDIT_RATE, now) {
-            Ok(()) => Some(self.skipped.swap(0, Ordering::Relaxed)),
+    /// `Some(n)`: write a record of `key`'s failure now, noting the `n` of its failures not written
+    /// since its last record. `None`: over the rate; this one is only counted.
+    pub fn admit(&self, key: &str, now: i64) -> Option<u64> {
+        let mut skipped = self.skipped.lock().unwrap_or_else(|p| p.into_inner());
+        match self.buckets.take(key, DENIAL_AUDIT_RATE, now) {
+            Ok(()) => Some(skipped.remove(key).unwrap_or(0)),
             Err(_) => {
-                self.skipped.fetch_add(1, Ordering::Relaxed);
+                *skipped.entry(key.to_string()).or_default() += 1;
                 None
             }
         }
@@ -301,12 +304,16 @@ mod tests {
     #[test]
     fn auth_failures_reach_the_audit_log_at_a_bounded_rate_and_the_rest_are_counted() {
         let audit = DenialAudit::default();
-        let admitted = (0..100).filter(|_| audit.admit(1_000).is_some()).count();
+        let admitted = (0..100)
+            .filter(|_| audit.admit("", 1_000).is_some())
+            .count();
         assert_eq!(admitted, 20, "the burst");
+        // A key's refusals have a budget of their own: a flood without a key does not hide them.
+        assert_eq!(audit.admit("ops", 1_000), Some(0));
         // A second later, one more, which says how many were not written.
-        assert_eq!(audit.admit(2_000), Some(80));
-        assert_eq!(audit.admit(2_000), None);
-        assert_eq!(audit.admit(3_000), Some(1));
+        assert_eq!(audit.admit("", 2_000), Some(80));
+        assert_eq!(audit.admit("", 2_000), None);
+        assert_eq!(audit.admit("", 3_000), Some(1));
     }
 
     #[test]

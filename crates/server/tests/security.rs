@@ -387,8 +387,9 @@ async fn auth_failures_reach_the_audit_log_at_a_bounded_rate_and_never_the_secre
         "the secret reached the audit log"
     );
 
-    // A flood of unknown keys: the burst (20, six used above) is written, the rest only counted, and
-    // the next record, a second later, says how many were left out.
+    // A flood of unknown keys: the burst of callers without a key (20, three used above) is written,
+    // the rest only counted, and the next record, a second later, says how many were left out. A
+    // real key's refusal still gets through.
     for n in 0..100 {
         let key = format!("guess-{n}");
         assert_eq!(
@@ -398,6 +399,10 @@ async fn auth_failures_reach_the_audit_log_at_a_bounded_rate_and_never_the_secre
             StatusCode::UNAUTHORIZED
         );
     }
+    let late = api
+        .call_as(Some("reader"), Method::POST, "/v1/queues/q/pause", None)
+        .await;
+    assert_eq!(late.0, StatusCode::FORBIDDEN);
     clock.advance(1_000);
     assert_eq!(
         api.call_as(Some("guess-x"), get.clone(), "/v1/queues", None)
@@ -409,8 +414,9 @@ async fn auth_failures_reach_the_audit_log_at_a_bounded_rate_and_never_the_secre
         .call_as(Some("boss"), get.clone(), "/v1/audit?limit=1000", None)
         .await;
     let entries = page["entries"].as_array().unwrap();
-    assert_eq!(entries.len(), 20 + 1, "{page}");
-    assert_eq!(entries[0]["detail"]["skipped"], 86);
+    assert_eq!(entries.len(), 6 + 17 + 1 + 1, "{page}");
+    assert_eq!(entries[0]["detail"]["skipped"], 83);
+    assert_eq!(entries[1]["key"], "reader");
     assert!(
         !page.to_string().contains("guess-"),
         "a presented key reached the audit log"

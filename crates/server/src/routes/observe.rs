@@ -80,10 +80,10 @@ async fn audit_denial(
     status: u16,
 ) {
     s.metrics.auth_denied(denied.reason);
-    let Some(skipped) = s.denial_audit.admit(s.engine.now()) else {
+    let key = denied.key.as_deref().unwrap_or(NO_KEY);
+    let Some(skipped) = s.denial_audit.admit(key, s.engine.now()) else {
         return;
     };
-    let key = denied.key.as_deref().unwrap_or(NO_KEY);
     let detail =
         serde_json::json!({ "status": status, "reason": denied.reason, "skipped": skipped });
     let target = format!("{method} {route}");
