@@ -3,10 +3,12 @@
 //! Each worker process appends one line per event to a log of its own (a new file per restart), so a
 //! SIGKILL loses at most the line being written and never mixes two writers. The checker needs only
 //! these logs, the ids of the enqueues the server acknowledged, and the jobs the server holds at the
-//! end. The leases of one job are ordered by when each ended as first granted: a job is claimed again
-//! only once its previous lease ended or was acknowledged, so each claim's lease ends later than the one
-//! before (on one server clock that does not go back). Attempt numbers cannot order them: recovering a
-//! stalled lease gives its attempt back.
+//! end. The leases of one job are ordered by attempt number, then by when each ended as first
+//! granted. Attempts alone cannot order them: recovering a stalled lease gives its attempt back, and
+//! the next claim has the same number; but that claim comes after the stalled lease ended, so its own
+//! ends a lease's length later (7 s, far more than a claim's wait for a lock, during which its clock
+//! reading ages). Lease ends alone cannot either: a claim that read the clock and then waited for a
+//! lock can end before a lease granted meanwhile and failed at once.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
@@ -61,7 +63,9 @@ impl Seen {
 pub struct Entry {
     pub seen: Seen,
     pub job: String,
-    /// When the lease ended as the claim granted it (ms since the epoch): the lease's place in order.
+    /// The attempt the claim counted.
+    pub attempt: u32,
+    /// When the lease ended as the claim granted it (ms since the epoch).
     pub lease: i64,
     pub token: String,
 }
@@ -70,9 +74,10 @@ impl fmt::Display for Entry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "{} {} {} {}",
+            "{} {} {} {} {}",
             self.seen.word(),
             self.job,
+            self.attempt,
             self.lease,
             self.token
         )
@@ -93,11 +98,13 @@ pub fn parse_log(text: &str) -> Result<Vec<Entry>, String> {
             let entry = (|| {
                 let seen = Seen::parse(parts.next()?)?;
                 let job = parts.next()?.to_string();
+                let attempt = parts.next()?.parse().ok()?;
                 let lease = parts.next()?.parse().ok()?;
                 let token = parts.next()?.to_string();
                 parts.next().is_none().then_some(Entry {
                     seen,
                     job,
+                    attempt,
                     lease,
                     token,
                 })
@@ -107,14 +114,18 @@ pub fn parse_log(text: &str) -> Result<Vec<Entry>, String> {
         .collect()
 }
 
+/// A lease's place among a job's leases: its attempt, then its end as granted (see the module's
+/// comment).
+pub type Order = (u32, i64);
+
 /// A job as the server holds it at the end.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Final {
     /// `completed`, `dead`, or any other state (which the check counts as not finished).
     pub state: String,
-    /// For a completed job: the lease (token, and its place in order) that its result names (workers
-    /// put them there).
-    pub completed_by: Option<(String, i64)>,
+    /// For a completed job: the lease (token, and its place in order: attempt, end) that its result
+    /// names (workers put them there).
+    pub completed_by: Option<(String, Order)>,
 }
 
 /// What the check found. Empty violation lists are a pass.
@@ -178,22 +189,22 @@ pub fn check(
     }
 
     // Per job: the newest lease handed out, and the leases whose completion was acknowledged.
-    let mut newest: HashMap<&str, i64> = HashMap::new();
+    let mut newest: HashMap<&str, Order> = HashMap::new();
     let mut claims: HashMap<&str, usize> = HashMap::new();
     let mut failures: HashMap<&str, BTreeSet<&str>> = HashMap::new();
-    let mut completions: BTreeMap<&str, BTreeSet<(i64, &str)>> = BTreeMap::new();
+    let mut completions: BTreeMap<&str, BTreeSet<(Order, &str)>> = BTreeMap::new();
     for e in logs.iter().flatten() {
         match e.seen {
             Seen::Claimed => {
                 let n = newest.entry(&e.job).or_default();
-                *n = (*n).max(e.lease);
+                *n = (*n).max((e.attempt, e.lease));
                 *claims.entry(&e.job).or_default() += 1;
             }
             Seen::Completed => {
                 completions
                     .entry(&e.job)
                     .or_default()
-                    .insert((e.lease, &e.token));
+                    .insert(((e.attempt, e.lease), &e.token));
             }
             Seen::Refused => v.stale_acks_refused += 1,
             Seen::Unknown => v.unknown_acks += 1,
@@ -216,7 +227,7 @@ pub fn check(
         }
         // A completion accepted while a newer lease existed: once a job is completed no lease is handed
         // out again, so any newer claim was made before the completion was accepted.
-        let newest = newest.get(job).copied().unwrap_or(i64::MIN);
+        let newest = newest.get(job).copied().unwrap_or((0, i64::MIN));
         if leases.iter().any(|(lease, _)| *lease < newest) {
             stale.insert(job.to_string());
         }
@@ -243,19 +254,21 @@ pub fn check(
 mod tests {
     use super::*;
 
-    fn e(seen: Seen, job: &str, lease: i64, token: &str) -> Entry {
+    /// A line for the lease `order` (attempt, end) of `job`.
+    fn e(seen: Seen, job: &str, order: (u32, i64), token: &str) -> Entry {
         Entry {
             seen,
             job: job.into(),
-            lease,
+            attempt: order.0,
+            lease: order.1,
             token: token.into(),
         }
     }
 
-    fn done(token: &str, lease: i64) -> Final {
+    fn done(token: &str, order: (u32, i64)) -> Final {
         Final {
             state: "completed".into(),
-            completed_by: Some((token.into(), lease)),
+            completed_by: Some((token.into(), order)),
         }
     }
 
@@ -268,15 +281,15 @@ mod tests {
         // w1 claims, is paused past its lease, and is refused; w2 completes under the next lease.
         let logs = vec![
             vec![
-                e(Seen::Claimed, "j1", 1, "t1"),
-                e(Seen::Refused, "j1", 1, "t1"),
+                e(Seen::Claimed, "j1", (1, 1), "t1"),
+                e(Seen::Refused, "j1", (1, 1), "t1"),
             ],
             vec![
-                e(Seen::Claimed, "j1", 2, "t2"),
-                e(Seen::Completed, "j1", 2, "t2"),
+                e(Seen::Claimed, "j1", (1, 2), "t2"),
+                e(Seen::Completed, "j1", (1, 2), "t2"),
             ],
         ];
-        let server = HashMap::from([("j1".to_string(), done("t2", 2))]);
+        let server = HashMap::from([("j1".to_string(), done("t2", (1, 2)))]);
         let v = check(&acked(&["j1"]), &logs, &server);
         assert!(v.passed(), "{v:?}");
         assert_eq!((v.repeated_executions, v.stale_acks_refused), (1, 1));
@@ -299,13 +312,13 @@ mod tests {
     #[test]
     fn two_acknowledged_completions_are_a_double_completion() {
         let logs = vec![vec![
-            e(Seen::Claimed, "j1", 1, "t1"),
-            e(Seen::Completed, "j1", 1, "t1"),
-            e(Seen::Completed, "j1", 1, "t1"),
-            e(Seen::Claimed, "j1", 2, "t2"),
-            e(Seen::Completed, "j1", 2, "t2"),
+            e(Seen::Claimed, "j1", (1, 1), "t1"),
+            e(Seen::Completed, "j1", (1, 1), "t1"),
+            e(Seen::Completed, "j1", (1, 1), "t1"),
+            e(Seen::Claimed, "j1", (1, 2), "t2"),
+            e(Seen::Completed, "j1", (1, 2), "t2"),
         ]];
-        let server = HashMap::from([("j1".to_string(), done("t2", 2))]);
+        let server = HashMap::from([("j1".to_string(), done("t2", (1, 2)))]);
         let v = check(&acked(&["j1"]), &logs, &server);
         assert_eq!(v.double_completions, ["j1"]);
         // The first completion was also accepted while a newer lease existed.
@@ -318,23 +331,41 @@ mod tests {
         // second lease ends later.
         let logs = vec![
             vec![
-                e(Seen::Claimed, "j1", 7_000, "t1"),
-                e(Seen::Completed, "j1", 7_000, "t1"),
+                e(Seen::Claimed, "j1", (1, 7_000), "t1"),
+                e(Seen::Completed, "j1", (1, 7_000), "t1"),
             ],
-            vec![e(Seen::Claimed, "j1", 14_500, "t2")],
+            vec![e(Seen::Claimed, "j1", (1, 14_500), "t2")],
         ];
-        let server = HashMap::from([("j1".to_string(), done("t1", 7_000))]);
+        let server = HashMap::from([("j1".to_string(), done("t1", (1, 7_000)))]);
         let v = check(&acked(&["j1"]), &logs, &server);
         assert_eq!(v.stale_acks_accepted, ["j1"]);
     }
 
     #[test]
+    fn a_lease_granted_on_an_older_clock_reading_after_a_failed_attempt_is_not_stale() {
+        // Attempt 2 read the clock, waited for a lock while attempt 1 was granted and failed, and so
+        // ends before attempt 1 did: attempts order them, and its completion is the job's last.
+        let logs = vec![
+            vec![
+                e(Seen::Claimed, "j1", (1, 7_020), "t1"),
+                e(Seen::Failed, "j1", (1, 7_020), "t1"),
+            ],
+            vec![
+                e(Seen::Claimed, "j1", (2, 7_005), "t2"),
+                e(Seen::Completed, "j1", (2, 7_005), "t2"),
+            ],
+        ];
+        let server = HashMap::from([("j1".to_string(), done("t2", (2, 7_005)))]);
+        assert!(check(&acked(&["j1"]), &logs, &server).passed());
+    }
+
+    #[test]
     fn a_recorded_result_other_than_the_acknowledged_one_is_a_double_completion() {
         let logs = vec![vec![
-            e(Seen::Claimed, "j1", 1, "t1"),
-            e(Seen::Completed, "j1", 1, "t1"),
+            e(Seen::Claimed, "j1", (1, 1), "t1"),
+            e(Seen::Completed, "j1", (1, 1), "t1"),
         ]];
-        let server = HashMap::from([("j1".to_string(), done("tX", 1))]);
+        let server = HashMap::from([("j1".to_string(), done("tX", (1, 1)))]);
         assert_eq!(
             check(&acked(&["j1"]), &logs, &server).double_completions,
             ["j1"]
@@ -344,8 +375,8 @@ mod tests {
     #[test]
     fn a_completion_by_a_superseded_lease_is_a_stale_ack_accepted() {
         // Only the server's record shows it: the worker that got the answer was killed before logging.
-        let logs = vec![vec![e(Seen::Claimed, "j1", 2, "t2")]];
-        let server = HashMap::from([("j1".to_string(), done("t1", 1))]);
+        let logs = vec![vec![e(Seen::Claimed, "j1", (1, 2), "t2")]];
+        let server = HashMap::from([("j1".to_string(), done("t1", (1, 1)))]);
         let v = check(&acked(&["j1"]), &logs, &server);
         assert_eq!(v.stale_acks_accepted, ["j1"]);
         assert!(!v.passed());
@@ -354,9 +385,9 @@ mod tests {
     #[test]
     fn logs_round_trip_and_a_torn_last_line_is_skipped() {
         let entries = [
-            e(Seen::Claimed, "j1", 1, "t1"),
-            e(Seen::Acking, "j1", 1, "t1"),
-            e(Seen::Unknown, "j1", 1, "t1"),
+            e(Seen::Claimed, "j1", (1, 1), "t1"),
+            e(Seen::Acking, "j1", (1, 1), "t1"),
+            e(Seen::Unknown, "j1", (1, 1), "t1"),
         ];
         let mut text: String = entries.iter().map(|e| e.to_string()).collect();
         text.push_str("completed j1 1 t");

@@ -622,8 +622,13 @@ async fn read_back(clients: &[Client]) -> Result<HashMap<String, Final>, String>
                     .result
                     .as_ref()
                     .and_then(|r| serde_json::from_str(r.get()).ok());
-                let completed_by = result
-                    .and_then(|r| Some((r["token"].as_str()?.to_string(), r["lease"].as_i64()?)));
+                let completed_by = result.and_then(|r| {
+                    let attempt = u32::try_from(r["attempt"].as_u64()?).ok()?;
+                    Some((
+                        r["token"].as_str()?.to_string(),
+                        (attempt, r["lease"].as_i64()?),
+                    ))
+                });
                 out.insert(
                     j.id,
                     Final {

@@ -74,6 +74,7 @@ pub async fn run(args: WorkerArgs) -> Result<(), String> {
         let line = Entry {
             seen,
             job: job.id.clone(),
+            attempt: job.attempt,
             lease: job.lease_expires_at,
             token: job.lease_token.clone(),
         }
@@ -120,9 +121,11 @@ pub async fn run(args: WorkerArgs) -> Result<(), String> {
                 // The result names the lease, so the checker can tell which one the server recorded.
                 let req = CompleteRequest {
                     lease_token: job.lease_token.clone(),
-                    result: Some(
-                        json!({ "token": job.lease_token, "lease": job.lease_expires_at }),
-                    ),
+                    result: Some(json!({
+                        "token": job.lease_token,
+                        "attempt": job.attempt,
+                        "lease": job.lease_expires_at,
+                    })),
                 };
                 client
                     .complete(&job.id, &req)
