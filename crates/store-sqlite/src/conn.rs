@@ -84,6 +84,31 @@ impl<T: Send, F: FnMut(&Connection) -> Result<T> + Send> WriteOp for Op<T, F> {
     }
 }
 
+/// How the message of an error begins when the write may have been made durable all the same: the
+/// caller must not take it as refused (see `commit_failed`).
+pub const OUTCOME_UNKNOWN: &str = "the outcome is unknown";
+
+/// What a failed `COMMIT` tells its callers. A failed sync is the one failure after which the group may
+/// be durable: its frames, commit frame included, were written to the WAL before the sync, and a sync
+/// that fails does not say which of them reached the disk (Linux may have written some or all before
+/// reporting the error, and keeps them in its cache, where a mere crash of the process leaves them for
+/// the next open to replay). Any other failure comes before the commit frame is whole on disk: nothing
+/// of the group is durable, and the group is refused.
+fn commit_failed(e: rusqlite::Error) -> String {
+    let sync = matches!(
+        &e,
+        rusqlite::Error::SqliteFailure(f, _) if f.extended_code == rusqlite::ffi::SQLITE_IOERR_FSYNC
+    );
+    if sync {
+        format!(
+            "{OUTCOME_UNKNOWN}: the commit was written but its sync failed, so it may or may not be \
+             durable ({e}); read before repeating what is not idempotent"
+        )
+    } else {
+        format!("commit failed: {}", backend(e))
+    }
+}
+
 /// Maps a SQLite error to the engine's error.
 pub(crate) fn backend(e: rusqlite::Error) -> Error {
     match e.sqlite_error_code() {
@@ -313,7 +338,7 @@ fn commit_group(conn: &Connection, mut group: Vec<Box<dyn WriteOp>>, counters: &
                 }
             }
         }
-        let commit = exec_cached(conn, "COMMIT").map_err(backend);
+        let commit = exec_cached(conn, "COMMIT").map_err(commit_failed);
         if commit.is_ok() {
             counters.commits.fetch_add(1, Ordering::Relaxed);
             counters
@@ -326,7 +351,7 @@ fn commit_group(conn: &Connection, mut group: Vec<Box<dyn WriteOp>>, counters: &
         for op in kept {
             op.answer(match &commit {
                 Ok(()) => Ok(()),
-                Err(e) => Err(Error::Unavailable(format!("commit failed: {e}"))),
+                Err(e) => Err(Error::Unavailable(e.clone())),
             });
         }
         return;
