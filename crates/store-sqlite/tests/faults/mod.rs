@@ -3,10 +3,23 @@
 //!
 //! It does two things to the database file and its WAL (other files pass through):
 //! - it refuses chosen writes and syncs, as a failing disk would (`Mode`);
-//! - it remembers what each write changed since the file was last synced, so that `power_cut` can put
-//!   every file back to what it held at its last sync — what a machine losing power keeps. Syncs are
-//!   not passed to the disk: what counts as durable here is what the store asked to sync, which is what
-//!   these tests judge; the kernel's part is not under test.
+//! - it remembers every write and truncation since each file's last successful sync, so that
+//!   `power_cut` can rebuild what a machine losing power may keep. Syncs are not passed to the disk:
+//!   what counts as durable here is what the store asked to sync, which is what these tests judge; the
+//!   kernel's part is not under test.
+//!
+//! **The crash model.** A change (a write or a truncation) is *durable* once a sync of its file
+//! succeeds after it — unless a sync of that file failed first: after a failed fsync Linux does not say
+//! what reached the disk and a later successful fsync does not write it again, so such a change stays
+//! *undefined* for good. At a power cut every change not durable, undefined or merely unsynced, may
+//! have reached the disk or not, independently of the others and in any order, and a write spanning
+//! several sectors may be torn: some of its 512-byte or 4 KiB sectors (aligned in the file) written,
+//! the others not. `Crash::states` picks crash states from that space: everything lost, everything
+//! kept (what a crash of the process alone leaves), and seeded random subsets with torn writes.
+//! Not modelled: directory entries (a file's creation and deletion are durable at once), other files
+//! (a rollback journal passes through, every write durable at once), a sector written with garbage (a
+//! write lands whole, not at all, or sector by sector), and reads after a failed sync (the cache keeps
+//! the new data here).
 //!
 //! The state is global, as SQLite's VFS table is: tests using it must run one at a time (`exclusive`).
 
@@ -16,7 +29,6 @@
 
 use std::collections::BTreeMap;
 use std::ffi::{CStr, c_char, c_int, c_void};
-use std::os::unix::fs::FileExt;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use rusqlite::ffi;
@@ -41,16 +53,34 @@ struct State {
     mode: Mode,
     calls: u64,
     refused: u64,
-    /// Per path, the changes since its last sync.
-    unsynced: BTreeMap<String, Unsynced>,
+    /// Per path, the changes not yet folded into what is durable, oldest first.
+    unsynced: BTreeMap<String, Vec<Change>>,
 }
 
-#[derive(Debug)]
-struct Unsynced {
-    /// The file's length at its last sync.
-    synced_len: u64,
-    /// What each change overwrote, oldest first.
-    undo: Vec<(u64, Vec<u8>)>,
+/// What a power cut makes of a change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    /// Not synced yet: kept or lost at a cut.
+    Pending,
+    /// A sync of its file failed while it was pending: kept or lost, whatever later syncs do.
+    Undefined,
+    /// A sync succeeded after it (and none failed before): kept.
+    Durable,
+}
+
+/// One write or truncation.
+#[derive(Debug, Clone)]
+struct Change {
+    /// Where it starts: a write's offset, a truncation's new length.
+    offset: u64,
+    /// What the file held in `[offset, offset + new.len())` (a truncation: up to its old end) before.
+    old: Vec<u8>,
+    /// The bytes written; empty for a truncation.
+    new: Vec<u8>,
+    /// The file's length before.
+    len_before: u64,
+    truncate: bool,
+    fate: Fate,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,22 +134,183 @@ pub fn calls() -> (u64, u64) {
     (s.calls, s.refused)
 }
 
-/// Puts every file back to what it held at its last sync, as a power cut would. Call it once nothing
-/// has the files open.
-pub fn power_cut() -> std::io::Result<()> {
-    let files = std::mem::take(&mut state().unsynced);
-    for (path, u) in files {
-        let file = match std::fs::OpenOptions::new().write(true).open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e),
-        };
-        for (offset, old) in u.undo.iter().rev() {
-            file.write_all_at(old, *offset)?;
-        }
-        file.set_len(u.synced_len)?;
+/// Takes what the files hold and what may still change in a power cut, for `Crash::apply`. Call it
+/// once nothing has the files open; the files themselves are left as they are.
+pub fn power_cut() -> Crash {
+    let changed = std::mem::take(&mut state().unsynced);
+    let files = changed
+        .into_iter()
+        .filter_map(|(path, changes)| {
+            let mut base = std::fs::read(&path).ok()?;
+            // Undo every change, newest first: what the file held when the first was made.
+            for c in changes.iter().rev() {
+                let end = c.offset as usize + c.old.len();
+                if base.len() < end {
+                    base.resize(end, 0);
+                }
+                base[c.offset as usize..end].copy_from_slice(&c.old);
+                base.resize(c.len_before as usize, 0);
+            }
+            Some(FileImage {
+                path,
+                base,
+                changes,
+            })
+        })
+        .collect();
+    Crash { files }
+}
+
+/// A file at a power cut: what it held before its remembered changes, and those changes.
+#[derive(Debug)]
+struct FileImage {
+    path: String,
+    base: Vec<u8>,
+    changes: Vec<Change>,
+}
+
+/// What the files may hold after a power cut.
+#[derive(Debug)]
+pub struct Crash {
+    files: Vec<FileImage>,
+}
+
+/// One crash state: which of the changes not durable reach the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pick {
+    /// None of them.
+    LoseAll,
+    /// All of them, whole: what a crash of the process alone leaves.
+    KeepAll,
+    /// Each kept whole, lost, or torn at sector boundaries, from a seeded generator.
+    Random { seed: u64 },
+}
+
+impl Crash {
+    /// Changes that a power cut may keep or lose.
+    pub fn open_changes(&self) -> usize {
+        self.files
+            .iter()
+            .flat_map(|f| &f.changes)
+            .filter(|c| c.fate != Fate::Durable)
+            .count()
     }
-    Ok(())
+
+    /// The crash states to try: everything lost, everything kept, and `random` seeded subsets (seeds
+    /// from `seed`); a single one when no change is open.
+    pub fn states(&self, random: u64, seed: u64) -> Vec<Pick> {
+        if self.open_changes() == 0 {
+            return vec![Pick::LoseAll];
+        }
+        let mut picks = vec![Pick::LoseAll, Pick::KeepAll];
+        picks.extend((0..random).map(|k| Pick::Random {
+            seed: mix(seed ^ mix(k + 1)),
+        }));
+        picks
+    }
+
+    /// Writes the files as they are in crash state `pick`: in `dir` under their own names, or where they
+    /// were when `dir` is `None`. Returns how many writes it tore.
+    pub fn apply(&self, pick: Pick, dir: Option<&std::path::Path>) -> std::io::Result<usize> {
+        let mut rng = match pick {
+            Pick::Random { seed } => seed | 1,
+            _ => 1,
+        };
+        let mut torn = 0;
+        for f in &self.files {
+            let mut data = f.base.clone();
+            for c in &f.changes {
+                let open = c.fate != Fate::Durable;
+                match pick {
+                    _ if !open => apply_whole(&mut data, c),
+                    Pick::LoseAll => {}
+                    Pick::KeepAll => apply_whole(&mut data, c),
+                    Pick::Random { .. } => match next(&mut rng) % 4 {
+                        0 | 1 => {}
+                        2 => apply_whole(&mut data, c),
+                        _ => torn += usize::from(apply_torn(&mut data, c, &mut rng)),
+                    },
+                }
+            }
+            let target = match dir {
+                Some(d) => d.join(std::path::Path::new(&f.path).file_name().unwrap()),
+                None => std::path::PathBuf::from(&f.path),
+            };
+            std::fs::write(target, &data)?;
+        }
+        Ok(torn)
+    }
+}
+
+fn apply_whole(data: &mut Vec<u8>, c: &Change) {
+    if c.truncate {
+        data.resize(c.offset as usize, 0);
+        return;
+    }
+    // A write past the end extends the file (a hole reads as zeros); a write never shortens it, even
+    // where an earlier truncation it followed was lost.
+    let end = c.offset as usize + c.new.len();
+    if data.len() < end {
+        data.resize(end, 0);
+    }
+    data[c.offset as usize..end].copy_from_slice(&c.new);
+}
+
+/// Writes some of `c`'s sectors (512 bytes or 4 KiB, aligned in the file) and not the others: at least
+/// one of each when the write spans two or more. Returns whether it tore the write.
+fn apply_torn(data: &mut Vec<u8>, c: &Change, rng: &mut u64) -> bool {
+    let sector: u64 = if next(rng).is_multiple_of(2) {
+        512
+    } else {
+        4096
+    };
+    let (start, end) = (c.offset, c.offset + c.new.len() as u64);
+    let mut pieces = Vec::new();
+    let mut at = start;
+    while at < end {
+        let to = ((at / sector + 1) * sector).min(end);
+        pieces.push((at, to));
+        at = to;
+    }
+    if c.truncate || pieces.len() < 2 {
+        apply_whole(data, c);
+        return false;
+    }
+    let n = pieces.len();
+    let mut keep: Vec<bool> = (0..n).map(|_| next(rng).is_multiple_of(2)).collect();
+    // Torn, not whole and not lost: one sector in, one out.
+    let (i, j) = (
+        (next(rng) % n as u64) as usize,
+        (next(rng) % n as u64) as usize,
+    );
+    keep[i] = true;
+    keep[if j == i { (i + 1) % n } else { j }] = false;
+    for ((from, to), kept) in pieces.into_iter().zip(keep) {
+        if kept {
+            let (a, b) = ((from - start) as usize, (to - start) as usize);
+            if data.len() < to as usize {
+                data.resize(to as usize, 0);
+            }
+            data[from as usize..to as usize].copy_from_slice(&c.new[a..b]);
+        }
+    }
+    true
+}
+
+/// SplitMix64's finalizer: spreads a seed.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// xorshift64: enough randomness to pick crash states, and the same picks from the same seed.
+fn next(x: &mut u64) -> u64 {
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+    *x
 }
 
 /// Whether call number `n` fails, and with what.
@@ -297,25 +488,59 @@ unsafe fn read(
     buf
 }
 
-/// Notes what a change to `[from, to)` of the file at `path` overwrites, before it is made.
+/// Notes a change to the file at `path` before it is made: a write of `new` at `offset`, or (with
+/// `truncate_to`) a truncation.
 unsafe fn remember(
     s: &mut State,
     path: &str,
     real: *mut ffi::sqlite3_file,
     m: &ffi::sqlite3_io_methods,
-    from: u64,
-    to: u64,
+    offset: u64,
+    new: &[u8],
+    truncate_to: Option<u64>,
 ) {
     // SAFETY: as in `read`.
     unsafe {
         let len = size_of(real, m).unwrap_or(0);
-        let u = s.unsynced.entry(path.to_string()).or_insert(Unsynced {
-            synced_len: len,
-            undo: Vec::new(),
-        });
-        if from < len {
-            u.undo.push((from, read(real, m, from, to.min(len))));
-        }
+        let (offset, to, new) = match truncate_to {
+            Some(at) => (at, len.max(at), Vec::new()),
+            None => (offset, offset + new.len() as u64, new.to_vec()),
+        };
+        let old = if offset < len {
+            read(real, m, offset, to.min(len))
+        } else {
+            Vec::new()
+        };
+        s.unsynced
+            .entry(path.to_string())
+            .or_default()
+            .push(Change {
+                offset,
+                old,
+                new,
+                len_before: len,
+                truncate: truncate_to.is_some(),
+                fate: Fate::Pending,
+            });
+    }
+}
+
+/// A sync of `path` ended: on success its pending changes are durable, and those before the first
+/// undefined one are forgotten (the file itself holds them); on failure they are undefined for good.
+fn synced(s: &mut State, path: &str, ok: bool) {
+    let Some(changes) = s.unsynced.get_mut(path) else {
+        return;
+    };
+    for c in changes.iter_mut().filter(|c| c.fate == Fate::Pending) {
+        c.fate = if ok { Fate::Durable } else { Fate::Undefined };
+    }
+    let settled = changes
+        .iter()
+        .take_while(|c| c.fate == Fate::Durable)
+        .count();
+    changes.drain(..settled);
+    if changes.is_empty() {
+        s.unsynced.remove(path);
     }
 }
 
@@ -360,7 +585,8 @@ unsafe extern "C" fn x_write(
             if let Some(code) = refuse(&mut s, Op::Write) {
                 return code;
             }
-            remember(&mut s, path, real, m, off as u64, off as u64 + amt as u64);
+            let bytes = std::slice::from_raw_parts(buf as *const u8, amt as usize);
+            remember(&mut s, path, real, m, off as u64, bytes, None);
             return (m.xWrite.expect("xWrite"))(real, buf, amt, off);
         }
         (m.xWrite.expect("xWrite"))(real, buf, amt, off)
@@ -376,8 +602,7 @@ unsafe extern "C" fn x_truncate(file: *mut ffi::sqlite3_file, size: ffi::sqlite3
             if let Some(code) = refuse(&mut s, Op::Truncate) {
                 return code;
             }
-            let len = size_of(real, m).unwrap_or(0);
-            remember(&mut s, path, real, m, size as u64, len);
+            remember(&mut s, path, real, m, 0, &[], Some(size as u64));
             return (m.xTruncate.expect("xTruncate"))(real, size);
         }
         (m.xTruncate.expect("xTruncate"))(real, size)
@@ -391,10 +616,12 @@ unsafe extern "C" fn x_sync(file: *mut ffi::sqlite3_file, flags: c_int) -> c_int
         if let Some(path) = path_of(file) {
             let mut s = state();
             if let Some(code) = refuse(&mut s, Op::Sync) {
+                // After a failed fsync, what was written before it is not known to be anywhere.
+                synced(&mut s, path, false);
                 return code;
             }
             // Durable from here on; the disk itself is not asked (see the module's comment).
-            s.unsynced.remove(path.as_str());
+            synced(&mut s, path, true);
             return ffi::SQLITE_OK;
         }
         (m.xSync.expect("xSync"))(real, flags)
