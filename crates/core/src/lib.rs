@@ -34,7 +34,7 @@ pub use limits::Limits;
 pub use model::{
     AuditEntry, Backoff, BackoffKind, DeadReason, Dedup, ErrorKind, ErrorRecord, Job, JobOptions,
     JobState, Lease, LogLine, NewJob, ParentOnDead, QueueConfig, QueueInfo, QueueStats, Retention,
-    Webhook,
+    UniqueWindow, Webhook,
 };
 pub use schedule::{Missed, Schedule, ScheduleDef};
 pub use store::Store;

@@ -306,8 +306,9 @@ pub struct LogLine {
 /// |---|---|---|
 /// | a waiting or delayed job | nothing changes; the answer names it (`created: false`) | its payload, priority and run time become the new job's — a debounce when the new job is delayed (`replaced: true`) |
 /// | an active job | nothing changes | nothing changes (`replaced: false`): a running attempt's input is not swapped under it |
-/// | a job finished within the queue's `unique_window_ms` | nothing changes: a throttle | nothing changes |
-/// | a job finished earlier, or none | a new job | a new job |
+/// | a dead job (it may be replayed) | nothing changes | nothing changes |
+/// | a job completed within the queue's unique window ([`UniqueWindow`]; by default as long as retention keeps completed jobs, even after retention removed it) | nothing changes: a throttle | nothing changes |
+/// | a job completed before the window, a cancelled job, a purged dead job, or none | a new job | a new job |
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Dedup {
     #[default]
@@ -358,8 +359,8 @@ pub struct JobOptions {
     pub timeout_ms: Option<u64>,
     pub heartbeat_ms: Option<u64>,
     pub max_stalled: Option<u32>,
-    /// At most one unfinished job per queue with this key (and none finished within the queue's
-    /// `unique_window_ms`): a repeat enqueue returns the existing job.
+    /// At most one job per queue with this key that is unfinished, dead, or completed within the queue's
+    /// [`UniqueWindow`]: a repeat enqueue returns the existing job (see [`Dedup`]).
     pub unique_key: Option<String>,
     /// What a repeat of a held unique key does to the existing job (see [`Dedup`]).
     pub dedup: Dedup,
@@ -402,7 +403,33 @@ impl NewJob {
     }
 }
 
-/// How long finished jobs are kept. Applies to `completed` and `cancelled` jobs only: dead jobs are never
+/// How long a completed job keeps holding its unique key after it finished, so that a repeat of a
+/// deterministic job id (`mint-<ticket>`) is answered with the job that ran rather than run again. The key
+/// outlives the job's row: when retention removes a completed job whose key is still held, the store keeps
+/// the key (queue, key, job id, finish time) in a ledger of its own until the window ends.
+///
+/// Dead jobs hold their key for as long as they exist (a replay would run the work again beside a
+/// repeat); cancelled jobs and purged dead jobs hold none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UniqueWindow {
+    /// As long as retention keeps completed jobs by age (`retention.max_age_ms`, 7 days by default), and
+    /// for ever when retention sets no age. A key outlives a job that retention removed by count.
+    #[default]
+    Retention,
+    /// This many milliseconds after the job completed; 0 frees the key when it completes.
+    Ms(u64),
+    /// For ever.
+    Forever,
+}
+
+impl UniqueWindow {
+    fn is_default(&self) -> bool {
+        *self == UniqueWindow::Retention
+    }
+}
+
+/// How finished jobs are kept. Applies to `completed` and `cancelled` jobs only: dead jobs are never
 /// pruned automatically.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -438,8 +465,14 @@ pub struct QueueConfig {
     pub timeout_ms: u64,
     pub heartbeat_ms: Option<u64>,
     pub max_stalled: u32,
-    /// How long after a job with a unique key finished a new job with the same key is still refused.
-    pub unique_window_ms: u64,
+    /// How long a completed job keeps holding its unique key. Stored as `unique_window`: the earlier
+    /// `unique_window_ms` (whose 0 freed a key the moment its job completed) is not read on purpose, so
+    /// that a queue configured before keys outlived their jobs gets the safe default.
+    #[serde(
+        rename = "unique_window",
+        skip_serializing_if = "UniqueWindow::is_default"
+    )]
+    pub unique_window: UniqueWindow,
     pub retention: Retention,
     /// At most this many active jobs in the queue, across all workers and nodes. `None`: no limit.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -499,6 +532,23 @@ impl Job {
 }
 
 impl QueueConfig {
+    /// How long a completed job holds its unique key, in milliseconds; `None`: for ever.
+    pub fn unique_hold_ms(&self) -> Option<u64> {
+        match self.unique_window {
+            UniqueWindow::Retention => self.retention.max_age_ms,
+            UniqueWindow::Ms(ms) => Some(ms),
+            UniqueWindow::Forever => None,
+        }
+    }
+
+    /// A completed job holds its unique key at `now` if it finished strictly after this instant.
+    pub fn unique_finished_since(&self, now: crate::clock::Timestamp) -> crate::clock::Timestamp {
+        match self.unique_hold_ms() {
+            Some(ms) => now.saturating_sub(ms.min(i64::MAX as u64) as i64),
+            None => crate::clock::Timestamp::MIN,
+        }
+    }
+
     /// The queue's flow-control rules.
     pub fn rules(&self) -> Rules {
         Rules {
@@ -522,7 +572,7 @@ impl Default for QueueConfig {
             timeout_ms: 300_000,
             heartbeat_ms: None,
             max_stalled: 1,
-            unique_window_ms: 0,
+            unique_window: UniqueWindow::Retention,
             retention: Retention::default(),
             concurrency: None,
             group_concurrency: None,

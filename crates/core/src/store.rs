@@ -48,8 +48,8 @@ pub struct JobSpec {
     pub lease_ms: u64,
     pub max_stalled: u32,
     pub unique_key: Option<String>,
-    /// With a unique key: a job with the same queue and key conflicts if it is unfinished, or finished
-    /// strictly after this instant (`now - unique_window_ms`; a window of 0 blocks only unfinished jobs).
+    /// With a unique key: who holds it (see [`UNIQUE_HOLDING_STATES`]) is decided with this instant
+    /// ([`QueueConfig::unique_finished_since`]).
     pub unique_finished_since: Timestamp,
     pub group_key: Option<String>,
     pub concurrency_key: Option<String>,
@@ -62,6 +62,28 @@ pub struct JobSpec {
     pub pending_children: u32,
 }
 
+/// The states in which a job holds its unique key whatever its finish time. Who holds a unique key is
+/// the rule every store applies, written once here. A job of the same queue with the same key holds it
+/// when it is
+/// - unfinished (`waiting`, `delayed`, `active`, `waiting_children`) or `dead` (a dead job may be
+///   replayed, which would run its work beside a repeat), or
+/// - `completed` and finished strictly after `since` (the queue's unique window), or
+/// - gone, pruned by retention as a completed job, while the store's ledger of held keys keeps its key
+///   with a finish strictly after `since`: a key outlives its job's row.
+///
+/// A `cancelled` job holds nothing, and neither does a dead job once purged. When several jobs hold a
+/// key, the holder is the newest; a job row is preferred over a ledger entry.
+///
+/// [`JobPrune`] moves the keys of the completed jobs it deletes into the ledger while they are still
+/// held, and drops ledger entries that are no longer held.
+pub const UNIQUE_HOLDING_STATES: [JobState; 5] = [
+    JobState::Waiting,
+    JobState::Delayed,
+    JobState::Active,
+    JobState::WaitingChildren,
+    JobState::Dead,
+];
+
 /// Insert jobs, all or none.
 #[derive(Debug, Clone)]
 pub struct JobInsert {
@@ -73,7 +95,9 @@ pub struct JobInsert {
 pub enum Inserted {
     /// Inserted as given.
     New,
-    /// Not inserted: this job holds the unique key (possibly one inserted earlier in the same batch).
+    /// Not inserted: this job holds the unique key (possibly one inserted earlier in the same batch, or
+    /// one retention removed while its key stays held: then `state` is `completed` and the id no longer
+    /// names a stored job).
     Existing { id: JobId, state: JobState },
 }
 
@@ -187,9 +211,9 @@ pub struct Transition {
     /// Maintenance recovers a lease it read as expired; a heartbeat since then renewed it (possibly to
     /// an earlier instant, when the clock went back meanwhile), and that lease is not to be taken.
     pub expect_lease_expires_at: Option<Timestamp>,
-    /// Also guards on the job's unique key: applies only if no *other* unfinished job of its queue holds
-    /// it (for reviving a dead or cancelled job).
-    pub unique_key_free: bool,
+    /// Also guards on the job's unique key (for reviving a dead or cancelled job): applies only if no
+    /// *other* job of its queue holds it, by the rule of [`UNIQUE_HOLDING_STATES`] with this `since`.
+    pub unique_free_since: Option<Timestamp>,
 }
 
 impl Transition {
@@ -208,7 +232,7 @@ impl Transition {
             stalled: false,
             expect_cancel_requested: None,
             expect_lease_expires_at: None,
-            unique_key_free: false,
+            unique_free_since: None,
         }
     }
 }
@@ -226,7 +250,7 @@ impl Transition {
             && !self.stalled
             && self.expect_cancel_requested.is_none()
             && self.expect_lease_expires_at.is_none()
-            && !self.unique_key_free
+            && self.unique_free_since.is_none()
     }
 
     /// The error for a transition whose guard failed, given the job's current `(state, lease_token,
@@ -248,9 +272,10 @@ impl Transition {
                 }
             }
             Guard::Lease(_) => Error::LeaseLost,
-            Guard::State(want) if state == want.as_str() && self.unique_key_free => {
+            Guard::State(want) if state == want.as_str() && self.unique_free_since.is_some() => {
                 Error::Conflict(format!(
-                    "job {id}: another unfinished job of its queue holds its unique key"
+                    "job {id}: another job of its queue holds its unique key (unfinished, dead, or \
+                     completed within the queue's unique window)"
                 ))
             }
             Guard::State(want) => Error::Conflict(format!("job {id} is {state}, not {want}")),
@@ -344,12 +369,17 @@ pub struct JobList {
 
 /// Delete finished jobs of `queue` in `states`: beyond the `keep` most recently finished, and those that
 /// finished before `finished_before`. At most `limit` rows per call.
+///
+/// In the same transaction, the unique keys of the deleted `completed` jobs that finished after
+/// `unique_finished_since` go into the ledger of held keys (see [`UNIQUE_HOLDING_STATES`]), and the
+/// queue's ledger entries that finished at or before it (no longer held) are dropped, at most `limit`.
 #[derive(Debug, Clone)]
 pub struct JobPrune {
     pub queue: String,
     pub states: Vec<JobState>,
     pub keep: Option<u64>,
     pub finished_before: Option<Timestamp>,
+    pub unique_finished_since: Timestamp,
     pub limit: usize,
 }
 

@@ -5,7 +5,7 @@ use serde_json::value::RawValue;
 
 use crate::error::{Error, Result};
 use crate::limits::{Limits, MAX_PRIORITY, MIN_PRIORITY};
-use crate::model::{Backoff, QueueConfig, Webhook};
+use crate::model::{Backoff, QueueConfig, UniqueWindow, Webhook};
 
 /// A queue name: 1 to `max` characters of `A-Z a-z 0-9 _ - . :`.
 pub fn queue_name(field: &str, s: &str, limits: &Limits) -> Result<()> {
@@ -189,12 +189,9 @@ pub fn queue_config(c: &QueueConfig, limits: &Limits) -> Result<()> {
         0,
         limits.max_stalled.into(),
     )?;
-    range_u64(
-        "unique_window_ms",
-        c.unique_window_ms,
-        0,
-        limits.max_delay_ms,
-    )?;
+    if let UniqueWindow::Ms(ms) = c.unique_window {
+        range_u64("unique_window_ms", ms, 0, limits.max_delay_ms)?;
+    }
     for (field, n) in [
         ("concurrency", c.concurrency),
         ("group_concurrency", c.group_concurrency),

@@ -224,6 +224,40 @@ pub mod schema {
         r"^[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$", 26..=26
     );
 
+    /// A queue's `unique_window_ms`: milliseconds, `"retention"` or `"forever"`.
+    #[derive(Debug)]
+    pub struct UniqueWindow;
+
+    impl utoipa::PartialSchema for UniqueWindow {
+        fn schema() -> RefOr<Schema> {
+            use utoipa::openapi::schema::OneOfBuilder;
+            OneOfBuilder::new()
+                .description(Some(
+                    "How long a completed job keeps holding its unique key: milliseconds (0–365 \
+                     days), \"forever\", or \"retention\" (the default: as long as retention keeps \
+                     completed jobs by age).",
+                ))
+                .item(
+                    ObjectBuilder::new()
+                        .schema_type(Type::Integer)
+                        .minimum(Some(0))
+                        .maximum(Some(31_536_000_000_u64)),
+                )
+                .item(
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .enum_values(Some(["retention", "forever"])),
+                )
+                .into()
+        }
+    }
+
+    impl utoipa::ToSchema for UniqueWindow {
+        fn name() -> Cow<'static, str> {
+            Cow::Borrowed("UniqueWindow")
+        }
+    }
+
     /// One event of `GET /v1/events`, as an SSE event: `event: job` with an `id` (its cursor) and an
     /// [`EventView`](crate::EventView) as data, or `event: missed` with an
     /// [`EventsMissed`](crate::EventsMissed).
@@ -285,6 +319,51 @@ pub mod schema {
                 schemas.push((name.into_owned(), schema));
             }
             crate::EventView::schemas(schemas);
+        }
+    }
+}
+
+/// How long a completed job keeps holding its unique key (a queue's `unique_window_ms`): a number of
+/// milliseconds, or the word `"retention"` or `"forever"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UniqueWindow {
+    /// As long as retention keeps completed jobs by age (the default).
+    Retention,
+    /// This many milliseconds after the job completed.
+    Ms(u64),
+    /// For ever.
+    Forever,
+}
+
+impl Serialize for UniqueWindow {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            UniqueWindow::Retention => s.serialize_str("retention"),
+            UniqueWindow::Ms(ms) => s.serialize_u64(*ms),
+            UniqueWindow::Forever => s.serialize_str("forever"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for UniqueWindow {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Ms(#[serde(deserialize_with = "whole::int")] u64),
+            Word(String),
+        }
+        match Raw::deserialize(d).map_err(|_| {
+            serde::de::Error::custom(
+                "expected a number of milliseconds, \"retention\" or \"forever\"",
+            )
+        })? {
+            Raw::Ms(ms) => Ok(UniqueWindow::Ms(ms)),
+            Raw::Word(w) if w == "retention" => Ok(UniqueWindow::Retention),
+            Raw::Word(w) if w == "forever" => Ok(UniqueWindow::Forever),
+            Raw::Word(w) => Err(serde::de::Error::custom(format!(
+                "expected a number of milliseconds, \"retention\" or \"forever\", not \"{w}\""
+            ))),
         }
     }
 }
@@ -1124,14 +1203,13 @@ pub struct QueueConfig {
     )]
     #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 100))]
     pub max_stalled: Option<u32>,
-    /// At most 365 days.
-    #[serde(
-        default,
-        deserialize_with = "whole::opt",
-        skip_serializing_if = "Option::is_none"
-    )]
-    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 31_536_000_000_u64))]
-    pub unique_window_ms: Option<u64>,
+    /// How long a completed job keeps holding its unique key: milliseconds (0–365 days; 0 frees it
+    /// when the job completes), `"forever"`, or `"retention"` (the default: as long as retention keeps
+    /// completed jobs by age, 7 days by default, and for ever when retention sets no age). The key
+    /// outlives the job when retention removes it sooner (by count).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<schema::UniqueWindow>))]
+    pub unique_window_ms: Option<UniqueWindow>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention: Option<Retention>,
     /// At most this many active jobs in the queue, across every worker and node (1–1,000,000).

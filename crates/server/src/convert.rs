@@ -194,7 +194,11 @@ pub fn queue_config(c: &core::QueueConfig) -> wire::QueueConfig {
         timeout_ms: Some(c.timeout_ms),
         heartbeat_ms: c.heartbeat_ms,
         max_stalled: Some(c.max_stalled),
-        unique_window_ms: Some(c.unique_window_ms),
+        unique_window_ms: Some(match c.unique_window {
+            core::UniqueWindow::Retention => wire::UniqueWindow::Retention,
+            core::UniqueWindow::Ms(ms) => wire::UniqueWindow::Ms(ms),
+            core::UniqueWindow::Forever => wire::UniqueWindow::Forever,
+        }),
         retention: Some(wire::Retention {
             max_count: c.retention.max_count,
             max_age_ms: c.retention.max_age_ms,
@@ -217,7 +221,11 @@ pub fn queue_config_from_wire(c: wire::QueueConfig) -> core::QueueConfig {
         timeout_ms: c.timeout_ms.unwrap_or(d.timeout_ms),
         heartbeat_ms: c.heartbeat_ms,
         max_stalled: c.max_stalled.unwrap_or(d.max_stalled),
-        unique_window_ms: c.unique_window_ms.unwrap_or(d.unique_window_ms),
+        unique_window: match c.unique_window_ms {
+            None | Some(wire::UniqueWindow::Retention) => d.unique_window,
+            Some(wire::UniqueWindow::Ms(ms)) => core::UniqueWindow::Ms(ms),
+            Some(wire::UniqueWindow::Forever) => core::UniqueWindow::Forever,
+        },
         retention: c
             .retention
             .map(|r| core::Retention {

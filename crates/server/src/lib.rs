@@ -415,7 +415,7 @@ mod tests {
         assert_eq!(n(&backoff["delay_ms"]["maximum"]), l.max_backoff_ms);
         assert_eq!(n(&backoff["max_ms"]["maximum"]), l.max_backoff_ms);
         let config = &s["QueueConfig"]["properties"];
-        assert_eq!(n(&config["unique_window_ms"]["maximum"]), l.max_delay_ms);
+        assert_eq!(n(&s["UniqueWindow"]["oneOf"][0]["maximum"]), l.max_delay_ms);
         assert_eq!(
             n(&config["concurrency"]["maximum"]),
             u64::from(MAX_FLOW_LIMIT)

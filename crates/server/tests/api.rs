@@ -489,6 +489,50 @@ async fn operators_cancel_retry_promote_and_pause() {
     assert_eq!(api.fetch("ops", 1).await.len(), 1);
 }
 
+/// `unique_window_ms` takes milliseconds, "retention" (the default, shown as such) or "forever"; any
+/// other word is a 400 naming the field, and changes nothing.
+#[tokio::test]
+async fn unique_window_takes_milliseconds_retention_or_forever() {
+    let api = Api::new();
+    let (_, c) = api.get("/v1/queues/uw/config").await;
+    assert_eq!(c["unique_window_ms"], "retention");
+    for value in [json!("forever"), json!(60_000), json!("retention")] {
+        let (s, c) = api
+            .call(
+                Method::PUT,
+                "/v1/queues/uw/config",
+                Some(json!({ "unique_window_ms": value })),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{c}");
+        assert_eq!(c["unique_window_ms"], value);
+        let (_, c) = api.get("/v1/queues/uw/config").await;
+        assert_eq!(c["unique_window_ms"], value);
+    }
+    for bad in [
+        json!("always"),
+        json!(-1),
+        json!(31_536_000_001_u64),
+        json!(true),
+    ] {
+        let got = api
+            .call(
+                Method::PUT,
+                "/v1/queues/uw/config",
+                Some(json!({ "unique_window_ms": bad, "max_attempts": 9 })),
+            )
+            .await;
+        assert_error(
+            &got,
+            StatusCode::BAD_REQUEST,
+            code::INVALID,
+            Some("unique_window_ms"),
+        );
+    }
+    let (_, c) = api.get("/v1/queues/uw/config").await;
+    assert_eq!(c["max_attempts"], 3, "nothing changed");
+}
+
 #[tokio::test]
 async fn queue_config_listing_with_cursors_and_stats() {
     let api = Api::new();

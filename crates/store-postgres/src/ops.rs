@@ -102,13 +102,22 @@ statements! {
     /// Takes transaction-scoped advisory locks in the order given (sorted by the caller, so that two
     /// transactions never wait for each other's keys in a cycle).
     lock_keys = "SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k";
-    /// For each `(queue, unique key, finished since)`, the newest job holding the key, by position.
+    /// For each `(queue, unique key, finished since)`, by position, the newest job holding the key or
+    /// else the ledger's entry (`errand_core::store::UNIQUE_HOLDING_STATES` says who holds a key). One
+    /// statement, so one snapshot: a job that retention moves to the ledger meanwhile is seen in one
+    /// place or the other.
     find_unique = "SELECT k.n, j.id, j.state \
         FROM unnest($1::text[], $2::text[], $3::bigint[]) WITH ORDINALITY AS k(queue, ukey, since, n) \
-        CROSS JOIN LATERAL (SELECT id, state FROM {s}.jobs \
-            WHERE queue = k.queue AND unique_key = k.ukey \
-              AND (state IN ('waiting', 'delayed', 'active') OR finished_at > k.since) \
-            ORDER BY id DESC LIMIT 1) AS j";
+        CROSS JOIN LATERAL (SELECT id, state FROM ( \
+            (SELECT id, state, 0 AS o FROM {s}.jobs \
+              WHERE queue = k.queue AND unique_key = k.ukey \
+                AND (state IN ('waiting', 'delayed', 'active', 'waiting_children', 'dead') \
+                     OR (state = 'completed' AND finished_at > k.since)) \
+              ORDER BY id DESC LIMIT 1) \
+            UNION ALL \
+            SELECT job_id, 'completed', 1 FROM {s}.unique_keys \
+              WHERE queue = k.queue AND unique_key = k.ukey AND finished_at > k.since \
+            ORDER BY o LIMIT 1) AS h) AS j";
     insert = "INSERT INTO {s}.jobs (id, queue, kind, payload, state, priority, run_at, \
             max_attempts, backoff, timeout_ms, heartbeat_ms, lease_ms, max_stalled, unique_key, \
             group_key, idempotency_key, created_at, concurrency_key, parent_id, parent_on_dead, \
@@ -228,10 +237,13 @@ statements! {
         WHERE id = $1 AND state = $2 AND ($3::text IS NULL OR lease_token = $3::text) \
           AND ($13::boolean IS NULL OR cancel_requested = $13::boolean) \
           AND ($15::bigint IS NULL OR lease_expires_at = $15::bigint) \
-          AND (NOT $14::boolean OR unique_key IS NULL OR NOT EXISTS ( \
+          AND ($14::bigint IS NULL OR unique_key IS NULL OR NOT (EXISTS ( \
                SELECT 1 FROM {s}.jobs AS other WHERE other.queue = j.queue \
                AND other.unique_key = j.unique_key AND other.id <> j.id \
-               AND other.state IN ('waiting', 'delayed', 'active'))) \
+               AND (other.state IN ('waiting', 'delayed', 'active', 'waiting_children', 'dead') \
+                    OR (other.state = 'completed' AND other.finished_at > $14::bigint))) \
+             OR EXISTS (SELECT 1 FROM {s}.unique_keys AS l WHERE l.queue = j.queue \
+               AND l.unique_key = j.unique_key AND l.job_id <> j.id AND l.finished_at > $14::bigint))) \
         RETURNING queue, kind, attempts, parent_id, parent_on_dead, started_at";
     /// A flow child of parent `$1` is done with (completed, or released): one less to wait for; at
     /// none, the parent is due (or delayed until its own run time).
@@ -267,17 +279,46 @@ statements! {
           AND ($4::text IS NULL OR kind = $4::text) \
         ORDER BY id LIMIT $5");
     /// Retention keeps a flow child while its parent may still read it (the parent is unfinished).
-    prune_finished_before = "DELETE FROM {s}.jobs WHERE id = ANY(ARRAY(SELECT id FROM {s}.jobs AS c \
-        WHERE (queue, state, id) > ($1, $2, '') AND queue = $1 AND state = $2 AND finished_at < $3 \
-          AND (c.parent_id IS NULL OR NOT EXISTS (SELECT 1 FROM {s}.jobs AS p WHERE p.id = c.parent_id \
-               AND p.state IN ('waiting_children', 'waiting', 'delayed', 'active'))) \
-        ORDER BY queue, state, id LIMIT $4))";
+    /// The deleted completed jobs whose keys are still held (finished after `$5`) leave them in the
+    /// ledger, in the same statement; it answers how many jobs it deleted.
+    prune_finished_before = "WITH gone AS (DELETE FROM {s}.jobs WHERE id = ANY(ARRAY(SELECT id \
+          FROM {s}.jobs AS c \
+          WHERE (queue, state, id) > ($1, $2, '') AND queue = $1 AND state = $2 AND finished_at < $3 \
+            AND (c.parent_id IS NULL OR NOT EXISTS (SELECT 1 FROM {s}.jobs AS p \
+                 WHERE p.id = c.parent_id \
+                 AND p.state IN ('waiting_children', 'waiting', 'delayed', 'active'))) \
+          ORDER BY queue, state, id LIMIT $4)) \
+        RETURNING queue, state, unique_key, id, finished_at), \
+        kept AS (INSERT INTO {s}.unique_keys (queue, unique_key, job_id, finished_at) \
+          SELECT DISTINCT ON (queue, unique_key) queue, unique_key, id, finished_at FROM gone \
+          WHERE state = 'completed' AND unique_key IS NOT NULL AND finished_at > $5 \
+          ORDER BY queue, unique_key, finished_at DESC \
+          ON CONFLICT (queue, unique_key) DO UPDATE \
+          SET job_id = excluded.job_id, finished_at = excluded.finished_at \
+          WHERE excluded.finished_at >= {s}.unique_keys.finished_at) \
+        SELECT count(*) FROM gone";
     count_state = "SELECT COUNT(*) FROM {s}.jobs WHERE queue = $1 AND state = $2";
-    prune_oldest = "DELETE FROM {s}.jobs WHERE id = ANY(ARRAY(SELECT id FROM {s}.jobs AS c \
-        WHERE (queue, state, id) > ($1, $2, '') AND queue = $1 AND state = $2 \
-          AND (c.parent_id IS NULL OR NOT EXISTS (SELECT 1 FROM {s}.jobs AS p WHERE p.id = c.parent_id \
-               AND p.state IN ('waiting_children', 'waiting', 'delayed', 'active'))) \
-        ORDER BY queue, state, id LIMIT $3))";
+    /// As `prune_finished_before`, for the oldest `$3` (`$4`: the keys' `since`).
+    prune_oldest = "WITH gone AS (DELETE FROM {s}.jobs WHERE id = ANY(ARRAY(SELECT id \
+          FROM {s}.jobs AS c \
+          WHERE (queue, state, id) > ($1, $2, '') AND queue = $1 AND state = $2 \
+            AND (c.parent_id IS NULL OR NOT EXISTS (SELECT 1 FROM {s}.jobs AS p \
+                 WHERE p.id = c.parent_id \
+                 AND p.state IN ('waiting_children', 'waiting', 'delayed', 'active'))) \
+          ORDER BY queue, state, id LIMIT $3)) \
+        RETURNING queue, state, unique_key, id, finished_at), \
+        kept AS (INSERT INTO {s}.unique_keys (queue, unique_key, job_id, finished_at) \
+          SELECT DISTINCT ON (queue, unique_key) queue, unique_key, id, finished_at FROM gone \
+          WHERE state = 'completed' AND unique_key IS NOT NULL AND finished_at > $4 \
+          ORDER BY queue, unique_key, finished_at DESC \
+          ON CONFLICT (queue, unique_key) DO UPDATE \
+          SET job_id = excluded.job_id, finished_at = excluded.finished_at \
+          WHERE excluded.finished_at >= {s}.unique_keys.finished_at) \
+        SELECT count(*) FROM gone";
+    /// Ledger entries no longer held (finished at or before `$2`), at most `$3`.
+    unique_keys_release = "DELETE FROM {s}.unique_keys WHERE (queue, unique_key) IN ( \
+        SELECT queue, unique_key FROM {s}.unique_keys WHERE queue = $1 AND finished_at <= $2 \
+        ORDER BY finished_at LIMIT $3)";
     delete = "DELETE FROM {s}.jobs AS j USING unnest($1::text[], $2::text[]) AS d(d_id, d_state) \
         WHERE j.id = d.d_id AND j.state = d.d_state";
     queue_put = "INSERT INTO {s}.queues (name, config) VALUES ($1, $2) \
@@ -1040,11 +1081,11 @@ pub(crate) async fn job_transition(
     cx: &Cx,
     ts: &[Transition],
 ) -> Result<Vec<Result<Transitioned>>> {
-    // Revivals check that no other unfinished job holds their unique key: under the same lock as
+    // Revivals check that no other job holds their unique key: under the same lock as
     // inserts of that key, taken before any row lock.
     let reviving: Vec<String> = ts
         .iter()
-        .filter(|t| t.unique_key_free)
+        .filter(|t| t.unique_free_since.is_some())
         .map(|t| t.id.to_string())
         .collect();
     if !reviving.is_empty() {
@@ -1132,7 +1173,7 @@ pub(crate) async fn job_transition(
                     &t.to.is_final(),
                     &t.now,
                     &t.expect_cancel_requested,
-                    &t.unique_key_free,
+                    &t.unique_free_since,
                     &t.expect_lease_expires_at,
                 ],
             )
@@ -1341,10 +1382,16 @@ pub(crate) async fn job_prune(c: &impl GenericClient, cx: &Cx, p: &JobPrune) -> 
             break;
         }
         if let Some(before) = p.finished_before {
-            deleted += execute(
+            deleted += count_of(
                 c,
                 &cx.sql.prune_finished_before,
-                &[&p.queue, &state, &before, &(budget as i64)],
+                &[
+                    &p.queue,
+                    &state,
+                    &before,
+                    &(budget as i64),
+                    &p.unique_finished_since,
+                ],
             )
             .await?;
         }
@@ -1358,16 +1405,33 @@ pub(crate) async fn job_prune(c: &impl GenericClient, cx: &Cx, p: &JobPrune) -> 
             };
             let excess = (n.max(0) as u64).saturating_sub(keep).min(budget);
             if excess > 0 {
-                deleted += execute(
+                deleted += count_of(
                     c,
                     &cx.sql.prune_oldest,
-                    &[&p.queue, &state, &(excess as i64)],
+                    &[&p.queue, &state, &(excess as i64), &p.unique_finished_since],
                 )
                 .await?;
             }
         }
     }
+    // Keys no longer held leave the ledger.
+    execute(
+        c,
+        &cx.sql.unique_keys_release,
+        &[&p.queue, &p.unique_finished_since, &(p.limit as i64)],
+    )
+    .await?;
     Ok(deleted)
+}
+
+/// The count a `SELECT count(*) …` statement answers.
+async fn count_of(c: &impl GenericClient, sql: &str, params: &Params<'_>) -> Result<u64> {
+    let rows = query(c, sql, params).await?;
+    let n: i64 = match rows.first() {
+        Some(r) => get(r, 0)?,
+        None => 0,
+    };
+    Ok(n.max(0) as u64)
 }
 
 pub(crate) async fn job_delete(c: &impl GenericClient, cx: &Cx, p: &JobDelete) -> Result<u64> {

@@ -2,6 +2,7 @@
 //! group transaction; reads on a reader connection.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::LazyLock;
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
@@ -10,7 +11,7 @@ use errand_core::engine::raw_json;
 use errand_core::store::{
     Attempts, Claimed, Guard, Inserted, JobClaim, JobDelete, JobInsert, JobList, JobLogAppend,
     JobPrune, JobReplace, JobSpec, LeaseRenew, ParentEffect, ParentMove, Renewed, Transition,
-    Transitioned,
+    Transitioned, UNIQUE_HOLDING_STATES,
 };
 use errand_core::{
     DeadReason, Error, ErrorRecord, Job, JobId, JobState, Lease, LogLine, ParentOnDead,
@@ -226,6 +227,64 @@ fn flow_columns(j: &JobSpec) -> (Option<String>, Option<&'static str>) {
     }
 }
 
+/// `j`, a row of `jobs`, holds its unique key, `since` being the window's parameter
+/// ([`UNIQUE_HOLDING_STATES`] says the rule).
+fn holds_key(j: &str, since: &str) -> String {
+    let states: Vec<String> = UNIQUE_HOLDING_STATES
+        .iter()
+        .map(|s| format!("'{}'", s.as_str()))
+        .collect();
+    format!(
+        "({j}.state IN ({}) OR ({j}.state = 'completed' AND {j}.finished_at > {since}))",
+        states.join(", ")
+    )
+}
+
+/// The `(queue, unique key)` lookup of an insert: the newest job holding it (?1 queue, ?2 key, ?3 since).
+static FIND_UNIQUE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT id, state FROM jobs AS j WHERE queue = ?1 AND unique_key = ?2 AND {} \
+         ORDER BY id DESC LIMIT 1",
+        holds_key("j", "?3")
+    )
+});
+
+/// The revival guard of a transition: another job, or the ledger, holds the key of the row `jobs`
+/// (?14 since).
+static OTHER_HOLDS_KEY: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "EXISTS (SELECT 1 FROM jobs AS other WHERE other.queue = jobs.queue \
+           AND other.unique_key = jobs.unique_key AND other.id <> jobs.id AND {}) \
+         OR EXISTS (SELECT 1 FROM unique_keys AS l WHERE l.queue = jobs.queue \
+           AND l.unique_key = jobs.unique_key AND l.job_id <> jobs.id AND l.finished_at > ?14)",
+        holds_key("other", "?14")
+    )
+});
+
+/// A guarded transition of one job (see `job_transition`).
+static TRANSITION: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "UPDATE OR FAIL jobs SET \
+           state = ?4, \
+           run_at = COALESCE(?5, run_at), \
+           result = COALESCE(?6, result), \
+           errors = CASE WHEN ?7 IS NULL THEN errors \
+                    ELSE json_insert(COALESCE(errors, '[]'), '$[#]', json(?7)) END, \
+           dead_reason = ?8, \
+           attempts = CASE ?9 WHEN 1 THEN MAX(attempts - 1, 0) WHEN 2 THEN 0 ELSE attempts END, \
+           stalls = CASE ?9 WHEN 2 THEN 0 ELSE stalls + ?10 END, \
+           lease_expires_at = NULL, deadline_at = NULL, \
+           cancel_requested = CASE WHEN ?11 THEN cancel_requested ELSE 0 END, \
+           finished_at = CASE WHEN ?11 THEN ?12 ELSE NULL END \
+         WHERE id = ?1 AND state = ?2 AND (?3 IS NULL OR lease_token = ?3) \
+           AND (?13 IS NULL OR cancel_requested = ?13) \
+           AND (?15 IS NULL OR lease_expires_at = ?15) \
+           AND (?14 IS NULL OR unique_key IS NULL OR NOT ({other_holds_key})) \
+         RETURNING queue, kind, attempts, parent_id, parent_on_dead, started_at",
+        other_holds_key = *OTHER_HOLDS_KEY
+    )
+});
+
 /// Inserts a batch (`rows` is [`insert_rows`] of `p`). Jobs without a unique key go in with multi-row
 /// statements; jobs with one are checked and inserted one by one after them, so that a key is resolved
 /// against everything before it, including earlier jobs of the same batch.
@@ -291,11 +350,11 @@ pub(crate) fn job_insert(
     if unique.is_empty() {
         return Ok(out);
     }
-    let mut find_unique = conn
+    let mut find_unique = conn.prepare_cached(&FIND_UNIQUE).map_err(backend)?;
+    let mut find_ledger = conn
         .prepare_cached(
-            "SELECT id, state FROM jobs WHERE queue = ?1 AND unique_key = ?2 \
-             AND (state IN ('waiting', 'delayed', 'active') OR finished_at > ?3) \
-             ORDER BY id DESC LIMIT 1",
+            "SELECT job_id, 'completed' FROM unique_keys \
+             WHERE queue = ?1 AND unique_key = ?2 AND finished_at > ?3",
         )
         .map_err(backend)?;
     let mut insert = conn
@@ -307,13 +366,13 @@ pub(crate) fn job_insert(
     for i in unique {
         let (job, r) = (&p.jobs[i], &rows[i]);
         let (parent_id, parent_on_dead) = flow_columns(job);
-        let existing = find_unique
-            .query_row(
-                params![job.queue, job.unique_key, job.unique_finished_since],
-                |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)),
-            )
-            .optional()
-            .map_err(backend)?;
+        let key = params![job.queue, job.unique_key, job.unique_finished_since];
+        let read = |row: &rusqlite::Row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?));
+        let existing = match find_unique.query_row(key, read).optional() {
+            Ok(None) => find_ledger.query_row(key, read).optional(),
+            found => found,
+        }
+        .map_err(backend)?;
         if let Some((id, state)) = existing {
             out[i] = Inserted::Existing {
                 id: id.parse().map_err(|e| Error::Backend(Box::new(e)))?,
@@ -780,30 +839,7 @@ pub(crate) fn job_transition(
             completed.insert(id, rest);
         }
     }
-    let mut update = conn
-        .prepare_cached(
-            "UPDATE OR FAIL jobs SET \
-               state = ?4, \
-               run_at = COALESCE(?5, run_at), \
-               result = COALESCE(?6, result), \
-               errors = CASE WHEN ?7 IS NULL THEN errors \
-                        ELSE json_insert(COALESCE(errors, '[]'), '$[#]', json(?7)) END, \
-               dead_reason = ?8, \
-               attempts = CASE ?9 WHEN 1 THEN MAX(attempts - 1, 0) WHEN 2 THEN 0 ELSE attempts END, \
-               stalls = CASE ?9 WHEN 2 THEN 0 ELSE stalls + ?10 END, \
-               lease_expires_at = NULL, deadline_at = NULL, \
-               cancel_requested = CASE WHEN ?11 THEN cancel_requested ELSE 0 END, \
-               finished_at = CASE WHEN ?11 THEN ?12 ELSE NULL END \
-             WHERE id = ?1 AND state = ?2 AND (?3 IS NULL OR lease_token = ?3) \
-               AND (?13 IS NULL OR cancel_requested = ?13) \
-               AND (?15 IS NULL OR lease_expires_at = ?15) \
-               AND (NOT ?14 OR unique_key IS NULL OR NOT EXISTS ( \
-                    SELECT 1 FROM jobs AS other WHERE other.queue = jobs.queue \
-                    AND other.unique_key = jobs.unique_key AND other.id <> jobs.id \
-                    AND other.state IN ('waiting', 'delayed', 'active'))) \
-             RETURNING queue, kind, attempts, parent_id, parent_on_dead, started_at",
-        )
-        .map_err(backend)?;
+    let mut update = conn.prepare_cached(&TRANSITION).map_err(backend)?;
     let mut probe = conn
         .prepare_cached("SELECT state, lease_token, cancel_requested FROM jobs WHERE id = ?1")
         .map_err(backend)?;
@@ -848,7 +884,7 @@ pub(crate) fn job_transition(
                         t.to.is_final(),
                         t.now,
                         t.expect_cancel_requested,
-                        t.unique_key_free,
+                        t.unique_free_since,
                         t.expect_lease_expires_at,
                     ],
                     |r| {
@@ -1026,14 +1062,16 @@ pub(crate) fn job_prune(conn: &Connection, p: &JobPrune) -> Result<u64> {
             break;
         }
         if let Some(before) = p.finished_before {
-            deleted += conn
-                .prepare_cached(&format!(
+            deleted += delete_keeping_keys(
+                conn,
+                p,
+                &format!(
                     "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs AS c WHERE queue = ?1 \
-                     AND state = ?2 AND finished_at < ?3 AND {KEEP_FOR_PARENT} ORDER BY id LIMIT ?4)",
-                ))
-                .map_err(backend)?
-                .execute(params![p.queue, state.as_str(), before, budget as i64])
-                .map_err(backend)? as u64;
+                     AND state = ?2 AND finished_at < ?3 AND {KEEP_FOR_PARENT} ORDER BY id LIMIT ?4) \
+                     RETURNING state, unique_key, id, finished_at",
+                ),
+                params![p.queue, state.as_str(), before, budget as i64],
+            )?;
         }
         let budget = (p.limit as u64).saturating_sub(deleted);
         if let (Some(keep), true) = (p.keep, budget > 0) {
@@ -1045,18 +1083,63 @@ pub(crate) fn job_prune(conn: &Connection, p: &JobPrune) -> Result<u64> {
                 .map_err(backend)?;
             let excess = (count as u64).saturating_sub(keep).min(budget);
             if excess > 0 {
-                deleted += conn
-                    .prepare_cached(&format!(
+                deleted += delete_keeping_keys(
+                    conn,
+                    p,
+                    &format!(
                         "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs AS c WHERE queue = ?1 \
-                         AND state = ?2 AND {KEEP_FOR_PARENT} ORDER BY id LIMIT ?3)",
-                    ))
-                    .map_err(backend)?
-                    .execute(params![p.queue, state.as_str(), excess as i64])
-                    .map_err(backend)? as u64;
+                         AND state = ?2 AND {KEEP_FOR_PARENT} ORDER BY id LIMIT ?3) \
+                         RETURNING state, unique_key, id, finished_at",
+                    ),
+                    params![p.queue, state.as_str(), excess as i64],
+                )?;
             }
         }
     }
+    // Keys no longer held leave the ledger.
+    conn.prepare_cached(
+        "DELETE FROM unique_keys WHERE queue = ?1 AND unique_key IN (SELECT unique_key \
+         FROM unique_keys WHERE queue = ?1 AND finished_at <= ?2 ORDER BY finished_at LIMIT ?3)",
+    )
+    .map_err(backend)?
+    .execute(params![p.queue, p.unique_finished_since, p.limit as i64])
+    .map_err(backend)?;
     Ok(deleted)
+}
+
+/// Runs `sql`, a `DELETE … RETURNING state, unique_key, id, finished_at` of `p.queue`'s jobs, and keeps
+/// the unique keys still held by the completed jobs it deleted in the ledger. Answers how many it deleted.
+fn delete_keeping_keys(
+    conn: &Connection,
+    p: &JobPrune,
+    sql: &str,
+    params: &[&dyn rusqlite::ToSql],
+) -> Result<u64> {
+    let mut keep = conn
+        .prepare_cached(
+            "INSERT OR FAIL INTO unique_keys (queue, unique_key, job_id, finished_at) \
+             VALUES (?1, ?2, ?3, ?4) ON CONFLICT (queue, unique_key) DO UPDATE \
+             SET job_id = excluded.job_id, finished_at = excluded.finished_at \
+             WHERE excluded.finished_at >= unique_keys.finished_at",
+        )
+        .map_err(backend)?;
+    let mut stmt = conn.prepare_cached(sql).map_err(backend)?;
+    let mut rows = stmt.query(params).map_err(backend)?;
+    let mut n = 0;
+    while let Some(row) = rows.next().map_err(backend)? {
+        n += 1;
+        let state: String = row.get(0).map_err(backend)?;
+        let key: Option<String> = row.get(1).map_err(backend)?;
+        let finished: Option<i64> = row.get(3).map_err(backend)?;
+        if let (true, Some(key), Some(finished)) = (state == "completed", key, finished)
+            && finished > p.unique_finished_since
+        {
+            let id: String = row.get(2).map_err(backend)?;
+            keep.execute(params![p.queue, key, id, finished])
+                .map_err(backend)?;
+        }
+    }
+    Ok(n)
 }
 
 pub(crate) fn job_delete(conn: &Connection, p: &JobDelete) -> Result<u64> {

@@ -130,6 +130,18 @@ const MIGRATIONS: &[&str] = &[
         detail TEXT                       -- JSON
     );
     "#,
+    // 7: the ledger of unique keys that outlive their jobs: retention moves a completed job's key here
+    // while the queue's unique window still holds it (`errand_core::store::JobPrune`).
+    r#"
+    CREATE TABLE unique_keys (
+        queue       TEXT NOT NULL,
+        unique_key  TEXT NOT NULL,
+        job_id      TEXT NOT NULL,        -- the completed job that held it (its row is gone)
+        finished_at INTEGER NOT NULL,
+        PRIMARY KEY (queue, unique_key)
+    ) WITHOUT ROWID;
+    CREATE INDEX unique_keys_finished ON unique_keys (queue, finished_at);
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -3,7 +3,7 @@
 
 use errand_core::{
     Cancelled, Claim, Clock, DeadFilter, Dedup, Error, Failure, JobId, JobOptions, JobState,
-    NewJob, QueueConfig,
+    NewJob, QueueConfig, UniqueWindow,
 };
 use serde_json::json;
 
@@ -621,7 +621,7 @@ pub async fn unique_key_returns_the_existing_job_within_its_window(f: Fixture) {
     e.set_queue_config(
         "u",
         QueueConfig {
-            unique_window_ms: 10_000,
+            unique_window: UniqueWindow::Ms(10_000),
             ..Default::default()
         },
     )
@@ -684,9 +684,21 @@ pub async fn unique_key_returns_the_existing_job_within_its_window(f: Fixture) {
     assert!(elsewhere.created);
 }
 
+/// A revived job (retried, replayed) never runs beside another job holding its key. A dead job holds
+/// its key itself, so the repeat of a dead job is answered with it (to be replayed), not run beside it;
+/// a cancelled job holds none, so its successor may exist, and then the cancelled job stays where it is.
 pub async fn retry_and_replay_respect_the_unique_key(f: Fixture) {
     let ctx = Ctx::new(f);
     let e = &ctx.engine;
+    e.set_queue_config(
+        "u",
+        QueueConfig {
+            unique_window: UniqueWindow::Ms(10_000),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
     let uk = |n: u64| {
         job("u", n).with_options(JobOptions {
             unique_key: Some("order-9".into()),
@@ -699,12 +711,11 @@ pub async fn retry_and_replay_respect_the_unique_key(f: Fixture) {
     e.fail(j.id, token(&j), Failure::retryable("down"))
         .await
         .unwrap();
-    // A is dead, so the key is free and B takes it.
-    let b = e.enqueue(uk(2)).await.unwrap();
-    assert!(b.created);
-    assert!(
-        matches!(e.retry(a).await, Err(Error::Conflict(_))),
-        "B holds the key"
+    // A is dead and holds the key: the repeat is A.
+    let again = e.enqueue(uk(2)).await.unwrap();
+    assert_eq!(
+        (again.created, again.id, again.state),
+        (false, a, JobState::Dead)
     );
     let n = e
         .replay_dead(DeadFilter {
@@ -713,15 +724,29 @@ pub async fn retry_and_replay_respect_the_unique_key(f: Fixture) {
         })
         .await
         .unwrap();
-    assert_eq!(n, 0);
+    assert_eq!(n, 1, "nothing else holds the key");
+    assert_eq!(e.get(a).await.unwrap().state, JobState::Waiting);
+    // Cancelled, A lets B take the key; then A may not run beside B, nor after it within the window.
+    e.cancel(a).await.unwrap();
+    let b = e.enqueue(uk(3)).await.unwrap();
+    assert!(b.created);
+    assert!(
+        matches!(e.retry(a).await, Err(Error::Conflict(_))),
+        "B holds the key"
+    );
     assert_eq!(
         e.get(a).await.unwrap().state,
-        JobState::Dead,
+        JobState::Cancelled,
         "left as it was"
     );
-    // Once B is done, A may run again.
     let j = claim_one(e, "u").await;
     e.complete(j.id, token(&j), None).await.unwrap();
+    assert!(
+        matches!(e.retry(a).await, Err(Error::Conflict(_))),
+        "B completed within the window"
+    );
+    // Once B's window has passed, A may run again.
+    ctx.clock.advance(10_001);
     e.retry(a).await.unwrap();
     assert_eq!(e.get(a).await.unwrap().state, JobState::Waiting);
 }

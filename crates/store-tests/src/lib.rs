@@ -34,6 +34,7 @@ pub mod reaper;
 pub mod retries;
 pub mod schedules;
 mod support;
+pub mod unique;
 
 /// A fresh, empty store, and whatever must live as long as it (a temp dir, a schema guard).
 pub struct Fixture {
@@ -260,6 +261,22 @@ macro_rules! __for_each_check {
             $fresh,
             concurrency::concurrent_enqueues_with_one_unique_key_make_one_job
         );
+        $m!(
+            $fresh,
+            unique::a_completed_jobs_key_is_held_by_default_for_retentions_age
+        );
+        $m!($fresh, unique::a_key_outlives_the_row_retention_removed);
+        $m!($fresh, unique::a_key_is_free_once_its_window_ended);
+        $m!(
+            $fresh,
+            unique::a_key_held_forever_outlives_retention_and_years
+        );
+        $m!($fresh, unique::a_dead_job_holds_its_key_until_purged);
+        $m!(
+            $fresh,
+            unique::a_cancelled_job_frees_its_key_but_never_runs_beside_its_successor
+        );
+        $m!($fresh, unique::replace_leaves_a_finished_holder_alone);
         $m!(
             $fresh,
             concurrency::eight_claimers_claim_ten_thousand_jobs_exactly_once

@@ -147,6 +147,17 @@ pub async fn invalid_job_names_the_field_and_writes_nothing(f: Fixture) {
 pub async fn idempotency_key_defaults_from_unique_key_or_id(f: Fixture) {
     let ctx = Ctx::new(f);
     let e = &ctx.engine;
+    // No unique window: a key is free again once its job completed, so that one queue's key can be
+    // taken by job after job here (by default a completed job holds it for days).
+    e.set_queue_config(
+        "pay",
+        QueueConfig {
+            unique_window: errand_core::UniqueWindow::Ms(0),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
     let plain = e.enqueue(job("plain", 1)).await.unwrap();
     assert_eq!(
         e.get(plain.id).await.unwrap().idempotency_key,

@@ -301,7 +301,7 @@ impl Engine {
             lease_ms: validate::lease_ms(timeout_ms, heartbeat_ms),
             max_stalled,
             unique_key: o.unique_key,
-            unique_finished_since: now - qc.unique_window_ms as i64,
+            unique_finished_since: qc.unique_finished_since(now),
             group_key: o.group_key,
             concurrency_key: o.concurrency_key,
             parent_id: None,

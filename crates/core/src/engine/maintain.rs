@@ -127,6 +127,7 @@ impl Engine {
                         states: vec![JobState::Completed, JobState::Cancelled],
                         keep: r.max_count,
                         finished_before: r.max_age_ms.map(|a| now - a as i64),
+                        unique_finished_since: q.config.unique_finished_since(now),
                         limit: batch,
                     })
                     .await?;

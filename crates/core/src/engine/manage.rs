@@ -113,13 +113,23 @@ impl Engine {
                 job.state
             )));
         }
-        self.transition_one(self.revive(&job)).await
+        let since = self.unique_since(&job.queue).await?;
+        self.transition_one(self.revive(&job, since)).await
+    }
+
+    /// The `since` of the queue's unique-key rule now ([`QueueConfig::unique_finished_since`]).
+    async fn unique_since(&self, queue: &str) -> Result<Timestamp> {
+        let now = self.now();
+        Ok(self
+            .queue_config(queue, now)
+            .await?
+            .unique_finished_since(now))
     }
 
     /// Back to waiting with a fresh attempt budget — or, for a flow parent that still has children to
     /// wait for, back to `waiting_children`. (A dead or cancelled parent's count cannot change: its
     /// children count down only a parent in `waiting_children`.)
-    fn revive(&self, job: &Job) -> Transition {
+    fn revive(&self, job: &Job, unique_since: Timestamp) -> Transition {
         let now = self.now();
         let to = if job.pending_children > 0 {
             JobState::WaitingChildren
@@ -129,8 +139,8 @@ impl Engine {
         let mut t = Transition::new(job.id, Guard::State(job.state), to, now);
         t.run_at = Some(now);
         t.attempts = Attempts::Reset;
-        // Back among the unfinished, it must not share its unique key with another unfinished job.
-        t.unique_key_free = true;
+        // Back among the unfinished, it must not run beside (or again after) another job holding its key.
+        t.unique_free_since = Some(unique_since);
         t
     }
 
@@ -150,7 +160,9 @@ impl Engine {
     /// Returns how many.
     pub async fn replay_dead(&self, filter: DeadFilter) -> Result<u64> {
         self.for_dead(&filter, |engine, jobs| async move {
-            let ts = jobs.iter().map(|j| engine.revive(j)).collect();
+            // A page is never empty, and all of it is of the filter's queue.
+            let since = engine.unique_since(&jobs[0].queue).await?;
+            let ts = jobs.iter().map(|j| engine.revive(j, since)).collect();
             let res = engine.apply(ts).await?;
             Ok(res.iter().filter(|r| r.is_ok()).count() as u64)
         })

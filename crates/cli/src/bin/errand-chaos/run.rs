@@ -358,12 +358,11 @@ pub async fn run(args: RunArgs) -> Result<bool, String> {
         .iter()
         .map(|u| client(u))
         .collect::<Result<Vec<_>, _>>()?;
-    // Keep every finished job, so that the check can read them all back; and hold unique keys past
-    // a job's end, so that an enqueue retried after its lost answer finds the job it made even if that
-    // job has finished meanwhile.
+    // Keep every finished job, so that the check can read them all back. Unique keys are held past a
+    // job's end by default (with no retention age, for ever), so that an enqueue retried after its lost
+    // answer finds the job it made even if that job has finished meanwhile.
     let keep_all = QueueConfig {
         retention: Some(Retention::KEEP_ALL),
-        unique_window_ms: Some(3_600_000),
         ..Default::default()
     };
     clients[0]
