@@ -29,9 +29,10 @@ pub enum Sync {
     Normal,
 }
 
-/// `errand serve`'s options. Each may also be set in the config file (same name, `_` for `-`) or in
-/// the environment (`ERRAND_` and the name in capitals); a flag beats the environment, which beats the
-/// file.
+/// `errand serve`'s options. Each may also be set in the config file (same name, `_` for `-`; the
+/// `--webhooks-*` lists are `allow` and `deny` of a `[webhooks]` table) or in the environment
+/// (`ERRAND_` and the name in capitals; lists comma-separated); a flag beats the environment, which
+/// beats the file.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct ServeArgs {
     /// A TOML file with any of these settings and the API keys ([[keys]]).
@@ -79,6 +80,27 @@ pub struct ServeArgs {
     /// How long a graceful shutdown may take before the server exits anyway, in ms [default: 10000].
     #[arg(long, env = "ERRAND_SHUTDOWN_TIMEOUT_MS", value_name = "MS")]
     pub shutdown_timeout_ms: Option<u64>,
+    /// Webhook destinations allowed although denied (by --webhooks-deny or by default): networks
+    /// (10.0.0.0/8, or one address) and host names (exact, or *.suffix). Repeat the flag or separate
+    /// with commas; in the file, [webhooks] allow = [...] [default: none].
+    #[arg(
+        long,
+        env = "ERRAND_WEBHOOKS_ALLOW",
+        value_name = "NET|HOST",
+        value_delimiter = ','
+    )]
+    pub webhooks_allow: Option<Vec<String>>,
+    /// Webhook destinations refused, besides the defaults (link-local 169.254.0.0/16 and fe80::/10, the
+    /// metadata addresses 169.254.169.254, fd00:ec2::254, 100.100.100.200 and the name
+    /// metadata.google.internal); checked at delivery against every resolved address. In the file,
+    /// [webhooks] deny = [...] [default: only the defaults].
+    #[arg(
+        long,
+        env = "ERRAND_WEBHOOKS_DENY",
+        value_name = "NET|HOST",
+        value_delimiter = ','
+    )]
+    pub webhooks_deny: Option<Vec<String>>,
 }
 
 /// The config file: the same settings as [`ServeArgs`], plus the API keys.
@@ -103,6 +125,16 @@ struct FileConfig {
     keys: Vec<KeyConfig>,
     #[serde(default)]
     alerts: Vec<crate::alerting::AlertConfig>,
+    #[serde(default)]
+    webhooks: WebhooksFile,
+}
+
+/// `[webhooks]` of the config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WebhooksFile {
+    allow: Option<Vec<String>>,
+    deny: Option<Vec<String>>,
 }
 
 /// The environment variable holding one API key in plain text, with every scope: the quick way to
@@ -187,6 +219,8 @@ pub struct Config {
     pub alert_interval_ms: u64,
     /// `[[alerts]]` of the config file, over the built-in defaults.
     pub alerts: Vec<crate::alerting::AlertConfig>,
+    /// Where webhooks may be delivered (`[webhooks] allow`/`deny` over the default deny list).
+    pub webhooks: crate::webhooks::Destinations,
 }
 
 impl Config {
@@ -208,6 +242,7 @@ impl Config {
             keys: Vec::new(),
             alert_interval_ms: 5_000,
             alerts: Vec::new(),
+            webhooks: crate::webhooks::Destinations::default(),
         }
     }
 
@@ -276,6 +311,18 @@ impl Config {
             crate::alerting::check(a).map_err(|e| format!("alerts[{i}]: {e}"))?;
         }
         c.alerts = file.alerts;
+        // A list from a flag or the environment replaces the file's, as any other setting does.
+        let allow = args.webhooks_allow.clone().or(file.webhooks.allow);
+        let deny = args.webhooks_deny.clone().or(file.webhooks.deny);
+        // An empty environment variable (or a trailing comma) is no entry, not an empty one.
+        let entries = |l: Option<Vec<String>>| -> Vec<String> {
+            l.unwrap_or_default()
+                .into_iter()
+                .filter(|e| !e.trim().is_empty())
+                .collect()
+        };
+        c.webhooks = crate::webhooks::Destinations::new(&entries(allow), &entries(deny))
+            .map_err(|e| format!("webhooks.{e}"))?;
         for (i, k) in file.keys.into_iter().enumerate() {
             c.keys
                 .push(ApiKey::from_config(k).map_err(|e| format!("keys[{i}]: {e}"))?);
@@ -356,6 +403,57 @@ mod tests {
         assert!(err.contains(API_KEY_ENV), "says how to add a key: {err}");
         let c = Config::resolve(&args, Some("s3cret".into())).unwrap();
         assert!(c.check_exposure().is_ok());
+    }
+
+    #[test]
+    fn webhook_destinations_from_the_file_are_replaced_by_flags_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("errand.toml");
+        std::fs::write(
+            &file,
+            "[webhooks]\nallow = [\"169.254.169.254\"]\ndeny = [\"10.0.0.0/8\"]\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(file.clone()),
+            ..Default::default()
+        };
+        let c = Config::resolve(&args, None).unwrap();
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        assert!(
+            c.webhooks.check_ip(ip("169.254.169.254")).is_ok(),
+            "allowed"
+        );
+        assert!(c.webhooks.check_ip(ip("10.1.1.1")).is_err(), "denied");
+        assert!(
+            c.webhooks.check_ip(ip("169.254.1.1")).is_err(),
+            "the defaults stay"
+        );
+        let args = ServeArgs {
+            config: Some(file.clone()),
+            webhooks_deny: Some(vec!["192.168.0.0/16".into(), "".into()]),
+            ..Default::default()
+        };
+        let c = Config::resolve(&args, None).unwrap();
+        assert!(
+            c.webhooks.check_ip(ip("10.1.1.1")).is_ok(),
+            "the flag replaced the file's list"
+        );
+        assert!(c.webhooks.check_ip(ip("192.168.1.1")).is_err());
+        assert!(
+            c.webhooks.check_ip(ip("169.254.169.254")).is_ok(),
+            "the file's allow"
+        );
+        let args = ServeArgs {
+            config: Some(file),
+            webhooks_allow: Some(vec!["hooks.example".into(), "10.0.0.1/8".into()]),
+            ..Default::default()
+        };
+        let err = Config::resolve(&args, None).unwrap_err();
+        assert!(
+            err.starts_with("webhooks.allow[1]: ") && err.contains("10.0.0.0/8"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //! whose payload anyone with `read` may see). `Errand-Delivery` is the delivery job's id: the same on
 //! every retry of one notice, so that a receiver can deduplicate.
 
+pub mod destinations;
+
 use std::time::Duration;
 
 use errand_core::engine::{WEBHOOK_KIND, WEBHOOK_QUEUE};
@@ -13,6 +15,8 @@ use errand_core::{Claim, Engine, Failure, Job};
 use hmac::{KeyInit, Mac};
 use serde::Deserialize;
 use serde_json::value::RawValue;
+
+pub use destinations::{Destinations, Refused};
 
 /// How long one POST may take.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
