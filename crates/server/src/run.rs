@@ -82,9 +82,10 @@ impl Server {
             state.shutdown.clone(),
         )));
         // Webhook deliveries are jobs: every node works them, like any worker would.
-        let deliverer = crate::webhooks::Deliverer::new(
+        let deliverer = crate::webhooks::Deliverer::with_destinations(
             state.engine.clone(),
             format!("errand-webhooks@{}", node_id()),
+            state.config.webhooks.clone(),
         );
         tasks.push(tokio::spawn(deliverer.run(state.shutdown.clone())));
         Ok(Server { state, stop, tasks })

@@ -5,9 +5,20 @@
 //! webhook's secret, which is read when the delivery is sent (it is never copied into the delivery job,
 //! whose payload anyone with `read` may see). `Errand-Delivery` is the delivery job's id: the same on
 //! every retry of one notice, so that a receiver can deduplicate.
+//!
+//! **Destinations** are checked against `[webhooks] allow`/`deny` ([`destinations`]) at delivery, after
+//! resolution: the client's DNS resolver is [`GuardedResolver`], which resolves the name itself, refuses
+//! it if any address is denied, and hands the connector only the addresses it checked — so a name cannot
+//! be re-pointed between the check and the connection. An IP literal never reaches a resolver: it is
+//! checked before the request is made. Redirects are not followed and proxies (`HTTP_PROXY`, ...) are not
+//! used, so the checked address is the one connected to. A refusal fails the delivery as not retryable:
+//! it goes dead at once, with the reason.
 
 pub mod destinations;
 
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use errand_core::engine::{WEBHOOK_KIND, WEBHOOK_QUEUE};
@@ -40,23 +51,45 @@ struct Delivery<'a> {
 #[derive(Debug, Clone)]
 pub struct Deliverer {
     engine: Engine,
-    http: reqwest::Client,
+    http: Result<reqwest::Client, String>,
+    guard: Arc<GuardedResolver>,
     worker_id: String,
 }
 
 impl Deliverer {
-    /// A deliverer over `engine`, claiming as `worker_id`.
+    /// A deliverer over `engine`, claiming as `worker_id`, with the default destination policy.
     pub fn new(engine: Engine, worker_id: impl Into<String>) -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(HTTP_TIMEOUT)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap_or_default();
+        Deliverer::with_destinations(engine, worker_id, Destinations::default())
+    }
+
+    /// A deliverer that sends only to the destinations `destinations` permits.
+    pub fn with_destinations(
+        engine: Engine,
+        worker_id: impl Into<String>,
+        destinations: Destinations,
+    ) -> Self {
+        let guard = Arc::new(GuardedResolver {
+            destinations,
+            hosts: HashMap::new(),
+        });
         Deliverer {
             engine,
-            http,
+            http: client(&guard),
+            guard,
             worker_id: worker_id.into(),
         }
+    }
+
+    /// Answers `name` with `addrs` instead of asking DNS, like a hosts-file entry (tests use it to
+    /// point a name anywhere). The addresses are checked like resolved ones.
+    pub fn resolving(mut self, name: &str, addrs: &[IpAddr]) -> Self {
+        let mut guard = GuardedResolver::clone(&self.guard);
+        guard
+            .hosts
+            .insert(name.to_ascii_lowercase(), addrs.to_vec());
+        self.guard = Arc::new(guard);
+        self.http = client(&self.guard);
+        self
     }
 
     /// Claims due deliveries and sends them; returns how many were sent (or failed).
@@ -145,6 +178,13 @@ impl Deliverer {
         };
         // What errors and logs say of the URL: no credentials or query (they may hold tokens).
         let shown = redacted(&hook.url);
+        let url = reqwest::Url::parse(&hook.url)
+            .map_err(|e| Failure::fatal(format!("POST {shown} not sent: an invalid URL: {e}")))?;
+        // What the URL alone tells (a denied name, an IP literal in a denied network) is refused before
+        // any connection; a name's addresses are checked by the resolver.
+        if let Err(refused) = self.guard.destinations.check_url(&url) {
+            return Err(refuse(job, &shown, &refused));
+        }
         if hook.url.starts_with("https://") && !cfg!(feature = "tls") {
             return Err(Failure::fatal(format!(
                 "POST {shown} not sent: this server was built without TLS (feature errand-server/tls)"
@@ -152,15 +192,21 @@ impl Deliverer {
         }
         let body = d.body.get().to_string();
         let t = self.engine.now();
-        let request = self
+        let http = self
             .http
-            .post(&hook.url)
+            .as_ref()
+            .map_err(|e| Failure::retryable(e.clone()))?;
+        let request = http
+            .post(url)
             .header("content-type", "application/json")
             .header("errand-signature", signature(&hook.secret, t, &body))
             .header("errand-webhook", &d.webhook)
             .header("errand-delivery", job.id.to_string())
             .body(body);
         let mut response = request.send().await.map_err(|e| {
+            if let Some(refused) = find::<Refused>(&e) {
+                return refuse(job, &shown, refused);
+            }
             // reqwest's errors name the URL: say it once, redacted, and only the causes.
             let e = e.without_url();
             Failure::retryable(format!("POST {shown} failed: {}", error_chain(&e)))
@@ -182,6 +228,77 @@ impl Deliverer {
         Err(Failure::retryable(format!(
             "POST {shown} answered {status}: {excerpt}"
         )))
+    }
+}
+
+/// The client of deliveries: its resolver is `guard`; no redirects, no proxies (see the module's
+/// documentation). Building fails only when the TLS backend cannot start; then every delivery fails,
+/// saying why (a client without the guard's resolver is never used).
+fn client(guard: &Arc<GuardedResolver>) -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .timeout(HTTP_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        // A proxy would resolve and connect to the destination itself, past the resolver's check.
+        .no_proxy()
+        .dns_resolver(Arc::clone(guard))
+        .build()
+        .map_err(|e| format!("the webhook HTTP client did not start: {e}"))
+}
+
+/// A refused destination: logged, and a failure that is not retried (the delivery goes dead with it).
+fn refuse(job: &Job, shown: &str, refused: &Refused) -> Failure {
+    tracing::warn!(delivery = %job.id, url = %shown, "webhook destination refused: {refused}");
+    Failure::fatal(format!("POST {shown} refused: {refused}"))
+}
+
+/// The first error of type `T` in `e`'s chain of causes.
+fn find<'e, T: std::error::Error + 'static>(
+    e: &'e (dyn std::error::Error + 'static),
+) -> Option<&'e T> {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(t) = err.downcast_ref::<T>() {
+            return Some(t);
+        }
+        cur = err.source();
+    }
+    None
+}
+
+/// The delivery client's DNS resolver: resolves a name (or takes it from `hosts`), refuses it unless
+/// the name and every address pass [`Destinations`], and returns exactly the addresses it checked —
+/// the connector connects to nothing else.
+#[derive(Debug, Clone)]
+pub struct GuardedResolver {
+    destinations: Destinations,
+    hosts: HashMap<String, Vec<IpAddr>>,
+}
+
+impl reqwest::dns::Resolve for GuardedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let name = name.as_str().to_ascii_lowercase();
+        let destinations = self.destinations.clone();
+        let fixed = self.hosts.get(name.trim_end_matches('.')).cloned();
+        Box::pin(async move {
+            destinations.check_name(&name)?;
+            let addrs: Vec<IpAddr> = match fixed {
+                Some(addrs) => addrs,
+                None => tokio::net::lookup_host((name.as_str(), 0))
+                    .await?
+                    .map(|a| a.ip())
+                    .collect(),
+            };
+            // Every address, not only the first: the connector tries them all in turn.
+            for ip in &addrs {
+                destinations
+                    .check_ip(*ip)
+                    .map_err(|r| Refused(format!("{name} resolves to {ip}: {r}")))?;
+            }
+            // Port 0: the connector puts the URL's port (or the scheme's) in.
+            let addrs: reqwest::dns::Addrs =
+                Box::new(addrs.into_iter().map(|ip| SocketAddr::new(ip, 0)));
+            Ok(addrs)
+        })
     }
 }
 

@@ -402,6 +402,9 @@ pub async fn list_webhooks(
 /// Create or replace a webhook: a signed POST to its URL whenever one of the queue's jobs ends as it
 /// names. Deliveries are jobs of the queue `errand.webhooks`, retried with backoff; one that never gets
 /// through is in that queue's dead letters.
+/// A URL whose host is a denied name, or an address in a denied network (`[webhooks] deny`; by default
+/// link-local and cloud metadata), is refused (400, field `url`); a name's addresses are checked at
+/// each delivery.
 #[utoipa::path(
     put, path = "/v1/queues/{queue}/webhooks/{name}", tag = "queues",
     params(("queue" = errand_protocol::schema::QueueName, Path, description = "queue name"), ("name" = errand_protocol::schema::Name, Path, description = "webhook name")),
@@ -417,6 +420,16 @@ pub async fn put_webhook(
     Path((queue, name)): Path<(String, String)>,
     Json(def): Json<WebhookDef>,
 ) -> ApiResult<axum::Json<WebhookView>> {
+    // An early hint only: what the URL alone shows (a denied name, an IP literal in a denied network).
+    // A name's addresses are checked at each delivery, where the check holds.
+    if let Ok(url) = reqwest::Url::parse(&def.url)
+        && let Err(refused) = s.config.webhooks.check_url(&url)
+    {
+        return Err(ApiError::invalid(
+            "url",
+            format!("deliveries to this URL would be refused: {refused}"),
+        ));
+    }
     let view = WebhookView {
         name: name.clone(),
         url: def.url.clone(),
