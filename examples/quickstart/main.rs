@@ -95,6 +95,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                             queues: vec!["emails".into()],
                             worker_id: format!("quickstart-{w}"),
                             limit,
+                            heartbeat_ms: None,
                         })
                         .await?;
                     if jobs.is_empty() {

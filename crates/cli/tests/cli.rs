@@ -110,6 +110,7 @@ async fn jobs_queues_and_dead_letters_from_the_command_line() {
             queues: vec!["mail".into()],
             worker_id: "w".into(),
             limit: 1,
+            heartbeat_ms: None,
         })
         .await
         .unwrap();
@@ -237,6 +238,7 @@ async fn schedules_from_the_command_line() {
             queues: vec!["reports".into()],
             worker_id: "w".into(),
             limit: 1,
+            heartbeat_ms: None,
         })
         .await
         .unwrap()

@@ -55,6 +55,7 @@ async fn sigkill_under_load_loses_no_acknowledged_enqueue_or_completion() {
                     worker_id: format!("w{w}"),
                     max_jobs: 10,
                     wait_ms: 100,
+                    heartbeat_ms: None,
                 };
                 let Ok(jobs) = c.fetch(&req).await else {
                     return;

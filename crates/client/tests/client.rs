@@ -20,6 +20,7 @@ fn fetch_now(queue: &str, max_jobs: u32) -> FetchRequest {
         worker_id: "test-worker".into(),
         max_jobs,
         wait_ms: 0,
+        heartbeat_ms: None,
     }
 }
 

@@ -549,6 +549,7 @@ async fn graceful_shutdown_releases_the_jobs_fetched_but_not_started() {
             worker_id: "second".into(),
             max_jobs: 10,
             wait_ms: 0,
+            heartbeat_ms: None,
         })
         .await
         .unwrap()

@@ -103,7 +103,7 @@ pub enum Inserted {
 
 /// Claim up to `limit` due jobs from unpaused `queues`, best first: lower priority number, then earlier
 /// `run_at`, then lower id. Each claimed job gets `lease` as its token, attempt + 1,
-/// `lease_expires_at = now + lease_ms`, `deadline_at = now + timeout_ms`.
+/// `lease_expires_at = now + min(lease_ms, lease_cap_ms)`, `deadline_at = now + timeout_ms`.
 ///
 /// The jobs of one claim share its token: every lease check pairs the token with the job id, and the
 /// jobs of one claim all go to the same worker, so sharing gives no one anything; the token is new for
@@ -128,6 +128,10 @@ pub struct JobClaim {
     pub worker_id: String,
     pub limit: usize,
     pub lease: LeaseToken,
+    /// The claiming worker promised heartbeats: each claimed job's lease lasts
+    /// `min(lease_ms, lease_cap_ms)`, now and at every renewal of this lease (the store keeps the cap
+    /// with the lease; the next claim sets its own).
+    pub lease_cap_ms: Option<u64>,
     pub now: Timestamp,
     pub promote_limit: usize,
 }

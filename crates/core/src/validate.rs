@@ -291,7 +291,7 @@ pub fn lease_ms(timeout_ms: u64, heartbeat_ms: Option<u64>) -> u64 {
         Some(hb) => hb.saturating_mul(2).min(timeout_ms),
         None => timeout_ms,
     };
-    without_heartbeat + crate::limits::LEASE_GRACE_MS
+    without_heartbeat.saturating_add(crate::limits::LEASE_GRACE_MS)
 }
 
 #[cfg(test)]

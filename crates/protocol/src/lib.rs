@@ -845,6 +845,17 @@ pub struct FetchRequest {
         )
     )]
     pub wait_ms: u64,
+    /// This worker's promise to heartbeat every job it holds at least this often (100 ms – 7 days;
+    /// the SDKs send 10,000 and keep it). Each job's lease then lasts at most `2 × heartbeat_ms + 5 s`,
+    /// so that a dead worker's jobs run elsewhere that soon instead of after their whole timeout.
+    /// Absent: the lease covers the job's timeout (or twice its own `heartbeat_ms`), plus 5 s.
+    #[serde(
+        default,
+        deserialize_with = "whole::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(minimum = 100, maximum = 604_800_000_u64))]
+    pub heartbeat_ms: Option<u64>,
 }
 
 fn is_zero_u32(n: &u32) -> bool {

@@ -100,6 +100,7 @@ impl Deliverer {
                 queues: vec![WEBHOOK_QUEUE.to_string()],
                 worker_id: self.worker_id.clone(),
                 limit: BATCH,
+                heartbeat_ms: None,
             })
             .await?;
         let n = jobs.len();

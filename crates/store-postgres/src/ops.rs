@@ -40,12 +40,20 @@ macro_rules! job_columns {
     };
 }
 
-/// What the claim sets on each claimed job: `$2` the lease token, `$3` the worker, `$4` now.
+/// What the claim sets on each claimed job: `$2` the lease token, `$3` the worker, `$4` now, `$cap`
+/// the lease's cap (`JobClaim::lease_cap_ms`; NULL for none).
 macro_rules! claim_set {
-    () => {
-        "state = 'active', attempts = attempts + 1, lease_token = $2, worker_id = $3, \
-         lease_expires_at = $4 + lease_ms, deadline_at = $4 + timeout_ms, started_at = $4, \
-         cancel_requested = false"
+    ($cap:literal) => {
+        concat!(
+            "state = 'active', attempts = attempts + 1, lease_token = $2, worker_id = $3, \
+             lease_cap_ms = ",
+            $cap,
+            "::bigint, \
+             lease_expires_at = $4 + LEAST(lease_ms, COALESCE(",
+            $cap,
+            "::bigint, lease_ms)), \
+             deadline_at = $4 + timeout_ms, started_at = $4, cancel_requested = false"
+        )
     };
 }
 
@@ -148,7 +156,7 @@ statements! {
                AND NOT EXISTS (SELECT 1 FROM {s}.jobs WHERE queue = $1 AND state = 'waiting' \
                    AND concurrency_key IS NOT NULL) \
              ORDER BY priority, run_at, id LIMIT $5 FOR UPDATE SKIP LOCKED) \
-         UPDATE {s}.jobs SET ", claim_set!(), " \
+         UPDATE {s}.jobs SET ", claim_set!("$6"), " \
          WHERE id = ANY(ARRAY(SELECT pid FROM picked)) AND state = 'waiting' \
          RETURNING ", job_columns!());
     /// The best `$2` unlocked waiting jobs of each unpaused queue, locked: the candidates of a claim
@@ -160,7 +168,7 @@ statements! {
             ORDER BY priority, run_at, id LIMIT $2 FOR UPDATE SKIP LOCKED) AS c \
         WHERE NOT EXISTS (SELECT 1 FROM {s}.queues WHERE name = q.name AND paused)";
     claim_ids = concat!(
-        "UPDATE {s}.jobs SET ", claim_set!(), " WHERE id = ANY($1::text[]) AND state = 'waiting' \
+        "UPDATE {s}.jobs SET ", claim_set!("$5"), " WHERE id = ANY($1::text[]) AND state = 'waiting' \
          RETURNING ", job_columns!());
     /// Of the queues `$1`, those with waiting jobs that carry a group or concurrency key.
     keyed_waiting = "SELECT q FROM unnest($1::text[]) AS q \
@@ -207,7 +215,8 @@ statements! {
         ON CONFLICT (queue, scope, key) DO UPDATE SET tokens = excluded.tokens, at = excluded.at";
     put_fair_cursor = "INSERT INTO {s}.queues (name, fair_cursor) VALUES ($1, $2) \
         ON CONFLICT (name) DO UPDATE SET fair_cursor = excluded.fair_cursor";
-    renew = "UPDATE {s}.jobs SET lease_expires_at = GREATEST(lease_expires_at, $3 + lease_ms), \
+    renew = "UPDATE {s}.jobs SET lease_expires_at = GREATEST(lease_expires_at, \
+            $3 + LEAST(lease_ms, COALESCE(lease_cap_ms, lease_ms))), \
             progress = COALESCE($4::text, progress) \
         WHERE id = $1 AND state = 'active' AND lease_token = $2 AND lease_expires_at > $3 \
         RETURNING lease_expires_at, cancel_requested, queue, worker_id";
@@ -774,6 +783,10 @@ pub(crate) async fn job_claim(c: &impl GenericClient, cx: &Cx, p: &JobClaim) -> 
     let names: Vec<&str> = queues.iter().map(|(q, _)| *q).collect();
     out.promoted = promote(c, cx, &names, p.now, p.promote_limit).await?;
     let limit = p.limit as i64;
+    let cap = p
+        .lease_cap_ms
+        .map(|c| int8(c, "lease_cap_ms"))
+        .transpose()?;
     let mut keyed: BTreeSet<String> = BTreeSet::new();
     if let [(queue, rules)] = queues[..]
         && !rules.limits_queue()
@@ -781,7 +794,7 @@ pub(crate) async fn job_claim(c: &impl GenericClient, cx: &Cx, p: &JobClaim) -> 
         let rows = query(
             c,
             &cx.sql.claim_one,
-            &[&queue, &p.lease, &p.worker_id, &p.now, &limit],
+            &[&queue, &p.lease, &p.worker_id, &p.now, &limit, &cap],
         )
         .await?;
         if !rows.is_empty() {
@@ -882,7 +895,7 @@ pub(crate) async fn job_claim(c: &impl GenericClient, cx: &Cx, p: &JobClaim) -> 
         let rows = query(
             c,
             &cx.sql.claim_ids,
-            &[&chosen, &p.lease, &p.worker_id, &p.now],
+            &[&chosen, &p.lease, &p.worker_id, &p.now, &cap],
         )
         .await?;
         out.jobs = decode_all(&rows)?;

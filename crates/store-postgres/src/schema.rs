@@ -166,6 +166,11 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX unique_keys_finished ON {s}.unique_keys (queue, finished_at);
     "#,
+    // 8: the lease a heartbeating worker asked for (`errand_core::store::JobClaim::lease_cap_ms`),
+    // kept with the lease so that each renewal lasts as long as the claim did.
+    r#"
+    ALTER TABLE {s}.jobs ADD COLUMN lease_cap_ms BIGINT;
+    "#,
 ];
 
 /// The schema version this build writes.

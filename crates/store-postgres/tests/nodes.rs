@@ -335,6 +335,7 @@ async fn an_enqueue_on_one_node_wakes_the_other() {
             queues: vec!["mail".into()],
             worker_id: "w".into(),
             limit: 1,
+            heartbeat_ms: None,
         })
         .await
         .unwrap()
@@ -492,6 +493,7 @@ async fn claimers_on_two_nodes_claim_each_job_once() {
                         },
                         worker_id: format!("w{w}"),
                         limit: 1 + w * 10,
+                        heartbeat_ms: None,
                     })
                     .await
                     .unwrap();
@@ -614,6 +616,7 @@ async fn two_nodes_four_workers_never_exceed_the_concurrency_limits() {
                         queues: vec!["q".into()],
                         worker_id: format!("w{w}"),
                         limit: 2,
+                        heartbeat_ms: None,
                     })
                     .await
                     .unwrap();
@@ -779,6 +782,7 @@ async fn two_nodes_four_workers_never_exceed_the_rate_limits() {
                             queues: vec!["q".into()],
                             worker_id: format!("w{w}"),
                             limit: 5,
+                            heartbeat_ms: None,
                         })
                         .await
                         .unwrap();

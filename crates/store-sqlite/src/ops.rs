@@ -497,14 +497,24 @@ pub(crate) fn job_claim(conn: &Connection, p: &JobClaim) -> Result<ClaimedRows> 
     let mut claim = conn
         .prepare_cached(&format!(
             "UPDATE OR FAIL jobs SET state = 'active', attempts = attempts + 1, \
-             lease_token = ?2, worker_id = ?3, lease_expires_at = ?4 + lease_ms, \
+             lease_token = ?2, worker_id = ?3, lease_cap_ms = ?5, \
+             lease_expires_at = ?4 + MIN(lease_ms, COALESCE(?5, lease_ms)), \
              deadline_at = ?4 + timeout_ms, started_at = ?4, cancel_requested = 0 \
              WHERE rowid IN (SELECT value FROM json_each(?1)) AND state = 'waiting' \
              RETURNING {JOB_COLUMNS}"
         ))
         .map_err(backend)?;
     let rows = claim
-        .query_map(params![list, p.lease, p.worker_id, p.now], job_row)
+        .query_map(
+            params![
+                list,
+                p.lease,
+                p.worker_id,
+                p.now,
+                p.lease_cap_ms.map(|c| c.min(i64::MAX as u64) as i64)
+            ],
+            job_row,
+        )
         .map_err(backend)?;
     let rows = rows
         .map(|r| r.map_err(backend))
@@ -752,7 +762,8 @@ impl ClaimedRows {
 pub(crate) fn lease_renew(conn: &Connection, p: &LeaseRenew) -> Result<Renewed> {
     let mut renew = conn
         .prepare_cached(
-            "UPDATE OR FAIL jobs SET lease_expires_at = MAX(lease_expires_at, ?3 + lease_ms), progress = COALESCE(?4, progress) \
+            "UPDATE OR FAIL jobs SET progress = COALESCE(?4, progress), lease_expires_at = \
+             MAX(lease_expires_at, ?3 + MIN(lease_ms, COALESCE(lease_cap_ms, lease_ms))) \
              WHERE id = ?1 AND state = 'active' AND lease_token = ?2 AND lease_expires_at > ?3 \
              RETURNING lease_expires_at, cancel_requested, queue, worker_id",
         )

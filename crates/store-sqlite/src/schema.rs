@@ -142,6 +142,11 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX unique_keys_finished ON unique_keys (queue, finished_at);
     "#,
+    // 8: the lease a heartbeating worker asked for (`errand_core::store::JobClaim::lease_cap_ms`),
+    // kept with the lease so that each renewal lasts as long as the claim did.
+    r#"
+    ALTER TABLE jobs ADD COLUMN lease_cap_ms INTEGER;
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -92,6 +92,7 @@ async fn work(engine: Engine, worker: usize) {
                 queues: vec![QUEUE.into()],
                 worker_id: format!("crash-worker-{worker}"),
                 limit: 8,
+                heartbeat_ms: None,
             })
             .await
             .unwrap();

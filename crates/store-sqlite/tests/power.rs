@@ -131,6 +131,7 @@ fn claim(limit: usize) -> Claim {
         queues: vec![Q.into()],
         worker_id: "w".into(),
         limit,
+        heartbeat_ms: None,
     }
 }
 

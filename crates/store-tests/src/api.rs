@@ -67,6 +67,7 @@ pub async fn claim_takes_the_best_jobs_across_queues(f: Fixture) {
             queues: vec!["low".into(), "high".into()],
             worker_id: "w".into(),
             limit: 2,
+            heartbeat_ms: None,
         })
         .await
         .unwrap();
@@ -84,26 +85,31 @@ pub async fn claim_takes_the_best_jobs_across_queues(f: Fixture) {
             queues: vec![],
             worker_id: "w".into(),
             limit: 1,
+            heartbeat_ms: None,
         },
         Claim {
             queues: vec!["a b".into()],
             worker_id: "w".into(),
             limit: 1,
+            heartbeat_ms: None,
         },
         Claim {
             queues: vec!["q".into()],
             worker_id: "".into(),
             limit: 1,
+            heartbeat_ms: None,
         },
         Claim {
             queues: vec!["q".into()],
             worker_id: "w".into(),
             limit: 0,
+            heartbeat_ms: None,
         },
         Claim {
             queues: vec!["q".into()],
             worker_id: "w".into(),
             limit: 1_000_000,
+            heartbeat_ms: None,
         },
     ] {
         assert!(matches!(e.claim(bad).await, Err(Error::Invalid { .. })));
@@ -389,6 +395,7 @@ pub async fn paused_queue_accepts_but_hands_out_nothing(f: Fixture) {
             queues: vec!["q".into(), "other".into()],
             worker_id: "w".into(),
             limit: 10,
+            heartbeat_ms: None,
         })
         .await
         .unwrap();
@@ -762,6 +769,7 @@ pub async fn a_queue_named_twice_in_a_claim_counts_once(f: Fixture) {
             queues: vec!["q".into(), "q".into()],
             worker_id: "w".into(),
             limit: 4,
+            heartbeat_ms: None,
         })
         .await
         .unwrap();
@@ -772,6 +780,7 @@ pub async fn a_queue_named_twice_in_a_claim_counts_once(f: Fixture) {
             .collect(),
         worker_id: "w".into(),
         limit: 1,
+        heartbeat_ms: None,
     };
     assert!(
         matches!(e.claim(too_many).await, Err(Error::Invalid { field, .. }) if field == "queues")

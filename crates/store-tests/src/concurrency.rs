@@ -56,6 +56,7 @@ pub async fn eight_claimers_claim_ten_thousand_jobs_exactly_once(f: Fixture) {
                         queues: vec!["c".into()],
                         worker_id: format!("w{w}"),
                         limit: 1 + (w % 4) * 16,
+                        heartbeat_ms: None,
                     })
                     .await
                     .unwrap();
@@ -111,6 +112,7 @@ pub async fn concurrent_acks_and_reaper_record_one_outcome(f: Fixture) {
             queues: vec!["race".into()],
             worker_id: "w".into(),
             limit: N as usize,
+            heartbeat_ms: None,
         })
         .await
         .unwrap();

@@ -62,6 +62,7 @@ pub async fn queue_and_group_concurrency_limits_hold_until_jobs_finish(f: Fixtur
             queues: vec!["q".into()],
             worker_id: "w2".into(),
             limit: 10,
+            heartbeat_ms: None,
         })
         .await
         .unwrap();
@@ -123,6 +124,7 @@ pub async fn a_concurrency_key_is_worked_on_once_at_a_time_and_is_not_a_group(f:
             queues: vec!["pay".into()],
             worker_id: "w1".into(),
             limit: 100,
+            heartbeat_ms: None,
         })
         .await
         .unwrap();
@@ -250,6 +252,7 @@ pub async fn rate_limits_hold_per_queue_and_per_group_and_say_when_to_come_back(
                 queues: vec!["api".into()],
                 worker_id: "w".into(),
                 limit,
+                heartbeat_ms: None,
             })
             .await
             .unwrap()
@@ -328,6 +331,7 @@ pub async fn a_claim_from_several_queues_keeps_each_queues_limits(f: Fixture) {
             queues: vec!["plain".into(), "limited".into()],
             worker_id: "w".into(),
             limit: 4,
+            heartbeat_ms: None,
         })
         .await
         .unwrap();
@@ -343,6 +347,7 @@ pub async fn a_claim_from_several_queues_keeps_each_queues_limits(f: Fixture) {
             queues: vec!["limited".into(), "plain".into()],
             worker_id: "w".into(),
             limit: 100,
+            heartbeat_ms: None,
         })
         .await
         .unwrap();

@@ -447,3 +447,75 @@ pub async fn a_snoozed_job_waits_its_delay_without_using_an_attempt(f: Fixture) 
     ));
     assert_eq!(state(e, &j2).await, JobState::Active);
 }
+
+/// A worker that promises heartbeats with its claim gets leases of `2 × its interval + grace`, renewed
+/// to the same length, so that its jobs are recovered (as a stall) that soon after it dies instead of
+/// after their whole timeout; a job whose own lease is shorter keeps its own; the next claim without a
+/// promise gets the job's full lease again; a promise outside 100 ms – 7 days is refused.
+pub async fn a_heartbeat_promise_shortens_the_lease(f: Fixture) {
+    let ctx = Ctx::new(f);
+    let e = &ctx.engine;
+    let claim = |hb: Option<u64>| errand_core::Claim {
+        queues: vec!["q".into()],
+        worker_id: "w1".into(),
+        limit: 1,
+        heartbeat_ms: hb,
+    };
+    let id = e
+        .enqueue(job("q", 1).with_options(JobOptions {
+            timeout_ms: Some(300_000),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .id;
+    let j = e.claim(claim(Some(10_000))).await.unwrap().remove(0);
+    let short = 20_000 + LEASE_GRACE_MS as i64;
+    assert_eq!(
+        j.lease.as_ref().unwrap().expires_at,
+        ctx.clock.now() + short
+    );
+    assert_eq!(j.lease_ms, 300_000 + LEASE_GRACE_MS, "the job's own lease");
+    ctx.clock.advance(10_000);
+    let renewed = e.heartbeat(id, token(&j), None).await.unwrap();
+    assert_eq!(
+        renewed.lease_expires_at,
+        ctx.clock.now() + short,
+        "renewed to the promised length, not the job's"
+    );
+    // The worker dies: the lease ends `short` after its last heartbeat, long before the timeout.
+    ctx.clock.advance(short - 1);
+    assert_eq!(e.maintain().await.unwrap().stalled, 0);
+    ctx.clock.advance(1);
+    assert_eq!(e.maintain().await.unwrap().stalled, 1);
+    assert_eq!(state(e, &j).await, JobState::Waiting);
+    // A claim without a promise: the job's full lease.
+    let again = e.claim(claim(None)).await.unwrap().remove(0);
+    let full = ctx.clock.now() + (300_000 + LEASE_GRACE_MS) as i64;
+    assert_eq!(again.lease.as_ref().unwrap().expires_at, full);
+    ctx.clock.advance(10_000);
+    let renewed = e.heartbeat(id, token(&again), None).await.unwrap();
+    assert_eq!(
+        renewed.lease_expires_at,
+        ctx.clock.now() + (300_000 + LEASE_GRACE_MS) as i64,
+        "the claim set no cap: renewals are the job's full lease again"
+    );
+    // A job whose own lease is shorter than the promise allows keeps its own.
+    e.enqueue(job("q", 2).with_options(JobOptions {
+        timeout_ms: Some(1_000),
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+    let quick = e.claim(claim(Some(10_000))).await.unwrap().remove(0);
+    assert_eq!(
+        quick.lease.as_ref().unwrap().expires_at,
+        ctx.clock.now() + (1_000 + LEASE_GRACE_MS) as i64
+    );
+    for bad in [99, 7 * 86_400_000 + 1] {
+        assert!(matches!(
+            e.claim(claim(Some(bad))).await,
+            Err(Error::Invalid { field, .. }) if field == "heartbeat_ms"
+        ));
+    }
+}

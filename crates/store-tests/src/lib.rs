@@ -195,6 +195,7 @@ macro_rules! __for_each_check {
             $fresh,
             leases::a_stale_token_batched_with_the_current_one_is_refused
         );
+        $m!($fresh, leases::a_heartbeat_promise_shortens_the_lease);
         $m!($fresh, leases::results_are_stored_exactly_as_sent);
         $m!(
             $fresh,

@@ -1112,6 +1112,7 @@ impl Run<'_> {
                 queues: queues.iter().map(|&q| self.queues[q].clone()).collect(),
                 worker_id: format!("w{worker}"),
                 limit,
+                heartbeat_ms: None,
             })
             .await
         {

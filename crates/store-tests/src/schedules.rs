@@ -270,6 +270,7 @@ pub async fn a_dst_change_fires_at_the_right_instants(f: Fixture) {
                 queues: vec!["dst".into()],
                 worker_id: "w".into(),
                 limit: 100,
+                heartbeat_ms: None,
             })
             .await
             .unwrap();
@@ -461,6 +462,7 @@ pub async fn clock_jumps_under_load_expire_no_lease_early_and_fire_no_tick_twice
                         queues: vec!["jump-load".into()],
                         worker_id: format!("w{w}"),
                         limit: 2,
+                        heartbeat_ms: None,
                     })
                     .await
                     .unwrap();

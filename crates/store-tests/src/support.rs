@@ -15,6 +15,7 @@ pub(crate) async fn claim(engine: &Engine, queue: &str, worker: &str, limit: usi
             queues: vec![queue.to_string()],
             worker_id: worker.to_string(),
             limit,
+            heartbeat_ms: None,
         })
         .await
         .expect("claim")

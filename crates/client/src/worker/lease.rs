@@ -22,21 +22,18 @@ const LOG_BATCH: usize = 100;
 /// How long a final heartbeat carrying a failed job's last progress may take.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The interval of a job's heartbeats: its `heartbeat_ms`, or a third of its lease.
+/// The interval of a job's heartbeats: a third of its lease, or its `heartbeat_ms` if sooner (the lease
+/// may be shorter than the job's own, capped by the heartbeats this worker promised with its fetch).
 pub(crate) fn interval(shared: &JobShared) -> Duration {
     let job = &shared.job;
-    let ms = match job.heartbeat_ms {
-        Some(ms) => ms,
-        None => {
-            // The server's clock: the claim was at deadline_at − timeout_ms, the lease ends at
-            // lease_expires_at.
-            let claimed_at = job
-                .deadline_at
-                .saturating_sub(i64::try_from(job.timeout_ms).unwrap_or(i64::MAX));
-            let lease_ms = job.lease_expires_at.saturating_sub(claimed_at).max(0);
-            u64::try_from(lease_ms / 3).unwrap_or(0)
-        }
-    };
+    // The server's clock: the claim was at deadline_at − timeout_ms, the lease ends at
+    // lease_expires_at.
+    let claimed_at = job
+        .deadline_at
+        .saturating_sub(i64::try_from(job.timeout_ms).unwrap_or(i64::MAX));
+    let lease_ms = job.lease_expires_at.saturating_sub(claimed_at).max(0);
+    let third = u64::try_from(lease_ms / 3).unwrap_or(0);
+    let ms = job.heartbeat_ms.map_or(third, |hb| hb.min(third));
     Duration::from_millis(ms).max(MIN_GAP)
 }
 

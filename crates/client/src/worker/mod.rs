@@ -7,7 +7,9 @@
 //!    as the worker has room for: it holds at most [`WorkerBuilder::prefetch`] jobs, running or waiting
 //!    in a local buffer, of which at most [`WorkerBuilder::concurrency`] run at once.
 //! 2. **Each job** gets a heartbeat task from the moment it arrives (buffered jobs keep their leases
-//!    too), at the job's `heartbeat_ms` or, without one, a third of its lease. The heartbeat carries
+//!    too), every third of its lease, or at the job's `heartbeat_ms` if that is sooner. Each fetch
+//!    promises heartbeats at [`WorkerBuilder::heartbeat_every`] (10 s), which caps the leases the
+//!    server grants at `2 × 10 s + 5 s`: a dead worker's jobs run elsewhere within about 30 s. The heartbeat carries
 //!    [`JobContext::progress`], and brings back cancel requests ([`JobContext::cancelled`]) and lost
 //!    leases. The handler runs in a task of its own, so that a panic is caught and reported.
 //! 3. **The acknowledger** sends outcomes to `POST /v1/ack` in batches (when
@@ -97,6 +99,7 @@ pub struct WorkerBuilder {
     prefetch: Option<usize>,
     worker_id: Option<String>,
     poll_wait: Duration,
+    heartbeat_every: Duration,
     shutdown_timeout: Duration,
     cancel_grace: Duration,
     ack_batch_size: usize,
@@ -158,6 +161,15 @@ impl WorkerBuilder {
     /// How long one fetch waits for a job when none is due (default 10 s; the server caps it).
     pub fn poll_wait(mut self, wait: Duration) -> Self {
         self.poll_wait = wait;
+        self
+    }
+
+    /// How often, at most, the worker heartbeats each job it holds (default 10 s; at least 100 ms). The
+    /// worker promises it to the server with each fetch, which then keeps each lease to
+    /// `2 × this + 5 s` (25 s by default): the jobs of a worker that dies run elsewhere that soon, not
+    /// after their whole timeout.
+    pub fn heartbeat_every(mut self, every: Duration) -> Self {
+        self.heartbeat_every = every;
         self
     }
 
@@ -242,6 +254,9 @@ impl WorkerBuilder {
                 concurrency: self.concurrency,
                 prefetch,
                 poll_wait: self.poll_wait,
+                heartbeat_ms: u64::try_from(self.heartbeat_every.as_millis())
+                    .unwrap_or(u64::MAX)
+                    .max(100),
                 shutdown_timeout: self.shutdown_timeout,
                 cancel_grace: self.cancel_grace,
                 ack: AckSettings {
@@ -292,6 +307,8 @@ struct Runtime {
     concurrency: usize,
     prefetch: usize,
     poll_wait: Duration,
+    /// The heartbeat interval promised with each fetch.
+    heartbeat_ms: u64,
     shutdown_timeout: Duration,
     cancel_grace: Duration,
     ack: AckSettings,
@@ -336,6 +353,7 @@ impl Worker {
             prefetch: None,
             worker_id: None,
             poll_wait: Duration::from_secs(10),
+            heartbeat_every: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(30),
             cancel_grace: Duration::from_secs(1),
             ack_batch_size: 100,
@@ -520,6 +538,7 @@ async fn fetch_loop(rt: Arc<Runtime>, slots: Arc<Semaphore>, tx: mpsc::Unbounded
             worker_id: rt.worker_id.clone(),
             max_jobs: u32::try_from(room.num_permits()).unwrap_or(1),
             wait_ms: u64::try_from(rt.poll_wait.as_millis()).unwrap_or(u64::MAX),
+            heartbeat_ms: Some(rt.heartbeat_ms),
         };
         match rt.client.fetch(&req).await {
             Ok(resp) => {

@@ -20,6 +20,11 @@ pub struct Claim {
     pub worker_id: String,
     /// How many jobs at most (1 to `limits.max_claim`).
     pub limit: usize,
+    /// The claiming worker's promise to heartbeat every job it holds at least this often (the SDKs
+    /// do, on their own). Its leases then last at most `2 × heartbeat_ms + 5 s` (or less when the job's
+    /// own lease is shorter), so that a dead worker's jobs are recovered that soon instead of after
+    /// their whole timeout. `None`: the jobs' own leases ([`validate::lease_ms`]).
+    pub heartbeat_ms: Option<u64>,
 }
 
 /// What a claim took, and whether flow control held jobs back.
@@ -124,6 +129,14 @@ impl Engine {
         queues.retain(|q| seen.insert(q.clone()));
         validate::worker_id("worker_id", &req.worker_id, limits)?;
         validate::range_u64("limit", req.limit as u64, 1, limits.max_claim as u64)?;
+        if let Some(hb) = req.heartbeat_ms {
+            validate::range_u64(
+                "heartbeat_ms",
+                hb,
+                limits.min_heartbeat_ms,
+                limits.max_timeout_ms,
+            )?;
+        }
         let now = self.now();
         let mut rules = Vec::with_capacity(queues.len());
         for q in &queues {
@@ -138,6 +151,9 @@ impl Engine {
                 worker_id: req.worker_id,
                 limit: req.limit,
                 lease: new_lease_token(),
+                lease_cap_ms: req
+                    .heartbeat_ms
+                    .map(|hb| validate::lease_ms(u64::MAX, Some(hb))),
                 now,
                 promote_limit: self.inner.config.batch_size,
             })

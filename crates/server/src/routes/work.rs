@@ -49,6 +49,7 @@ pub async fn fetch(
         queues: req.queues.clone(),
         worker_id: req.worker_id,
         limit: req.max_jobs as usize,
+        heartbeat_ms: req.heartbeat_ms,
     };
     let wait = Duration::from_millis(req.wait_ms.min(s.config.max_wait_ms));
     let deadline = tokio::time::Instant::now() + wait;

@@ -92,6 +92,7 @@ pub async fn run(args: WorkerArgs) -> Result<(), String> {
             worker_id: args.id.clone(),
             max_jobs: args.batch,
             wait_ms: 500,
+            heartbeat_ms: None,
         };
         let jobs = match client.fetch(&req).await {
             Ok(r) => r.jobs,
