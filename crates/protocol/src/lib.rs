@@ -544,13 +544,14 @@ pub struct EnqueueJob {
     )]
     #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 31_536_000_000_u64))]
     pub delay_ms: Option<u64>,
-    /// Run no earlier than this instant (ms since the epoch), at most 365 days from now; an instant
-    /// past means now. Exclusive with `delay_ms`.
+    /// Run no earlier than this instant (ms since the epoch, not negative), at most 365 days from
+    /// now; an instant past means now. Exclusive with `delay_ms`.
     #[serde(
         default,
         deserialize_with = "whole::opt",
         skip_serializing_if = "Option::is_none"
     )]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0))]
     pub run_at: Option<i64>,
     /// 1–1000 (queue default 3).
     #[serde(
@@ -777,7 +778,7 @@ pub struct JobView {
     pub result: Option<Box<RawValue>>,
     /// One per failed attempt, oldest first.
     pub errors: Vec<AttemptError>,
-    /// `attempts_exhausted`, `non_retryable` or `stalled`, for a dead job.
+    /// `attempts_exhausted`, `non_retryable`, `stalled` or `child_dead`, for a dead job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dead_reason: Option<String>,
     pub cancel_requested: bool,

@@ -194,6 +194,19 @@ pub async fn cancel_waiting_delayed_and_active_jobs(f: Fixture) {
         .unwrap();
     assert_eq!(out.state, JobState::Cancelled);
 
+    // A worker that finished the work before it learnt of the request completes it: the completion
+    // wins (its effect happened; calling it cancelled would hide it), and the job keeps the request so
+    // that whoever cancelled sees it came too late.
+    e.enqueue(job("q", 5)).await.unwrap();
+    let late = claim_one(e, "q").await;
+    assert_eq!(e.cancel(late.id).await.unwrap(), Cancelled::Requested);
+    e.complete(late.id, token(&late), Some(json!({"sent": true})))
+        .await
+        .unwrap();
+    let j = e.get(late.id).await.unwrap();
+    assert_eq!(j.state, JobState::Completed);
+    assert!(j.cancel_requested, "the late request stays visible");
+
     // Finished jobs cannot be cancelled; unknown ones are not found.
     e.enqueue(job("q", 4)).await.unwrap();
     let done = claim_one(e, "q").await;

@@ -87,6 +87,13 @@ pub async fn invalid_job_names_the_field_and_writes_nothing(f: Fixture) {
         ),
         (
             opts(JobOptions {
+                run_at: Some(-5),
+                ..Default::default()
+            }),
+            "run_at",
+        ),
+        (
+            opts(JobOptions {
                 timeout_ms: Some(1),
                 ..Default::default()
             }),

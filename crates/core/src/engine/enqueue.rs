@@ -230,6 +230,15 @@ impl Engine {
                 now.saturating_add(d as i64)
             }
             (None, Some(t)) => {
+                // Before 1970 is no instant a producer means (a duration or a sign slipped in);
+                // a past instant after it is "now" (a producer's clock may be a little behind).
+                if t < 0 {
+                    return Err(Error::invalid(
+                        "run_at",
+                        "must be an instant in milliseconds since 1970-01-01 UTC, not negative \
+                         (for a delay, give delay_ms)",
+                    ));
+                }
                 if t > now + limits.max_delay_ms as i64 {
                     return Err(Error::invalid(
                         "run_at",
