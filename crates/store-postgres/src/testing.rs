@@ -9,17 +9,17 @@
 //!    development machine or CI has it);
 //! 3. a throwaway cluster made with `initdb` and started with `pg_ctl` (found on `PATH`) in a temporary
 //!    directory, on a free port, listening on 127.0.0.1 only, with `fsync` off. `initdb` refuses to run as
-//!    root: as root it runs as the `postgres` user through `runuser` when both exist, and is skipped
-//!    otherwise. A watchdog process stops the cluster and removes its directory when the test process
-//!    exits;
-//! 4. none: the PostgreSQL tests are skipped with a loud message on stderr — unless
-//!    `ERRAND_REQUIRE_POSTGRES=1` (CI sets it), in which case they panic.
+//!    root: as root it runs as the `postgres` user through `runuser` when both exist. A watchdog process
+//!    stops the cluster and removes its directory when the test process exits;
+//! 4. none: every PostgreSQL test panics, saying where it looked. A missing database is a failure, never
+//!    a skip: a skipped test passes without running, and the harness hides the stderr of passing tests.
+//!    `scripts/test` (the README's test command) starts the local server if it stopped and puts the
+//!    PostgreSQL binaries on `PATH`, so on a machine with PostgreSQL installed there is always one.
 //!
 //! Each test then works in a schema of its own ([`TestSchema`], `errand_t_<time>_<random>`), dropped when
 //! the test ends. Schemas left by test processes that were killed are dropped by a later run once they are
 //! a day old.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -39,58 +39,60 @@ const SLOTS: usize = 8;
 /// Connections per test store: enough for the conformance suite's 8 concurrent claimers to share.
 pub const TEST_POOL_SIZE: usize = 4;
 
-static URL: OnceCell<Option<String>> = OnceCell::const_new();
+/// The URL found, or why there is none: the search runs once per process, and its failure too is kept
+/// (each test panics with it) rather than searched for again by every test.
+static URL: OnceCell<Result<String, String>> = OnceCell::const_new();
 static SCHEMAS: Semaphore = Semaphore::const_new(SLOTS);
 
-/// The URL of a PostgreSQL server for tests, or `None` if there is none (after saying so loudly). See the
-/// module documentation for where it looks.
+/// The URL of a PostgreSQL server for tests. See the module documentation for where it looks.
+///
+/// Always `Some`: a missing database panics instead (the `Option` is kept so that the callers written
+/// when a missing database skipped their test still compile; their `else` branches never run).
 ///
 /// # Panics
 ///
-/// If `ERRAND_TEST_POSTGRES_URL` is set but unreachable, or if no server is found while
-/// `ERRAND_REQUIRE_POSTGRES=1`.
+/// If `ERRAND_TEST_POSTGRES_URL` is set but unreachable, or if no server is found at all.
 pub async fn test_url() -> Option<String> {
-    URL.get_or_init(find).await.clone()
+    match URL.get_or_init(find).await {
+        Ok(url) => Some(url.clone()),
+        Err(message) => panic!("{message}"),
+    }
 }
 
-async fn find() -> Option<String> {
+async fn find() -> Result<String, String> {
     if let Ok(url) = std::env::var("ERRAND_TEST_POSTGRES_URL")
         && !url.is_empty()
     {
         if let Err(e) = probe(&url).await {
-            panic!("ERRAND_TEST_POSTGRES_URL is set, but PostgreSQL cannot be reached there: {e}");
+            return Err(format!(
+                "ERRAND_TEST_POSTGRES_URL is set, but PostgreSQL cannot be reached there: {e}"
+            ));
         }
         drop_stale_schemas(&url).await;
-        return Some(url);
+        return Ok(url);
     }
     let mut tried = Vec::new();
     match probe(LOCAL_URL).await {
         Ok(()) => {
             drop_stale_schemas(LOCAL_URL).await;
-            return Some(LOCAL_URL.to_string());
+            return Ok(LOCAL_URL.to_string());
         }
         Err(e) => tried.push(format!("{LOCAL_URL}: {e}")),
     }
     match tokio::task::spawn_blocking(throwaway_cluster).await {
         Ok(Ok(url)) => match probe(&url).await {
-            Ok(()) => return Some(url),
+            Ok(()) => return Ok(url),
             Err(e) => tried.push(format!("throwaway cluster at {url}: {e}")),
         },
         Ok(Err(e)) => tried.push(format!("throwaway cluster: {e}")),
         Err(e) => tried.push(format!("throwaway cluster: {e}")),
     }
-    let message = format!(
-        "PostgreSQL tests SKIPPED: no PostgreSQL server found ({}). Set ERRAND_TEST_POSTGRES_URL, run \
-         a server on 127.0.0.1:5432 that trusts user postgres, or put initdb and pg_ctl on PATH.",
+    Err(format!(
+        "the PostgreSQL tests cannot run: no PostgreSQL server found ({}). Run the tests with \
+         scripts/test, which starts the local server and puts initdb and pg_ctl on PATH; or set \
+         ERRAND_TEST_POSTGRES_URL; or run a server on 127.0.0.1:5432 that trusts user postgres.",
         tried.join("; ")
-    );
-    if std::env::var("ERRAND_REQUIRE_POSTGRES").is_ok_and(|v| v == "1") {
-        panic!("{message} ERRAND_REQUIRE_POSTGRES=1, so this is a failure.");
-    }
-    // Straight to stderr: the test harness captures `eprintln!` of passing tests, and this must be seen.
-    let bar = "!".repeat(100);
-    let _ = writeln!(std::io::stderr(), "\n{bar}\n{message}\n{bar}\n");
-    None
+    ))
 }
 
 /// Connects and runs a query.
@@ -205,8 +207,8 @@ impl Drop for TestSchema {
     }
 }
 
-/// A fresh, empty store in a schema of its own, and the guard that drops the schema; `None` if there is
-/// no database for tests (see [`test_url`]).
+/// A fresh, empty store in a schema of its own, and the guard that drops the schema. Always `Some`, as
+/// [`test_url`]: without a database for tests it panics.
 pub async fn fresh_store() -> Option<(PgStore, TestSchema)> {
     let url = test_url().await?;
     let schema = TestSchema::new(&url).await;
