@@ -13,6 +13,11 @@ import schemathesis
 
 # Where to note each dropped failure (field and message), for a look at what was dropped.
 LOG = os.environ.get("ERRAND_SCHEMATHESIS_DROPPED")
+# Where to note each failure kept, one line each, as the check fails: .ci/run counts these lines, so that
+# a failed check counts even when the run's report shows it otherwise (a case that failed a check and then
+# hit a network error ends as an error; one that failed and then passed when replayed ends as
+# Hypothesis's "inconsistent results").
+FAILED = os.environ.get("ERRAND_SCHEMATHESIS_FAILED")
 
 # Rules JSON Schema cannot express, by the field the server names and how its message starts.
 UNDESCRIBABLE = (
@@ -62,6 +67,15 @@ PURGE = re.compile(r"DELETE /v1/queues/[^/]+/dead")
 
 @schemathesis.hook
 def filter_failure(context, failure, case, response):
+    keep = _keep(failure, case, response)
+    if keep and FAILED:
+        title = " ".join(str(getattr(failure, "title", "") or "").split())
+        with open(FAILED, "a", encoding="utf-8") as f:
+            f.write(f"{case.operation.label}\t{failure.code}\t{response.status_code}\t{title}\n")
+    return keep
+
+
+def _keep(failure, case, response):
     if failure.code == "ST301" and PURGE.fullmatch(getattr(failure, "free", "") or ""):
         return False
     if failure.code != "ST202" or response.status_code != 400:
