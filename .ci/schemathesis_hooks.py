@@ -29,13 +29,27 @@ UNDESCRIBABLE = (
     ("cron", "", "", "at most"),
     # The tz database's zone names.
     ("timezone", "unknown time zone"),
-    # Lengths in bytes: JSON Schema counts characters.
-    ("", "must be at most ", " bytes"),
+    # Lengths in bytes (JSON Schema counts characters): a webhook secret's here, the keys' and the
+    # worker id's in BYTE_BOUNDS below.
     ("secret", "must be 16 to 512 bytes"),
     ("url", "must be an http:// or https:// URL of at most 2,048 characters"),
     # State across requests: a queue holds at most 10 webhooks.
     ("name", "a queue has at most 10 webhooks"),
 )
+
+
+# Lengths in bytes: JSON Schema's maxLength counts characters, so a string within the description's
+# maxLength can still exceed the server's bound in bytes (UTF-8). Only these fields have such a bound
+# (crates/core/src/validate.rs `key`, with crates/core/src/limits.rs `max_key` and `max_worker_id`), and
+# each is excused only with its own bound, in the server's exact words: a byte bound named on any other
+# field, or with another number, is a failure.
+BYTE_BOUNDS = {
+    "unique_key": 255,
+    "group_key": 255,
+    "concurrency_key": 255,
+    "idempotency_key": 255,
+    "worker_id": 128,
+}
 
 
 # The largest timeout (7 days): a heartbeat bound below it is a job's or queue's timeout.
@@ -48,6 +62,9 @@ def _undescribable(error):
     if field == "heartbeat_ms" or field.endswith(".heartbeat_ms"):
         bounds = re.fullmatch(r"must be between (\d+) and (\d+)", message)
         return bool(bounds) and int(bounds.group(2)) < MAX_TIMEOUT_MS
+    last = field.rsplit(".", 1)[-1]
+    if last in BYTE_BOUNDS and message == f"must be at most {BYTE_BOUNDS[last]} bytes":
+        return True
     for rule in UNDESCRIBABLE:
         name, start = rule[0], rule[1]
         end = rule[2] if len(rule) > 2 else ""
