@@ -33,6 +33,8 @@ UNDESCRIBABLE = (
     # worker id's in BYTE_BOUNDS below.
     ("secret", "must be 16 to 512 bytes"),
     ("url", "must be an http:// or https:// URL of at most 2,048 characters"),
+    # The server's destination lists (.ci/run denies every address): an IP literal is refused at once.
+    ("url", "deliveries to this URL would be refused: "),
     # State across requests: a queue holds at most 10 webhooks.
     ("name", "a queue has at most 10 webhooks"),
 )
