@@ -64,9 +64,25 @@ pub async fn json_bytes(req: Request, state: &AppState) -> Result<Bytes, ApiErro
     })
 }
 
-/// Decodes JSON, naming the field at fault (`jobs[3].priority`) when it does not fit `T`.
+/// Decodes JSON, naming the field at fault (`jobs[3].priority`) when it does not fit `T`. The body
+/// must be exactly one JSON value, whitespace aside: a reader that stopped after the first value took
+/// `{"kind":"a"}{"kind":"b"}` as job "a" and dropped "b" without a word.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);
+    let value = deserialize_fields(de)?;
+    de.end().map_err(|e| {
+        ApiError::invalid(
+            "body",
+            format!("the body must be exactly one JSON value: {e}"),
+        )
+    })?;
+    Ok(value)
+}
+
+/// Deserializes one value, naming the field at fault.
+fn deserialize_fields<'de, T: DeserializeOwned>(
+    de: &mut serde_json::Deserializer<serde_json::de::SliceRead<'de>>,
+) -> Result<T, ApiError> {
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();

@@ -206,6 +206,67 @@ async fn wrong_content_type_is_415_and_too_large_is_413() {
     );
 }
 
+/// Sends `body` as it is, JSON content type: status and answer.
+async fn send_raw(api: &Api, method: Method, path: &str, body: &str) -> (StatusCode, Value) {
+    let req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    let (s, b, _) = api.raw(req).await;
+    (s, b)
+}
+
+#[tokio::test]
+async fn a_body_must_be_one_json_value_and_junk_after_it_writes_nothing() {
+    let api = Api::new();
+    // A job on another queue, to show a refused fetch claims nothing.
+    let waiting = api.enqueue("w", json!({"kind": "k"})).await;
+    for body in [
+        r#"{"kind": "x"} trailing"#,
+        r#"{"kind": "a"}{"kind": "b"}"#,
+        r#"{"kind": "x"}]"#,
+        r#"{"kind": "x"} {"#,
+        r#"{"kind": "x"} 1"#,
+        r#"{"jobs": [{"kind": "a"}]} junk"#,
+        r#"{"jobs": [{"kind": "a"}]}{"jobs": [{"kind": "b"}]}"#,
+    ] {
+        let got = send_raw(&api, Method::POST, "/v1/queues/q/jobs", body).await;
+        assert_error(&got, StatusCode::BAD_REQUEST, code::INVALID, Some("body"));
+    }
+    assert_eq!(
+        api.get("/v1/queues/q").await.0,
+        StatusCode::NOT_FOUND,
+        "no job made, \"a\" included"
+    );
+    let (s, page) = api.get("/v1/queues/q/jobs?state=waiting").await;
+    assert_eq!((s, &page["jobs"]), (StatusCode::OK, &json!([])), "{page}");
+
+    let fetch = r#"{"queues": ["w"], "worker_id": "w1", "max_jobs": 5}"#;
+    let got = send_raw(&api, Method::POST, "/v1/fetch", &format!("{fetch} junk")).await;
+    assert_error(&got, StatusCode::BAD_REQUEST, code::INVALID, Some("body"));
+    let (_, job) = api.get(&format!("/v1/jobs/{waiting}")).await;
+    assert_eq!(job["state"], "waiting", "the refused fetch claimed nothing");
+
+    // The same acknowledgement with junk after it changes nothing; alone it completes the job.
+    let jobs = api.fetch("w", 1).await;
+    let token = jobs[0]["lease_token"].as_str().unwrap();
+    let complete = format!("/v1/jobs/{waiting}/complete");
+    let ack = json!({"lease_token": token, "result": 1}).to_string();
+    let got = send_raw(&api, Method::POST, &complete, &format!("{ack}{ack}")).await;
+    assert_error(&got, StatusCode::BAD_REQUEST, code::INVALID, Some("body"));
+    let (_, job) = api.get(&format!("/v1/jobs/{waiting}")).await;
+    assert_eq!(job["state"], "active");
+    // Whitespace around the one value is not junk.
+    let (s, c) = send_raw(&api, Method::POST, &complete, &format!(" \n{ack}\r\n\t ")).await;
+    assert_eq!(
+        (s, c["state"].as_str()),
+        (StatusCode::OK, Some("completed")),
+        "{c}"
+    );
+}
+
 #[tokio::test]
 async fn unknown_routes_and_methods_answer_json() {
     let api = Api::new();
