@@ -73,6 +73,7 @@ impl AppState {
         let store = Arc::new(metrics::TimedStore::new(store, Arc::clone(&metrics)));
         let events = Arc::new(events::EventLog::new(events::EVENT_HISTORY));
         let observers = events::Observers(vec![metrics.clone(), events.clone()]);
+        let waiters = Arc::new(Waiters::new(metrics.fetches_waiting.clone()));
         let engine_config = EngineConfig {
             observer: Some(Arc::new(observers)),
             ..EngineConfig::default()
@@ -85,7 +86,7 @@ impl AppState {
             key_buckets: Arc::default(),
             denial_audit: Arc::default(),
             events,
-            waiters: Arc::new(Waiters::default()),
+            waiters,
             shutdown,
         }
     }

@@ -6,7 +6,8 @@
 //!   sees every event synchronously and so misses none (a broadcast subscriber could fall behind);
 //! - **gauges of the shared store** (jobs by state, oldest waiting age, dead letters, paused), read at
 //!   scrape time with one [`Store::queue_stats_all`] call: every node reports the same values;
-//! - **workers seen** by this node's fetches and heartbeats within [`WORKER_WINDOW_MS`].
+//! - **workers seen** by this node's fetches and heartbeats within [`WORKER_WINDOW_MS`], and the
+//!   long-poll fetches parked on this node now.
 //!
 //! Names follow the Prometheus conventions: an `errand_` prefix, `_total` counters, `_seconds`
 //! histograms in base units. The exposition is the OpenMetrics text format, which Prometheus reads.
@@ -114,6 +115,8 @@ pub struct Metrics {
     totals: Mutex<HashMap<String, crate::alerting::Totals>>,
     /// Set by the alert evaluator: the alerts firing now.
     pub(crate) alerts_firing: Family<AlertLabel, Gauge>,
+    /// Kept by the waiting-fetch registry (`wake.rs`): long polls parked now, on every queue.
+    pub(crate) fetches_waiting: Gauge,
 }
 
 impl Default for Metrics {
@@ -135,6 +138,7 @@ impl Default for Metrics {
             workers: Mutex::new(HashMap::new()),
             totals: Mutex::new(HashMap::new()),
             alerts_firing: Family::default(),
+            fetches_waiting: Gauge::default(),
         }
     }
 }
@@ -404,6 +408,11 @@ impl Metrics {
             "workers",
             "Distinct workers that fetched or heartbeat on this node in the last 60 s.",
             workers,
+        );
+        r.register(
+            "fetches_waiting",
+            "Long-poll fetches parked on this node now, waiting for a job (at most max_waiting_fetches).",
+            self.fetches_waiting.clone(),
         );
         let mut out = String::new();
         // Writing to a String cannot fail.

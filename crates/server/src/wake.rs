@@ -5,12 +5,17 @@
 //! a stall), notifies the fetches registered for its queue. `Notify::notify_one` keeps a permit when the
 //! fetch is not yet parked, so a job that arrives between a fetch's empty claim and its wait is not
 //! missed.
+//!
+//! The fetches parked now (registered, their last claim empty, waiting for a wake) are the gauge
+//! `errand_fetches_waiting`: an operator sees idle capacity against `max_waiting_fetches`, and a test
+//! knows a fetch is parked before it makes a job due, so the job can only reach it through a wake.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use errand_core::{Event, JobState};
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{Notify, broadcast};
 
 /// The registry of waiting fetches, by queue.
@@ -21,6 +26,8 @@ pub struct Waiters {
     on_release: Mutex<HashMap<String, HashMap<u64, Arc<Notify>>>>,
     next_id: AtomicU64,
     waiting: AtomicU64,
+    /// Fetches parked in their wait now (a share of the metrics' gauge).
+    parked: Gauge,
 }
 
 /// A fetch's registration; it leaves the registry when dropped.
@@ -33,6 +40,14 @@ pub struct Registration {
 }
 
 impl Waiters {
+    /// A registry that counts its parked fetches in `parked`.
+    pub fn new(parked: Gauge) -> Self {
+        Waiters {
+            parked,
+            ..Waiters::default()
+        }
+    }
+
     /// Registers a fetch for `queues`, unless `max` fetches already wait.
     pub fn register(self: &Arc<Self>, queues: &[String], max: usize) -> Option<Registration> {
         if self.waiting.fetch_add(1, Ordering::AcqRel) >= max as u64 {
@@ -178,6 +193,26 @@ impl Registration {
                 .or_default()
                 .insert(self.id, Arc::clone(&self.notify));
         }
+    }
+}
+
+impl Registration {
+    /// Counts this fetch as parked until the guard is dropped: call it after the claim came back
+    /// empty, just before waiting. A wake between the two is kept as the `Notify`'s permit.
+    pub fn park(&self) -> Parked<'_> {
+        self.waiters.parked.inc();
+        Parked(self)
+    }
+}
+
+/// A fetch parked in its wait; see [`Registration::park`]. Dropped when the wait ends, however it
+/// ends (a wake, the deadline, shutdown, the client going away).
+#[derive(Debug)]
+pub struct Parked<'a>(&'a Registration);
+
+impl Drop for Parked<'_> {
+    fn drop(&mut self) {
+        self.0.waiters.parked.dec();
     }
 }
 

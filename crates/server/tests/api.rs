@@ -430,7 +430,7 @@ async fn a_waiting_fetch_wakes_as_soon_as_a_job_arrives_and_returns_empty_when_i
 
     let waiting =
         api.spawn_fetch(json!({"queues": ["other", "lp"], "worker_id": "w", "wait_ms": 20_000}));
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    api.wait_fetches_parked(1).await;
     let id = api.enqueue("lp", json!({"kind": "k"})).await;
     let (elapsed, _, b) = waiting.await.unwrap();
     assert_eq!(b["jobs"][0]["id"], id.as_str());
@@ -438,6 +438,8 @@ async fn a_waiting_fetch_wakes_as_soon_as_a_job_arrives_and_returns_empty_when_i
         elapsed < Duration::from_secs(5),
         "woken by the enqueue, not by its wait: {elapsed:?}"
     );
+    let (_, _, metrics) = api.get_text("/metrics").await;
+    assert_eq!(support::fetches_waiting(&metrics), 0, "no longer parked");
 }
 
 #[tokio::test]
@@ -447,21 +449,15 @@ async fn too_many_waiting_fetches_get_429_and_shutdown_answers_waiters_empty() {
         ..Default::default()
     });
     let first = api.spawn_fetch(json!({"queues": ["z"], "worker_id": "w", "wait_ms": 30_000}));
-    // Let the first park before probing: a probe that registered first would take its place.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let got = loop {
-        let req = Request::post("/v1/fetch")
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(Body::from(
-                json!({"queues": ["z2"], "worker_id": "w", "wait_ms": 10}).to_string(),
-            ))
-            .unwrap();
-        let (s, b, h) = api.raw(req).await;
-        if s == StatusCode::TOO_MANY_REQUESTS || Instant::now() > deadline {
-            break (s, b, h);
-        }
-    };
+    // The first parks before the probe: a probe that registered first would take its place.
+    api.wait_fetches_parked(1).await;
+    let req = Request::post("/v1/fetch")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(
+            json!({"queues": ["z2"], "worker_id": "w", "wait_ms": 10}).to_string(),
+        ))
+        .unwrap();
+    let got = api.raw(req).await;
     assert_error(
         &(got.0, got.1),
         StatusCode::TOO_MANY_REQUESTS,
@@ -1106,7 +1102,7 @@ async fn resuming_a_queue_wakes_the_fetches_parked_on_it() {
     api.post("/v1/queues/pz/pause", json!({})).await;
     api.enqueue("pz", json!({"kind": "k"})).await;
     let waiting = api.spawn_fetch(json!({"queues": ["pz"], "worker_id": "w", "wait_ms": 20_000}));
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    api.wait_fetches_parked(1).await;
     api.post("/v1/queues/pz/resume", json!({})).await;
     let (elapsed, _, b) = waiting.await.unwrap();
     assert_eq!(b["jobs"].as_array().unwrap().len(), 1, "{b}");
@@ -1266,7 +1262,7 @@ async fn a_fetch_held_back_by_flow_control_returns_once_a_place_frees_or_a_token
     assert_eq!(first[0]["group_key"], "t1");
     assert_eq!(first[0]["concurrency_key"], "o1");
     let waiting = api.spawn_fetch(json!({"queues": ["one"], "worker_id": "w2", "wait_ms": 20_000}));
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    api.wait_fetches_parked(1).await;
     let id = first[0]["id"].as_str().unwrap();
     let token = first[0]["lease_token"].as_str().unwrap();
     let (s, _) = api
@@ -1315,10 +1311,21 @@ async fn a_fetch_held_back_by_flow_control_returns_once_a_place_frees_or_a_token
     );
 }
 
+/// How many times this node's store read a job by id.
+fn job_reads(api: &Api) -> u64 {
+    api.state
+        .metrics
+        .render(&[], 0)
+        .lines()
+        .find_map(|l| l.strip_prefix("errand_store_operation_seconds_count{op=\"job_get\"} "))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
+
 #[tokio::test]
 async fn a_producer_waits_for_a_job_to_end_and_gets_its_result() {
     let api = Api::new();
     let id = api.enqueue("w8", json!({"kind": "k"})).await;
+    let reads = job_reads(&api);
     let waiting = {
         let router = api.router.clone();
         let id = id.clone();
@@ -1339,7 +1346,13 @@ async fn a_producer_waits_for_a_job_to_end_and_gets_its_result() {
             )
         })
     };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The wait subscribes to events, then reads the job: once it has read it, the end is sure to reach
+    // it while it waits.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while job_reads(&api) == reads {
+        assert!(Instant::now() < deadline, "the wait never read the job");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let jobs = api.fetch("w8", 1).await;
     let token = jobs[0]["lease_token"].as_str().unwrap();
     let (s, _) = api

@@ -17,6 +17,21 @@ async fn http(
     path: &str,
     body: Option<Value>,
 ) -> (u16, Value) {
+    let (status, body) = request(addr, method, path, body).await;
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+}
+
+/// A `GET` on a fresh connection: (status, text body).
+async fn http_text(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    request(addr, "GET", path, None).await
+}
+
+async fn request(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, String) {
     let mut s = TcpStream::connect(addr).await.unwrap();
     let body = body.map(|b| b.to_string()).unwrap_or_default();
     let req = format!(
@@ -30,7 +45,7 @@ async fn http(
     let text = String::from_utf8(out).unwrap();
     let status = text[9..12].parse().unwrap();
     let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+    (status, body.to_string())
 }
 
 #[tokio::test]
@@ -85,8 +100,25 @@ async fn shutdown_answers_waiting_fetches_empty_finishes_and_closes_the_store() 
         .await;
         (t.elapsed(), r)
     });
-    // Let the fetch park, then shut down.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Once the fetch is parked, shut down: only the shutdown can answer it then.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, metrics) = http_text(addr, "/metrics").await;
+        assert_eq!(status, 200, "{metrics}");
+        let parked = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("errand_fetches_waiting "))
+            .map(|v| v.trim().parse::<u64>().unwrap());
+        if parked == Some(1) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the fetch never parked: {parked:?}"
+        );
+        // A poll interval: the loop ends on what it reads.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let t = Instant::now();
     server.shutdown().await;
     let took = t.elapsed();

@@ -90,6 +90,7 @@ pub async fn fetch(
                 reg.wake_on_release();
             }
             let recheck = flow_recheck(&s, &out).map(|d| tokio::time::Instant::now() + d);
+            let _parked = reg.park();
             tokio::select! {
                 _ = reg.notify.notified() => {}
                 _ = tokio::time::sleep_until(deadline) => break,

@@ -218,6 +218,26 @@ impl Api {
         (status, ctype, String::from_utf8(bytes.to_vec()).unwrap())
     }
 
+    /// Waits until `n` long-poll fetches are parked (`errand_fetches_waiting` in `/metrics`), or fails
+    /// the test after 10 s: a job made due after this reaches them only through a wake.
+    pub async fn wait_fetches_parked(&self, n: u64) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let (_, _, text) = self.get_text("/metrics").await;
+            let parked = fetches_waiting(&text);
+            if parked >= n {
+                assert_eq!(parked, n, "more fetches parked than the test started");
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{parked} of {n} fetches parked after 10 s"
+            );
+            // A poll interval, not a guess: the loop ends on what it reads.
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+
     /// Fetches up to `n` jobs of `queue` without waiting.
     pub async fn fetch(&self, queue: &str, n: u32) -> Vec<Value> {
         let (s, b) = self
@@ -229,6 +249,17 @@ impl Api {
         assert_eq!(s, StatusCode::OK, "{b}");
         b["jobs"].as_array().unwrap().clone()
     }
+}
+
+/// The value of `errand_fetches_waiting` in a `/metrics` text.
+pub fn fetches_waiting(metrics: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("errand_fetches_waiting "))
+        .unwrap_or_else(|| panic!("no errand_fetches_waiting in:\n{metrics}"))
+        .trim()
+        .parse()
+        .unwrap()
 }
 
 /// Calls as one key.
