@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use support::{free_port, wait_ready};
 
-use errand_client::protocol::{EnqueueJob, FetchRequest, QueueConfig, Retention};
+use errand_client::protocol::{EnqueueJob, FetchRequest, JobState, QueueConfig, Retention};
 use errand_client::{Client, JobContext, RetryPolicy, ShutdownReport, Worker};
 use serde_json::json;
 use tokio::sync::oneshot;
@@ -23,6 +23,7 @@ use tokio::sync::oneshot;
 struct Node {
     child: Child,
     client: Client,
+    addr: std::net::SocketAddr,
 }
 
 async fn node(url: &str, schema: &str) -> Node {
@@ -48,7 +49,48 @@ async fn node(url: &str, schema: &str) -> Node {
         .build()
         .unwrap();
     wait_ready(&client).await;
-    Node { child, client }
+    Node {
+        child,
+        client,
+        addr: ([127, 0, 0, 1], port).into(),
+    }
+}
+
+/// The node's `errand_fetches_waiting`: long-poll fetches parked on it now.
+fn fetches_waiting(addr: std::net::SocketAddr) -> u64 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("errand_fetches_waiting "))
+        .unwrap_or_else(|| panic!("no errand_fetches_waiting in:\n{text}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Waits until `n` fetches are parked on the node at `addr`, or fails the test after 30 s.
+async fn wait_fetches_parked(addr: std::net::SocketAddr, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let parked = fetches_waiting(addr);
+        if parked >= n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{parked} of {n} fetches parked after 30 s"
+        );
+        // A poll interval: the loop ends on what it reads.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 impl Drop for Node {
@@ -78,13 +120,18 @@ fn drop_schema(schema: &str) {
         .status();
 }
 
-/// A worker on `client` counting each job it runs; it stops when the sender is dropped or fired.
+/// A worker named `id` on `client` counting each job it runs; it stops when the sender is dropped or
+/// fired. With `hold`, once `hold.0` jobs ran in all, each job it starts is noted in `hold.1` and never
+/// ends: its lease stays held until the worker is gone.
 fn worker(
     client: Client,
+    id: &str,
     runs: Arc<Mutex<HashMap<String, u32>>>,
+    hold: Option<(usize, Arc<Mutex<Vec<String>>>)>,
 ) -> (oneshot::Sender<()>, tokio::task::JoinHandle<ShutdownReport>) {
     let (stop, stopped) = oneshot::channel::<()>();
     let w = Worker::builder(client)
+        .worker_id(id)
         .queue("mn")
         .concurrency(8)
         .prefetch(64)
@@ -92,12 +139,19 @@ fn worker(
         .shutdown_timeout(Duration::from_secs(5))
         .handler("k", move |ctx: JobContext, _p: serde_json::Value| {
             let runs = Arc::clone(&runs);
+            let hold = hold.clone();
             async move {
-                *runs
-                    .lock()
-                    .unwrap()
-                    .entry(ctx.id().to_string())
-                    .or_default() += 1;
+                let ran = {
+                    let mut runs = runs.lock().unwrap();
+                    *runs.entry(ctx.id().to_string()).or_default() += 1;
+                    runs.len()
+                };
+                if let Some((after, held)) = hold
+                    && ran > after
+                {
+                    held.lock().unwrap().push(ctx.id().to_string());
+                    std::future::pending::<()>().await;
+                }
                 Ok(serde_json::Value::Null)
             }
         })
@@ -167,7 +221,8 @@ async fn a_job_enqueued_on_one_node_wakes_a_fetch_waiting_on_the_other() {
             (b.fetch(&req).await.unwrap(), t.elapsed())
         })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Once B's fetch is parked, only a wake through the database can hand it A's job.
+    wait_fetches_parked(b.addr, 1).await;
     let e = a
         .client
         .enqueue("mn", &EnqueueJob::new("k", json!(1)))
@@ -193,9 +248,9 @@ async fn four_workers_on_two_nodes_drain_20000_jobs_each_exactly_once() {
     let b = node(&url, &schema).await;
     enqueue(&a.client, 20_000, None).await;
     let runs = Arc::new(Mutex::new(HashMap::new()));
-    let workers: Vec<_> = [&a, &a, &b, &b]
+    let workers: Vec<_> = [(&a, "a1"), (&a, "a2"), (&b, "b1"), (&b, "b2")]
         .iter()
-        .map(|n| worker(n.client.clone(), Arc::clone(&runs)))
+        .map(|(n, id)| worker(n.client.clone(), id, Arc::clone(&runs), None))
         .collect();
     wait_completed(&b.client, 20_000, Duration::from_secs(180)).await;
     for (stop, task) in workers {
@@ -225,17 +280,35 @@ async fn a_node_killed_mid_drain_leaves_its_leased_jobs_to_the_other() {
     // Heartbeats every 200 ms: a lease lasts 2 intervals plus 5 s of grace.
     enqueue(&b.client, 3_000, Some(200)).await;
     let runs = Arc::new(Mutex::new(HashMap::new()));
-    let on_a = worker(a.client.clone(), Arc::clone(&runs));
-    // Let node A's worker lease a good part of the queue, then kill node A.
+    // After 500 jobs, node A's worker holds every job it starts: when A dies, its 8 running jobs (and
+    // what it prefetched) are under its leases, whatever the moment of the kill.
+    let held = Arc::new(Mutex::new(Vec::new()));
+    let on_a = worker(
+        a.client.clone(),
+        "a1",
+        Arc::clone(&runs),
+        Some((500, Arc::clone(&held))),
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
-    while runs.lock().unwrap().len() < 500 {
+    while held.lock().unwrap().len() < 8 {
         assert!(Instant::now() < deadline, "node A's worker never got going");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     a.child.kill().unwrap();
     a.child.wait().unwrap();
+    let held = held.lock().unwrap().clone();
+    assert_eq!(held.len(), 8, "the worker's concurrency");
+    for id in &held {
+        let job = b.client.get(id).await.unwrap();
+        assert_eq!(
+            (job.state, job.lease.as_ref().map(|l| l.worker_id.as_str())),
+            (JobState::Active, Some("a1")),
+            "{id} was running under the killed node's worker"
+        );
+    }
     let leased_by_a = b.client.queue("mn").await.unwrap().counts.active;
-    let on_b = worker(b.client.clone(), Arc::clone(&runs));
+    assert!(leased_by_a >= 8, "{leased_by_a} active");
+    let on_b = worker(b.client.clone(), "b1", Arc::clone(&runs), None);
     // Node B takes over maintenance, recovers A's expired leases, and its worker finishes everything.
     wait_completed(&b.client, 3_000, Duration::from_secs(60)).await;
     let _ = on_b.0.send(());
@@ -249,6 +322,12 @@ async fn a_node_killed_mid_drain_leaves_its_leased_jobs_to_the_other() {
     );
     let runs = runs.lock().unwrap();
     assert_eq!(runs.len(), 3_000, "every job ran");
+    for id in &held {
+        assert_eq!(
+            runs[id], 2,
+            "{id}, held by the killed node, ran again on the other"
+        );
+    }
     let twice = runs.values().filter(|&&n| n > 1).count();
     eprintln!(
         "node A held {leased_by_a} leases when killed; {twice} jobs ran twice (at-least-once)"
