@@ -454,6 +454,13 @@ pub async fn concurrent_claimers_never_exceed_the_limits(f: Fixture) {
         done: u64,
     }
     let seen = Arc::new(Mutex::new(Seen::default()));
+    // The count must follow the store's: raised once a claim returned, lowered once its completion
+    // returned. Lowered before the completion, it was one short while the job was still active and a
+    // claim beside it could take one place too many unseen; lowered after, with nothing more, another
+    // claimer could take the freed place and count it first, one too many that never was. So claims
+    // run together (shared), as the check needs, and a completion runs alone (exclusive): by the time
+    // a job is completed every claim made has been counted, and none is made until it is uncounted.
+    let gate = Arc::new(tokio::sync::RwLock::new(()));
     let bump = |s: &mut Seen, key: String, by: i64| {
         let v = s.active.entry(key.clone()).or_default();
         *v += by;
@@ -465,11 +472,13 @@ pub async fn concurrent_claimers_never_exceed_the_limits(f: Fixture) {
     for w in 0..4 {
         let e = ctx.engine.clone();
         let seen = Arc::clone(&seen);
+        let gate = Arc::clone(&gate);
         tasks.push(tokio::spawn(async move {
             for _ in 0..100_000 {
                 if seen.lock().unwrap().done >= 120 {
                     return;
                 }
+                let claiming = gate.read().await;
                 let got = claim(&e, "c", &format!("w{w}"), 2).await;
                 let names = |j: &errand_core::Job| {
                     let mut v = vec!["queue".to_string(), format!("group:{:?}", j.group_key)];
@@ -484,16 +493,16 @@ pub async fn concurrent_claimers_never_exceed_the_limits(f: Fixture) {
                         bump(&mut s, n, 1);
                     }
                 }
+                drop(claiming);
                 tokio::task::yield_now().await;
                 for j in &got {
-                    {
-                        let mut s = seen.lock().unwrap();
-                        for n in names(j) {
-                            bump(&mut s, n, -1);
-                        }
-                        s.done += 1;
-                    }
+                    let _completing = gate.write().await;
                     e.complete(j.id, token(j), None).await.unwrap();
+                    let mut s = seen.lock().unwrap();
+                    for n in names(j) {
+                        bump(&mut s, n, -1);
+                    }
+                    s.done += 1;
                 }
                 if got.is_empty() {
                     tokio::task::yield_now().await;
