@@ -129,12 +129,13 @@ async fn a_secret_in_a_payload_never_leaks() {
         .await;
     assert_eq!(s, 400);
 
-    // A job runs: fails once, then completes with a result that holds the secret too.
+    // A job runs: fails once (delayed by its backoff, then promoted by an operator: no clock waited
+    // on), then completes with a result that holds the secret too.
     let id = http
         .post(
             "/v1/queues/pay/jobs",
             json!({"kind": "charge", "payload": secret, "max_attempts": 3,
-                                            "backoff": {"type": "fixed", "delay_ms": 1}}),
+                                            "backoff": {"type": "fixed", "delay_ms": 3_600_000}}),
         )
         .await["id"]
         .as_str()
@@ -157,12 +158,15 @@ async fn a_secret_in_a_payload_never_leaks() {
     };
     assert!(seen.contains("\"active\""), "{seen}");
     assert!(!seen.contains(&token), "{seen}");
-    http.post(
-        &format!("/v1/jobs/{id}/fail"),
-        json!({"lease_token": token, "message": "declined"}),
-    )
-    .await;
-    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let failed = http
+        .post(
+            &format!("/v1/jobs/{id}/fail"),
+            json!({"lease_token": token, "message": "declined"}),
+        )
+        .await;
+    assert_eq!(failed["state"], "delayed", "{failed}");
+    http.post(&format!("/v1/jobs/{id}/promote"), json!({}))
+        .await;
     server.state().engine.maintain().await.unwrap();
     let job = &http
         .post("/v1/fetch", json!({"queues": ["pay"], "worker_id": "w1"}))
