@@ -12,22 +12,11 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use support::{free_port, serve, wait_ready};
+use support::{Running, free_port, serve, wait_ready};
 
 use errand_client::protocol::EnqueueJob;
 use errand_client::{Client, RetryPolicy};
 use serde_json::json;
-
-/// A server killed (SIGKILL) and waited for when dropped: a failed assertion leaves no server
-/// holding the tmpfs. Declared after the mount, it is dropped first.
-struct Running(std::process::Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Unmounts the tmpfs when the test ends, however it ends.
 struct Mount(PathBuf);
@@ -84,6 +73,7 @@ async fn a_full_disk_answers_503_quickly_and_loses_nothing_once_space_is_freed()
         )
     });
     let port = free_port();
+    // Declared after the mount, so dropped (killed) before the tmpfs is unmounted.
     let server = Running(serve(&data, port));
     let client = Client::builder(format!("http://127.0.0.1:{port}"))
         .retry(RetryPolicy::none())

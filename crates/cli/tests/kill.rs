@@ -13,7 +13,7 @@ mod support;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::{assert_acknowledged, free_port, serve, wait_ready};
+use support::{Running, assert_acknowledged, free_port, serve, wait_ready};
 
 use errand_client::Client;
 use errand_protocol::{CompleteRequest, EnqueueJob, FetchRequest};
@@ -36,7 +36,7 @@ async fn sigkill_under_load_loses_no_acknowledged_enqueue_or_completion() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
-    let mut server = serve(dir.path(), port);
+    let mut server = Running(serve(dir.path(), port));
     // No retries: an answer we count must be the server's own.
     let client = Client::builder(&url)
         .request_timeout(Duration::from_secs(5))
@@ -103,8 +103,8 @@ async fn sigkill_under_load_loses_no_acknowledged_enqueue_or_completion() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     killed.store(true, Ordering::SeqCst);
-    server.kill().unwrap();
-    server.wait().unwrap();
+    server.0.kill().unwrap();
+    server.0.wait().unwrap();
     // Each task ends only through `load_ended`: a panic there (an error before the kill, or an error
     // answer) fails the test here.
     for t in tasks {
@@ -114,11 +114,11 @@ async fn sigkill_under_load_loses_no_acknowledged_enqueue_or_completion() {
     let completed = completed.lock().unwrap().clone();
     assert!(!enqueued.is_empty() && !completed.is_empty());
 
-    let mut server = serve(dir.path(), port);
+    let mut server = Running(serve(dir.path(), port));
     wait_ready(&client).await;
     assert_acknowledged(&client, &enqueued, &completed).await;
-    server.kill().unwrap();
-    server.wait().unwrap();
+    server.0.kill().unwrap();
+    server.0.wait().unwrap();
     eprintln!(
         "checked {} acknowledged enqueues and {} completions after SIGKILL",
         enqueued.len(),

@@ -26,6 +26,17 @@ pub fn serve(dir: &Path, port: u16) -> Child {
         .unwrap()
 }
 
+/// A server killed (SIGKILL) and waited for when dropped: a failed assertion leaves no server behind
+/// (holding a tmpfs, or the test's stderr, which would keep whatever reads it waiting).
+pub struct Running(pub Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A loopback port nobody listens on now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
