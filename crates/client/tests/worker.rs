@@ -495,6 +495,82 @@ async fn a_job_of_an_unknown_kind_fails_retryably_saying_why() {
     server.shutdown().await;
 }
 
+/// Everything logged in this test binary from the first call on (one global subscriber: the worker's
+/// tasks run on any runtime thread, out of reach of a thread-local one).
+fn captured_log() -> Arc<std::sync::Mutex<Vec<u8>>> {
+    static LOG: std::sync::OnceLock<Arc<std::sync::Mutex<Vec<u8>>>> = std::sync::OnceLock::new();
+    LOG.get_or_init(|| {
+        let buf = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = Arc::clone(&buf);
+        let make_writer = move || Capture(Arc::clone(&sink));
+        tracing::subscriber::set_global_default(
+            tracing_subscriber::fmt()
+                .with_ansi(false)
+                .with_max_level(tracing::Level::WARN)
+                .with_writer(make_writer)
+                .finish(),
+        )
+        .unwrap();
+        buf
+    })
+    .clone()
+}
+
+struct Capture(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_without_a_handler_is_logged_as_an_error_naming_the_kinds_handled() {
+    let log = captured_log();
+    let (server, client) = start().await;
+    quick_retries(&client, "digests", 1).await;
+    let id = enqueue(&client, "digests", EnqueueJob::new("digest", json!(null))).await;
+    let w = worker(&client, "digests")
+        .handler("send_receipt", |_: JobContext, _: Value| async move {
+            Ok::<_, JobError>(())
+        })
+        .handler("refund", |_: JobContext, _: Value| async move {
+            Ok::<_, JobError>(())
+        })
+        .build()
+        .unwrap();
+    let running = Running::start(w);
+    let dead = wait_state(&client, &id, JobState::Dead).await;
+    running.stop().await;
+    // What the server was told, and so what the dead job's page shows: the kind missing and the
+    // kinds this worker does handle.
+    let message = &dead.errors[0].message;
+    assert!(
+        message.starts_with("no handler for kind \"digest\" on worker ")
+            && message.ends_with("(it handles \"refund\", \"send_receipt\")"),
+        "{message}"
+    );
+    // What the worker's operator sees: one error line with the job, its kind and the kinds handled.
+    let text = String::from_utf8(log.lock().unwrap().clone()).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.contains(&id))
+        .unwrap_or_else(|| panic!("nothing logged about job {id}:\n{text}"));
+    assert!(line.contains("ERROR"), "{line}");
+    assert!(line.contains("no handler"), "{line}");
+    assert!(line.contains("kind=digest"), "{line}");
+    assert!(line.contains("queue=digests"), "{line}");
+    assert!(
+        line.contains(r#"handled="refund", "send_receipt""#),
+        "{line}"
+    );
+    server.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_releases_the_jobs_fetched_but_not_started() {
     let (server, client) = start().await;

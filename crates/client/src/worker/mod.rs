@@ -30,7 +30,7 @@
 //! | loses its lease (a heartbeat answered `lease_lost`) | stopped, and nothing is reported: the job is no longer ours |
 //! | is still running at the end of a graceful shutdown | stopped, and released |
 //! | is cancelled by an operator while it runs (learnt on the next heartbeat) | given [`WorkerBuilder::cancel_grace`] to return on its own (watching [`JobContext::cancelled`]), then stopped (its future dropped) and released: the server ends the job `cancelled` |
-//! | has no handler for the job's kind | fail, **retryable**, "no handler for kind X": a deploy in progress may bring one (another worker, or this one restarted), and the job dies only once its attempts are spent, with a message that says why. Releasing it instead would hand it straight back to this worker in a loop. |
+//! | has no handler for the job's kind | logged at error level (job id, queue, kind, the kinds this worker handles) and fail, **retryable**, `no handler for kind "X" on worker W (it handles "a", "b")`: a deploy in progress may bring one (another worker, or this one restarted), and the job dies only once its attempts are spent, with a message that says why. Releasing it instead would hand it straight back to this worker in a loop. |
 //!
 //! An acknowledgement answered `lease_lost` is logged and dropped (the server already timed the attempt
 //! out, or another worker holds the job); a repeated completion answered `duplicate: true` counts as
@@ -89,6 +89,27 @@ pub struct ShutdownReport {
     /// Outcomes that did not reach the server: refused (`lease_lost` above all) or still undelivered
     /// when the shutdown's time ran out.
     pub lost: u64,
+}
+
+/// A sentence's worth for people: `2 completed, 1 failed, 3 released unstarted` (counts other than
+/// `completed` only when not zero), so that a program can end with `println!("stopped: {report}")`.
+impl std::fmt::Display for ShutdownReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} completed", self.completed)?;
+        for (n, what) in [
+            (self.failed, "failed"),
+            (self.released, "released unstarted"),
+            (self.cancelled, "cancelled"),
+            (self.snoozed, "snoozed"),
+            (self.abandoned, "abandoned at the shutdown deadline"),
+            (self.lost, "with outcomes not delivered"),
+        ] {
+            if n > 0 {
+                write!(f, ", {n} {what}")?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Builds a [`Worker`]: see [`Worker::builder`].
@@ -313,6 +334,22 @@ struct Runtime {
     cancel_grace: Duration,
     ack: AckSettings,
     handlers: HashMap<String, Arc<dyn ErasedHandler>>,
+}
+
+impl Runtime {
+    /// The kinds this worker has handlers for, sorted and quoted: `"a", "b"` (or `no kind`).
+    fn handled_kinds(&self) -> String {
+        let mut kinds: Vec<&String> = self.handlers.keys().collect();
+        if kinds.is_empty() {
+            return "no kind".into();
+        }
+        kinds.sort();
+        kinds
+            .iter()
+            .map(|k| format!("{k:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 /// A job fetched and not yet started.
@@ -631,13 +668,26 @@ async fn run_job(
     }
 
     let Some(handler) = rt.handlers.get(&j.kind) else {
-        tracing::warn!(job_id = %j.id, kind = %j.kind, "no handler for this kind");
+        // Loud, at error level: a job of a kind nobody handles goes dead once its attempts are spent,
+        // and the usual cause (a producer or schedule naming a kind this deployment lacks) is fixed
+        // only by someone who saw this line. The message sent to the server says the same, so that
+        // the dead job's page explains itself.
+        let handled = rt.handled_kinds();
+        tracing::error!(
+            job_id = %j.id,
+            queue = %j.queue,
+            kind = %j.kind,
+            attempt = j.attempt,
+            max_attempts = j.max_attempts,
+            handled = %handled,
+            "no handler for this job's kind: failing the attempt"
+        );
         job.keeper.abort();
         queue(
             fail_item(
                 j,
                 &JobError::new(format!(
-                    "no handler for kind {:?} on worker {}",
+                    "no handler for kind {:?} on worker {} (it handles {handled})",
                     j.kind, rt.worker_id
                 )),
             ),
@@ -753,5 +803,23 @@ fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
         s.clone()
     } else {
         "a panic without a message".to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ShutdownReport;
+
+    #[test]
+    fn a_report_reads_as_a_sentence() {
+        let mut r = ShutdownReport::default();
+        assert_eq!(r.to_string(), "0 completed");
+        r.completed = 2;
+        r.released = 3;
+        r.lost = 1;
+        assert_eq!(
+            r.to_string(),
+            "2 completed, 3 released unstarted, 1 with outcomes not delivered"
+        );
     }
 }
