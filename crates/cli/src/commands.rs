@@ -8,7 +8,7 @@ use errand_protocol::{Backoff, BackoffKind, DeadFilter, EnqueueJob, JobView, Que
 use rand::RngExt;
 
 use crate::Remote;
-use crate::output::{duration, exit_code, fail, instant, json, say, table};
+use crate::output::{duration, exit_code, fail, json, say, table, utc};
 
 // Parsed once per process: the size of a variant costs nothing worth boxing for.
 #[allow(clippy::large_enum_variant)]
@@ -48,6 +48,18 @@ pub enum JobCommand {
         #[arg(long)]
         idempotency_key: Option<String>,
     },
+    /// List a queue's jobs in one state (a page of them: `--limit`).
+    #[command(visible_alias = "list")]
+    Ls {
+        queue: String,
+        /// waiting, delayed, active, completed, cancelled or dead.
+        #[arg(long, default_value = "waiting")]
+        state: String,
+        #[arg(long)]
+        kind: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u64,
+    },
     /// Show a job: state, attempts and errors, progress, result.
     Get { id: String },
     /// Show the lines a job's workers logged, oldest first.
@@ -61,6 +73,7 @@ pub enum JobCommand {
 #[derive(Debug, Subcommand)]
 pub enum QueueCommand {
     /// List queues with their counts.
+    #[command(visible_alias = "list")]
     Ls,
     /// One queue's counts.
     Stats { queue: String },
@@ -80,6 +93,7 @@ pub enum QueueCommand {
 #[derive(Debug, Subcommand)]
 pub enum DlqCommand {
     /// List a queue's dead jobs.
+    #[command(visible_alias = "list")]
     Ls {
         queue: String,
         #[arg(long)]
@@ -236,6 +250,54 @@ pub async fn job(cmd: JobCommand, remote: &Remote) -> ExitCode {
                 ExitCode::SUCCESS
             })
         }
+        JobCommand::Ls {
+            queue,
+            state,
+            kind,
+            limit,
+        } => {
+            let state = match serde_json::from_value(serde_json::Value::String(state.clone())) {
+                Ok(s) => s,
+                Err(_) => {
+                    return fail(
+                        2,
+                        &format!(
+                            "--state {state:?}: use waiting, delayed, active, completed, cancelled or dead"
+                        ),
+                    );
+                }
+            };
+            let mut params = errand_client::ListJobs::new(state);
+            params.kind = kind;
+            params.limit = Some(limit);
+            c.list_jobs(&queue, &params).await.map(|page| {
+                if remote.json {
+                    return json(&page);
+                }
+                let rows: Vec<Vec<String>> = page
+                    .jobs
+                    .iter()
+                    .map(|j| {
+                        vec![
+                            j.id.clone(),
+                            j.kind.clone(),
+                            j.state.to_string(),
+                            format!("{} of {}", j.attempts, j.max_attempts),
+                            utc(j.run_at),
+                            utc(j.created_at),
+                        ]
+                    })
+                    .collect();
+                table(
+                    &["ID", "KIND", "STATE", "ATTEMPTS", "RUN AT", "CREATED"],
+                    &rows,
+                );
+                if page.next_cursor.is_some() {
+                    eprintln!("(first {limit} shown; --limit for more)");
+                }
+                ExitCode::SUCCESS
+            })
+        }
         JobCommand::Get { id } => c.get(&id).await.map(|j| {
             if remote.json {
                 json(&j)
@@ -249,7 +311,7 @@ pub async fn job(cmd: JobCommand, remote: &Remote) -> ExitCode {
                 return json(&l);
             }
             for line in &l.logs {
-                say!("{} #{} {}", instant(line.at), line.attempt, line.line);
+                say!("{} #{} {}", utc(line.at), line.attempt, line.line);
             }
             ExitCode::SUCCESS
         }),
@@ -290,8 +352,8 @@ fn print_job(j: &JobView) {
         ("state", j.state.to_string()),
         ("attempts", format!("{} of {}", j.attempts, j.max_attempts)),
         ("priority", j.priority.to_string()),
-        ("run at", instant(j.run_at)),
-        ("created", instant(j.created_at)),
+        ("run at", utc(j.run_at)),
+        ("created", utc(j.created_at)),
         ("idempotency key", j.idempotency_key.clone()),
         ("payload", j.payload.get().to_string()),
     ];
@@ -306,7 +368,7 @@ fn print_job(j: &JobView) {
     }
     if let Some(l) = &j.lease {
         rows.push(("worker", l.worker_id.clone()));
-        rows.push(("lease expires", instant(l.expires_at)));
+        rows.push(("lease expires", utc(l.expires_at)));
     }
     if let Some(p) = &j.progress {
         rows.push(("progress", p.get().to_string()));
@@ -321,7 +383,7 @@ fn print_job(j: &JobView) {
         rows.push(("cancel", "requested".into()));
     }
     if let Some(t) = j.finished_at {
-        rows.push(("finished", instant(t)));
+        rows.push(("finished", utc(t)));
     }
     for (k, v) in rows {
         say!("{k:<16} {v}");
@@ -330,7 +392,7 @@ fn print_job(j: &JobView) {
         say!(
             "error #{:<9} {} {}: {}",
             e.attempt,
-            instant(e.at),
+            utc(e.at),
             e.kind,
             e.message
         );

@@ -47,7 +47,7 @@ pub struct Remote {
 enum Command {
     /// Run a server (on the embedded store in ./errand-data unless told otherwise).
     Serve(Box<errand_server::ServeArgs>),
-    /// Jobs: add, get, cancel, retry.
+    /// Jobs: add, ls, get, logs, cancel, retry.
     Job {
         #[command(subcommand)]
         command: commands::JobCommand,

@@ -77,6 +77,37 @@ pub fn instant(ms: i64) -> String {
     )
 }
 
+/// An instant as UTC, saying so: `2026-12-07 02:00:00 UTC`. Every time the CLI prints carries its zone,
+/// so that nobody reads a UTC time as local.
+pub fn utc(ms: i64) -> String {
+    format!("{} UTC", instant(ms))
+}
+
+/// An instant on the wall clock of the IANA zone `tz`, with the zone's abbreviation and offset that
+/// day: `2026-12-07 03:00:00 CET (+01:00)` (a zone whose abbreviation is only a number prints just the
+/// offset). A schedule's ticks are printed so, in its own zone; a name that is not a zone (the server
+/// refuses those, so only an old or foreign server could send one) falls back to UTC.
+pub fn in_zone(ms: i64, tz: &str) -> String {
+    use chrono::{Offset, TimeZone};
+    use chrono_tz::OffsetName;
+    let Ok(zone) = tz.parse::<chrono_tz::Tz>() else {
+        return utc(ms);
+    };
+    let Some(at) = zone.timestamp_millis_opt(ms).single() else {
+        return utc(ms);
+    };
+    let offset_s = at.offset().fix().local_minus_utc();
+    let sign = if offset_s < 0 { '-' } else { '+' };
+    let (h, m) = (offset_s.abs() / 3600, offset_s.abs() % 3600 / 60);
+    let wall = instant(ms + i64::from(offset_s) * 1000);
+    match at.offset().abbreviation() {
+        Some(abbr) if !abbr.starts_with(['+', '-']) => {
+            format!("{wall} {abbr} ({sign}{h:02}:{m:02})")
+        }
+        _ => format!("{wall} ({sign}{h:02}:{m:02})"),
+    }
+}
+
 /// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
@@ -110,6 +141,32 @@ mod tests {
         assert_eq!(instant(0), "1970-01-01 00:00:00");
         assert_eq!(instant(1_763_900_000_000), "2025-11-23 12:13:20");
         assert_eq!(instant(951_782_400_000), "2000-02-29 00:00:00");
+    }
+
+    #[test]
+    fn times_say_their_zone() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
+        // 02:00 UTC is 03:00 in Berlin in winter, 04:00 in summer.
+        let winter = 1_796_608_800_000; // 2026-12-07 02:00:00 UTC
+        assert_eq!(
+            in_zone(winter, "Europe/Berlin"),
+            "2026-12-07 03:00:00 CET (+01:00)"
+        );
+        let summer = 1_783_389_600_000; // 2026-07-07 02:00:00 UTC
+        assert_eq!(
+            in_zone(summer, "Europe/Berlin"),
+            "2026-07-07 04:00:00 CEST (+02:00)"
+        );
+        assert_eq!(
+            in_zone(winter, "America/St_Johns"),
+            "2026-12-06 22:30:00 NST (-03:30)"
+        );
+        assert_eq!(in_zone(winter, "UTC"), "2026-12-07 02:00:00 UTC (+00:00)");
+        assert_eq!(
+            in_zone(winter, "Asia/Dubai"),
+            "2026-12-07 06:00:00 (+04:00)"
+        );
+        assert_eq!(in_zone(winter, "Not/AZone"), "2026-12-07 02:00:00 UTC");
     }
 
     #[test]

@@ -7,11 +7,12 @@ use errand_protocol::{Missed, ScheduleDef, ScheduleView};
 
 use crate::Remote;
 use crate::commands::{client, report};
-use crate::output::{fail, instant, json, say, table};
+use crate::output::{fail, in_zone, json, say, table};
 
 #[derive(Debug, Subcommand)]
 pub enum ScheduleCommand {
-    /// List schedules with their next tick.
+    /// List schedules with their next tick, in each schedule's zone.
+    #[command(visible_alias = "list")]
     Ls,
     /// One schedule, with its next five ticks.
     Get { name: String },
@@ -38,6 +39,7 @@ pub enum ScheduleCommand {
         missed: MissedArg,
     },
     /// Delete a schedule (its jobs stay).
+    #[command(visible_alias = "delete")]
     Rm { name: String },
     /// Fire no ticks until resumed.
     Pause { name: String },
@@ -82,8 +84,13 @@ pub async fn schedule(cmd: ScheduleCommand, remote: &Remote) -> ExitCode {
                         s.def.queue.clone(),
                         s.def.kind.clone(),
                         if s.paused { "paused" } else { "running" }.into(),
-                        s.next_runs.first().map(|t| instant(*t)).unwrap_or_default(),
-                        s.last_run_at.map(instant).unwrap_or_default(),
+                        s.next_runs
+                            .first()
+                            .map(|t| in_zone(*t, &s.def.timezone))
+                            .unwrap_or_default(),
+                        s.last_run_at
+                            .map(|t| in_zone(t, &s.def.timezone))
+                            .unwrap_or_default(),
                     ]
                 })
                 .collect();
@@ -160,13 +167,15 @@ fn print_schedule(s: &ScheduleView) {
         ),
         (
             "last run",
-            s.last_run_at.map(instant).unwrap_or_else(|| "never".into()),
+            s.last_run_at
+                .map(|t| in_zone(t, &s.def.timezone))
+                .unwrap_or_else(|| "never".into()),
         ),
     ];
     for (k, v) in rows {
         say!("{k:<16} {v}");
     }
     for t in &s.next_runs {
-        say!("{:<16} {}", "next run", instant(*t));
+        say!("{:<16} {}", "next run", in_zone(*t, &s.def.timezone));
     }
 }

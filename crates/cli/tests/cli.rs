@@ -271,6 +271,104 @@ async fn schedules_from_the_command_line() {
     assert_eq!(out.status.code(), Some(3), "not found");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_is_ls_everywhere_and_every_time_printed_says_its_zone() {
+    let server = TestServer::start().await;
+    let url = server.url();
+    let out = run(
+        &url,
+        &[
+            "schedule",
+            "set",
+            "nightly",
+            "--cron",
+            "0 3 * * *",
+            "--tz",
+            "Europe/Berlin",
+            "--queue",
+            "mail",
+            "--kind",
+            "digest",
+        ],
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A tick at 03:00 in Berlin is printed at 03:00 on Berlin's clock, with the zone and offset of
+    // that day (winter or summer), in `set`, `get` and `ls` alike.
+    let berlin = |line: &str| {
+        line.contains(" 03:00:00 CET (+01:00)") || line.contains(" 03:00:00 CEST (+02:00)")
+    };
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let get = run(&url, &["schedule", "get", "nightly"]).await;
+    let get = String::from_utf8_lossy(&get.stdout).to_string();
+    for t in [&text, &get] {
+        let runs: Vec<&str> = t.lines().filter(|l| l.starts_with("next run")).collect();
+        assert_eq!(runs.len(), 5, "{t}");
+        assert!(runs.iter().all(|l| berlin(l)), "{t}");
+    }
+    let ls = run(&url, &["schedule", "ls"]).await;
+    let ls = String::from_utf8_lossy(&ls.stdout).to_string();
+    assert!(ls.lines().nth(1).is_some_and(berlin), "{ls}");
+    let list = run(&url, &["schedule", "list"]).await;
+    assert!(
+        list.status.success(),
+        "{}",
+        String::from_utf8_lossy(&list.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&list.stdout), ls, "list is ls");
+
+    let out = run(&url, &["job", "add", "mail", "send_receipt", "--json"]).await;
+    let id = json(&out)["id"].as_str().unwrap().to_string();
+    for (ls, list, shows) in [
+        (vec!["queue", "ls"], vec!["queue", "list"], "mail"),
+        (
+            vec!["job", "ls", "mail"],
+            vec!["job", "list", "mail"],
+            id.as_str(),
+        ),
+        (
+            vec!["dlq", "ls", "mail"],
+            vec!["dlq", "list", "mail"],
+            "LAST ERROR",
+        ),
+    ] {
+        let a = run(&url, &ls).await;
+        let b = run(&url, &list).await;
+        assert!(
+            b.status.success(),
+            "{list:?}: {}",
+            String::from_utf8_lossy(&b.stderr)
+        );
+        // The same table (its cells may move on between the two calls: the oldest job's age).
+        let header = |o: &Output| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .map(str::to_string)
+        };
+        assert_eq!(header(&a), header(&b), "{list:?} is {ls:?}");
+        assert!(
+            String::from_utf8_lossy(&b.stdout).contains(shows),
+            "{list:?}"
+        );
+    }
+    // A job's times have no zone of their own: they are printed in UTC, and say so.
+    let out = run(&url, &["job", "get", &id]).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    for field in ["run at", "created"] {
+        let line = text.lines().find(|l| l.starts_with(field)).unwrap();
+        assert!(line.ends_with(" UTC"), "{line}");
+    }
+    let out = run(&url, &["job", "ls", "mail", "--state", "finished"]).await;
+    assert_eq!(out.status.code(), Some(2), "not a state");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--state"));
+    server.shutdown().await;
+}
+
 #[test]
 fn key_new_prints_a_secret_and_its_hash_for_the_config_file() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_errand"))
