@@ -1652,6 +1652,41 @@ pub struct WhoAmI {
     pub queues: Vec<String>,
 }
 
+/// `GET /v1/activity`: what this node saw happen to jobs over the last few minutes, in buckets of
+/// equal length, oldest first and ending with the bucket that holds `now` (still filling). Buckets
+/// with nothing in them are listed with zeros, so that a gap reads as idle, not as unknown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ActivityHistory {
+    /// The server's clock when it answered (ms since the epoch): a client places the buckets on its
+    /// own clock by this.
+    pub now: i64,
+    /// The length of every bucket, in ms.
+    pub bucket_ms: u64,
+    pub buckets: Vec<ActivityBucket>,
+}
+
+/// One bucket of [`ActivityHistory`], over every queue: counts of what happened from `at` to
+/// `at + bucket_ms`, and the sums of durations that give mean latencies.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ActivityBucket {
+    /// The bucket's start (ms since the epoch).
+    pub at: i64,
+    /// Jobs enqueued.
+    pub enqueued: u64,
+    /// Jobs completed.
+    pub completed: u64,
+    /// Failed attempts (errors, timeouts, stalls).
+    pub failed: u64,
+    /// Attempts that ended (completed, failed or released), and the sum of how long they ran, in ms.
+    pub ran: u64,
+    pub ran_ms_sum: u64,
+    /// Jobs claimed, and the sum of how long they had been due before the claim, in ms.
+    pub claimed: u64,
+    pub waited_ms_sum: u64,
+}
+
 /// `GET /v1/workers`: workers seen by this node in the last minute.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]

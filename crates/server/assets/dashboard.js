@@ -386,6 +386,54 @@
     return metrics.inflight;
   }
 
+  // The minutes before the page opened, from the server's recent activity (GET /v1/activity), so that
+  // the charts do not start flat at 0/s when jobs ran a minute ago. Once per page load, before any
+  // scraped point; a server without the route, or a key not allowed it, leaves the charts to fill
+  // from the scrapes as before.
+  const activity = { loaded: false, inflight: null };
+
+  function seedPoints(a, now) {
+    const out = [];
+    const len = Number(a.bucket_ms) || 0;
+    if (!(len > 0) || !Array.isArray(a.buckets)) return out;
+    // Buckets are on the server's clock; the charts on this browser's.
+    const shift = now - Number(a.now);
+    for (const b of a.buckets) {
+      const at = Number(b.at);
+      // The last bucket is still filling: its rate is over the part of it that has passed.
+      const end = Math.min(at + len, Number(a.now));
+      const dt = Math.max(end - at, 1000) / 1000;
+      out.push({
+        t: end + shift,
+        completed: Number(b.completed || 0) / dt,
+        enqueued: Number(b.enqueued || 0) / dt,
+        proc: b.ran > 0 ? Number(b.ran_ms_sum) / Number(b.ran) / 1000 : null,
+        wait: b.claimed > 0 ? Number(b.waited_ms_sum) / Number(b.claimed) / 1000 : null,
+      });
+    }
+    return out.filter((p) => now - p.t <= CHART_WINDOW_MS);
+  }
+
+  async function loadHistory() {
+    if (activity.loaded) return;
+    if (activity.inflight) return activity.inflight;
+    activity.inflight = (async () => {
+      try {
+        const a = await request('GET', '/v1/activity');
+        const seeded = seedPoints(a || {}, Date.now());
+        // Points scraped meanwhile are newer: the history goes before them.
+        const first = metrics.points.length ? metrics.points[0].t : Infinity;
+        metrics.points = seeded.filter((p) => p.t < first).concat(metrics.points);
+      } catch (_) {
+        /* the charts fill from the scrapes alone */
+      } finally {
+        activity.loaded = true;
+        activity.inflight = null;
+      }
+    })();
+    return activity.inflight;
+  }
+
   // A queue's completed/s over the last ~10 s of scrapes; null until two scrapes exist.
   function queueRate(queue, family = 'completed') {
     const ss = metrics.samples;
@@ -423,6 +471,9 @@
       const pts = points.filter((p) => p.t >= from);
       let max = 0;
       for (const p of pts) for (const s of series) if (p[s.key] != null && Number.isFinite(p[s.key])) max = Math.max(max, p[s.key]);
+      // The highest value drawn, for tests and for anyone inspecting the page.
+      el.dataset.peak = String(max);
+      el.dataset.points = String(pts.length);
       max = niceMax(max);
       const x = (t) => L + ((t - from) / CHART_WINDOW_MS) * pw;
       const y = (v) => T + ph - (v / max) * ph;
@@ -562,7 +613,7 @@
     const view = {
       el, nav: 'queues', title: 'Queues', interval: 2000, refreshesBadge: true,
       async refresh() {
-        const [list] = await Promise.all([get('/v1/queues'), scrapeMetrics()]);
+        const [list] = await Promise.all([get('/v1/queues'), scrapeMetrics(), loadHistory()]);
         refreshAlertBadge();
         if (!view.alive) return;
         const queues = (list && list.queues) || [];
@@ -1261,6 +1312,8 @@
     $('#login').hidden = true;
     $('#login-error').textContent = '';
     $('#identity-name').textContent = auth.name;
+    // No key and yet signed in: the server has no keys, and every visitor is an admin. Say so.
+    $('#open-notice').hidden = !(auth.key === '' && auth.name === 'anonymous');
     $('#identity-scopes').replaceChildren(...auth.scopes.map((s) => h('span', { class: 'scope scope-' + s, 'data-scope': s }, s)));
     startEvents();
     clearInterval(badgeTimer);

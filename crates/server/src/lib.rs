@@ -7,6 +7,7 @@
 //! **Invariant:** no job semantics here. Handlers check the caller, translate between the wire types and
 //! the engine's, and map errors to statuses; the engine decides.
 
+pub mod activity;
 pub mod alerting;
 pub mod auth;
 pub mod config;
@@ -54,6 +55,8 @@ pub struct AppState {
     pub alerts: Arc<alerting::Alerting>,
     /// This node's recent events, for `GET /v1/events`.
     pub events: Arc<events::EventLog>,
+    /// This node's job counts of the last minutes, for `GET /v1/activity`.
+    pub activity: Arc<activity::Activity>,
     waiters: Arc<Waiters>,
     /// Becomes `true` when the server starts shutting down: waiting fetches answer at once.
     shutdown: watch::Receiver<bool>,
@@ -72,7 +75,8 @@ impl AppState {
         let metrics = Arc::new(metrics::Metrics::default());
         let store = Arc::new(metrics::TimedStore::new(store, Arc::clone(&metrics)));
         let events = Arc::new(events::EventLog::new(events::EVENT_HISTORY));
-        let observers = events::Observers(vec![metrics.clone(), events.clone()]);
+        let activity = Arc::new(activity::Activity::default());
+        let observers = events::Observers(vec![metrics.clone(), events.clone(), activity.clone()]);
         let waiters = Arc::new(Waiters::new(metrics.fetches_waiting.clone()));
         let engine_config = EngineConfig {
             observer: Some(Arc::new(observers)),
@@ -86,6 +90,7 @@ impl AppState {
             key_buckets: Arc::default(),
             denial_audit: Arc::default(),
             events,
+            activity,
             waiters,
             shutdown,
         }
@@ -321,6 +326,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(observe::alerts))
         .routes(routes!(observe::audit))
         .routes(routes!(observe::workers))
+        .routes(routes!(observe::activity))
         .routes(routes!(health::live))
         .routes(routes!(health::ready))
 }

@@ -476,22 +476,36 @@ fn base64_decode(s: &str) -> Vec<u8> {
 struct Api {
     server: TestServer,
     http: reqwest::Client,
+    /// The key calls are made with; none for a server without keys.
+    key: Option<&'static str>,
     _dir: tempfile::TempDir,
 }
 
 impl Api {
     /// A fresh server on a fresh store with an `admin` key and a `read` key.
     async fn start() -> Api {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = Config::with_data_dir(dir.path());
-        config.keys = vec![
+        Api::start_with_keys(vec![
             ApiKey::from_secret("ops", ADMIN, vec![Scope::Admin], vec![]),
             ApiKey::from_secret("viewer", READER, vec![Scope::Read], vec![]),
-        ];
+        ])
+        .await
+    }
+
+    /// A fresh server with no keys at all (the README's `errand serve`): anyone is an admin.
+    async fn start_open() -> Api {
+        Api::start_with_keys(vec![]).await
+    }
+
+    async fn start_with_keys(keys: Vec<ApiKey>) -> Api {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::with_data_dir(dir.path());
+        let key = (!keys.is_empty()).then_some(ADMIN);
+        config.keys = keys;
         let server = TestServer::start_with(config).await;
         Api {
             server,
             http: reqwest::Client::new(),
+            key,
             _dir: dir,
         }
     }
@@ -508,7 +522,10 @@ impl Api {
             "POST" => self.http.post(url),
             _ => unreachable!("{method}"),
         };
-        let req = req.header("authorization", format!("Bearer {ADMIN}"));
+        let req = match self.key {
+            Some(key) => req.header("authorization", format!("Bearer {key}")),
+            None => req,
+        };
         let req = match body {
             Some(b) => req
                 .header("content-type", "application/json")
@@ -609,6 +626,11 @@ async fn the_queue_page_shows_counts_change_as_jobs_run() {
     let cell = |state: &str| format!(r#"#queues tr[data-queue="mail"] td[data-count="{state}"]"#);
     browser.wait_text(&cell("waiting"), "3").await;
     browser.wait_text(&cell("completed"), "0").await;
+    assert_eq!(
+        browser.property("#open-notice", "hidden").await,
+        Some(Value::Bool(true)),
+        "signed in with a key: no notice of an open server"
+    );
 
     let leased = api.fetch("mail", 2).await;
     assert_eq!(leased.len(), 2);
@@ -728,6 +750,78 @@ async fn a_read_key_cannot_act() {
     assert_eq!(status, json!(403));
     assert_eq!(api.state(&id).await, "dead");
     browser.wait_text("#job-state", "dead").await;
+    browser.assert_no_console_errors().await;
+
+    browser.quit().await;
+    api.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_opened_after_jobs_ran_charts_them_and_says_the_server_is_open() {
+    let api = Api::start_open().await;
+    // Jobs enqueued and completed before anyone looks: only the server's history can chart them.
+    for n in 0..6 {
+        api.enqueue(
+            "mail",
+            json!({"kind": "send_receipt", "payload": {"order": n}}),
+        )
+        .await;
+    }
+    for (id, token) in api.fetch("mail", 6).await {
+        let (s, v) = api
+            .call(
+                "POST",
+                &format!("/v1/jobs/{id}/complete"),
+                Some(json!({"lease_token": token})),
+            )
+            .await;
+        assert_eq!(s, 200, "{v}");
+    }
+
+    let browser = Browser::start().await;
+    browser.goto(&format!("{}/", api.url())).await;
+    // No key asked for: the page signs in as anonymous, and says what that means.
+    browser.wait_text("#identity-name", "anonymous").await;
+    assert_eq!(
+        browser.property("#open-notice", "hidden").await,
+        Some(Value::Bool(false)),
+        "the notice of an open server shows"
+    );
+    let notice = browser.text("#open-notice").await.unwrap();
+    assert!(
+        notice.contains("no API keys") && notice.contains("anonymous"),
+        "{notice}"
+    );
+    browser
+        .wait_text(
+            r#"#queues tr[data-queue="mail"] td[data-count="completed"]"#,
+            "6",
+        )
+        .await;
+
+    // The throughput chart shows the completions at once, from GET /v1/activity: nothing runs
+    // after the page opened, so its own scrapes alone would draw a flat 0/s.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let peak = browser
+            .attribute("#chart-throughput", "data-peak")
+            .await
+            .and_then(|p| p.parse::<f64>().ok());
+        if peak.is_some_and(|p| p > 0.0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the throughput chart is flat: peak {peak:?}, {:?} points",
+            browser.attribute("#chart-throughput", "data-points").await
+        );
+        tokio::time::sleep(POLL).await;
+    }
+    let d = browser
+        .attribute("#chart-throughput path.line", "d")
+        .await
+        .unwrap_or_default();
+    assert!(d.contains('L'), "a line, not a dot: {d:?}");
     browser.assert_no_console_errors().await;
 
     browser.quit().await;

@@ -27,6 +27,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/alerts"),
     ("get", "/v1/audit"),
     ("get", "/v1/workers"),
+    ("get", "/v1/activity"),
     ("post", "/v1/jobs/{id}/heartbeat"),
     ("post", "/v1/jobs/{id}/complete"),
     ("post", "/v1/jobs/{id}/fail"),

@@ -7,7 +7,8 @@ use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use errand_protocol::{
-    AlertList, AlertView, AuditPage, AuditView, EventsMissed, WhoAmI, WorkerList, WorkerView,
+    ActivityHistory, AlertList, AlertView, AuditPage, AuditView, EventsMissed, WhoAmI, WorkerList,
+    WorkerView,
 };
 
 use crate::AppState;
@@ -276,6 +277,22 @@ pub async fn workers(
     Ok(axum::Json(WorkerList {
         workers: by_worker.into_values().collect(),
     }))
+}
+
+/// What this node saw happen to jobs over the last five minutes, every queue together, in 5-second
+/// buckets (enqueued, completed, failed; run and wait times): the dashboard's charts start from it
+/// instead of from nothing. Needs `read`, and a key not limited to queue prefixes (like `/metrics`).
+#[utoipa::path(
+    get, path = "/v1/activity", tag = "observability",
+    responses((status = 200, body = ActivityHistory), Keyed)
+)]
+pub async fn activity(
+    State(s): State<AppState>,
+    caller: Caller,
+) -> ApiResult<axum::Json<ActivityHistory>> {
+    caller.require(&[Scope::Read])?;
+    caller.require_every_queue()?;
+    Ok(axum::Json(s.activity.history(s.engine.now())))
 }
 
 /// The built-in alerts firing now, as this node evaluates them. Needs `read`; a key limited to queue
