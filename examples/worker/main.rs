@@ -1,15 +1,18 @@
-//! A worker over HTTP: runs `send_receipt` jobs of a queue with the worker SDK until Ctrl-C or SIGTERM,
-//! then shuts down gracefully (running jobs finish, fetched-but-unstarted ones are released).
+//! A worker over HTTP: runs the jobs of queue `mail` — kinds `send_receipt` and `digest` (what the
+//! README's nightly schedule enqueues) — with the worker SDK until Ctrl-C or SIGTERM, then shuts down
+//! gracefully (running jobs finish, fetched-but-unstarted ones are released) and says what it did.
 //!
 //! ```sh
 //! cargo run --release -- serve                       # in one terminal
 //! cargo run --release --example producer             # enqueue some jobs
-//! cargo run --release --example worker               # work them; Ctrl-C to stop
+//! cargo run --release --example worker               # work them; runs until Ctrl-C
 //! ```
 //!
 //! Flags: `--url URL` (default `http://127.0.0.1:7700`, or `ERRAND_URL`), `--queue NAME` (default
 //! `mail`), `--concurrency N` (default 8), `--exit-when-idle` (stop once the queue has had nothing for
-//! a second, for scripts). `ERRAND_API_KEY` is sent when set.
+//! a second, for scripts). `ERRAND_API_KEY` is sent when set. The SDK's log goes to stderr (`RUST_LOG`
+//! sets its level, `info` by default): a job of a kind this worker has no handler for is reported
+//! there as an error.
 
 use std::time::Duration;
 
@@ -44,6 +47,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .transpose()?
         .unwrap_or(8);
     let exit_when_idle = std::env::args().any(|a| a == "--exit-when-idle");
+    // Without a subscriber the SDK's log goes nowhere, and a job refused for want of a handler would
+    // fail in silence.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let mut builder = Client::builder(&url);
     if let Ok(key) = std::env::var("ERRAND_API_KEY") {
         builder = builder.api_key(key);
@@ -73,7 +85,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 Ok(json!({"sent": true}))
             },
         )
+        .handler(
+            "digest",
+            |ctx: JobContext, payload: serde_json::Value| async move {
+                // The nightly schedule's job (README: `errand schedule set nightly ... --kind digest`).
+                println!(
+                    "job {} attempt {}: nightly digest (payload {payload})",
+                    ctx.id(),
+                    ctx.attempt()
+                );
+                Ok(json!({"digest": "sent"}))
+            },
+        )
         .build()?;
+    println!("working queue {queue:?} (kinds send_receipt, digest); Ctrl-C to stop");
 
     let report = if exit_when_idle {
         let watcher = client.clone();
@@ -94,6 +119,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     } else {
         worker.run().await
     };
-    println!("{report:?}");
+    println!("worker stopped: {report}.");
     Ok(())
 }
