@@ -519,7 +519,7 @@ impl Worker {
             abandoned: stats.abandoned.load(Ordering::Relaxed),
             lost: stats.lost.load(Ordering::Relaxed),
         };
-        tracing::info!(worker_id = %rt.worker_id, ?report, "worker stopped");
+        tracing::info!(worker_id = %rt.worker_id, report = %report, "worker stopped");
         report
     }
 }
