@@ -3,7 +3,7 @@
 //! admin retries a dead job from its page, and a `read` key can look but not act.
 //!
 //! Needs /usr/bin/chromium and /usr/bin/chromedriver (`apt-get install chromium chromium-driver`;
-//! .ci/run installs them): without them these tests fail, they do not skip.
+//! scripts/test, the test command, installs them): without them these tests fail, they do not skip.
 //! `ERRAND_SCREENSHOTS=1` also writes docs/img/dashboard-queues.png and docs/img/dashboard-job.png.
 
 #![allow(clippy::unwrap_used)]
@@ -65,7 +65,7 @@ fn require_browser() {
             Path::new(path).exists(),
             "{what} is not installed ({path} is missing): the dashboard tests need Debian's \
              chromium and chromium-driver packages; install them with \
-             `apt-get install -y chromium chromium-driver` (.ci/run does)"
+             `apt-get install -y chromium chromium-driver` (scripts/test does)"
         );
     }
 }
