@@ -57,6 +57,31 @@ macro_rules! claim_set {
     };
 }
 
+/// Deletes up to `$limit` jobs of queue `$1` in state `$2` (oldest first, `$filter` on top; a flow
+/// child is kept while its parent is unfinished), and in the same statement keeps the unique keys of
+/// the deleted completed jobs that finished after `$since` in the ledger. Answers how many it deleted.
+macro_rules! prune_keeping_keys {
+    ($filter:literal, $limit:literal, $since:literal) => {
+        concat!(
+            "WITH gone AS (DELETE FROM {s}.jobs WHERE id = ANY(ARRAY(SELECT id FROM {s}.jobs AS c \
+               WHERE (queue, state, id) > ($1, $2, '') AND queue = $1 AND state = $2 ", $filter, " \
+                 AND (c.parent_id IS NULL OR NOT EXISTS (SELECT 1 FROM {s}.jobs AS p \
+                      WHERE p.id = c.parent_id \
+                      AND p.state IN ('waiting_children', 'waiting', 'delayed', 'active'))) \
+               ORDER BY queue, state, id LIMIT ", $limit, ")) \
+             RETURNING queue, state, unique_key, id, finished_at), \
+             kept AS (INSERT INTO {s}.unique_keys (queue, unique_key, job_id, finished_at) \
+               SELECT DISTINCT ON (queue, unique_key) queue, unique_key, id, finished_at FROM gone \
+               WHERE state = 'completed' AND unique_key IS NOT NULL AND finished_at > ", $since, " \
+               ORDER BY queue, unique_key, finished_at DESC \
+               ON CONFLICT (queue, unique_key) DO UPDATE \
+               SET job_id = excluded.job_id, finished_at = excluded.finished_at \
+               WHERE excluded.finished_at >= {s}.unique_keys.finished_at) \
+             SELECT count(*) FROM gone"
+        )
+    };
+}
+
 /// Declares [`Sql`]: one field per statement, `{s}` replaced by the quoted schema.
 macro_rules! statements {
     ($($(#[$doc:meta])* $name:ident = $sql:expr;)*) => {
@@ -288,42 +313,11 @@ statements! {
           AND ($4::text IS NULL OR kind = $4::text) \
         ORDER BY id LIMIT $5");
     /// Retention keeps a flow child while its parent may still read it (the parent is unfinished).
-    /// The deleted completed jobs whose keys are still held (finished after `$5`) leave them in the
-    /// ledger, in the same statement; it answers how many jobs it deleted.
-    prune_finished_before = "WITH gone AS (DELETE FROM {s}.jobs WHERE id = ANY(ARRAY(SELECT id \
-          FROM {s}.jobs AS c \
-          WHERE (queue, state, id) > ($1, $2, '') AND queue = $1 AND state = $2 AND finished_at < $3 \
-            AND (c.parent_id IS NULL OR NOT EXISTS (SELECT 1 FROM {s}.jobs AS p \
-                 WHERE p.id = c.parent_id \
-                 AND p.state IN ('waiting_children', 'waiting', 'delayed', 'active'))) \
-          ORDER BY queue, state, id LIMIT $4)) \
-        RETURNING queue, state, unique_key, id, finished_at), \
-        kept AS (INSERT INTO {s}.unique_keys (queue, unique_key, job_id, finished_at) \
-          SELECT DISTINCT ON (queue, unique_key) queue, unique_key, id, finished_at FROM gone \
-          WHERE state = 'completed' AND unique_key IS NOT NULL AND finished_at > $5 \
-          ORDER BY queue, unique_key, finished_at DESC \
-          ON CONFLICT (queue, unique_key) DO UPDATE \
-          SET job_id = excluded.job_id, finished_at = excluded.finished_at \
-          WHERE excluded.finished_at >= {s}.unique_keys.finished_at) \
-        SELECT count(*) FROM gone";
+    prune_finished_before = prune_keeping_keys!(
+        "AND finished_at < $3", "$4", "$5");
     count_state = "SELECT COUNT(*) FROM {s}.jobs WHERE queue = $1 AND state = $2";
     /// As `prune_finished_before`, for the oldest `$3` (`$4`: the keys' `since`).
-    prune_oldest = "WITH gone AS (DELETE FROM {s}.jobs WHERE id = ANY(ARRAY(SELECT id \
-          FROM {s}.jobs AS c \
-          WHERE (queue, state, id) > ($1, $2, '') AND queue = $1 AND state = $2 \
-            AND (c.parent_id IS NULL OR NOT EXISTS (SELECT 1 FROM {s}.jobs AS p \
-                 WHERE p.id = c.parent_id \
-                 AND p.state IN ('waiting_children', 'waiting', 'delayed', 'active'))) \
-          ORDER BY queue, state, id LIMIT $3)) \
-        RETURNING queue, state, unique_key, id, finished_at), \
-        kept AS (INSERT INTO {s}.unique_keys (queue, unique_key, job_id, finished_at) \
-          SELECT DISTINCT ON (queue, unique_key) queue, unique_key, id, finished_at FROM gone \
-          WHERE state = 'completed' AND unique_key IS NOT NULL AND finished_at > $4 \
-          ORDER BY queue, unique_key, finished_at DESC \
-          ON CONFLICT (queue, unique_key) DO UPDATE \
-          SET job_id = excluded.job_id, finished_at = excluded.finished_at \
-          WHERE excluded.finished_at >= {s}.unique_keys.finished_at) \
-        SELECT count(*) FROM gone";
+    prune_oldest = prune_keeping_keys!("", "$3", "$4");
     /// Ledger entries no longer held (finished at or before `$2`), at most `$3`.
     unique_keys_release = "DELETE FROM {s}.unique_keys WHERE (queue, unique_key) IN ( \
         SELECT queue, unique_key FROM {s}.unique_keys WHERE queue = $1 AND finished_at <= $2 \
