@@ -427,6 +427,24 @@ impl UniqueWindow {
     fn is_default(&self) -> bool {
         *self == UniqueWindow::Retention
     }
+
+    /// Reads a stored window: this release's form, or an earlier release's `unique_window_ms`, a number
+    /// of milliseconds. Its 0 was the default (a key freed the moment its job completed) and is read as
+    /// the default now, [`UniqueWindow::Retention`]; any other number stays the window it was chosen as
+    /// (a throttle of one job an hour stays one).
+    fn read_stored<'de, D: serde::Deserializer<'de>>(d: D) -> Result<UniqueWindow, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Stored {
+            Legacy(u64),
+            Current(UniqueWindow),
+        }
+        Ok(match Stored::deserialize(d)? {
+            Stored::Legacy(0) => UniqueWindow::Retention,
+            Stored::Legacy(ms) => UniqueWindow::Ms(ms),
+            Stored::Current(w) => w,
+        })
+    }
 }
 
 /// How finished jobs are kept. Applies to `completed` and `cancelled` jobs only: dead jobs are never
@@ -465,11 +483,12 @@ pub struct QueueConfig {
     pub timeout_ms: u64,
     pub heartbeat_ms: Option<u64>,
     pub max_stalled: u32,
-    /// How long a completed job keeps holding its unique key. Stored as `unique_window`: the earlier
-    /// `unique_window_ms` (whose 0 freed a key the moment its job completed) is not read on purpose, so
-    /// that a queue configured before keys outlived their jobs gets the safe default.
+    /// How long a completed job keeps holding its unique key. Stored as `unique_window`; a configuration
+    /// stored by an earlier release has `unique_window_ms`, read as [`UniqueWindow::read_stored`] says.
     #[serde(
         rename = "unique_window",
+        alias = "unique_window_ms",
+        deserialize_with = "UniqueWindow::read_stored",
         skip_serializing_if = "UniqueWindow::is_default"
     )]
     pub unique_window: UniqueWindow,
@@ -666,6 +685,41 @@ mod tests {
         assert_eq!(b.delay_after(1, 0.5), 8_750);
         // Out-of-range inputs are clamped, never negative or larger than the delay.
         assert_eq!(Backoff::fixed(100).with_jitter(5.0).delay_after(1, 2.0), 0);
+    }
+
+    /// A configuration stored before keys outlived their jobs has `unique_window_ms`: its 0 (then the
+    /// default) reads as today's default, any other number as the window it was; today's forms read back
+    /// as written.
+    #[test]
+    fn stored_unique_windows_of_an_earlier_release_keep_their_meaning() {
+        let read = |json: serde_json::Value| -> UniqueWindow {
+            serde_json::from_value::<QueueConfig>(json)
+                .unwrap()
+                .unique_window
+        };
+        assert_eq!(
+            read(serde_json::json!({"unique_window_ms": 0})),
+            UniqueWindow::Retention
+        );
+        assert_eq!(
+            read(serde_json::json!({"unique_window_ms": 3_600_000})),
+            UniqueWindow::Ms(3_600_000)
+        );
+        for w in [
+            UniqueWindow::Retention,
+            UniqueWindow::Ms(0),
+            UniqueWindow::Ms(5),
+            UniqueWindow::Forever,
+        ] {
+            let c = QueueConfig {
+                unique_window: w,
+                ..QueueConfig::default()
+            };
+            let back: QueueConfig =
+                serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
+            assert_eq!(back.unique_window, w);
+        }
+        assert_eq!(read(serde_json::json!({})), UniqueWindow::Retention);
     }
 
     #[test]

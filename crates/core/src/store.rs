@@ -216,7 +216,9 @@ pub struct Transition {
     /// an earlier instant, when the clock went back meanwhile), and that lease is not to be taken.
     pub expect_lease_expires_at: Option<Timestamp>,
     /// Also guards on the job's unique key (for reviving a dead or cancelled job): applies only if no
-    /// *other* job of its queue holds it, by the rule of [`UNIQUE_HOLDING_STATES`] with this `since`.
+    /// *other* job of its queue holds it, by the rule of [`UNIQUE_HOLDING_STATES`] with this `since` —
+    /// except that other *dead* jobs do not count: several dead jobs may share a key (made before dead
+    /// jobs held keys), and reviving one makes it the holder the others then yield to.
     pub unique_free_since: Option<Timestamp>,
 }
 

@@ -58,7 +58,8 @@ macro_rules! claim_set {
 }
 
 /// Deletes up to `$limit` jobs of queue `$1` in state `$2` (oldest first, `$filter` on top; a flow
-/// child is kept while its parent is unfinished), and in the same statement keeps the unique keys of
+/// child is kept while its parent is unfinished; a job revived since it was picked stays, as the outer
+/// `state` check makes sure: READ COMMITTED re-checks only the outer condition on a changed row), and in the same statement keeps the unique keys of
 /// the deleted completed jobs that finished after `$since` in the ledger. Answers how many it deleted.
 macro_rules! prune_keeping_keys {
     ($filter:literal, $limit:literal, $since:literal) => {
@@ -69,6 +70,7 @@ macro_rules! prune_keeping_keys {
                       WHERE p.id = c.parent_id \
                       AND p.state IN ('waiting_children', 'waiting', 'delayed', 'active'))) \
                ORDER BY queue, state, id LIMIT ", $limit, ")) \
+               AND state = $2 \
              RETURNING queue, state, unique_key, id, finished_at), \
              kept AS (INSERT INTO {s}.unique_keys (queue, unique_key, job_id, finished_at) \
                SELECT DISTINCT ON (queue, unique_key) queue, unique_key, id, finished_at FROM gone \
@@ -247,7 +249,7 @@ statements! {
         RETURNING lease_expires_at, cancel_requested, queue, worker_id";
     /// Plain completions in one statement. A batch naming one job twice updates it once.
     complete_many = "UPDATE {s}.jobs AS j SET state = 'completed', result = c.c_result, \
-            finished_at = c.c_now, lease_expires_at = NULL, deadline_at = NULL \
+            finished_at = c.c_now, lease_expires_at = NULL, deadline_at = NULL, lease_cap_ms = NULL \
         FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[]) \
             AS c(c_id, c_token, c_result, c_now) \
         WHERE j.id = c.c_id AND j.state = 'active' AND j.lease_token = c.c_token \
@@ -265,7 +267,7 @@ statements! {
             attempts = CASE $9::int WHEN 1 THEN GREATEST(attempts - 1, 0) WHEN 2 THEN 0 \
                        ELSE attempts END, \
             stalls = CASE $9::int WHEN 2 THEN 0 ELSE stalls + $10::int END, \
-            lease_expires_at = NULL, deadline_at = NULL, \
+            lease_expires_at = NULL, deadline_at = NULL, lease_cap_ms = NULL, \
             cancel_requested = CASE WHEN $11::boolean THEN cancel_requested ELSE false END, \
             finished_at = CASE WHEN $11::boolean THEN $12::bigint ELSE NULL END \
         WHERE id = $1 AND state = $2 AND ($3::text IS NULL OR lease_token = $3::text) \
@@ -274,7 +276,7 @@ statements! {
           AND ($14::bigint IS NULL OR unique_key IS NULL OR NOT (EXISTS ( \
                SELECT 1 FROM {s}.jobs AS other WHERE other.queue = j.queue \
                AND other.unique_key = j.unique_key AND other.id <> j.id \
-               AND (other.state IN ('waiting', 'delayed', 'active', 'waiting_children', 'dead') \
+               AND (other.state IN ('waiting', 'delayed', 'active', 'waiting_children') \
                     OR (other.state = 'completed' AND other.finished_at > $14::bigint))) \
              OR EXISTS (SELECT 1 FROM {s}.unique_keys AS l WHERE l.queue = j.queue \
                AND l.unique_key = j.unique_key AND l.job_id <> j.id AND l.finished_at > $14::bigint))) \

@@ -155,7 +155,8 @@ const MIGRATIONS: &[&str] = &[
     );
     "#,
     // 7: the ledger of unique keys that outlive their jobs: retention moves a completed job's key here
-    // while the queue's unique window still holds it (`errand_core::store::JobPrune`).
+    // while the queue's unique window still holds it (`errand_core::store::JobPrune`); and the cap of a
+    // heartbeating worker's leases.
     r#"
     CREATE TABLE {s}.unique_keys (
         queue       TEXT COLLATE "C" NOT NULL,
@@ -165,10 +166,8 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (queue, unique_key)
     );
     CREATE INDEX unique_keys_finished ON {s}.unique_keys (queue, finished_at);
-    "#,
-    // 8: the lease a heartbeating worker asked for (`errand_core::store::JobClaim::lease_cap_ms`),
-    // kept with the lease so that each renewal lasts as long as the claim did.
-    r#"
+    -- The lease a heartbeating worker asked for (`errand_core::store::JobClaim::lease_cap_ms`), kept
+    -- with the lease so that each renewal lasts as long as the claim did.
     ALTER TABLE {s}.jobs ADD COLUMN lease_cap_ms BIGINT;
     "#,
 ];

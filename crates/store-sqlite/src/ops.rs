@@ -228,10 +228,12 @@ fn flow_columns(j: &JobSpec) -> (Option<String>, Option<&'static str>) {
 }
 
 /// `j`, a row of `jobs`, holds its unique key, `since` being the window's parameter
-/// ([`UNIQUE_HOLDING_STATES`] says the rule).
-fn holds_key(j: &str, since: &str) -> String {
+/// ([`UNIQUE_HOLDING_STATES`] says the rule). For a revival, other dead jobs do not count (see
+/// [`Transition::unique_free_since`]).
+fn holds_key(j: &str, since: &str, dead_counts: bool) -> String {
     let states: Vec<String> = UNIQUE_HOLDING_STATES
         .iter()
+        .filter(|s| dead_counts || **s != JobState::Dead)
         .map(|s| format!("'{}'", s.as_str()))
         .collect();
     format!(
@@ -245,7 +247,7 @@ static FIND_UNIQUE: LazyLock<String> = LazyLock::new(|| {
     format!(
         "SELECT id, state FROM jobs AS j WHERE queue = ?1 AND unique_key = ?2 AND {} \
          ORDER BY id DESC LIMIT 1",
-        holds_key("j", "?3")
+        holds_key("j", "?3", true)
     )
 });
 
@@ -257,7 +259,7 @@ static OTHER_HOLDS_KEY: LazyLock<String> = LazyLock::new(|| {
            AND other.unique_key = jobs.unique_key AND other.id <> jobs.id AND {}) \
          OR EXISTS (SELECT 1 FROM unique_keys AS l WHERE l.queue = jobs.queue \
            AND l.unique_key = jobs.unique_key AND l.job_id <> jobs.id AND l.finished_at > ?14)",
-        holds_key("other", "?14")
+        holds_key("other", "?14", false)
     )
 });
 
@@ -273,7 +275,7 @@ static TRANSITION: LazyLock<String> = LazyLock::new(|| {
            dead_reason = ?8, \
            attempts = CASE ?9 WHEN 1 THEN MAX(attempts - 1, 0) WHEN 2 THEN 0 ELSE attempts END, \
            stalls = CASE ?9 WHEN 2 THEN 0 ELSE stalls + ?10 END, \
-           lease_expires_at = NULL, deadline_at = NULL, \
+           lease_expires_at = NULL, deadline_at = NULL, lease_cap_ms = NULL, \
            cancel_requested = CASE WHEN ?11 THEN cancel_requested ELSE 0 END, \
            finished_at = CASE WHEN ?11 THEN ?12 ELSE NULL END \
          WHERE id = ?1 AND state = ?2 AND (?3 IS NULL OR lease_token = ?3) \
@@ -830,7 +832,7 @@ pub(crate) fn job_transition(
         let mut complete = conn
             .prepare_cached(
                 "UPDATE OR FAIL jobs SET state = 'completed', result = c.c_result, finished_at = ?2, \
-                 lease_expires_at = NULL, deadline_at = NULL \
+                 lease_expires_at = NULL, deadline_at = NULL, lease_cap_ms = NULL \
                  FROM (SELECT value ->> 0 AS c_id, value ->> 1 AS c_token, value -> 2 AS c_result \
                        FROM json_each(?1)) AS c \
                  WHERE jobs.id = c.c_id AND jobs.state = 'active' AND jobs.lease_token = c.c_token \

@@ -275,6 +275,10 @@ macro_rules! __for_each_check {
         $m!($fresh, unique::a_dead_job_holds_its_key_until_purged);
         $m!(
             $fresh,
+            unique::a_dead_job_does_not_keep_another_from_being_revived
+        );
+        $m!(
+            $fresh,
             unique::a_cancelled_job_frees_its_key_but_never_runs_beside_its_successor
         );
         $m!($fresh, unique::replace_leaves_a_finished_holder_alone);

@@ -255,3 +255,26 @@ pub async fn replace_leaves_a_finished_holder_alone(f: Fixture) {
         serde_json::json!({"n": 1})
     );
 }
+
+/// Other dead jobs do not keep a job from being revived: several dead jobs may share a key (a cancelled
+/// job's successor died; or made before dead jobs held keys), and the one revived first becomes the
+/// holder the others then yield to.
+pub async fn a_dead_job_does_not_keep_another_from_being_revived(f: Fixture) {
+    let ctx = Ctx::new(f);
+    let e = &ctx.engine;
+    let a = e.enqueue(keyed("mint", 1, "mint-t9")).await.unwrap().id;
+    e.cancel(a).await.unwrap();
+    let b = assert_free(&ctx, "mint", "mint-t9").await;
+    let j = claim_one(e, "mint").await;
+    assert_eq!(j.id, b);
+    e.fail(j.id, token(&j), Failure::fatal("chain down"))
+        .await
+        .unwrap();
+    e.retry(a).await.unwrap();
+    assert_eq!(e.get(a).await.unwrap().state, JobState::Waiting);
+    assert!(
+        matches!(e.retry(b).await, Err(Error::Conflict(_))),
+        "A, revived, holds the key now"
+    );
+    assert_eq!(e.get(b).await.unwrap().state, JobState::Dead);
+}

@@ -185,7 +185,7 @@ impl WorkerBuilder {
         self
     }
 
-    /// How often, at most, the worker heartbeats each job it holds (default 10 s; at least 100 ms). The
+    /// How often, at most, the worker heartbeats each job it holds (default 10 s; 100 ms to 7 days). The
     /// worker promises it to the server with each fetch, which then keeps each lease to
     /// `2 × this + 5 s` (25 s by default): the jobs of a worker that dies run elsewhere that soon, not
     /// after their whole timeout.
@@ -275,9 +275,10 @@ impl WorkerBuilder {
                 concurrency: self.concurrency,
                 prefetch,
                 poll_wait: self.poll_wait,
+                // Within what the server takes (100 ms – 7 days), rather than a fetch refused for ever.
                 heartbeat_ms: u64::try_from(self.heartbeat_every.as_millis())
                     .unwrap_or(u64::MAX)
-                    .max(100),
+                    .clamp(100, 7 * 24 * 3_600_000),
                 shutdown_timeout: self.shutdown_timeout,
                 cancel_grace: self.cancel_grace,
                 ack: AckSettings {

@@ -115,9 +115,7 @@ impl Engine {
         }
         for q in queues {
             let r = &q.config.retention;
-            if r.max_count.is_none() && r.max_age_ms.is_none() {
-                continue;
-            }
+            // Also with no retention limit: the pass releases the unique keys whose window ended.
             loop {
                 let n = self
                     .inner
