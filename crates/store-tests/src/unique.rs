@@ -233,7 +233,8 @@ pub async fn a_cancelled_job_frees_its_key_but_never_runs_beside_its_successor(f
     assert_eq!(e.get(a).await.unwrap().state, JobState::Waiting);
 }
 
-/// `replace` changes nothing of a completed or dead holder, and makes no new job beside it.
+/// `replace` changes nothing of a completed holder, and makes no new job beside it (a dead holder
+/// goes the same way: `enqueue` replaces only a waiting or delayed job).
 pub async fn replace_leaves_a_finished_holder_alone(f: Fixture) {
     let ctx = Ctx::new(f);
     let e = &ctx.engine;
