@@ -180,7 +180,9 @@ struct AcrossFields;
 impl utoipa::Modify for AcrossFields {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         use utoipa::openapi::RefOr;
-        use utoipa::openapi::schema::{AllOfBuilder, AnyOfBuilder, ObjectBuilder, Schema, Type};
+        use utoipa::openapi::schema::{
+            AllOfBuilder, AnyOfBuilder, ObjectBuilder, Schema, SchemaType, Type,
+        };
 
         /// Holds when `field` is absent or `null`.
         fn unset(field: &str) -> ObjectBuilder {
@@ -210,7 +212,10 @@ impl utoipa::Modify for AcrossFields {
                         .item(
                             ObjectBuilder::new().property(
                                 "dedup",
+                                // Any type, so that only the enum decides (an object type here
+                                // would refuse `"reject"` itself).
                                 ObjectBuilder::new()
+                                    .schema_type(SchemaType::AnyValue)
                                     .enum_values(Some([serde_json::Value::Null, "reject".into()])),
                             ),
                         )
