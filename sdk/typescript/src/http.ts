@@ -97,7 +97,8 @@ export class Http {
     for (let n = 0; ; n++) {
       let failure: ErrandError;
       let retryable: boolean;
-      const timeoutMs = (opts.timeoutMs ?? this.settings.timeoutMs) + (req.extraMs ?? 0);
+      // AbortSignal.timeout takes whole milliseconds only.
+      const timeoutMs = Math.ceil((opts.timeoutMs ?? this.settings.timeoutMs) + (req.extraMs ?? 0));
       const timeout = AbortSignal.timeout(timeoutMs);
       const signal = opts.signal ? AbortSignal.any([opts.signal, timeout]) : timeout;
       try {

@@ -65,7 +65,7 @@ export interface WorkerOptions<H extends Handlers = Handlers> {
    * How many jobs the worker holds at once, running, waiting to run, or waiting for their acknowledgement
    * (at least `concurrency`). Default `'auto'`: enough to cover a fetch's and an acknowledgement's round
    * trip at the rate jobs finish, so that handlers never wait for a fetch — few for slow jobs, up to
-   * 1,000 more than the concurrency for fast ones.
+   * 2,000 more than the concurrency for fast ones.
    */
   prefetch?: number | 'auto';
   /** The worker's name on its leases (default `<host>-<pid>-<random>`). */
@@ -133,7 +133,6 @@ class Held {
   lost = false;
   beating = false;
   nextBeatAt: number;
-  stop?: (outcome: RunOutcome | 'lease_lost' | 'abandoned') => void;
   timers: NodeJS.Timeout[] = [];
   readonly info: JobInfo;
   /** What the run gave, for the `completed` and `failed` events. */
@@ -163,7 +162,11 @@ function escaped(error: unknown, what: string): void {
     ctx.worker['stopJob'](ctx.held, outcomeOfError(e));
     return;
   }
-  if (ctx) return; // from a job already reported: nothing left to fail
+  if (ctx) {
+    // From something a handler left behind after its job was reported: nothing left to fail.
+    ctx.worker.emit('error', new Error(`${what} after job ${ctx.held.job.id} ended: ${error instanceof Error ? error.message : String(error)}`, { cause: error }));
+    return;
+  }
   const mine = what === 'unhandled rejection' ? 'unhandledRejection' : 'uncaughtException';
   if (process.listenerCount(mine) > 1) return; // the application handles its own
   // Outside any job: what Node would have done without our listener.
@@ -378,7 +381,11 @@ export class Worker<H extends Handlers = Handlers> extends EventEmitter {
       // A fetch answered at once measures the round trip; one that waited measured the queue's silence.
       if (jobs.length === max) this.fetchRtt = 0.8 * this.fetchRtt + 0.2 * (Date.now() - began);
       for (const job of jobs) {
-        const h = new Held(job, Math.min(this.heartbeatMs, job.heartbeat_ms ?? Infinity));
+        // The lease's length, from two instants of the server's clock (skew cancels out): the claim is
+        // the deadline less the timeout. A beat every third of it, as in the Rust SDK, or sooner when
+        // promised.
+        const leaseMs = job.lease_expires_at - (job.deadline_at - job.timeout_ms);
+        const h = new Held(job, Math.max(100, Math.floor(Math.min(this.heartbeatMs, job.heartbeat_ms ?? Infinity, leaseMs / 3))));
         this.held.set(job.id, h);
         if (this.stopping) this.releaseUnstarted(h);
         else this.buffer.push(h);
@@ -404,7 +411,6 @@ export class Worker<H extends Handlers = Handlers> extends EventEmitter {
     this.running++;
     const job = h.job;
     const handler = this.handlers.get(job.kind);
-    const settled = new Promise<RunOutcome | 'lease_lost' | 'abandoned'>((resolve) => (h.stop = resolve));
     if (!handler) {
       const kinds = [...this.handlers.keys()].sort().map((k) => JSON.stringify(k)).join(', ') || 'no kind';
       const message = `no handler for kind ${JSON.stringify(job.kind)} on worker ${this.workerId} (it handles ${kinds})`;
@@ -433,7 +439,6 @@ export class Worker<H extends Handlers = Handlers> extends EventEmitter {
         );
       });
     }
-    void settled.then((outcome) => this.finish(h, outcome));
   }
 
   /** Ends a held job's run once (the first of handler, timeout, cancel, lease loss, abandon wins). */
@@ -441,7 +446,7 @@ export class Worker<H extends Handlers = Handlers> extends EventEmitter {
     if (h.finished) return;
     h.finished = true;
     for (const t of h.timers) clearTimeout(t);
-    h.stop?.(outcome);
+    this.finish(h, outcome);
   }
 
   private context(h: Held): JobContext {
