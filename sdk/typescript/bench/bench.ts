@@ -39,7 +39,7 @@ if (!url) {
   url = server.url;
 }
 const client = new Client({ url, key: values.key });
-const base = { store: values.url ? 'remote' : 'sqlite', sync: values.url ? 'unknown' : 'full' };
+const base = values.url ? { store: `server at ${url}`, sync: 'as configured' } : { store: 'sqlite', sync: 'full' };
 const run = `${Date.now().toString(36)}`;
 const queueName = (s: string) => `bench-ts-${s}-${run}`;
 
