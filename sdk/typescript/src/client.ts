@@ -10,7 +10,7 @@
  *
  * | retried on any such failure | only if the request certainly did nothing¹ | never |
  * |---|---|---|
- * | every GET; heartbeat, complete, fail, release, ack; pause, resume, setQueueConfig; putSchedule, pauseSchedule, resumeSchedule; putWebhook, deleteWebhook; enqueue of a job with a `unique_key` (a batch when every job has one) | enqueue without a unique key; fetch; cancel, retry, promote; replayDead, purgeDead; deleteSchedule, triggerSchedule; appendLogs; enqueueFlow | healthLive, healthReady |
+ * | every GET; heartbeat, complete, fail, release, ack; pause, resume, setQueueConfig; putSchedule, pauseSchedule, resumeSchedule; putWebhook; enqueue of a job with a `unique_key` (a batch when every job has one) | enqueue without a unique key; fetch; cancel, retry, promote; replayDead, purgeDead; deleteSchedule, triggerSchedule, deleteWebhook (a repeat of a delete that landed answers 404); appendLogs; enqueueFlow | healthLive, healthReady |
  *
  * ¹ The connection was refused, or the server answered `rate_limited` or `unavailable`, which the API
  * defines as "nothing done".
@@ -257,7 +257,7 @@ export class Client {
   }
 
   deleteWebhook(queue: string, name: string, o?: CallOptions): Promise<unknown> {
-    return this.send('DELETE', `/v1/queues/${enc(queue)}/webhooks/${enc(name)}`, undefined, 'safe', o);
+    return this.send('DELETE', `/v1/queues/${enc(queue)}/webhooks/${enc(name)}`, undefined, 'untouched', o);
   }
 
   // ----- schedules -----

@@ -20,6 +20,9 @@ export interface EventFilter {
 /** A job changed state; or the node no longer kept the events after the cursor (`missed`). */
 export type StreamEvent = ({ type: 'job' } & EventView) | { type: 'missed'; from: string };
 
+/** The server sends a comment every 15 s on a quiet stream; three missed mean the connection is dead. */
+const IDLE_MS = 45_000;
+
 export async function* eventStream(
   http: Http,
   filter: EventFilter,
@@ -28,18 +31,27 @@ export async function* eventStream(
   const { after, ...query } = filter;
   let cursor = after;
   let failures = 0;
-  const stop = new AbortController();
-  const signal = options.signal ? AbortSignal.any([options.signal, stop.signal]) : stop.signal;
-  try {
-    while (!signal.aborted) {
+  const outer = options.signal;
+  const backoff = () => options.reconnectDelayMs ?? retryDelay({ maxElapsedMs: 0, baseMs: 250, capMs: 5_000 }, failures++);
+  while (!outer?.aborted) {
+    // One connection: ended by the caller's signal, by the loop's end, or by silence.
+    const conn = new AbortController();
+    const onOuter = () => conn.abort(outer?.reason);
+    outer?.addEventListener('abort', onOuter, { once: true });
+    let idle: NodeJS.Timeout | undefined;
+    const quiet = () => {
+      clearTimeout(idle);
+      idle = setTimeout(() => conn.abort(new Error('the event stream went quiet')), IDLE_MS);
+    };
+    try {
       let res: Response;
       try {
+        quiet();
         const headers = http.headersFor(cursor === undefined ? { accept: 'text/event-stream' } : { accept: 'text/event-stream', 'last-event-id': cursor });
-        res = await fetch(http.url('/v1/events', query), { headers, signal });
-      } catch (e) {
-        if (signal.aborted) return;
-        await sleep(options.reconnectDelayMs ?? retryDelay({ maxElapsedMs: 0, baseMs: 250, capMs: 5_000 }, failures++), signal).catch(() => {});
-        void e;
+        res = await fetch(http.url('/v1/events', query), { headers, signal: conn.signal });
+      } catch {
+        if (outer?.aborted) return;
+        await sleep(backoff(), outer).catch(() => {});
         continue;
       }
       if (!res.ok) {
@@ -50,10 +62,9 @@ export async function* eventStream(
         } catch {
           /* text */
         }
-        const err = errorFromAnswer(res.status, body, undefined);
         // 503 and 429 pass; anything else (401, 403, 400) would fail the same way again.
-        if (res.status !== 503 && res.status !== 429) throw err;
-        await sleep(options.reconnectDelayMs ?? retryDelay({ maxElapsedMs: 0, baseMs: 250, capMs: 5_000 }, failures++), signal).catch(() => {});
+        if (res.status !== 503 && res.status !== 429) throw errorFromAnswer(res.status, body, undefined);
+        await sleep(backoff(), outer).catch(() => {});
         continue;
       }
       if (!res.body) throw new ErrandError('http', 'the event stream answered without a body');
@@ -62,6 +73,7 @@ export async function* eventStream(
       let buf = '';
       try {
         for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+          quiet();
           buf += decoder.decode(chunk, { stream: true });
           let end: number;
           while ((end = buf.search(/\r?\n\r?\n/)) >= 0) {
@@ -69,20 +81,27 @@ export async function* eventStream(
             buf = buf.slice(end + (buf[end] === '\r' ? 4 : 2));
             const ev = parseBlock(block);
             if (!ev) continue;
+            let event: StreamEvent | undefined;
+            if (ev.event === 'job') event = { type: 'job', ...(JSON.parse(ev.data) as EventView) };
+            else if (ev.event === 'missed') event = { type: 'missed', ...(JSON.parse(ev.data) as { from: string }) };
+            // The cursor moves only past an event delivered: a reconnect resumes after it.
             if (ev.id !== undefined) cursor = ev.id;
-            if (ev.event === 'job') yield { type: 'job', ...(JSON.parse(ev.data) as EventView) };
-            else if (ev.event === 'missed') yield { type: 'missed', ...(JSON.parse(ev.data) as { from: string }) };
+            if (event) yield event;
           }
         }
       } catch (e) {
-        if (signal.aborted) return;
-        void e; // a broken connection: reconnect from `cursor`
+        if (outer?.aborted) return;
+        // A JSON error is the server's fault, not the connection's: say so rather than skip the event.
+        if (e instanceof SyntaxError) throw new ErrandError('http', `the event stream sent an event that is not JSON: ${e.message}`);
+        // Otherwise a broken or silent connection: reconnect from `cursor`.
       }
-      if (signal.aborted) return;
-      await sleep(options.reconnectDelayMs ?? 250, signal).catch(() => {});
+      if (outer?.aborted) return;
+      await sleep(options.reconnectDelayMs ?? 250, outer).catch(() => {});
+    } finally {
+      clearTimeout(idle);
+      outer?.removeEventListener('abort', onOuter);
+      conn.abort();
     }
-  } finally {
-    stop.abort();
   }
 }
 

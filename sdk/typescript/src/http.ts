@@ -135,10 +135,9 @@ export class Http {
         } else {
           const code = transportCode(e);
           failure = new TransportError('transport', `${req.method} ${req.path}: ${code ?? String(e)}`, { cause: e });
-          // Refused: nothing was sent. A kept-alive connection the server had closed before this request
-          // was written to it (reset, no answer begun): nothing was processed either.
-          const untouched = code === 'ECONNREFUSED' || (e as { staleSocket?: boolean }).staleSocket === true;
-          retryable = req.repeat === 'safe' || (req.repeat === 'untouched' && untouched);
+          // Refused: nothing was sent. Any other failure (a reset, even on a kept-alive connection) may
+          // have come after the server acted, as the Rust client also assumes.
+          retryable = req.repeat === 'safe' || (req.repeat === 'untouched' && code === 'ECONNREFUSED');
         }
       }
       if (!retryable) throw failure;
@@ -162,9 +161,7 @@ export class Http {
   ): Promise<{ status: number; text: string; retryAfter: string | undefined }> {
     return new Promise((resolve, reject) => {
       if (signal?.aborted) return reject(signal.reason);
-      let answered = false;
       const req = this.transport.request(url, { method, headers, agent: this.agent }, (res) => {
-        answered = true;
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
         res.on('end', () => {
@@ -185,9 +182,6 @@ export class Http {
       };
       function fail(e: Error) {
         done();
-        if (!answered && req.reusedSocket && ((e as { code?: string }).code === 'ECONNRESET' || e.message === 'socket hang up')) {
-          (e as { staleSocket?: boolean }).staleSocket = true;
-        }
         reject(e);
       }
       req.on('error', fail);

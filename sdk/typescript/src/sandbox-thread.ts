@@ -12,16 +12,17 @@ const port = parentPort;
 if (!port) throw new Error('sandbox-thread.js runs in a worker thread');
 const post = (m: FromThread) => port.postMessage(m);
 
-const current = new AsyncLocalStorage<string>();
-const controllers = new Map<string, AbortController>();
+const current = new AsyncLocalStorage<number>();
+/** The runs not reported yet, by run number (a job's next attempt is another run). */
+const controllers = new Map<number, AbortController>();
 const replies = new Map<number, { resolve: () => void; reject: (e: Error) => void }>();
 let seq = 0;
-let done: ((id: string, r: { ok: true; result: unknown } | { ok: false; error: unknown }) => void) | undefined;
+let done: ((run: number, r: { ok: true; result: unknown } | { ok: false; error: unknown }) => void) | undefined;
 
 // An error that escapes a handler fails its job, not the thread.
 const escaped = (e: unknown) => {
-  const id = current.getStore();
-  if (id !== undefined && done) done(id, { ok: false, error: e });
+  const run = current.getStore();
+  if (run !== undefined && done) done(run, { ok: false, error: e });
   else {
     console.error(e);
     process.exit(1);
@@ -51,13 +52,17 @@ try {
   process.exit(1);
 }
 
-const finished = new Set<string>();
-done = (id, r) => {
-  if (finished.has(id) || !controllers.has(id)) return;
-  finished.add(id);
-  controllers.delete(id);
-  if (r.ok) post({ type: 'done', id, ok: true, result: r.result });
-  else post({ type: 'done', id, ok: false, error: errorToWire(r.error) });
+done = (run, r) => {
+  // The first end of a run counts; what its handler left running reports nothing more.
+  if (!controllers.delete(run)) return;
+  if (!r.ok) return post({ type: 'done', run, ok: false, error: errorToWire(r.error) });
+  try {
+    post({ type: 'done', run, ok: true, result: r.result });
+  } catch (e) {
+    // A result that cannot be copied to the main thread (a function, a socket): the job fails for
+    // good, as a result that cannot be sent as JSON does.
+    post({ type: 'done', run, ok: false, error: { name: 'FatalError', message: `the result cannot leave the sandbox: ${(e as Error).message}` } });
+  }
 };
 
 port.on('message', (m: ToThread) => {
@@ -67,25 +72,25 @@ port.on('message', (m: ToThread) => {
     if (m.error) r?.reject(errorFromWire(m.error));
     else r?.resolve();
   } else if (m.type === 'abort') {
-    controllers.get(m.id)?.abort(new JobStopped(m.reason.why as JobStopped['why'], m.reason.message));
+    controllers.get(m.run)?.abort(new JobStopped(m.reason.why as JobStopped['why'], m.reason.message));
   } else if (m.type === 'run') {
     const controller = new AbortController();
-    controllers.set(m.id, controller);
+    controllers.set(m.run, controller);
     const ctx: JobContext = {
       ...m.ctx,
       signal: controller.signal,
-      progress: (value: unknown) => ask({ type: 'progress', id: m.id, value }),
-      log: (...lines: string[]) => ask({ type: 'log', id: m.id, lines: lines.map(String) }),
+      progress: (value: unknown) => ask({ type: 'progress', run: m.run, value }),
+      log: (...lines: string[]) => ask({ type: 'log', run: m.run, lines: lines.map(String) }),
     };
     const handler = handlers[m.kind] as Handler;
-    current.run(m.id, () => {
+    current.run(m.run, () => {
       try {
         Promise.resolve(handler(m.payload, ctx)).then(
-          (result) => done?.(m.id, { ok: true, result }),
-          (error) => done?.(m.id, { ok: false, error }),
+          (result) => done?.(m.run, { ok: true, result }),
+          (error) => done?.(m.run, { ok: false, error }),
         );
       } catch (error) {
-        done?.(m.id, { ok: false, error });
+        done?.(m.run, { ok: false, error });
       }
     });
   }

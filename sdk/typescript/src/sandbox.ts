@@ -8,7 +8,10 @@ import { Worker as Thread, type ResourceLimits } from 'node:worker_threads';
 import { pathToFileURL } from 'node:url';
 import { isAbsolute, resolve } from 'node:path';
 
-import { ErrandError } from './errors.js';
+import * as errors from './errors.js';
+import { ErrandError, type ErrorCode } from './errors.js';
+
+const errorClasses = errors as unknown as Record<string, (new (code: ErrorCode, message: string, init?: errors.ErrandErrorInit) => Error) | undefined>;
 import type { Handler, JobContext } from './job.js';
 
 export interface SandboxOptions {
@@ -32,29 +35,40 @@ export interface WireError {
   stack?: string;
   delayMs?: number;
   retryAfterMs?: number;
+  /** An `ErrandError`'s code and status. */
+  code?: string;
+  status?: number;
 }
 
+/** Messages name a run (one attempt on one thread), not a job: a job's next attempt is another run. */
 export type ToThread =
-  | { type: 'run'; id: string; kind: string; payload: unknown; ctx: Omit<JobContext, 'signal' | 'progress' | 'log'> }
-  | { type: 'abort'; id: string; reason: { why: string; message: string } }
+  | { type: 'run'; run: number; kind: string; payload: unknown; ctx: Omit<JobContext, 'signal' | 'progress' | 'log'> }
+  | { type: 'abort'; run: number; reason: { why: string; message: string } }
   | { type: 'reply'; seq: number; error?: WireError };
 
 export type FromThread =
   | { type: 'ready'; kinds: string[] }
   | { type: 'load_failed'; error: WireError }
-  | { type: 'done'; id: string; ok: true; result: unknown }
-  | { type: 'done'; id: string; ok: false; error: WireError }
-  | { type: 'progress'; id: string; seq: number; value: unknown }
-  | { type: 'log'; id: string; seq: number; lines: string[] };
+  | { type: 'done'; run: number; ok: true; result: unknown }
+  | { type: 'done'; run: number; ok: false; error: WireError }
+  | { type: 'progress'; run: number; seq: number; value: unknown }
+  | { type: 'log'; run: number; seq: number; lines: string[] };
 
 interface Slot {
   thread: Thread;
-  /** The job running on it, and how to settle its run. */
-  job?: { id: string; ctx: JobContext; settle: (r: { ok: true; result: unknown } | { ok: false; error: Error }) => void } | undefined;
+  /** The run on it, and how to settle it. */
+  job?: { run: number; ctx: JobContext; settle: (r: { ok: true; result: unknown } | { ok: false; error: Error }) => void } | undefined;
 }
 
+let runs = 0;
+
 export function errorFromWire(w: WireError): Error {
-  const e = new Error(w.message) as Error & { delayMs?: number; retryAfterMs?: number };
+  // The SDK's own errors keep their class, so that `instanceof LeaseLostError` works in a thread too.
+  const Known = w.code ? errorClasses[w.name] : undefined;
+  const e = (Known ? new Known(w.code as ErrorCode, w.message, w.status === undefined ? {} : { status: w.status }) : new Error(w.message)) as Error & {
+    delayMs?: number;
+    retryAfterMs?: number;
+  };
   e.name = w.name;
   if (w.stack !== undefined) e.stack = w.stack;
   if (w.delayMs !== undefined) e.delayMs = w.delayMs;
@@ -66,6 +80,10 @@ export function errorToWire(e: unknown): WireError {
   if (!(e instanceof Error)) return { name: 'Error', message: typeof e === 'string' ? e : `a non-Error was thrown: ${String(e)}` };
   const w: WireError = { name: e.name, message: e.message };
   if (e.stack !== undefined) w.stack = e.stack;
+  if (e instanceof ErrandError) {
+    w.code = e.code;
+    w.status = e.status;
+  }
   const x = e as { delayMs?: unknown; retryAfterMs?: unknown };
   if (typeof x.delayMs === 'number') w.delayMs = x.delayMs;
   if (typeof x.retryAfterMs === 'number') w.retryAfterMs = x.retryAfterMs;
@@ -117,7 +135,7 @@ export class Sandbox {
             rejectReady(new ErrandError('invalid', `the sandbox module ${this.module} cannot be loaded: ${m.error.message}`, { field: 'sandbox.module' }));
             break;
           case 'done':
-            if (slot.job?.id === m.id) {
+            if (slot.job?.run === m.run) {
               const job = slot.job;
               slot.job = undefined;
               job.settle(m.ok ? { ok: true, result: m.result } : { ok: false, error: errorFromWire(m.error) });
@@ -126,7 +144,7 @@ export class Sandbox {
             break;
           case 'progress':
           case 'log': {
-            const ctx = slot.job?.id === m.id ? slot.job.ctx : undefined;
+            const ctx = slot.job?.run === m.run ? slot.job.ctx : undefined;
             const done = ctx ? (m.type === 'progress' ? ctx.progress(m.value) : ctx.log(...m.lines)) : Promise.reject(new Error('the job is over'));
             done.then(
               () => thread.postMessage({ type: 'reply', seq: m.seq } satisfies ToThread),
@@ -175,21 +193,22 @@ export class Sandbox {
         this.free(slot);
         throw ctx.signal.reason;
       }
+      const run = ++runs;
       const outcome = new Promise<{ ok: true; result: unknown } | { ok: false; error: Error }>((settle) => {
-        slot.job = { id: ctx.id, ctx, settle };
+        slot.job = { run, ctx, settle };
       });
       const { signal, progress, log, ...plain } = ctx;
       void progress;
       void log;
-      slot.thread.postMessage({ type: 'run', id: ctx.id, kind, payload, ctx: plain } satisfies ToThread);
+      slot.thread.postMessage({ type: 'run', run, kind, payload, ctx: plain } satisfies ToThread);
+      let terminate: NodeJS.Timeout | undefined;
       const onAbort = () => {
         const r = signal.reason as { why?: string; message?: string } | undefined;
-        slot.thread.postMessage({ type: 'abort', id: ctx.id, reason: { why: r?.why ?? 'stopped', message: r?.message ?? 'stopped' } } satisfies ToThread);
+        slot.thread.postMessage({ type: 'abort', run, reason: { why: r?.why ?? 'stopped', message: r?.message ?? 'stopped' } } satisfies ToThread);
         // A handler that does not return once told to stop loses its thread.
-        const t = setTimeout(() => {
-          if (slot.job?.id === ctx.id) void slot.thread.terminate();
+        terminate = setTimeout(() => {
+          if (slot.job?.run === run) void slot.thread.terminate();
         }, this.terminateGraceMs);
-        t.unref();
       };
       signal.addEventListener('abort', onAbort, { once: true });
       try {
@@ -197,6 +216,7 @@ export class Sandbox {
         if (!r.ok) throw r.error;
         return r.result;
       } finally {
+        clearTimeout(terminate);
         signal.removeEventListener('abort', onAbort);
       }
     };

@@ -25,14 +25,16 @@ import { AsyncLocalStorage } from 'node:async_hooks';
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 
-import { Client, type AckItem, type FetchedJob } from './client.js';
-import { ErrandError, LeaseLostError } from './errors.js';
+import { Client, type AckBatchResponse, type AckItem, type FetchedJob } from './client.js';
+import { ErrandError, LeaseLostError, NotFoundError } from './errors.js';
 import { type RetryPolicy, noRetry, retryDelay } from './retry.js';
 import { sleep } from './http.js';
 import { type Handler, type Handlers, type JobContext, JobStopped, type RunOutcome, outcomeOfError } from './job.js';
 import { Sandbox, type SandboxOptions } from './sandbox.js';
 
 const MAX_CLAIM = 1000;
+/** The longest delay the server takes (a retry's `retry_after_ms`, a snooze's `delay_ms`): 365 days. */
+const MAX_DELAY_MS = 365 * 24 * 3_600_000;
 
 export interface Logger {
   info(message: string, fields?: Record<string, unknown>): void;
@@ -62,8 +64,9 @@ export interface WorkerOptions<H extends Handlers = Handlers> {
   /** How many jobs run at once (default 10). */
   concurrency?: number;
   /**
-   * How many jobs the worker holds at once, running, waiting to run, or waiting for their acknowledgement
-   * (at least `concurrency`). Default `'auto'`: enough to cover a fetch's and an acknowledgement's round
+   * How many jobs the worker holds at once, running or waiting to run (at least `concurrency`); finished
+   * jobs awaiting their acknowledgement do not count, and at most 2,000 of those wait before the worker
+   * stops fetching. Default `'auto'`: enough to cover a fetch's and an acknowledgement's round
    * trip at the rate jobs finish, so that handlers never wait for a fetch — few for slow jobs, up to
    * 2,000 more than the concurrency for fast ones.
    */
@@ -139,11 +142,16 @@ class Held {
   result: unknown;
   error: Error | undefined;
 
+  /** When the attempt times out, by this process's clock: `timeout_ms` after the fetch's answer (the
+   * server's deadline, counted from the claim, is a little earlier and is the one that counts). */
+  readonly deadline: number;
+
   constructor(
     readonly job: FetchedJob,
     readonly interval: number,
   ) {
     this.nextBeatAt = Date.now() + interval;
+    this.deadline = Date.now() + job.timeout_ms;
     this.info = { id: job.id, queue: job.queue, kind: job.kind, attempt: job.attempt, idempotencyKey: job.idempotency_key };
   }
 }
@@ -152,28 +160,48 @@ class Held {
 
 const current = new AsyncLocalStorage<{ worker: Worker; held: Held }>();
 let hooked = 0;
-const onRejection = (reason: unknown) => escaped(reason, 'unhandled rejection');
-const onException = (error: unknown) => escaped(error, 'uncaught exception');
 
-function escaped(error: unknown, what: string): void {
-  const ctx = current.getStore();
-  if (ctx && !ctx.held.finished) {
-    const e = error instanceof Error ? error : new Error(`${what}: ${String(error)}`);
-    ctx.worker['stopJob'](ctx.held, outcomeOfError(e));
+function onRejection(reason: unknown): void {
+  if (escapedFromJob(reason, 'unhandled rejection')) return;
+  if (process.listenerCount('unhandledRejection') > 1) return; // the application handles its own
+  // Outside any job: what Node does without a listener, by its --unhandled-rejections mode.
+  const mode = /--unhandled-rejections[= ](\S+)/.exec(`${process.execArgv.join(' ')} ${process.env.NODE_OPTIONS ?? ''}`)?.[1] ?? 'throw';
+  if (mode === 'none') return;
+  if (mode === 'warn' || mode === 'warn-with-error-code') {
+    console.warn(reason);
+    if (mode === 'warn-with-error-code') process.exitCode = 1;
     return;
   }
-  if (ctx) {
-    // From something a handler left behind after its job was reported: nothing left to fail.
-    ctx.worker.emit('error', new Error(`${what} after job ${ctx.held.job.id} ended: ${error instanceof Error ? error.message : String(error)}`, { cause: error }));
-    return;
-  }
-  const mine = what === 'unhandled rejection' ? 'unhandledRejection' : 'uncaughtException';
-  if (process.listenerCount(mine) > 1) return; // the application handles its own
-  // Outside any job: what Node would have done without our listener.
+  // 'throw' (the default) and 'strict': raised as an uncaught exception, which the application's own
+  // `uncaughtException` listeners may handle.
+  process.nextTick(() => {
+    throw reason;
+  });
+}
+
+function onException(error: unknown): void {
+  if (escapedFromJob(error, 'uncaught exception')) return;
+  if (process.listenerCount('uncaughtException') > 1) return; // the application handles its own
+  // Outside any job and unhandled: the process ends, as Node would have ended it.
   console.error(error);
   process.exit(1);
 }
 
+/** Fails the job whose handler `error` escaped from; false when it came from no job. */
+function escapedFromJob(error: unknown, what: string): boolean {
+  const ctx = current.getStore();
+  if (!ctx) return false;
+  if (!ctx.held.finished) {
+    const e = error instanceof Error ? error : new Error(`${what}: ${String(error)}`);
+    ctx.worker['stopJob'](ctx.held, outcomeOfError(e));
+  } else {
+    // From something a handler left running after its job was reported: nothing left to fail.
+    ctx.worker['safeEmit']('error', new Error(`${what} after job ${ctx.held.job.id} ended: ${error instanceof Error ? error.message : String(error)}`, { cause: error }));
+  }
+  return true;
+}
+
+/** Counts the running workers; the listeners are on while there is one. */
 function hook(): void {
   if (hooked++ === 0) {
     process.on('unhandledRejection', onRejection);
@@ -219,13 +247,19 @@ export class Worker<H extends Handlers = Handlers> extends EventEmitter {
   private readonly buffer: Held[] = [];
   private running = 0;
   private readonly acks: Pending[] = [];
+  /** Acknowledgements in requests not answered yet, and those requests. */
   private acksInFlight = 0;
+  private ackRequests = 0;
+  /** An answer asked for the items it refused to be sent again later (unavailable, rate limited). */
+  private retryLater = false;
   private ackFailures = 0;
   private ackRetryTimer: NodeJS.Timeout | undefined;
   private ackDrained: (() => void) | undefined;
   private giveUpAt = Infinity;
   private stopping = false;
   private started = false;
+  /** Whether this worker counts in the process-wide error hook. */
+  private hooked = false;
   private fetchAbort = new AbortController();
   private wake: (() => void) | undefined;
   private sweepTimer: NodeJS.Timeout | undefined;
@@ -273,8 +307,10 @@ export class Worker<H extends Handlers = Handlers> extends EventEmitter {
 
   /** Starts the worker (done by the constructor unless `autorun: false`). Resolves when it has closed. */
   run(): Promise<WorkerReport> {
+    if (this.closing) return this.closing;
     if (!this.started) {
       this.started = true;
+      this.hooked = true;
       hook();
       if (this.handleSignals) {
         for (const sig of ['SIGTERM', 'SIGINT'] as const) {
@@ -374,7 +410,7 @@ export class Worker<H extends Handlers = Handlers> extends EventEmitter {
       } catch (e) {
         if (this.stopping) return;
         const err = e instanceof Error ? e : new Error(String(e));
-        this.emit('error', err);
+        this.safeEmit('error', err);
         await sleep(retryDelay({ maxElapsedMs: 0, baseMs: 250, capMs: 10_000 }, failures++, (err as ErrandError).retryAfterMs), this.fetchAbort.signal).catch(() => {});
         continue;
       }
@@ -400,7 +436,11 @@ export class Worker<H extends Handlers = Handlers> extends EventEmitter {
 
   private dispatch(): void {
     while (!this.stopping && this.running < this.concurrency && this.buffer.length > 0) {
-      this.start(this.buffer.shift() as Held);
+      const h = this.buffer.shift() as Held;
+      // Waited in the buffer past its timeout: the server has given up on this attempt; running it
+      // now would run it beside its retry.
+      if (Date.now() >= h.deadline) this.releaseUnstarted(h);
+      else this.start(h);
     }
   }
 
@@ -422,7 +462,7 @@ export class Worker<H extends Handlers = Handlers> extends EventEmitter {
           const message = `timed out after ${job.timeout_ms} ms`;
           h.controller.abort(new JobStopped('timeout', message));
           this.stopJob(h, { type: 'fail', message, retryable: true, error: new JobStopped('timeout', message) });
-        }, job.timeout_ms),
+        }, Math.max(0, h.deadline - Date.now())),
       );
       const ctx = this.context(h);
       current.run({ worker: this as Worker, held: h }, () => {
@@ -482,8 +522,8 @@ export class Worker<H extends Handlers = Handlers> extends EventEmitter {
     this.finishedSinceTick++;
     const job = h.job;
     if (outcome === 'lease_lost') {
-      this.held.delete(job.id);
-      this.emit('leaseLost', h.info);
+      this.forget(h);
+      this.safeEmit('leaseLost', h.info);
     } else if (outcome === 'abandoned') {
       this.queueAck({ outcome: 'release', id: job.id, lease_token: job.lease_token }, 'abandoned', h);
     } else if (outcome.type === 'complete') {
@@ -507,11 +547,11 @@ export class Worker<H extends Handlers = Handlers> extends EventEmitter {
       // It stopped before the work was done: a release, which the server ends `cancelled`.
       this.queueAck({ outcome: 'release', id: job.id, lease_token: job.lease_token }, 'cancelled', h);
     } else if (outcome.type === 'snooze') {
-      this.queueAck({ outcome: 'release', id: job.id, lease_token: job.lease_token, delay_ms: outcome.delayMs }, 'snoozed', h);
+      this.queueAck({ outcome: 'release', id: job.id, lease_token: job.lease_token, delay_ms: Math.min(outcome.delayMs, MAX_DELAY_MS) }, 'snoozed', h);
     } else {
       const item: AckItem = { outcome: 'fail', id: job.id, lease_token: job.lease_token, message: outcome.message, retryable: outcome.retryable };
       if (outcome.stack) (item as { stack?: string }).stack = outcome.stack;
-      if (outcome.retryAfterMs !== undefined) (item as { retry_after_ms?: number }).retry_after_ms = outcome.retryAfterMs;
+      if (outcome.retryAfterMs !== undefined) (item as { retry_after_ms?: number }).retry_after_ms = Math.min(outcome.retryAfterMs, MAX_DELAY_MS);
       h.error = outcome.error;
       this.queueAck(item, 'ran', h);
     }
@@ -543,10 +583,11 @@ export class Worker<H extends Handlers = Handlers> extends EventEmitter {
       h.nextBeatAt = Date.now() + h.interval;
       if (answer.cancel_requested && !h.cancelRequested) this.cancelRequested(h);
     } catch (e) {
-      if (e instanceof LeaseLostError) this.leaseLost(h);
+      // Not found: purged, or retention removed it. Either way, not this worker's any more.
+      if (e instanceof LeaseLostError || e instanceof NotFoundError) this.leaseLost(h);
       else {
         h.nextBeatAt = Date.now() + Math.min(1000, h.interval / 4);
-        if (!opts.strict) this.emit('error', e instanceof Error ? e : new Error(String(e)));
+        if (!opts.strict) this.safeEmit('error', e instanceof Error ? e : new Error(String(e)));
       }
       if (opts.strict) throw e;
     } finally {
@@ -555,6 +596,8 @@ export class Worker<H extends Handlers = Handlers> extends EventEmitter {
   }
 
   private cancelRequested(h: Held): void {
+    // Already reported (released at shutdown, say): its acknowledgement says what happened.
+    if (h.finished || h.cancelRequested) return;
     h.cancelRequested = true;
     if (!h.started) {
       // Not started: it was never ours to run; give it back and the server ends it cancelled.
@@ -574,14 +617,16 @@ export class Worker<H extends Handlers = Handlers> extends EventEmitter {
   private leaseLost(h: Held): void {
     if (h.lost) return;
     h.lost = true;
+    // Already reported: the acknowledgement will be answered lease_lost, and dropped then.
+    if (h.finished) return;
     this.log.warn('lease lost: the job is no longer this worker\'s; stopping it', { job_id: h.job.id, queue: h.job.queue });
     h.controller.abort(new JobStopped('lease_lost', 'the lease was lost'));
     if (!h.started) {
       const i = this.buffer.indexOf(h);
       if (i >= 0) this.buffer.splice(i, 1);
       h.finished = true;
-      this.held.delete(h.job.id);
-      this.emit('leaseLost', h.info);
+      this.forget(h);
+      this.safeEmit('leaseLost', h.info);
       this.poke();
       return;
     }
@@ -605,8 +650,9 @@ export class Worker<H extends Handlers = Handlers> extends EventEmitter {
    * batches grow with the load and a lone outcome is not held back. Two requests at most in flight.
    */
   private flushAcks(): void {
-    while (this.acks.length > 0 && this.acksInFlight < 2 && this.ackRetryTimer === undefined) {
+    while (this.acks.length > 0 && this.ackRequests < 2 && this.ackRetryTimer === undefined) {
       const batch = this.acks.splice(0, this.acks[0]?.alone ? 1 : this.ackBatchSize);
+      this.ackRequests++;
       this.acksInFlight += batch.length;
       void this.sendAcks(batch);
     }
@@ -615,72 +661,76 @@ export class Worker<H extends Handlers = Handlers> extends EventEmitter {
 
   private async sendAcks(batch: Pending[]): Promise<void> {
     const began = Date.now();
+    let answer: AckBatchResponse | undefined;
+    let failure: ErrandError | undefined;
     try {
-      const answer = await this.client.ack(batch.map((p) => p.item), { retry: noRetry });
+      // Once shutting down, no request outlives the deadline for delivering acknowledgements.
+      const left = this.giveUpAt - Date.now();
+      answer = await this.client.ack(
+        batch.map((p) => p.item),
+        Number.isFinite(left) ? { retry: noRetry, timeoutMs: Math.max(100, Math.min(30_000, left)) } : { retry: noRetry },
+      );
+    } catch (e) {
+      failure = e instanceof ErrandError ? e : new ErrandError('transport', String(e), { cause: e });
+    }
+    this.ackRequests--;
+    this.acksInFlight -= batch.length;
+    const again: Pending[] = [];
+    if (answer) {
       this.ackRtt = 0.8 * this.ackRtt + 0.2 * (Date.now() - began);
       this.ackFailures = 0;
-      answer.results.forEach((r, i) => this.acked(batch[i] as Pending, r));
-      this.acksInFlight -= batch.length;
-    } catch (e) {
-      this.acksInFlight -= batch.length;
-      const err = e instanceof ErrandError ? e : new ErrandError('transport', String(e), { cause: e });
-      if ((err.code === 'invalid' || err.code === 'too_large') && batch.length > 1) {
-        // One item spoils the batch: send each alone to find it.
-        for (const p of batch.reverse()) this.acks.unshift({ ...p, alone: true });
-      } else if (err.code === 'invalid' || err.code === 'too_large' || err.code === 'unauthorized' || err.code === 'forbidden') {
-        const p = batch[0] as Pending;
-        if (err.code === 'too_large' && p.item.outcome === 'complete') {
-          this.acks.unshift({ ...p, item: { outcome: 'fail', id: p.item.id, lease_token: p.item.lease_token, message: `the result was refused: ${err.message}`, retryable: false } });
-        } else {
-          this.report.lost += batch.length;
-          this.emit('error', err);
-          for (const q of batch) this.forget(q);
-        }
-      } else if (Date.now() >= this.giveUpAt) {
-        this.report.lost += batch.length;
-        this.emit('error', err);
-        for (const q of batch) this.forget(q);
+      batch.forEach((p, i) => {
+        const r = answer.results[i];
+        const back = r?.error ? this.refused(p, r.error.code, r.error.message) : r?.ok ? this.acked(p, r.ok) : this.refused(p, 'internal', 'no answer for it');
+        if (back) again.push(back);
+      });
+    } else if (failure && (failure.code === 'invalid' || failure.code === 'too_large') && batch.length > 1) {
+      // One item spoils the batch: send each alone to find it.
+      for (const p of batch) again.push({ ...p, alone: true });
+    } else if (failure && failure.status >= 400 && failure.status < 500 && failure.code !== 'rate_limited') {
+      // Refused as a whole (a batch of one, or a key without the scope).
+      for (const p of batch) {
+        const back = this.refused(p, failure.code, failure.message);
+        if (back) again.push(back);
+      }
+    } else if (failure) {
+      // The server cannot be reached, or cannot take them now: every one again, after a backoff.
+      again.push(...batch);
+      this.retryLater = true;
+      this.safeEmit('error', failure);
+    }
+    if (again.length > 0) {
+      if (Date.now() >= this.giveUpAt) {
+        for (const p of again) this.lose(p, 'still undelivered at the end of the shutdown');
       } else {
-        // The server cannot be reached: keep every outcome and try again after a backoff.
-        for (const p of batch.reverse()) this.acks.unshift(p);
-        this.emit('error', err);
-        const delay = Math.min(retryDelay({ maxElapsedMs: 0, baseMs: 100, capMs: 5_000 }, this.ackFailures++, err.retryAfterMs), Math.max(0, this.giveUpAt - Date.now()));
-        this.ackRetryTimer = setTimeout(() => {
-          this.ackRetryTimer = undefined;
-          this.flushAcks();
-        }, delay);
+        this.acks.unshift(...again);
       }
     }
+    if (this.retryLater && this.acks.length > 0 && this.ackRetryTimer === undefined) {
+      this.retryLater = false;
+      const delay = Math.min(retryDelay({ maxElapsedMs: 0, baseMs: 100, capMs: 5_000 }, this.ackFailures++, failure?.retryAfterMs), Math.max(0, this.giveUpAt - Date.now()));
+      this.ackRetryTimer = setTimeout(() => {
+        this.ackRetryTimer = undefined;
+        this.flushAcks();
+      }, delay);
+    }
+    this.retryLater = false;
     this.flushAcks();
     this.poke();
   }
 
-  private forget(p: Pending): void {
-    this.held.delete(p.item.id);
-  }
-
-  private acked(p: Pending, r: { id: string; ok?: unknown; error?: { code: string; message: string } | null }): void {
-    this.forget(p);
+  /** The server took the outcome: count it and tell the listeners. */
+  private acked(p: Pending, ok: { state?: string; duplicate?: boolean }): undefined {
+    this.forget(p.held);
     const h = p.held;
-    if (r.error) {
-      if (r.error.code === 'lease_lost') {
-        // Too late: the server already timed the attempt out, or another worker holds the job.
-        this.log.warn('acknowledgement refused, lease lost; dropped', { job_id: p.item.id, outcome: p.item.outcome });
-      } else {
-        this.emit('error', new ErrandError(r.error.code as 'invalid', `acknowledgement of ${p.item.id} refused: ${r.error.message}`));
-      }
-      this.report.lost++;
-      return;
-    }
     switch (p.origin) {
       case 'ran':
         if (p.item.outcome === 'complete') {
           this.report.completed++;
-          this.emit('completed', p.held.info, h.result);
+          this.safeEmit('completed', h.info, h.result);
         } else {
           this.report.failed++;
-          const state = (r.ok as { state?: string } | undefined)?.state;
-          this.emit('failed', p.held.info, h.error ?? new Error((p.item as { message?: string }).message ?? 'failed'), state !== 'dead');
+          this.safeEmit('failed', h.info, h.error ?? new Error((p.item as { message?: string }).message ?? 'failed'), ok.state !== 'dead');
         }
         break;
       case 'unstarted':
@@ -691,12 +741,66 @@ export class Worker<H extends Handlers = Handlers> extends EventEmitter {
         break;
       case 'cancelled':
         this.report.cancelled++;
-        this.emit('cancelled', p.held.info);
+        this.safeEmit('cancelled', h.info);
         break;
       case 'snoozed':
         this.report.snoozed++;
-        this.emit('snoozed', p.held.info, (p.item as { delay_ms?: number }).delay_ms ?? 0);
+        this.safeEmit('snoozed', h.info, (p.item as { delay_ms?: number }).delay_ms ?? 0);
         break;
+    }
+    return undefined;
+  }
+
+  /** The server refused an outcome (the Rust SDK's rules); returns what to send again, if anything. */
+  private refused(p: Pending, code: string, message: string): Pending | undefined {
+    const item = p.item;
+    switch (code) {
+      case 'unavailable':
+      case 'internal':
+      case 'rate_limited':
+        this.retryLater = true;
+        return p;
+      case 'lease_lost':
+        // Too late: the server already timed the attempt out, or another worker holds the job.
+        this.log.warn('acknowledgement refused, lease lost; dropped', { job_id: item.id, outcome: item.outcome });
+        this.lose(p, 'lease lost');
+        return undefined;
+    }
+    if ((code === 'too_large' || code === 'invalid') && item.outcome === 'complete') {
+      // The same run would give the same result: the job fails for good, saying why.
+      this.safeEmit('error', new ErrandError(code, `job ${item.id}: the server refused its result (${message}); failing it`));
+      return { ...p, item: { outcome: 'fail', id: item.id, lease_token: item.lease_token, message: `the server refused the result: ${message}`, retryable: false } };
+    }
+    if (code === 'invalid' && item.outcome === 'fail' && item.retry_after_ms != null) {
+      const { retry_after_ms: _dropped, ...rest } = item;
+      return { ...p, item: rest };
+    }
+    if (code === 'invalid' && item.outcome === 'release' && item.delay_ms != null) {
+      const { delay_ms: _dropped, ...rest } = item;
+      return { ...p, item: rest };
+    }
+    this.safeEmit('error', new ErrandError(code as 'invalid', `acknowledgement of job ${item.id} refused: ${message}`));
+    this.lose(p, 'refused');
+    return undefined;
+  }
+
+  private lose(p: Pending, why: string): void {
+    this.report.lost++;
+    this.forget(p.held);
+    this.log.warn('acknowledgement dropped', { job_id: p.item.id, why });
+  }
+
+  /** Stops tracking a job: only this very attempt, not a newer one the server handed out again since. */
+  private forget(h: Held): void {
+    if (this.held.get(h.job.id) === h) this.held.delete(h.job.id);
+  }
+
+  /** Emits to the application's listeners; one that throws must not derail the worker. */
+  private safeEmit(event: string, ...args: unknown[]): void {
+    try {
+      this.emit(event, ...args);
+    } catch (e) {
+      this.log.error(`a ${JSON.stringify(event)} listener threw: ${e instanceof Error ? e.message : String(e)}`);
     }
   }
 
@@ -752,7 +856,10 @@ export class Worker<H extends Handlers = Handlers> extends EventEmitter {
     await this.sandbox?.close();
     for (const [sig, h] of this.signalHandlers) process.off(sig, h);
     this.signalHandlers.clear();
-    unhook();
+    if (this.hooked) {
+      this.hooked = false;
+      unhook();
+    }
     this.log.info('worker stopped', { worker_id: this.workerId, ...this.report });
     const report = { ...this.report };
     this.emit('closed', report);
@@ -760,7 +867,7 @@ export class Worker<H extends Handlers = Handlers> extends EventEmitter {
   }
 
   private fault(e: Error): void {
-    this.emit('error', e);
+    this.safeEmit('error', e);
     void this.close();
   }
 }

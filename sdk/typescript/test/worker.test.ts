@@ -169,6 +169,47 @@ describe('outcomes', () => {
   });
 });
 
+describe('what the server refuses, and what listeners throw', () => {
+  test('a result over 1 MiB fails the job for good, saying why', async () => {
+    const queue = q('toolarge');
+    const w = worker(queue, { big: () => 'x'.repeat(1_100_000) });
+    const j = await client.enqueue(queue, { kind: 'big', max_attempts: 3 });
+    const job = await until(ended(j.id));
+    const report = await w.close();
+    assert.equal(job.state, 'dead');
+    assert.equal(job.dead_reason, 'non_retryable');
+    assert.match(job.errors[0]?.message ?? '', /refused the result/);
+    assert.equal(report.failed, 1);
+    assert.equal(report.lost, 0);
+  });
+
+  test("a listener that throws derails nothing: each outcome is counted once", async () => {
+    const queue = q('listener');
+    const w = worker(queue, { k: () => 1 });
+    let calls = 0;
+    w.on('completed', () => {
+      calls++;
+      throw new Error('a bug in the application');
+    });
+    const { jobs } = await client.enqueueBatch(queue, Array.from({ length: 20 }, () => ({ kind: 'k' })));
+    await Promise.all(jobs.map((j) => until(ended(j.id))));
+    const report = await w.close({ graceMs: 2_000 });
+    assert.equal(report.completed, 20);
+    assert.equal(calls, 20);
+  });
+
+  test('the process-wide error hook is on exactly while workers run', async () => {
+    const before = process.listenerCount('unhandledRejection');
+    const idle = new Worker({ url: server.url, queues: ['never'], handlers: { k: () => 1 }, autorun: false, handleSignals: false, logger: quiet });
+    await idle.close();
+    assert.equal(process.listenerCount('unhandledRejection'), before, 'a worker closed before it ran leaves no trace');
+    const w = worker(q('hook'), { k: () => 1 });
+    assert.equal(process.listenerCount('unhandledRejection'), before + 1);
+    await w.close();
+    assert.equal(process.listenerCount('unhandledRejection'), before);
+  });
+});
+
 describe('errors that escape a handler', () => {
   // In a process of its own: node:test would take such errors for its own failures.
   test("a handler's unhandled rejection, or a throw from its callback, fails that job only", async () => {
@@ -256,6 +297,34 @@ function child(settings: object): { proc: ChildProcess; lines: Record<string, an
   after(() => proc.kill('SIGKILL'));
   return { proc, lines, exited };
 }
+
+describe('buffered jobs', () => {
+  test('a buffered job cancelled before it starts is given back, never run', async () => {
+    const queue = q('buffered');
+    const ran: string[] = [];
+    const w = worker(
+      queue,
+      {
+        k: async (p: string, ctx: JobContext) => {
+          ran.push(p);
+          if (p === 'first') await new Promise((_r, reject) => ctx.signal.addEventListener('abort', () => reject(ctx.signal.reason)));
+        },
+      },
+      { concurrency: 1, prefetch: 2, heartbeatEveryMs: 200 },
+    );
+    const a = await client.enqueue(queue, { kind: 'k', payload: 'first' });
+    const b = await client.enqueue(queue, { kind: 'k', payload: 'second' });
+    await until(async () => ((await client.getJob(b.id)).state === 'active' ? true : undefined), 5_000, 'the second fetched');
+    assert.equal((await client.cancel(b.id)).outcome, 'requested');
+    const jb = await until(ended(b.id));
+    assert.equal(jb.state, 'cancelled');
+    await client.cancel(a.id);
+    await until(ended(a.id));
+    const report = await w.close();
+    assert.deepEqual(ran, ['first'], 'the cancelled job never ran');
+    assert.equal(report.cancelled, 2);
+  });
+});
 
 describe('leases', () => {
   test("a stale worker's late completion is refused and not retried", async () => {
@@ -376,10 +445,14 @@ describe('sandboxed handlers', () => {
     const a = await client.enqueue(queue, { kind: 'forever', timeout_ms: 500, max_attempts: 1 });
     const b = await client.enqueue(queue, { kind: 'echo', payload: 'hi', idempotency_key: 'k-1' });
     const c = await client.enqueue(queue, { kind: 'leak', max_attempts: 1 });
+    const d = await client.enqueue(queue, { kind: 'flaky', backoff: { type: 'fixed', delay_ms: 50 } });
     const ja = await until(ended(a.id));
     const jb = await until(ended(b.id));
     const jc = await until(ended(c.id));
+    const jd = await until(ended(d.id));
     await w.close();
+    assert.equal(jd.state, 'completed', 'the retry of a job ran on the thread of its first attempt');
+    assert.deepEqual(jd.result, { attempt: 2 });
     assert.equal(ja.state, 'dead');
     assert.match(ja.errors[0]?.message ?? '', /timed out/);
     assert.deepEqual(jb.result, { echo: 'hi', attempt: 1, key: 'k-1' });
