@@ -9,14 +9,14 @@
  * - `enqueue-single`: N jobs, one request each, from `--concurrency` producers (default 32);
  * - `enqueue-batch`: N jobs in batches of `--batch` (default 1,000);
  * - `all`: each in turn.
- * Without `--url`, it starts `errand serve` (the newer of target/release and target/debug) on a fresh
+ * Without `--url`, it starts `errand serve` (`$ERRAND_BIN`, else target/release/errand) on a fresh
  * embedded store with its default (durable) settings, and stops it afterwards.
  */
 import { availableParallelism } from 'node:os';
 import { parseArgs } from 'node:util';
 
 import { Client, Worker, type EnqueueJob } from '../src/index.js';
-import { startServer, type Server } from '../test/server.js';
+import { releaseBin, startServer, type Server } from '../test/server.js';
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,
@@ -35,7 +35,7 @@ const batch = Number(values.batch);
 let server: Server | undefined;
 let url = values.url;
 if (!url) {
-  server = await startServer();
+  server = await startServer([], {}, releaseBin());
   url = server.url;
 }
 const client = new Client({ url, key: values.key });

@@ -11,6 +11,15 @@ import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', '..');
 
+/** The release build, for measuring: `$ERRAND_BIN`, else target/release/errand, else any build. */
+export function releaseBin(): string {
+  if (process.env.ERRAND_BIN) return process.env.ERRAND_BIN;
+  const release = join(root, 'target', 'release', 'errand');
+  if (existsSync(release)) return release;
+  console.error('note: no target/release/errand (cargo build --release); measuring a debug build');
+  return errandBin();
+}
+
 export function errandBin(): string {
   if (process.env.ERRAND_BIN) return process.env.ERRAND_BIN;
   const found = ['debug', 'release']
@@ -31,7 +40,7 @@ export interface Server {
   restart(): Promise<void>;
 }
 
-export async function startServer(args: string[] = [], env: Record<string, string> = {}): Promise<Server> {
+export async function startServer(args: string[] = [], env: Record<string, string> = {}, bin = errandBin()): Promise<Server> {
   const dataDir = mkdtempSync(join(tmpdir(), 'errand-ts-'));
   let listen = '127.0.0.1:0';
   const server: Server = {
@@ -47,7 +56,7 @@ export async function startServer(args: string[] = [], env: Record<string, strin
     },
   };
   const launch = async () => {
-    const child = spawn(errandBin(), ['serve', '--listen', listen, '--data-dir', dataDir, '--log-format', 'json', '--log', 'warn,errand_server::run=info', ...args], {
+    const child = spawn(bin, ['serve', '--listen', listen, '--data-dir', dataDir, '--log-format', 'json', '--log', 'warn,errand_server::run=info', ...args], {
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env, ...env },
     });
