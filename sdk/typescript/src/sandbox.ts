@@ -197,9 +197,8 @@ export class Sandbox {
       const outcome = new Promise<{ ok: true; result: unknown } | { ok: false; error: Error }>((settle) => {
         slot.job = { run, ctx, settle };
       });
-      const { signal, progress, log, ...plain } = ctx;
-      void progress;
-      void log;
+      // What crosses to the thread: the context without its functions and signal (the thread makes its own).
+      const { signal, progress: _progress, log: _log, ...plain } = ctx;
       slot.thread.postMessage({ type: 'run', run, kind, payload, ctx: plain } satisfies ToThread);
       let terminate: NodeJS.Timeout | undefined;
       const onAbort = () => {

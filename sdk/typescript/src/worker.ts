@@ -27,7 +27,7 @@ import { randomBytes } from 'node:crypto';
 
 import { Client, type AckBatchResponse, type AckItem, type FetchedJob } from './client.js';
 import { ErrandError, LeaseLostError, NotFoundError } from './errors.js';
-import { type RetryPolicy, noRetry, retryDelay } from './retry.js';
+import { noRetry, retryDelay } from './retry.js';
 import { sleep } from './http.js';
 import { type Handler, type Handlers, type JobContext, JobStopped, type RunOutcome, outcomeOfError } from './job.js';
 import { Sandbox, type SandboxOptions } from './sandbox.js';
@@ -707,7 +707,6 @@ export class Worker<H extends Handlers = Handlers> extends EventEmitter {
       }
     }
     if (this.retryLater && this.acks.length > 0 && this.ackRetryTimer === undefined) {
-      this.retryLater = false;
       const delay = Math.min(retryDelay({ maxElapsedMs: 0, baseMs: 100, capMs: 5_000 }, this.ackFailures++, failure?.retryAfterMs), Math.max(0, this.giveUpAt - Date.now()));
       this.ackRetryTimer = setTimeout(() => {
         this.ackRetryTimer = undefined;
