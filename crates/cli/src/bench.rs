@@ -18,6 +18,8 @@ use serde_json::{Value, json};
 
 use crate::output::{fail, say, table};
 
+mod scratch;
+
 /// The scenarios.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Scenario {
@@ -116,7 +118,7 @@ struct Target {
     task: Option<tokio::task::JoinHandle<Result<(), String>>>,
     _dir: Option<tempfile::TempDir>,
     /// A scratch PostgreSQL schema, dropped with it.
-    _schema: Option<errand_store_postgres::testing::TestSchema>,
+    _schema: Option<scratch::Scratch>,
 }
 
 impl Target {
@@ -144,7 +146,7 @@ impl Target {
         let mut schema = None;
         let (store, sync) = if args.store.starts_with("postgres") {
             config.store = StoreUrl::parse(&args.store)?;
-            let scratch = errand_store_postgres::testing::TestSchema::new(&args.store).await;
+            let scratch = scratch::Scratch::new(&args.store);
             config.pg_schema = scratch.name().to_string();
             schema = Some(scratch);
             ("postgres".to_string(), "synchronous_commit on".to_string())

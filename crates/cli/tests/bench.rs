@@ -82,7 +82,7 @@ async fn every_scenario_on_the_embedded_store() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_scenario_on_postgres() {
-    let Some(url) = errand_store_postgres::testing::test_url().await else {
+    let Some(url) = errand_testkit::test_url().await else {
         return;
     };
     check(&bench(&url).await, "postgres");

@@ -4,7 +4,7 @@
 
 use std::process::Output;
 
-use errand_server::testing::TestServer;
+use errand_testkit::TestServer;
 use serde_json::Value;
 
 fn errand(url: &str, args: &[&str]) -> Output {

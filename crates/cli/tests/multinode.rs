@@ -2,7 +2,7 @@
 //! other, four workers across both drain 20,000 jobs each completed exactly once, and a node killed with
 //! SIGKILL mid-drain leaves its leased jobs to be recovered by the other.
 //!
-//! The database comes from `errand_store_postgres::testing::test_url` (ERRAND_TEST_POSTGRES_URL, the
+//! The database comes from `errand_testkit::test_url` (ERRAND_TEST_POSTGRES_URL, the
 //! local server, or a throwaway cluster); each test uses a schema of its own.
 
 #![allow(clippy::unwrap_used)]
@@ -201,7 +201,7 @@ async fn wait_completed(client: &Client, n: u64, within: Duration) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_enqueued_on_one_node_wakes_a_fetch_waiting_on_the_other() {
-    let Some(url) = errand_store_postgres::testing::test_url().await else {
+    let Some(url) = errand_testkit::test_url().await else {
         return;
     };
     let schema = schema();
@@ -240,7 +240,7 @@ async fn a_job_enqueued_on_one_node_wakes_a_fetch_waiting_on_the_other() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_workers_on_two_nodes_drain_20000_jobs_each_exactly_once() {
-    let Some(url) = errand_store_postgres::testing::test_url().await else {
+    let Some(url) = errand_testkit::test_url().await else {
         return;
     };
     let schema = schema();
@@ -271,7 +271,7 @@ async fn four_workers_on_two_nodes_drain_20000_jobs_each_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_killed_mid_drain_leaves_its_leased_jobs_to_the_other() {
-    let Some(url) = errand_store_postgres::testing::test_url().await else {
+    let Some(url) = errand_testkit::test_url().await else {
         return;
     };
     let schema = schema();

@@ -398,7 +398,7 @@ async fn health_and_auth() {
         errand_server::auth::Scope::ALL.to_vec(),
         Vec::new(),
     )];
-    let server = errand_server::testing::TestServer::start_with(config).await;
+    let server = errand_testkit::TestServer::start_with(config).await;
     let anonymous = Client::new(server.url()).unwrap();
     assert_eq!(anonymous.health_live().await.unwrap().status, "ok");
     let err = anonymous.queues().await.unwrap_err();

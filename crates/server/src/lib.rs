@@ -19,7 +19,6 @@ mod extract;
 pub mod metrics;
 mod routes;
 mod run;
-pub mod testing;
 mod wake;
 pub mod webhooks;
 

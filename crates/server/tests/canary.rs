@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use errand_server::Config;
 use errand_server::auth::{ApiKey, Scope};
-use errand_server::testing::TestServer;
+use errand_testkit::TestServer;
 use serde_json::{Value, json};
 
 const CANARY: &str = "CANARY-7f3a9c-s3cret";

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use errand_server::Config;
 use errand_server::auth::{ApiKey, Scope};
-use errand_server::testing::TestServer;
+use errand_testkit::TestServer;
 use serde_json::{Value, json};
 
 const CHROMIUM: &str = "/usr/bin/chromium";

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use errand_server::testing::TestServer;
+use errand_testkit::TestServer;
 use serde_json::{Value, json};
 
 /// Reads SSE events (`(event type, id, data)`) from `resp` until `n` arrived (or 10 s passed).

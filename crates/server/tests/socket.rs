@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use errand_server::Config;
-use errand_server::testing::TestServer;
+use errand_testkit::TestServer;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

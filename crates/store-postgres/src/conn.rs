@@ -64,7 +64,7 @@ impl std::error::Error for PgError {
 
 /// The driver error's message with its causes, on one line: `db error: ERROR: relation ... does not
 /// exist`, `error connecting to server: Connection refused (os error 111)`.
-pub(crate) fn describe(e: &tokio_postgres::Error) -> String {
+pub fn describe(e: &tokio_postgres::Error) -> String {
     if let Some(db) = e.as_db_error() {
         let mut s = format!("{}: {}", db.severity(), db.message());
         if let Some(detail) = db.detail() {
@@ -156,7 +156,7 @@ pub(crate) fn pool_error(e: PoolError) -> Error {
 
 /// Why a connection could not be made, in a few words for a person: `connection refused`,
 /// `password authentication failed for user "x"`, `database "jobs" does not exist`.
-pub(crate) fn connect_reason(e: &tokio_postgres::Error, timeout: Duration) -> String {
+pub fn connect_reason(e: &tokio_postgres::Error, timeout: Duration) -> String {
     if let Some(db) = e.as_db_error() {
         return db.message().to_string();
     }
@@ -365,7 +365,7 @@ pub(crate) async fn run<P: Sync + ?Sized, T>(
 }
 
 /// Quotes an SQL identifier (`"name"`, inner quotes doubled).
-pub(crate) fn quote_ident(name: &str) -> String {
+pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
@@ -423,11 +423,19 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_transaction_chosen_as_deadlock_victim_runs_again() {
-        let Some(url) = crate::testing::test_url().await else {
+        let Some(url) = errand_testkit::test_url().await else {
             return;
         };
-        let schema = crate::testing::TestSchema::new(&url).await;
-        let store = schema.store().await;
+        let schema = errand_testkit::TestSchema::new(&url).await;
+        // The kit's `store()` is of the crate it links, not this test build of it: connect here.
+        let options = crate::PgOptions {
+            schema: schema.name().to_string(),
+            pool_size: errand_testkit::TEST_POOL_SIZE,
+            ..crate::PgOptions::default()
+        };
+        let store = crate::PgStore::connect(schema.url(), options)
+            .await
+            .unwrap();
         let (pool, cx) = (&store.inner.pool, &store.inner.cx);
         let table = format!("{}.t", quote_ident(schema.name()));
         pool.get()

@@ -29,7 +29,7 @@ mod listen;
 mod ops;
 mod schedules;
 pub mod schema;
-pub mod testing;
+mod sql;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -3,15 +3,15 @@
 //!
 //! The suite's checks are expanded through `errand_store_tests::__for_each_check!` (the list that
 //! `conformance_suite!` itself expands) with a test body of our own. Without a database
-//! `testing::test_url` panics, so each check fails rather than passing unrun. Every check of the list
+//! `errand_testkit::test_url` panics, so each check fails rather than passing unrun. Every check of the list
 //! runs; none is left out.
 
 use std::sync::Arc;
 
 use errand_core::Store;
 use errand_store_postgres::PgStore;
-use errand_store_postgres::testing::{TestSchema, test_url};
 use errand_store_tests::Fixture;
+use errand_testkit::{TestSchema, test_url};
 
 /// A fixture over a store in a fresh schema (always `Some`: without a database `test_url` panics).
 async fn fresh() -> Option<Fixture> {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use errand_core::store::{Inserted, JobInsert, JobSpec, Store};
 use errand_core::{Backoff, JobId, JobState};
-use errand_store_postgres::testing::fresh_store;
+use errand_testkit::fresh_store;
 use serde_json::value::RawValue;
 use tokio::sync::Barrier;
 

@@ -18,8 +18,8 @@ use errand_core::{
     NewJob, QueueConfig, ScheduleDef,
 };
 use errand_store_postgres::schema::SCHEMA_VERSION;
-use errand_store_postgres::testing::{TestSchema, test_url};
 use errand_store_postgres::{ANY_QUEUE, PgOptions, PgStore};
+use errand_testkit::{TestSchema, test_url};
 use serde_json::json;
 use tokio::sync::broadcast;
 

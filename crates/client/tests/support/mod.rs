@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use errand_client::protocol::{JobState, JobView};
 use errand_client::{Client, RetryPolicy, ShutdownReport, Worker};
-use errand_server::testing::TestServer;
+use errand_testkit::TestServer;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 

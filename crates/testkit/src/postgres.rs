@@ -1,5 +1,5 @@
-//! Finding a PostgreSQL server for tests, and a fresh schema per test — for this crate's tests and for
-//! the server's and the CLI's.
+//! Finding a PostgreSQL server for tests, and a fresh schema per test — for the stores', the server's
+//! and the CLI's tests, and for the chaos harness.
 //!
 //! [`test_url`] looks, once per test process, in this order:
 //!
@@ -26,8 +26,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{OnceCell, Semaphore, SemaphorePermit};
 
-use crate::conn::quote_ident;
-use crate::{PgOptions, PgStore};
+use errand_store_postgres::conn::{connect_reason, describe, quote_ident};
+use errand_store_postgres::{PgOptions, PgStore};
 
 /// The local server tried second.
 const LOCAL_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
@@ -102,7 +102,7 @@ async fn probe(url: &str) -> Result<(), String> {
         .simple_query("SELECT 1")
         .await
         .map(drop)
-        .map_err(|e| crate::conn::describe(&e))
+        .map_err(|e| describe(&e))
 }
 
 /// A connection outside any pool, its connection driven by a task.
@@ -115,7 +115,7 @@ async fn connect(
     let (client, connection) = tokio::time::timeout(timeout, config.connect(tokio_postgres::NoTls))
         .await
         .map_err(|_| "timed out".to_string())?
-        .map_err(|e| crate::conn::connect_reason(&e, timeout))?;
+        .map_err(|e| connect_reason(&e, timeout))?;
     let task = tokio::spawn(async move {
         let _ = connection.await;
     });

@@ -1,5 +1,5 @@
 //! `errand-chaos`: the crash loop with a history checker (see `run`), and the worker process it
-//! starts (see `worker`). CI runs a short loop on each store (`crates/cli/tests/chaos.rs`); a soak is
+//! starts (see `worker`). CI runs a short loop on each store (`crates/chaos/tests/chaos.rs`); a soak is
 //! the same command with bigger numbers, e.g.
 //! `errand-chaos run --jobs 200000 --chaos-secs 1800`.
 

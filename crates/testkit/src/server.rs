@@ -7,9 +7,9 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::AppState;
-use crate::config::Config;
-use crate::run::Server;
+use errand_server::AppState;
+use errand_server::Config;
+use errand_server::Server;
 
 /// A running server. Shut it down with [`TestServer::shutdown`]; dropping it stops it too, less
 /// gracefully.

@@ -15,6 +15,30 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+/// The `errand` binary the loop runs: `ERRAND_BIN` if set, else the one cargo built next to this test
+/// (`target/<profile>/errand`). `cargo test --workspace` builds it before any test runs; a lone
+/// `cargo test -p errand-chaos` does not, and then this says what to build rather than testing a stale
+/// or missing binary silently.
+fn errand_bin() -> std::path::PathBuf {
+    if let Some(bin) = std::env::var_os("ERRAND_BIN").filter(|b| !b.is_empty()) {
+        return bin.into();
+    }
+    // target/<profile>/deps/chaos-<hash> -> target/<profile>/errand
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .unwrap()
+        .join("errand");
+    assert!(
+        bin.is_file(),
+        "{} is missing: build it first (cargo build -p errand-cli), run the workspace's tests \
+         (cargo test --workspace), or set ERRAND_BIN",
+        bin.display()
+    );
+    bin
+}
+
 /// One loop at a time: each wants the machine's two cores to itself for its timings to mean much.
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -23,7 +47,8 @@ fn crash_loop(extra: &[&str]) -> Value {
     // A process group of its own, so that a loop that hangs is killed with its servers and workers.
     let mut child = Command::new(env!("CARGO_BIN_EXE_errand-chaos"))
         .args(["run", "--jobs", "10000", "--chaos-secs", "33"])
-        .args(["--errand", env!("CARGO_BIN_EXE_errand")])
+        .arg("--errand")
+        .arg(errand_bin())
         .args(extra)
         .process_group(0)
         .stdout(Stdio::piped())
@@ -85,7 +110,7 @@ fn sqlite_crash_loop_loses_nothing_and_completes_each_job_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_two_node_crash_loop_loses_nothing_and_completes_each_job_once() {
-    let Some(url) = errand_store_postgres::testing::test_url().await else {
+    let Some(url) = errand_testkit::test_url().await else {
         return;
     };
     let report = tokio::task::spawn_blocking(move || {

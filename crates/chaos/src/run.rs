@@ -314,11 +314,11 @@ pub async fn run(args: RunArgs) -> Result<bool, String> {
         StoreKind::Postgres => {
             let url = match &args.pg_url {
                 Some(u) => u.clone(),
-                None => errand_store_postgres::testing::test_url()
+                None => errand_testkit::test_url()
                     .await
                     .ok_or("no PostgreSQL server: pass --pg-url")?,
             };
-            let s = errand_store_postgres::testing::TestSchema::new(&url).await;
+            let s = errand_testkit::TestSchema::new(&url).await;
             let a = vec![
                 "--store".into(),
                 url,
