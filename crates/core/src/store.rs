@@ -30,6 +30,10 @@ use crate::model::{
 };
 use crate::schedule::Schedule;
 
+pub mod row;
+
+pub use row::Current;
+
 /// A fully resolved job, ready to insert: every default applied, every field validated.
 #[derive(Debug, Clone)]
 pub struct JobSpec {
@@ -259,18 +263,21 @@ impl Transition {
             && self.unique_free_since.is_none()
     }
 
-    /// The error for a transition whose guard failed, given the job's current `(state, lease_token,
-    /// cancel_requested)` (`None`: no such job). Every store reports a failed guard the same way.
-    pub fn guard_failure(
-        &self,
-        id: &str,
-        current: Option<(String, Option<String>, bool)>,
-    ) -> Error {
-        let Some((state, token, cancel)) = current else {
+    /// The error for a transition whose guard failed, given the job as it is now (`None`: no such job).
+    /// Every store reports a failed guard the same way.
+    pub fn guard_failure(&self, id: &str, current: Option<Current>) -> Error {
+        let Some(Current {
+            state,
+            lease_token: token,
+            cancel_requested: cancel,
+        }) = current
+        else {
             return Error::NotFound(format!("job {id}"));
         };
         match &self.guard {
-            Guard::Lease(want) if state == "active" && token.as_deref() == Some(want.as_str()) => {
+            Guard::Lease(want)
+                if state == JobState::Active && token.as_deref() == Some(want.as_str()) =>
+            {
                 if self.expect_cancel_requested.is_some_and(|c| c != cancel) {
                     Error::Conflict(format!("a cancel of job {id} was requested meanwhile"))
                 } else {
@@ -278,7 +285,7 @@ impl Transition {
                 }
             }
             Guard::Lease(_) => Error::LeaseLost,
-            Guard::State(want) if state == want.as_str() && self.unique_free_since.is_some() => {
+            Guard::State(want) if state == *want && self.unique_free_since.is_some() => {
                 Error::Conflict(format!(
                     "job {id}: another job of its queue holds its unique key (unfinished, dead, or \
                      completed within the queue's unique window)"

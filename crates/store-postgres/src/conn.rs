@@ -30,8 +30,6 @@ use tokio_postgres::error::SqlState;
 
 use errand_core::{Error, Result};
 
-use crate::ops::Cx;
-
 /// How many times a transaction that lost a deadlock or a serialization check runs in all.
 const TX_ATTEMPTS: u32 = 5;
 
@@ -237,12 +235,14 @@ pub(crate) fn pool(config: tokio_postgres::Config, size: usize, timeout: Duratio
 pub(crate) type OpFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'a>>;
 
 /// A write operation: runs its statements in the transaction it is given.
-pub(crate) type TxOp<P, T> = for<'a> fn(&'a Transaction<'a>, &'a Cx, &'a P) -> OpFuture<'a, T>;
+/// `C` is the context every operation gets (the store's statements: `crate::sql::Cx`); this module
+/// runs operations and knows nothing of what they say.
+pub(crate) type TxOp<C, P, T> = for<'a> fn(&'a Transaction<'a>, &'a C, &'a P) -> OpFuture<'a, T>;
 
 /// An operation on one connection outside a transaction: a read, or a single statement whose
 /// repetition changes nothing more (renewing a lease to `now + lease_ms`, setting a flag, upserting a
 /// queue's settings, renewing a lead).
-pub(crate) type ConnOp<P, T> = for<'a> fn(&'a Object, &'a Cx, &'a P) -> OpFuture<'a, T>;
+pub(crate) type ConnOp<C, P, T> = for<'a> fn(&'a Object, &'a C, &'a P) -> OpFuture<'a, T>;
 
 /// Whether an operation failed because its connection died ([`db`] makes only those `Unavailable`).
 fn lost(e: &Error) -> bool {
@@ -260,11 +260,11 @@ fn lost(e: &Error) -> bool {
 ///   transaction committed is then unknown.
 ///
 /// Any other error rolls the transaction back and is returned.
-pub(crate) async fn write<P: Sync + ?Sized, T>(
+pub(crate) async fn write<C: Sync, P: Sync + ?Sized, T>(
     pool: &Pool,
-    cx: &Cx,
+    cx: &C,
     p: &P,
-    op: TxOp<P, T>,
+    op: TxOp<C, P, T>,
 ) -> Result<T> {
     let mut conflicts = 0;
     let mut dead = 0;
@@ -297,11 +297,11 @@ enum Attempt<T> {
     Conflict(Error),
 }
 
-async fn attempt<P: Sync + ?Sized, T>(
+async fn attempt<C: Sync, P: Sync + ?Sized, T>(
     client: &mut Object,
-    cx: &Cx,
+    cx: &C,
     p: &P,
-    op: TxOp<P, T>,
+    op: TxOp<C, P, T>,
 ) -> Attempt<T> {
     let conflict = |e: &Error| driver_error(e).is_some_and(is_retryable);
     let tx = match client.transaction().await.map_err(db) {
@@ -344,11 +344,11 @@ async fn pause_after_conflict(conflicts: u32, e: Error) -> Result<()> {
 
 /// Runs `op` on a pooled connection (no transaction). If the connection turns out to be dead, `op`
 /// runs again on another: see [`ConnOp`] for why that is safe.
-pub(crate) async fn run<P: Sync + ?Sized, T>(
+pub(crate) async fn run<C: Sync, P: Sync + ?Sized, T>(
     pool: &Pool,
-    cx: &Cx,
+    cx: &C,
     p: &P,
-    op: ConnOp<P, T>,
+    op: ConnOp<C, P, T>,
 ) -> Result<T> {
     let mut dead = 0;
     loop {
@@ -389,6 +389,7 @@ pub(crate) fn lock_key(parts: &[&str]) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sql::Cx;
 
     #[test]
     fn lock_keys_are_stable_and_tell_parts_apart() {

@@ -25,7 +25,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use errand_core::{Error, Result};
 
 use crate::conn::{TxOp, write};
-use crate::ops::Cx;
+use crate::sql::Cx;
 
 /// Transactions of one group running at once; the requests that arrive meanwhile go into the next
 /// one. More would only contend for the same locks and cores: with 32 producers on 2 cores, 1 and 2
@@ -69,7 +69,7 @@ where
     /// Starts the dispatcher on the current Tokio runtime. It stops when the group is dropped.
     ///
     /// `op` must answer exactly one output per input item, in order.
-    pub(crate) fn start(pool: Pool, cx: Arc<Cx>, op: TxOp<Vec<I>, Vec<O>>) -> Self {
+    pub(crate) fn start(pool: Pool, cx: Arc<Cx>, op: TxOp<Cx, Vec<I>, Vec<O>>) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let counters = Arc::new(Counters::default());
         tokio::spawn(dispatch(rx, pool, cx, op, counters.clone()));
@@ -97,7 +97,7 @@ async fn dispatch<I, O>(
     mut rx: mpsc::UnboundedReceiver<Pending<I, O>>,
     pool: Pool,
     cx: Arc<Cx>,
-    op: TxOp<Vec<I>, Vec<O>>,
+    op: TxOp<Cx, Vec<I>, Vec<O>>,
     counters: Arc<Counters>,
 ) where
     I: Send + Sync + 'static,
@@ -145,7 +145,7 @@ async fn dispatch<I, O>(
 async fn commit<I, O>(
     pool: &Pool,
     cx: &Cx,
-    op: TxOp<Vec<I>, Vec<O>>,
+    op: TxOp<Cx, Vec<I>, Vec<O>>,
     batch: Vec<Pending<I, O>>,
     counters: &Counters,
 ) where

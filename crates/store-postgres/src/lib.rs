@@ -49,8 +49,8 @@ use errand_core::{
 use conn::{connect_reason, describe, run, write};
 use group::Group;
 use listen::Listener;
-use ops::Cx;
-pub use ops::due_channel;
+use sql::Cx;
+pub use sql::due_channel;
 
 /// The payload of a due-jobs notification that stands for every queue: sent after the listening
 /// connection was re-established, since notifications sent while it was down are lost.

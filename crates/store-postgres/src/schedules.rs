@@ -7,9 +7,10 @@ use tokio_postgres::Row;
 use errand_core::store::{Fired, Inserted, ScheduleFire};
 use errand_core::{Result, Schedule, Timestamp};
 
-use crate::ops::{
-    Cx, corrupt_field, execute, get, job_insert, json_text, parse_id, query, query_opt,
-};
+use errand_core::store::row::{corrupt_field, parse_id};
+
+use crate::ops::{execute, get, job_insert, json_text, query, query_opt};
+use crate::sql::Cx;
 
 fn decode(r: &Row) -> Result<Schedule> {
     let def: String = get(r, 1)?;

@@ -1,0 +1,67 @@
+//! Counts of a queue's jobs per state, and the age of its oldest waiting job.
+
+use deadpool_postgres::GenericClient;
+
+use errand_core::{JobState, QueueStats, Result, Timestamp};
+
+use crate::sql::Cx;
+
+use super::{get, query, query_opt};
+
+pub(crate) async fn queue_stats_all(
+    c: &impl GenericClient,
+    cx: &Cx,
+    now: Timestamp,
+) -> Result<Vec<QueueStats>> {
+    let mut all: std::collections::BTreeMap<String, QueueStats> = Default::default();
+    for row in query(c, &cx.sql.state_counts_all, &[]).await? {
+        let name: String = get(&row, 0)?;
+        let stats = all.entry(name.clone()).or_insert_with(|| QueueStats {
+            queue: name,
+            ..QueueStats::default()
+        });
+        stats.paused = get(&row, 1)?;
+        let state: Option<String> = get(&row, 2)?;
+        let n: Option<i64> = get(&row, 3)?;
+        if let (Some(s), Some(n)) = (state.as_deref().and_then(JobState::parse), n) {
+            stats.set_count(s, n.max(0) as u64);
+        }
+    }
+    for row in query(c, &cx.sql.oldest_waiting_all, &[]).await? {
+        let name: String = get(&row, 0)?;
+        let oldest: Option<i64> = get(&row, 1)?;
+        if let Some(stats) = all.get_mut(&name) {
+            stats.oldest_waiting_age_ms = oldest.map_or(0, |t| (now - t).max(0) as u64);
+        }
+    }
+    Ok(all.into_values().collect())
+}
+
+pub(crate) async fn queue_stats(
+    c: &impl GenericClient,
+    cx: &Cx,
+    name: &str,
+    now: Timestamp,
+) -> Result<QueueStats> {
+    let mut stats = QueueStats {
+        queue: name.to_string(),
+        ..QueueStats::default()
+    };
+    stats.paused = match query_opt(c, &cx.sql.queue_paused, &[&name]).await? {
+        Some(r) => get(&r, 0)?,
+        None => false,
+    };
+    for row in query(c, &cx.sql.state_counts, &[&name]).await? {
+        let state: String = get(&row, 0)?;
+        let n: i64 = get(&row, 1)?;
+        if let Some(s) = JobState::parse(&state) {
+            stats.set_count(s, n.max(0) as u64);
+        }
+    }
+    let oldest: Option<i64> = match query_opt(c, &cx.sql.oldest_waiting, &[&name]).await? {
+        Some(r) => get(&r, 0)?,
+        None => None,
+    };
+    stats.oldest_waiting_age_ms = oldest.map_or(0, |t| (now - t).max(0) as u64);
+    Ok(stats)
+}
