@@ -437,7 +437,7 @@ mod tests {
         let store = crate::PgStore::connect(schema.url(), options)
             .await
             .unwrap();
-        let (pool, cx) = (&store.inner.pool, &store.inner.cx);
+        let (pool, cx): (_, &Cx) = (&store.inner.pool, &store.inner.cx);
         let table = format!("{}.t", quote_ident(schema.name()));
         pool.get()
             .await
