@@ -1,0 +1,208 @@
+//! Rule 7, what the engine reports without changing anything: job listings (by state, by unique key,
+//! paged by cursor), queue stats, and the audit log. Jobs are made here only to be looked at.
+
+use errand_core::{Error, Failure, JobId, JobOptions, JobState};
+
+use crate::support::{claim, claim_one, job, token};
+use crate::{Ctx, Fixture};
+
+/// The audit log keeps every entry, newest first, paged by id, with its detail as written.
+pub async fn audit_log_appends_and_pages_newest_first(f: Fixture) {
+    let ctx = Ctx::new(f);
+    let e = &ctx.engine;
+    assert!(e.audit_log(None, 10).await.unwrap().is_empty());
+    for i in 0..5 {
+        let detail = serde_json::json!({"count": i, "filter": {"kind": "charge"}});
+        e.audit("ops", "dead.replay", &format!("q{i}"), Some(&detail))
+            .await
+            .unwrap();
+        ctx.clock.advance(10);
+    }
+    e.audit("anonymous", "queue.pause", "mail", None)
+        .await
+        .unwrap();
+    let all = e.audit_log(None, 10).await.unwrap();
+    let targets: Vec<&str> = all.iter().map(|a| a.target.as_str()).collect();
+    assert_eq!(targets, ["mail", "q4", "q3", "q2", "q1", "q0"]);
+    assert!(all.windows(2).all(|w| w[0].id > w[1].id));
+    assert_eq!(all[0].key, "anonymous");
+    assert!(all[0].detail.is_none());
+    assert_eq!(all[1].action, "dead.replay");
+    assert_eq!(all[5].at + 40, all[1].at);
+    let detail: serde_json::Value =
+        serde_json::from_str(all[1].detail.as_ref().unwrap().get()).unwrap();
+    assert_eq!(detail["filter"]["kind"], "charge");
+    let page = e.audit_log(Some(all[2].id), 2).await.unwrap();
+    let targets: Vec<&str> = page.iter().map(|a| a.target.as_str()).collect();
+    assert_eq!(targets, ["q2", "q1"]);
+    assert!(matches!(
+        e.audit_log(None, 0).await,
+        Err(Error::Invalid { .. })
+    ));
+}
+
+/// A search by unique key finds the jobs holding it, in the state asked for, and no other.
+pub async fn list_by_unique_key(f: Fixture) {
+    use errand_core::store::JobList;
+    let ctx = Ctx::new(f);
+    let e = &ctx.engine;
+    let keyed = |i: u64, key: &str| {
+        job("uk", i).with_options(JobOptions {
+            unique_key: Some(key.into()),
+            ..Default::default()
+        })
+    };
+    let a = e.enqueue(keyed(1, "order-1")).await.unwrap().id;
+    e.enqueue(keyed(2, "order-2")).await.unwrap();
+    e.enqueue(job("uk", 3)).await.unwrap();
+    e.enqueue(job("uk-other", 4).with_options(JobOptions {
+        unique_key: Some("order-1".into()),
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+    let find = |key: &str, state: JobState| JobList {
+        queue: "uk".into(),
+        state,
+        kind: None,
+        unique_key: Some(key.into()),
+        after: None,
+        limit: 10,
+    };
+    let page = e
+        .list_where(find("order-1", JobState::Waiting))
+        .await
+        .unwrap();
+    let ids: Vec<_> = page.jobs.iter().map(|j| j.id).collect();
+    assert_eq!(ids, [a]);
+    assert!(
+        e.list_where(find("order-1", JobState::Completed))
+            .await
+            .unwrap()
+            .jobs
+            .is_empty()
+    );
+    assert!(
+        e.list_where(find("order-9", JobState::Waiting))
+            .await
+            .unwrap()
+            .jobs
+            .is_empty()
+    );
+    assert!(matches!(
+        e.list_where(find("", JobState::Waiting)).await,
+        Err(Error::Invalid { .. })
+    ));
+}
+
+pub async fn list_pages_with_a_cursor(f: Fixture) {
+    let ctx = Ctx::new(f);
+    let e = &ctx.engine;
+    let ids: Vec<JobId> = e
+        .enqueue_many((0..25).map(|i| job("l", i)).collect())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|x| x.id)
+        .collect();
+    claim(e, "l", "w", 5).await;
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = e.list("l", JobState::Waiting, after, 7).await.unwrap();
+        assert!(page.jobs.len() <= 7);
+        seen.extend(page.jobs.iter().map(|j| j.id));
+        match page.next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    assert_eq!(
+        seen,
+        ids[5..].to_vec(),
+        "every waiting job once, in id order"
+    );
+    let active = e.list("l", JobState::Active, None, 100).await.unwrap();
+    assert_eq!(active.jobs.len(), 5);
+    assert!(active.next.is_none());
+    assert!(matches!(
+        e.list("l", JobState::Waiting, None, 0).await,
+        Err(Error::Invalid { .. })
+    ));
+}
+
+pub async fn queue_stats_count_states_and_oldest_age(f: Fixture) {
+    let ctx = Ctx::new(f);
+    let e = &ctx.engine;
+    let empty = e.stats("s").await.unwrap();
+    assert_eq!((empty.waiting, empty.oldest_waiting_age_ms), (0, 0));
+    for i in 0..4 {
+        e.enqueue(job("s", i)).await.unwrap();
+    }
+    e.enqueue(job("s", 9).with_options(JobOptions {
+        delay_ms: Some(60_000),
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+    ctx.clock.advance(7_000);
+    let j = claim_one(e, "s").await;
+    e.complete(j.id, token(&j), None).await.unwrap();
+    let j = claim_one(e, "s").await;
+    e.fail(j.id, token(&j), Failure::fatal("no")).await.unwrap();
+    claim_one(e, "s").await;
+    let s = e.stats("s").await.unwrap();
+    assert_eq!(
+        (
+            s.waiting,
+            s.delayed,
+            s.active,
+            s.completed,
+            s.cancelled,
+            s.dead
+        ),
+        (1, 1, 1, 1, 0, 1)
+    );
+    assert_eq!(s.oldest_waiting_age_ms, 7_000);
+    assert_eq!(s.queue, "s");
+    assert!(!s.paused);
+    let names: Vec<String> = e
+        .queues()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|q| q.name)
+        .collect();
+    assert_eq!(names, vec!["s".to_string()]);
+}
+
+/// The stats of every queue at once (what a metrics scrape reads) are each queue's stats.
+pub async fn stats_of_all_queues_are_each_queues_stats(f: Fixture) {
+    let ctx = Ctx::new(f);
+    let e = &ctx.engine;
+    assert!(e.stats_all().await.unwrap().is_empty());
+    for (q, n) in [("sa.b", 3), ("sa.a", 2), ("sa.c", 1)] {
+        for i in 0..n {
+            e.enqueue(job(q, i)).await.unwrap();
+        }
+    }
+    e.pause("sa.c").await.unwrap();
+    e.set_queue_config("sa.empty", errand_core::QueueConfig::default())
+        .await
+        .unwrap();
+    ctx.clock.advance(2_500);
+    let j = claim_one(e, "sa.b").await;
+    e.fail(j.id, token(&j), Failure::fatal("no")).await.unwrap();
+    claim_one(e, "sa.a").await;
+    let all = e.stats_all().await.unwrap();
+    let names: Vec<&str> = all.iter().map(|s| s.queue.as_str()).collect();
+    assert_eq!(names, ["sa.a", "sa.b", "sa.c", "sa.empty"]);
+    for s in &all {
+        assert_eq!(*s, e.stats(&s.queue).await.unwrap(), "{}", s.queue);
+    }
+    let b = &all[1];
+    assert_eq!((b.waiting, b.dead, b.oldest_waiting_age_ms), (2, 1, 2_500));
+    assert!(all[2].paused);
+    let empty = &all[3];
+    assert_eq!((empty.waiting, empty.dead, empty.paused), (0, 0, false));
+}
