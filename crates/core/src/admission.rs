@@ -25,6 +25,10 @@ use serde::{Deserialize, Serialize};
 use crate::clock::Timestamp;
 use crate::id::JobId;
 
+mod gather;
+
+pub use gather::{GatherStatements, gather};
+
 /// A token bucket: `limit` jobs per `period_ms`, in bursts of up to `burst` (default: `limit`). Each
 /// claimed job takes one token; tokens come back continuously, `limit` per `period_ms`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -30,6 +30,7 @@ use crate::model::{
 };
 use crate::schedule::Schedule;
 
+pub mod apply;
 pub mod row;
 
 pub use row::Current;

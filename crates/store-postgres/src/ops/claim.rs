@@ -191,8 +191,8 @@ async fn store_plan(
     Ok(())
 }
 
-/// Gathers what [`admission::plan`] needs for a claim of `want` from `queue`, and plans. The caller
-/// holds the queue's admission lock.
+/// Gathers what [`admission::plan`] needs for a claim of `want` from `queue` (the core's
+/// `admission::gather` over [`Gather`]). The caller holds the queue's admission lock.
 async fn admit(
     c: &impl GenericClient,
     cx: &Cx,
@@ -201,82 +201,95 @@ async fn admit(
     now: Timestamp,
     want: usize,
 ) -> Result<QueueClaim> {
-    let cursor: String = match query_opt(c, &cx.sql.fair_cursor, &[&queue]).await? {
-        Some(row) => get::<Option<String>>(&row, 0)?.unwrap_or_default(),
-        None => String::new(),
-    };
-    let max = admission::MAX_GROUPS_PER_CLAIM;
-    let read_keys = |after: String, n: usize| async move {
-        let n = n as i32;
-        let rows = query(c, &cx.sql.keys_after, &[&queue, &after, &n]).await?;
-        rows.iter()
-            .map(|r| get::<String>(r, 0))
-            .collect::<Result<Vec<String>>>()
-    };
-    let after = read_keys(cursor.clone(), max).await?;
-    let upto = if cursor.is_empty() || after.len() >= max {
-        Vec::new()
-    } else {
-        read_keys(String::new(), max - after.len()).await?
-    };
-    let ungrouped: bool = match query_opt(c, &cx.sql.ungrouped_waiting, &[&queue]).await? {
-        Some(row) => get(&row, 0)?,
-        None => false,
-    };
-    let mut keys = admission::rotation(&cursor, after, ungrouped, upto);
-    keys.truncate(max);
+    admission::gather(&mut Gather { c, cx, queue }, queue, rules, now, want).await
+}
 
-    let per_group = admission::candidates_per_group(want, keys.len()) as i64;
-    let key_limit = i64::from(rules.key_concurrency);
-    let grouped: Vec<&str> = keys
-        .iter()
-        .map(String::as_str)
-        .filter(|k| !k.is_empty())
-        .collect();
-    let mut rows = Vec::new();
-    if keys.iter().any(String::is_empty) {
-        rows.extend(
-            query(
-                c,
-                &cx.sql.ungrouped_candidates,
-                &[&queue, &key_limit, &per_group],
-            )
-            .await?,
-        );
+/// The reads of one queue's admission on PostgreSQL: each one statement for all groups.
+struct Gather<'a, C> {
+    c: &'a C,
+    cx: &'a Cx,
+    queue: &'a str,
+}
+
+impl<C: GenericClient + Sync> admission::GatherStatements for Gather<'_, C> {
+    async fn cursor(&mut self) -> Result<String> {
+        Ok(
+            match query_opt(self.c, &self.cx.sql.fair_cursor, &[&self.queue]).await? {
+                Some(row) => get::<Option<String>>(&row, 0)?.unwrap_or_default(),
+                None => String::new(),
+            },
+        )
     }
-    if !grouped.is_empty() {
-        rows.extend(
-            query(
-                c,
-                &cx.sql.grouped_candidates,
-                &[&queue, &key_limit, &per_group, &grouped],
-            )
-            .await?,
-        );
+
+    async fn group_keys_after(&mut self, after: &str, n: usize) -> Result<Vec<String>> {
+        let n = n as i32;
+        let rows = query(self.c, &self.cx.sql.keys_after, &[&self.queue, &after, &n]).await?;
+        rows.iter().map(|r| get::<String>(r, 0)).collect()
     }
-    let mut jobs_of: HashMap<String, Vec<admission::Candidate>> = HashMap::new();
-    for row in &rows {
-        jobs_of
-            .entry(get(row, 0)?)
-            .or_default()
-            .push(admission::Candidate {
-                id: parse_id(get(row, 1)?)?,
-                priority: get(row, 2)?,
-                run_at: get(row, 3)?,
-                concurrency_key: get(row, 4)?,
-                key_active: get::<i64>(row, 5)?.max(0) as u64,
-            });
-    }
-    let mut active_of: HashMap<String, u64> = HashMap::new();
-    if rules.group_concurrency.is_some() && !grouped.is_empty() {
-        for row in query(c, &cx.sql.group_active, &[&queue, &grouped]).await? {
-            active_of.insert(get(&row, 0)?, get::<i64>(&row, 1)?.max(0) as u64);
+
+    async fn has_ungrouped(&mut self) -> Result<bool> {
+        match query_opt(self.c, &self.cx.sql.ungrouped_waiting, &[&self.queue]).await? {
+            Some(row) => get(&row, 0),
+            None => Ok(false),
         }
     }
-    let mut queue_bucket = None;
-    let mut bucket_of: HashMap<String, Bucket> = HashMap::new();
-    if rules.rate_limit.is_some() || rules.group_rate_limit.is_some() {
-        for row in query(c, &cx.sql.buckets, &[&queue, &grouped]).await? {
+
+    async fn candidates(
+        &mut self,
+        keys: &[String],
+        key_limit: i64,
+        per_group: i64,
+    ) -> Result<HashMap<String, Vec<admission::Candidate>>> {
+        let grouped: Vec<&str> = keys
+            .iter()
+            .map(String::as_str)
+            .filter(|k| !k.is_empty())
+            .collect();
+        let (c, sql, queue) = (self.c, &self.cx.sql, self.queue);
+        let mut rows = Vec::new();
+        if keys.iter().any(String::is_empty) {
+            let params = [&queue as _, &key_limit as _, &per_group as _];
+            rows.extend(query(c, &sql.ungrouped_candidates, &params).await?);
+        }
+        if !grouped.is_empty() {
+            let params = [&queue as _, &key_limit as _, &per_group as _, &grouped as _];
+            rows.extend(query(c, &sql.grouped_candidates, &params).await?);
+        }
+        let mut jobs_of: HashMap<String, Vec<admission::Candidate>> = HashMap::new();
+        for row in &rows {
+            jobs_of
+                .entry(get(row, 0)?)
+                .or_default()
+                .push(admission::Candidate {
+                    id: parse_id(get(row, 1)?)?,
+                    priority: get(row, 2)?,
+                    run_at: get(row, 3)?,
+                    concurrency_key: get(row, 4)?,
+                    key_active: get::<i64>(row, 5)?.max(0) as u64,
+                });
+        }
+        Ok(jobs_of)
+    }
+
+    async fn group_active(&mut self, groups: &[&str]) -> Result<HashMap<String, u64>> {
+        let mut active_of = HashMap::new();
+        for row in query(self.c, &self.cx.sql.group_active, &[&self.queue, &groups]).await? {
+            active_of.insert(get(&row, 0)?, get::<i64>(&row, 1)?.max(0) as u64);
+        }
+        Ok(active_of)
+    }
+
+    async fn buckets(
+        &mut self,
+        groups: &[&str],
+        _queue: bool,
+        _per_group: bool,
+    ) -> Result<(Option<Bucket>, HashMap<String, Bucket>)> {
+        // One statement reads the queue's bucket and the groups' together; the core uses what its
+        // rules look at.
+        let mut queue_bucket = None;
+        let mut bucket_of = HashMap::new();
+        for row in query(self.c, &self.cx.sql.buckets, &[&self.queue, &groups]).await? {
             let b = Bucket {
                 tokens: get(&row, 2)?,
                 at: get(&row, 3)?,
@@ -289,38 +302,14 @@ async fn admit(
                 None => {}
             }
         }
+        Ok((queue_bucket, bucket_of))
     }
-    let queue_active: i64 = if rules.concurrency.is_some() {
-        let row = query_opt(c, &cx.sql.count_state, &[&queue, &"active"]).await?;
-        row.map(|r| get(&r, 0)).transpose()?.unwrap_or(0)
-    } else {
-        0
-    };
-    let groups = keys
-        .into_iter()
-        .map(|key| admission::Group {
-            active: active_of.get(&key).copied().unwrap_or(0),
-            bucket: if rules.group_rate_limit.is_some() {
-                bucket_of.get(&key).copied()
-            } else {
-                None
-            },
-            jobs: jobs_of.remove(&key).unwrap_or_default(),
-            key,
-        })
-        .collect();
-    let gathered = admission::Gathered {
-        rules: rules.clone(),
-        now,
-        queue_active: queue_active.max(0) as u64,
-        queue_bucket: if rules.rate_limit.is_some() {
-            queue_bucket
-        } else {
-            None
-        },
-        groups,
-    };
-    Ok(QueueClaim::new(queue, cursor, gathered, want))
+
+    async fn queue_active(&mut self) -> Result<u64> {
+        let row = query_opt(self.c, &self.cx.sql.count_state, &[&self.queue, &"active"]).await?;
+        let n: i64 = row.map(|r| get(&r, 0)).transpose()?.unwrap_or(0);
+        Ok(n.max(0) as u64)
+    }
 }
 
 pub(crate) async fn lease_renew(

@@ -4,9 +4,10 @@
 
 use deadpool_postgres::GenericClient;
 
-use errand_core::store::{JobReplace, ParentEffect, ParentMove, Transition, Transitioned};
+use errand_core::store::{JobReplace, Transition, Transitioned};
 use errand_core::{DeadReason, Error, ErrorRecord, JobId, JobState, Result, Timestamp};
 
+use errand_core::store::apply;
 use errand_core::store::row::{Applied, Completions, Current, ParentRow};
 
 use crate::sql::Cx;
@@ -29,8 +30,8 @@ pub(super) async fn promote(
 }
 
 /// Applies transitions. Completions — the bulk of the traffic — go through one set-based statement;
-/// everything else (failures, stalls, replays: the rare paths) row by row. Items whose guard failed are
-/// then looked at one by one to say why.
+/// everything else (failures, stalls, replays: the rare paths) row by row, in the core's loop
+/// (`errand_core::store::apply`) over [`Statements`]. Queues whose jobs became due are notified.
 pub(crate) async fn job_transition(
     c: &impl GenericClient,
     cx: &Cx,
@@ -81,78 +82,95 @@ pub(crate) async fn job_transition(
         }
     }
 
-    let mut out = Vec::with_capacity(ts.len());
-    let mut woken: Vec<String> = Vec::new();
-    for t in ts {
-        let id = t.id.to_string();
-        let (from, token) = t.guard_parts();
-        let applied = if t.is_plain_completion() {
-            completed.take(&id, t)
-        } else {
-            let error = t.error.as_ref().map(json_text::<ErrorRecord>).transpose()?;
-            let row = query_opt(
-                c,
-                &cx.sql.transition,
-                &[
-                    &id,
-                    &from.as_str(),
-                    &token,
-                    &t.to.as_str(),
-                    &t.run_at,
-                    &t.result.as_ref().map(|r| r.get()),
-                    &error,
-                    &t.dead_reason.map(DeadReason::as_str),
-                    &t.attempts.code(),
-                    &(t.stalled as i32),
-                    &t.to.is_final(),
-                    &t.now,
-                    &t.expect_cancel_requested,
-                    &t.unique_free_since,
-                    &t.expect_lease_expires_at,
-                ],
-            )
-            .await?;
-            match row {
-                Some(r) => Some(Applied::new(
-                    from,
-                    (get(&r, 0)?, get(&r, 1)?, count(get(&r, 2)?, "attempts")?),
-                    get(&r, 3)?,
-                    get(&r, 4)?,
-                    get(&r, 5)?,
-                )),
-                None => None,
-            }
-        };
-        out.push(match applied {
-            Some(Applied {
-                moved: mut done,
-                parent,
-                on_dead,
-            }) => {
-                if t.to == JobState::Waiting {
-                    woken.push(done.queue.clone());
-                }
-                if let Some(parent) = parent {
-                    done.parent = parent_effect(c, cx, &id, &parent, on_dead, t.to, t.now).await?;
-                    if let Some(p) = &done.parent
-                        && p.1 == JobState::Waiting
-                    {
-                        woken.push(p.2.queue.clone());
-                    }
-                }
-                Ok(done)
-            }
-            None => {
-                let current = match query_opt(c, &cx.sql.probe, &[&id]).await? {
-                    Some(r) => Some(Current::from_stored(get(&r, 0)?, get(&r, 1)?, get(&r, 2)?)?),
-                    None => None,
-                };
-                Err(t.guard_failure(&id, current))
-            }
-        });
-    }
-    notify(c, cx, woken.iter().map(String::as_str)).await?;
+    let out = apply::transitions(&mut Statements { c, cx }, ts, completed).await?;
+    notify(c, cx, apply::woken_queues(ts, &out)).await?;
     Ok(out)
+}
+
+/// The statements of a transition batch on PostgreSQL, in the batch's transaction.
+struct Statements<'a, C> {
+    c: &'a C,
+    cx: &'a Cx,
+}
+
+impl<C: GenericClient + Sync> apply::TransitionStatements for Statements<'_, C> {
+    async fn update(&mut self, id: &str, t: &Transition) -> Result<Option<Applied>> {
+        let (from, token) = t.guard_parts();
+        let error = t.error.as_ref().map(json_text::<ErrorRecord>).transpose()?;
+        let row = query_opt(
+            self.c,
+            &self.cx.sql.transition,
+            &[
+                &id,
+                &from.as_str(),
+                &token,
+                &t.to.as_str(),
+                &t.run_at,
+                &t.result.as_ref().map(|r| r.get()),
+                &error,
+                &t.dead_reason.map(DeadReason::as_str),
+                &t.attempts.code(),
+                &(t.stalled as i32),
+                &t.to.is_final(),
+                &t.now,
+                &t.expect_cancel_requested,
+                &t.unique_free_since,
+                &t.expect_lease_expires_at,
+            ],
+        )
+        .await?;
+        row.map(|r| {
+            Ok(Applied::new(
+                from,
+                (get(&r, 0)?, get(&r, 1)?, count(get(&r, 2)?, "attempts")?),
+                get(&r, 3)?,
+                get(&r, 4)?,
+                get(&r, 5)?,
+            ))
+        })
+        .transpose()
+    }
+
+    async fn count_child(&mut self, child: &str) -> Result<bool> {
+        Ok(execute(self.c, &self.cx.sql.child_counted, &[&child]).await? > 0)
+    }
+
+    async fn release_parent(&mut self, parent: &str, now: Timestamp) -> Result<Option<ParentRow>> {
+        let row = query_opt(self.c, &self.cx.sql.parent_release, &[&parent, &now]).await?;
+        row.as_ref().map(parent_row).transpose()
+    }
+
+    async fn fail_parent(
+        &mut self,
+        parent: &str,
+        now: Timestamp,
+        error: &ErrorRecord,
+    ) -> Result<Option<ParentRow>> {
+        let error = json_text(error)?;
+        let row = query_opt(self.c, &self.cx.sql.parent_fail, &[&parent, &now, &error]).await?;
+        row.as_ref().map(parent_row).transpose()
+    }
+
+    async fn current(&mut self, id: &str) -> Result<Option<Current>> {
+        match query_opt(self.c, &self.cx.sql.probe, &[&id]).await? {
+            Some(r) => Ok(Some(Current::from_stored(
+                get(&r, 0)?,
+                get(&r, 1)?,
+                get(&r, 2)?,
+            )?)),
+            None => Ok(None),
+        }
+    }
+}
+
+/// Reads the `state, queue, kind, attempts` a parent's change returns.
+fn parent_row(r: &tokio_postgres::Row) -> Result<ParentRow> {
+    Ok(ParentRow {
+        state: get(r, 0)?,
+        queue: get(r, 1)?,
+        kind: get(r, 2)?,
+        attempts: count(get(r, 3)?, "attempts")?,
+    })
 }
 
 /// Replaces a job's input if it is still in state `from`; a job made waiting is announced.
@@ -196,41 +214,6 @@ pub(crate) async fn job_request_cancel(
         JobState::Active,
         count(get(&row, 2)?, "attempts")?,
     ))
-}
-
-/// What a flow child entering `to` does to its parent, in the transaction of the child's change (see
-/// `Store::job_transition`): the parent's move, if it moved.
-async fn parent_effect(
-    c: &impl GenericClient,
-    cx: &Cx,
-    child: &str,
-    parent: &str,
-    on_dead: Option<String>,
-    to: JobState,
-    now: Timestamp,
-) -> Result<Option<ParentMove>> {
-    let Some(effect) = ParentEffect::of(child, on_dead.as_deref(), to, now)? else {
-        return Ok(None);
-    };
-    // A child counts toward its parent once, even if it is retried and ends again.
-    if effect == ParentEffect::Release && execute(c, &cx.sql.child_counted, &[&child]).await? == 0 {
-        return Ok(None);
-    }
-    let row = match effect {
-        ParentEffect::Release => query_opt(c, &cx.sql.parent_release, &[&parent, &now]).await?,
-        ParentEffect::Fail(error) => {
-            let error = json_text(&error)?;
-            query_opt(c, &cx.sql.parent_fail, &[&parent, &now, &error]).await?
-        }
-    };
-    let Some(row) = row else { return Ok(None) };
-    ParentRow {
-        state: get(&row, 0)?,
-        queue: get(&row, 1)?,
-        kind: get(&row, 2)?,
-        attempts: count(get(&row, 3)?, "attempts")?,
-    }
-    .into_move(parent)
 }
 
 pub(crate) async fn job_promote_due(

@@ -13,7 +13,7 @@ use errand_core::{Error, JobId, Result, Timestamp};
 use crate::conn::backend;
 
 use super::transition::job_promote_due;
-use super::{JOB_COLUMNS, JobRow, corrupt_field, decode_all, job_row};
+use super::{JOB_COLUMNS, JobRow, corrupt_field, decode_all, job_row, run_ready};
 
 pub(crate) fn job_claim(conn: &Connection, p: &JobClaim) -> Result<ClaimedRows> {
     let limit = p.limit;
@@ -175,7 +175,8 @@ fn store_plan(conn: &Connection, a: &QueueClaim, plan: &admission::Plan) -> Resu
     Ok(())
 }
 
-/// Gathers what [`admission::plan`] needs for a claim of `want` from `queue`, and plans.
+/// Gathers what [`admission::plan`] needs for a claim of `want` from `queue` (the core's
+/// `admission::gather` over [`Gather`]), noting each candidate's rowid for the claim's update.
 fn admit(
     conn: &Connection,
     queue: &str,
@@ -184,161 +185,187 @@ fn admit(
     want: usize,
     rowids: &mut HashMap<JobId, i64>,
 ) -> Result<QueueClaim> {
-    let cursor: String = conn
-        .prepare_cached("SELECT fair_cursor FROM queues WHERE name = ?1")
-        .map_err(backend)?
-        .query_row([queue], |r| r.get::<_, Option<String>>(0))
-        .optional()
-        .map_err(backend)?
-        .flatten()
-        .unwrap_or_default();
-    // Group keys after `?2`, in order, one index seek each.
-    let mut keys_after = conn
-        .prepare_cached(
-            "WITH RECURSIVE g(k, n) AS ( \
-                 SELECT (SELECT group_key FROM jobs WHERE queue = ?1 AND state = 'waiting' \
-                         AND group_key > ?2 ORDER BY group_key LIMIT 1), 1 \
-                 UNION ALL \
-                 SELECT (SELECT group_key FROM jobs WHERE queue = ?1 AND state = 'waiting' \
-                         AND group_key > g.k ORDER BY group_key LIMIT 1), n + 1 \
-                 FROM g WHERE g.k IS NOT NULL AND n < ?3) \
-             SELECT k FROM g WHERE k IS NOT NULL",
-        )
-        .map_err(backend)?;
-    let mut read_keys = |after: &str, n: usize| -> Result<Vec<String>> {
+    let mut reads = Gather {
+        conn,
+        queue,
+        rowids,
+    };
+    run_ready(admission::gather(&mut reads, queue, rules, now, want))
+}
+
+/// The reads of one queue's admission on SQLite: per group, an index seek each.
+struct Gather<'a> {
+    conn: &'a Connection,
+    queue: &'a str,
+    rowids: &'a mut HashMap<JobId, i64>,
+}
+
+impl admission::GatherStatements for Gather<'_> {
+    async fn cursor(&mut self) -> Result<String> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT fair_cursor FROM queues WHERE name = ?1")
+            .map_err(backend)?
+            .query_row([self.queue], |r| r.get::<_, Option<String>>(0))
+            .optional()
+            .map_err(backend)?
+            .flatten()
+            .unwrap_or_default())
+    }
+
+    async fn group_keys_after(&mut self, after: &str, n: usize) -> Result<Vec<String>> {
+        // One index seek per key.
+        let mut keys_after = self
+            .conn
+            .prepare_cached(
+                "WITH RECURSIVE g(k, n) AS ( \
+                     SELECT (SELECT group_key FROM jobs WHERE queue = ?1 AND state = 'waiting' \
+                             AND group_key > ?2 ORDER BY group_key LIMIT 1), 1 \
+                     UNION ALL \
+                     SELECT (SELECT group_key FROM jobs WHERE queue = ?1 AND state = 'waiting' \
+                             AND group_key > g.k ORDER BY group_key LIMIT 1), n + 1 \
+                     FROM g WHERE g.k IS NOT NULL AND n < ?3) \
+                 SELECT k FROM g WHERE k IS NOT NULL",
+            )
+            .map_err(backend)?;
         let rows = keys_after
-            .query_map(params![queue, after, n as i64], |r| r.get(0))
+            .query_map(params![self.queue, after, n as i64], |r| r.get(0))
             .map_err(backend)?;
         rows.map(|r| r.map_err(backend)).collect()
-    };
-    let max = admission::MAX_GROUPS_PER_CLAIM;
-    let after = read_keys(&cursor, max)?;
-    let upto = if cursor.is_empty() || after.len() >= max {
-        Vec::new()
-    } else {
-        read_keys("", max - after.len())?
-    };
-    let ungrouped: bool = conn
-        .prepare_cached(
-            "SELECT EXISTS (SELECT 1 FROM jobs INDEXED BY jobs_ready \
-             WHERE queue = ?1 AND state = 'waiting' AND group_key IS NULL)",
-        )
-        .map_err(backend)?
-        .query_row([queue], |r| r.get(0))
-        .map_err(backend)?;
-    let mut keys = admission::rotation(&cursor, after, ungrouped, upto);
-    keys.truncate(max);
-
-    // The best candidates of each group, leaving out jobs whose concurrency key is full.
-    let per_group = admission::candidates_per_group(want, keys.len()) as i64;
-    let key_active = "CASE WHEN j.concurrency_key IS NULL THEN 0 ELSE (SELECT count(*) FROM jobs a \
-        WHERE a.queue = j.queue AND a.concurrency_key = j.concurrency_key AND a.state = 'active') END";
-    let select = format!(
-        "SELECT j.id, j.priority, j.run_at, j.concurrency_key, j.rowid, {key_active} FROM jobs j \
-         WHERE j.queue = ?1 AND j.state = 'waiting' AND {{group}} AND {key_active} < ?2 \
-         ORDER BY j.priority, j.run_at, j.id LIMIT ?3"
-    );
-    let mut ungrouped_jobs = conn
-        .prepare_cached(&select.replace("{group}", "j.group_key IS NULL"))
-        .map_err(backend)?;
-    let mut grouped_jobs = conn
-        .prepare_cached(&select.replace("{group}", "j.group_key = ?4"))
-        .map_err(backend)?;
-    let mut group_active = conn
-        .prepare_cached(
-            "SELECT count(*) FROM jobs WHERE queue = ?1 AND group_key = ?2 AND state = 'active'",
-        )
-        .map_err(backend)?;
-    let mut bucket = conn
-        .prepare_cached(
-            "SELECT tokens, at FROM buckets WHERE queue = ?1 AND scope = ?2 AND key = ?3",
-        )
-        .map_err(backend)?;
-    let mut read_bucket = |key: BucketKey| -> Result<Option<Bucket>> {
-        let (scope, k) = key.parts();
-        bucket
-            .query_row(params![queue, scope, k], |r| {
-                Ok(Bucket {
-                    tokens: r.get(0)?,
-                    at: r.get(1)?,
-                })
-            })
-            .optional()
-            .map_err(backend)
-    };
-    let key_limit = i64::from(rules.key_concurrency);
-    let mut groups = Vec::with_capacity(keys.len());
-    for key in keys {
-        let map = |r: &Row<'_>| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, i32>(1)?,
-                r.get::<_, i64>(2)?,
-                r.get::<_, Option<String>>(3)?,
-                r.get::<_, i64>(4)?,
-                r.get::<_, i64>(5)?,
-            ))
-        };
-        let rows = if key.is_empty() {
-            ungrouped_jobs.query_map(params![queue, key_limit, per_group], map)
-        } else {
-            grouped_jobs.query_map(params![queue, key_limit, per_group, key], map)
-        }
-        .map_err(backend)?;
-        let mut jobs = Vec::new();
-        for row in rows {
-            let (id, priority, run_at, concurrency_key, rowid, active) = row.map_err(backend)?;
-            let id: JobId = id.parse().map_err(|e| corrupt_field("id", e))?;
-            rowids.insert(id, rowid);
-            jobs.push(admission::Candidate {
-                id,
-                priority,
-                run_at,
-                concurrency_key,
-                key_active: active as u64,
-            });
-        }
-        let grouped = !key.is_empty();
-        let active: i64 = if grouped && rules.group_concurrency.is_some() {
-            group_active
-                .query_row(params![queue, key], |r| r.get(0))
-                .map_err(backend)?
-        } else {
-            0
-        };
-        let bucket = if grouped && rules.group_rate_limit.is_some() {
-            read_bucket(BucketKey::Group(key.clone()))?
-        } else {
-            None
-        };
-        groups.push(admission::Group {
-            key,
-            active: active as u64,
-            bucket,
-            jobs,
-        });
     }
-    let queue_active: i64 = if rules.concurrency.is_some() {
-        conn.prepare_cached("SELECT count(*) FROM jobs WHERE queue = ?1 AND state = 'active'")
+
+    async fn has_ungrouped(&mut self) -> Result<bool> {
+        self.conn
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM jobs INDEXED BY jobs_ready \
+                 WHERE queue = ?1 AND state = 'waiting' AND group_key IS NULL)",
+            )
             .map_err(backend)?
-            .query_row([queue], |r| r.get(0))
+            .query_row([self.queue], |r| r.get(0))
+            .map_err(backend)
+    }
+
+    async fn candidates(
+        &mut self,
+        keys: &[String],
+        key_limit: i64,
+        per_group: i64,
+    ) -> Result<HashMap<String, Vec<admission::Candidate>>> {
+        let key_active = "CASE WHEN j.concurrency_key IS NULL THEN 0 ELSE (SELECT count(*) FROM jobs a \
+            WHERE a.queue = j.queue AND a.concurrency_key = j.concurrency_key AND a.state = 'active') END";
+        let select = format!(
+            "SELECT j.id, j.priority, j.run_at, j.concurrency_key, j.rowid, {key_active} FROM jobs j \
+             WHERE j.queue = ?1 AND j.state = 'waiting' AND {{group}} AND {key_active} < ?2 \
+             ORDER BY j.priority, j.run_at, j.id LIMIT ?3"
+        );
+        let mut ungrouped_jobs = self
+            .conn
+            .prepare_cached(&select.replace("{group}", "j.group_key IS NULL"))
+            .map_err(backend)?;
+        let mut grouped_jobs = self
+            .conn
+            .prepare_cached(&select.replace("{group}", "j.group_key = ?4"))
+            .map_err(backend)?;
+        let queue = self.queue;
+        let mut out = HashMap::with_capacity(keys.len());
+        for key in keys {
+            let map = |r: &Row<'_>| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i32>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, Option<String>>(3)?,
+                    r.get::<_, i64>(4)?,
+                    r.get::<_, i64>(5)?,
+                ))
+            };
+            let rows = if key.is_empty() {
+                ungrouped_jobs.query_map(params![queue, key_limit, per_group], map)
+            } else {
+                grouped_jobs.query_map(params![queue, key_limit, per_group, key], map)
+            }
+            .map_err(backend)?;
+            let mut jobs = Vec::new();
+            for row in rows {
+                let (id, priority, run_at, concurrency_key, rowid, active) =
+                    row.map_err(backend)?;
+                let id: JobId = id.parse().map_err(|e| corrupt_field("id", e))?;
+                self.rowids.insert(id, rowid);
+                jobs.push(admission::Candidate {
+                    id,
+                    priority,
+                    run_at,
+                    concurrency_key,
+                    key_active: active as u64,
+                });
+            }
+            out.insert(key.clone(), jobs);
+        }
+        Ok(out)
+    }
+
+    async fn group_active(&mut self, groups: &[&str]) -> Result<HashMap<String, u64>> {
+        let mut group_active = self
+            .conn
+            .prepare_cached(
+                "SELECT count(*) FROM jobs WHERE queue = ?1 AND group_key = ?2 AND state = 'active'",
+            )
+            .map_err(backend)?;
+        let mut out = HashMap::with_capacity(groups.len());
+        for key in groups {
+            let active: i64 = group_active
+                .query_row(params![self.queue, key], |r| r.get(0))
+                .map_err(backend)?;
+            out.insert(key.to_string(), active as u64);
+        }
+        Ok(out)
+    }
+
+    async fn buckets(
+        &mut self,
+        groups: &[&str],
+        queue: bool,
+        per_group: bool,
+    ) -> Result<(Option<Bucket>, HashMap<String, Bucket>)> {
+        let mut bucket = self
+            .conn
+            .prepare_cached(
+                "SELECT tokens, at FROM buckets WHERE queue = ?1 AND scope = ?2 AND key = ?3",
+            )
+            .map_err(backend)?;
+        let mut read = |key: BucketKey| -> Result<Option<Bucket>> {
+            let (scope, k) = key.parts();
+            bucket
+                .query_row(params![self.queue, scope, k], |r| {
+                    Ok(Bucket {
+                        tokens: r.get(0)?,
+                        at: r.get(1)?,
+                    })
+                })
+                .optional()
+                .map_err(backend)
+        };
+        let queue_bucket = if queue { read(BucketKey::Queue)? } else { None };
+        let mut of_group = HashMap::new();
+        if per_group {
+            for key in groups {
+                if let Some(b) = read(BucketKey::Group(key.to_string()))? {
+                    of_group.insert(key.to_string(), b);
+                }
+            }
+        }
+        Ok((queue_bucket, of_group))
+    }
+
+    async fn queue_active(&mut self) -> Result<u64> {
+        let n: i64 = self
+            .conn
+            .prepare_cached("SELECT count(*) FROM jobs WHERE queue = ?1 AND state = 'active'")
             .map_err(backend)?
-    } else {
-        0
-    };
-    let queue_bucket = if rules.rate_limit.is_some() {
-        read_bucket(BucketKey::Queue)?
-    } else {
-        None
-    };
-    let gathered = admission::Gathered {
-        rules: rules.clone(),
-        now,
-        queue_active: queue_active as u64,
-        queue_bucket,
-        groups,
-    };
-    Ok(QueueClaim::new(queue, cursor, gathered, want))
+            .query_row([self.queue], |r| r.get(0))
+            .map_err(backend)?;
+        Ok(n as u64)
+    }
 }
 
 /// A claim as the writer returns it; [`ClaimedRows::decode`] makes it a [`Claimed`].

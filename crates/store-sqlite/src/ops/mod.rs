@@ -9,6 +9,10 @@
 //! - `jobs`: one job, pages of jobs, logs, retention;
 //! - `queues`: queue config and pause; `stats`: counts per state; `audit`: the audit log.
 
+use std::future::Future;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+
 use rusqlite::Row;
 
 use errand_core::{Error, Result};
@@ -79,6 +83,18 @@ pub(crate) fn job_row(r: &Row<'_>) -> rusqlite::Result<JobRow> {
         parent_on_dead: r.get(32)?,
         pending_children: r.get(33)?,
     })
+}
+
+/// Runs a future that never waits (every SQLite statement here is synchronous) to its end, in one
+/// poll on the calling thread — the writer's, which must not block on a runtime.
+pub(crate) fn run_ready<T>(f: impl Future<Output = Result<T>>) -> Result<T> {
+    let mut f = pin!(f);
+    match f.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(out) => out,
+        Poll::Pending => Err(Error::Backend(
+            "a SQLite statement future waited; they never should".into(),
+        )),
+    }
 }
 
 /// A value as the JSON text a column stores.

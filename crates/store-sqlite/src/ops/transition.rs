@@ -6,15 +6,16 @@ use std::sync::LazyLock;
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use errand_core::store::{Guard, JobReplace, ParentEffect, ParentMove, Transition, Transitioned};
+use errand_core::store::{Guard, JobReplace, Transition, Transitioned};
 use errand_core::{DeadReason, Error, ErrorRecord, JobId, JobState, Result, Timestamp};
 
+use errand_core::store::apply;
 use errand_core::store::row::{Applied, Completions, Current, ParentRow};
 
 use crate::conn::backend;
 
 use super::insert::OTHER_HOLDS_KEY;
-use super::json_text;
+use super::{json_text, run_ready};
 
 /// A guarded transition of one job (see `job_transition`).
 static TRANSITION: LazyLock<String> = LazyLock::new(|| {
@@ -64,8 +65,8 @@ pub(crate) fn completions_json(ts: &[Transition]) -> Result<String> {
 
 /// Applies transitions. Completions — the bulk of the traffic — go through one set-based statement
 /// (`completions` is [`completions_json`] of `ts`): a per-row statement costs about twice as much.
-/// Everything else (failures, stalls, replays: the rare paths) goes row by row. Items whose guard
-/// failed are then looked at one by one to say why.
+/// Everything else (failures, stalls, replays: the rare paths) goes row by row, in the core's loop
+/// (`errand_core::store::apply`) over [`Statements`].
 pub(crate) fn job_transition(
     conn: &Connection,
     ts: &[Transition],
@@ -98,105 +99,67 @@ pub(crate) fn job_transition(
             completed.insert(key, job, parent, started_at);
         }
     }
-    let mut update = conn.prepare_cached(&TRANSITION).map_err(backend)?;
-    let mut probe = conn
-        .prepare_cached("SELECT state, lease_token, cancel_requested FROM jobs WHERE id = ?1")
-        .map_err(backend)?;
-    let mut out = Vec::with_capacity(ts.len());
-    for t in ts {
-        let id = t.id.to_string();
-        let (from, token) = t.guard_parts();
-        let applied = if t.is_plain_completion() {
-            completed.take(&id, t)
-        } else {
-            let error = t.error.as_ref().map(json_text::<ErrorRecord>).transpose()?;
-            update
-                .query_row(
-                    params![
-                        id,
-                        from.as_str(),
-                        token,
-                        t.to.as_str(),
-                        t.run_at,
-                        t.result.as_ref().map(|r| r.get()),
-                        error,
-                        t.dead_reason.map(DeadReason::as_str),
-                        t.attempts.code(),
-                        t.stalled as i64,
-                        t.to.is_final(),
-                        t.now,
-                        t.expect_cancel_requested,
-                        t.unique_free_since,
-                        t.expect_lease_expires_at,
-                    ],
-                    |r| {
-                        Ok(Applied::new(
-                            from,
-                            (r.get(0)?, r.get(1)?, r.get(2)?),
-                            r.get(3)?,
-                            r.get(4)?,
-                            r.get(5)?,
-                        ))
-                    },
-                )
-                .optional()
-                .map_err(backend)?
-        };
-        out.push(match applied {
-            Some(Applied {
-                mut moved,
-                parent,
-                on_dead,
-            }) => {
-                if let Some(parent) = parent {
-                    moved.parent = parent_effect(conn, &id, &parent, on_dead, t.to, t.now)?;
-                }
-                Ok(moved)
-            }
-            None => {
-                let current = probe
-                    .query_row([&id], |r| {
-                        Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?))
-                    })
-                    .optional()
-                    .map_err(backend)?
-                    .map(|(state, token, cancel)| Current::from_stored(&state, token, cancel))
-                    .transpose()?;
-                Err(t.guard_failure(&id, current))
-            }
-        });
-    }
-    Ok(out)
+    run_ready(apply::transitions(&mut Statements { conn }, ts, completed))
 }
 
-/// What a flow child entering `to` does to its parent, in the transaction of the child's change (see
-/// `Store::job_transition`): the parent's move, if it moved.
-fn parent_effect(
-    conn: &Connection,
-    child: &str,
-    parent: &str,
-    on_dead: Option<String>,
-    to: JobState,
-    now: Timestamp,
-) -> Result<Option<ParentMove>> {
-    let Some(effect) = ParentEffect::of(child, on_dead.as_deref(), to, now)? else {
-        return Ok(None);
-    };
-    // A child counts toward its parent once, even if it is retried and ends again.
-    if effect == ParentEffect::Release
-        && conn
+/// The statements of a transition batch on SQLite.
+struct Statements<'c> {
+    conn: &'c Connection,
+}
+
+impl apply::TransitionStatements for Statements<'_> {
+    async fn update(&mut self, id: &str, t: &Transition) -> Result<Option<Applied>> {
+        let (from, token) = t.guard_parts();
+        let error = t.error.as_ref().map(json_text::<ErrorRecord>).transpose()?;
+        self.conn
+            .prepare_cached(&TRANSITION)
+            .map_err(backend)?
+            .query_row(
+                params![
+                    id,
+                    from.as_str(),
+                    token,
+                    t.to.as_str(),
+                    t.run_at,
+                    t.result.as_ref().map(|r| r.get()),
+                    error,
+                    t.dead_reason.map(DeadReason::as_str),
+                    t.attempts.code(),
+                    t.stalled as i64,
+                    t.to.is_final(),
+                    t.now,
+                    t.expect_cancel_requested,
+                    t.unique_free_since,
+                    t.expect_lease_expires_at,
+                ],
+                |r| {
+                    Ok(Applied::new(
+                        from,
+                        (r.get(0)?, r.get(1)?, r.get(2)?),
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                    ))
+                },
+            )
+            .optional()
+            .map_err(backend)
+    }
+
+    async fn count_child(&mut self, child: &str) -> Result<bool> {
+        let changed = self
+            .conn
             .prepare_cached(
                 "UPDATE OR FAIL jobs SET parent_counted = 1 WHERE id = ?1 AND parent_counted = 0",
             )
             .map_err(backend)?
             .execute([child])
-            .map_err(backend)?
-            == 0
-    {
-        return Ok(None);
+            .map_err(backend)?;
+        Ok(changed > 0)
     }
-    let row = match effect {
-        ParentEffect::Release => conn
+
+    async fn release_parent(&mut self, parent: &str, now: Timestamp) -> Result<Option<ParentRow>> {
+        self.conn
             .prepare_cached(
                 "UPDATE OR FAIL jobs SET pending_children = pending_children - 1, \
                    state = CASE WHEN pending_children > 1 THEN state \
@@ -207,8 +170,16 @@ fn parent_effect(
             .map_err(backend)?
             .query_row(params![parent, now], parent_row)
             .optional()
-            .map_err(backend)?,
-        ParentEffect::Fail(error) => conn
+            .map_err(backend)
+    }
+
+    async fn fail_parent(
+        &mut self,
+        parent: &str,
+        now: Timestamp,
+        error: &ErrorRecord,
+    ) -> Result<Option<ParentRow>> {
+        self.conn
             .prepare_cached(
                 "UPDATE OR FAIL jobs SET state = 'dead', dead_reason = 'child_dead', \
                    finished_at = ?2, errors = json_insert(COALESCE(errors, '[]'), '$[#]', json(?3)) \
@@ -216,13 +187,20 @@ fn parent_effect(
                  RETURNING state, queue, kind, attempts",
             )
             .map_err(backend)?
-            .query_row(params![parent, now, json_text(&error)?], parent_row)
+            .query_row(params![parent, now, json_text(error)?], parent_row)
             .optional()
-            .map_err(backend)?,
-    };
-    match row {
-        Some(row) => row.into_move(parent),
-        None => Ok(None),
+            .map_err(backend)
+    }
+
+    async fn current(&mut self, id: &str) -> Result<Option<Current>> {
+        self.conn
+            .prepare_cached("SELECT state, lease_token, cancel_requested FROM jobs WHERE id = ?1")
+            .map_err(backend)?
+            .query_row([id], |r| Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?)))
+            .optional()
+            .map_err(backend)?
+            .map(|(state, token, cancel)| Current::from_stored(&state, token, cancel))
+            .transpose()
     }
 }
 
