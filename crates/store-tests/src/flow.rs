@@ -101,6 +101,41 @@ pub async fn queue_and_group_concurrency_limits_hold_until_jobs_finish(f: Fixtur
     assert_eq!((got.len(), of_a), (8, 2));
 }
 
+/// A group's limit counts the jobs of the group already active, claimed by earlier claims: a second
+/// claim gets nothing of a full group, and a finished job frees exactly its place.
+pub async fn group_concurrency_counts_what_earlier_claims_hold(f: Fixture) {
+    let ctx = Ctx::new(f);
+    configure(
+        &ctx,
+        "q",
+        QueueConfig {
+            group_concurrency: Some(2),
+            ..Default::default()
+        },
+    )
+    .await;
+    let jobs = (0..5).map(|n| keyed("q", n, Some("a"), None)).collect();
+    ctx.engine.enqueue_many(jobs).await.unwrap();
+
+    let first = claim(&ctx.engine, "q", "w1", 1).await;
+    assert_eq!(first.len(), 1);
+    assert_eq!(
+        claim(&ctx.engine, "q", "w2", 100).await.len(),
+        1,
+        "one place was left"
+    );
+    assert!(
+        claim(&ctx.engine, "q", "w3", 100).await.is_empty(),
+        "group a holds 2 active from earlier claims"
+    );
+    ctx.engine
+        .complete(first[0].id, token(&first[0]), None)
+        .await
+        .unwrap();
+    assert_eq!(claim(&ctx.engine, "q", "w3", 100).await.len(), 1);
+    assert!(claim(&ctx.engine, "q", "w4", 100).await.is_empty());
+}
+
 pub async fn a_concurrency_key_is_worked_on_once_at_a_time_and_is_not_a_group(f: Fixture) {
     let ctx = Ctx::new(f);
     // No queue settings at all: key_concurrency defaults to 1.

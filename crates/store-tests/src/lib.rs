@@ -331,6 +331,10 @@ macro_rules! __for_each_check {
         );
         $m!(
             $fresh,
+            flow::group_concurrency_counts_what_earlier_claims_hold
+        );
+        $m!(
+            $fresh,
             flow::a_concurrency_key_is_worked_on_once_at_a_time_and_is_not_a_group
         );
         $m!(
