@@ -448,12 +448,17 @@ pub async fn clock_jumps_under_load_expire_no_lease_early_and_fire_no_tick_twice
     // And at most four calls a step, so that work is still going on at each jump, however fast the
     // machine: the driver hands out the permits.
     let permits = Arc::new(tokio::sync::Semaphore::new(0));
+    // Workers still running: one that panicked (a store error) makes no more calls, and the driver,
+    // waiting for calls, would wait for ever; it stops instead, and joining reports the panic.
+    let alive = Arc::new(AtomicUsize::new(0));
     let mut tasks = tokio::task::JoinSet::new();
     for w in 0..4 {
         let (e, log, stop) = (ctx.engine.clone(), Arc::clone(&log), Arc::clone(&stop));
         let (refused, completed) = (Arc::clone(&refused), Arc::clone(&completed));
         let (calls, permits) = (Arc::clone(&calls), Arc::clone(&permits));
+        let alive = Alive::new(&alive);
         tasks.spawn(async move {
+            let _alive = alive;
             let mut early = Vec::new();
             while !stop.load(Ordering::SeqCst) {
                 let from = log.mark();
@@ -551,8 +556,12 @@ pub async fn clock_jumps_under_load_expire_no_lease_early_and_fire_no_tick_twice
         let seen = calls.load(Ordering::SeqCst);
         while calls.load(Ordering::SeqCst) < seen + 1
             && completed.load(Ordering::SeqCst) < jobs_n as usize
+            && alive.load(Ordering::SeqCst) == 4
         {
             tokio::task::yield_now().await;
+        }
+        if alive.load(Ordering::SeqCst) < 4 {
+            break;
         }
     }
     stop.store(true, Ordering::SeqCst);
@@ -582,4 +591,20 @@ pub async fn clock_jumps_under_load_expire_no_lease_early_and_fire_no_tick_twice
         "{} ticks fired, at most {bound} may",
         fired.len()
     );
+}
+
+/// Counts a running task in `count` until it ends, by returning or by panicking.
+struct Alive(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Alive {
+    fn new(count: &Arc<std::sync::atomic::AtomicUsize>) -> Alive {
+        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Alive(Arc::clone(count))
+    }
+}
+
+impl Drop for Alive {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
