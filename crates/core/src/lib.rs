@@ -14,6 +14,7 @@ pub mod engine;
 pub mod error;
 pub mod event;
 pub mod fingerprint;
+pub mod hooked;
 pub mod id;
 pub mod limits;
 pub mod model;

@@ -19,7 +19,7 @@ use errand_core::{Engine, QueueStats, Timestamp};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::metrics::{AlertLabel, Metrics};
+use crate::metrics::{AlertLabel, Metrics, Totals};
 
 /// `failure_rate` says nothing below this many ended attempts in its window.
 pub const MIN_ATTEMPTS: u64 = 10;
@@ -107,14 +107,6 @@ pub fn check(c: &AlertConfig) -> Result<(), String> {
         return Err("window_ms must be at least 1".into());
     }
     Ok(())
-}
-
-/// Cumulative counts of one queue at one instant.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Totals {
-    pub completed: u64,
-    pub failed: u64,
-    pub stalled: u64,
 }
 
 /// The alerts of this node.

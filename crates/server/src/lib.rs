@@ -72,7 +72,10 @@ impl AppState {
         shutdown: watch::Receiver<bool>,
     ) -> AppState {
         let metrics = Arc::new(metrics::Metrics::default());
-        let store = Arc::new(metrics::TimedStore::new(store, Arc::clone(&metrics)));
+        let store = Arc::new(metrics::TimedStore::new(
+            store,
+            metrics::StoreTimer(Arc::clone(&metrics)),
+        ));
         let events = Arc::new(events::EventLog::new(events::EVENT_HISTORY));
         let activity = Arc::new(activity::Activity::default());
         let observers = events::Observers(vec![metrics.clone(), events.clone(), activity.clone()]);

@@ -13,18 +13,13 @@
 //! histograms in base units. The exposition is the OpenMetrics text format, which Prometheus reads.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use errand_core::store::{
-    Claimed, Fired, Inserted, JobClaim, JobDelete, JobInsert, JobList, JobLogAppend, JobPrune,
-    JobReplace, LeaseRenew, Renewed, ScheduleFire, Transition, Transitioned,
-};
-use errand_core::{
-    ErrorKind, Event, Job, JobId, JobState, LogLine, Observer, QueueConfig, QueueInfo, QueueStats,
-    Result, Schedule, Store, Timestamp,
-};
+use errand_core::hooked::{self, Hook, Hooked};
+use errand_core::{ErrorKind, Event, JobState, Observer, QueueStats, Result, Timestamp};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -93,6 +88,16 @@ pub(crate) struct AlertLabel {
 
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
+/// Cumulative counts of one queue at one instant, over every kind: what the alert rules of failure
+/// rate and stalls read. Kept here, where every event is seen; the alert evaluator samples them, so
+/// the dependency goes one way, alerting → metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Totals {
+    pub completed: u64,
+    pub failed: u64,
+    pub stalled: u64,
+}
+
 /// This node's metrics. Cheap to share.
 #[derive(Debug)]
 pub struct Metrics {
@@ -111,8 +116,8 @@ pub struct Metrics {
     store_ops: Histograms<Op>,
     /// Queue → worker → last seen (ms since the epoch).
     workers: Mutex<HashMap<String, HashMap<String, Timestamp>>>,
-    /// Per queue, over every kind: what the alert rules of failure rate and stalls read.
-    totals: Mutex<HashMap<String, crate::alerting::Totals>>,
+    /// Per queue: what the alert rules of failure rate and stalls read.
+    totals: Mutex<HashMap<String, Totals>>,
     /// Set by the alert evaluator: the alerts firing now.
     pub(crate) alerts_firing: Family<AlertLabel, Gauge>,
     /// Kept by the waiting-fetch registry (`wake.rs`): long polls parked now, on every queue.
@@ -231,7 +236,7 @@ impl Metrics {
     }
 
     /// The counts of `queue` since this node started.
-    pub fn totals(&self, queue: &str) -> crate::alerting::Totals {
+    pub fn totals(&self, queue: &str) -> Totals {
         let totals = self.totals.lock().unwrap_or_else(|p| p.into_inner());
         totals.get(queue).copied().unwrap_or_default()
     }
@@ -421,167 +426,24 @@ impl Metrics {
     }
 }
 
-/// A store that times every operation into [`Metrics`]. The engine runs over it, so every store call
-/// of the server is measured, whichever part of the engine made it.
+/// A store that times every operation into [`Metrics`], labelled by the operation's name
+/// (`job_insert`, ...). The engine runs over it, so every store call of the server is measured,
+/// whichever part of the engine made it.
+pub type TimedStore = Hooked<StoreTimer>;
+
+/// The [`Hook`] of a [`TimedStore`].
 #[derive(Debug)]
-pub struct TimedStore {
-    inner: Arc<dyn Store>,
-    metrics: Arc<Metrics>,
-}
+pub struct StoreTimer(pub Arc<Metrics>);
 
-impl TimedStore {
-    pub fn new(inner: Arc<dyn Store>, metrics: Arc<Metrics>) -> Self {
-        TimedStore { inner, metrics }
-    }
-
-    async fn time<T>(&self, op: &'static str, f: impl Future<Output = T>) -> T {
+impl Hook for StoreTimer {
+    async fn around<'a, T, F>(&'a self, op: hooked::Op, call: F) -> Result<T>
+    where
+        F: Future<Output = Result<T>> + Send + 'a,
+        T: Send + 'a,
+    {
         let start = Instant::now();
-        let out = f.await;
-        self.metrics.store_op(op, start.elapsed());
+        let out = call.await;
+        self.0.store_op(op.as_str(), start.elapsed());
         out
-    }
-}
-
-use std::future::Future;
-
-#[async_trait::async_trait]
-impl Store for TimedStore {
-    async fn job_insert(&self, p: JobInsert) -> Result<Vec<Inserted>> {
-        self.time("job_insert", self.inner.job_insert(p)).await
-    }
-    async fn job_claim(&self, p: JobClaim) -> Result<Claimed> {
-        self.time("job_claim", self.inner.job_claim(p)).await
-    }
-    async fn lease_renew(&self, p: LeaseRenew) -> Result<Renewed> {
-        self.time("lease_renew", self.inner.lease_renew(p)).await
-    }
-    async fn job_transition(&self, p: Vec<Transition>) -> Result<Vec<Result<Transitioned>>> {
-        self.time("job_transition", self.inner.job_transition(p))
-            .await
-    }
-    async fn job_request_cancel(&self, id: JobId) -> Result<Transitioned> {
-        self.time("job_request_cancel", self.inner.job_request_cancel(id))
-            .await
-    }
-    async fn job_promote_due(
-        &self,
-        queue: &str,
-        now: Timestamp,
-        limit: usize,
-    ) -> Result<Vec<(JobId, Transitioned)>> {
-        self.time(
-            "job_promote_due",
-            self.inner.job_promote_due(queue, now, limit),
-        )
-        .await
-    }
-    async fn job_expired(&self, now: Timestamp, limit: usize) -> Result<Vec<Job>> {
-        self.time("job_expired", self.inner.job_expired(now, limit))
-            .await
-    }
-    async fn job_get(&self, id: JobId) -> Result<Option<Job>> {
-        self.time("job_get", self.inner.job_get(id)).await
-    }
-    async fn job_list(&self, p: JobList) -> Result<Vec<Job>> {
-        self.time("job_list", self.inner.job_list(p)).await
-    }
-    async fn job_prune(&self, p: JobPrune) -> Result<u64> {
-        self.time("job_prune", self.inner.job_prune(p)).await
-    }
-    async fn job_delete(&self, p: JobDelete) -> Result<u64> {
-        self.time("job_delete", self.inner.job_delete(p)).await
-    }
-    async fn queue_get(&self, name: &str) -> Result<Option<QueueInfo>> {
-        self.time("queue_get", self.inner.queue_get(name)).await
-    }
-    async fn queue_list(&self) -> Result<Vec<QueueInfo>> {
-        self.time("queue_list", self.inner.queue_list()).await
-    }
-    async fn queue_put(&self, name: &str, config: QueueConfig) -> Result<()> {
-        self.time("queue_put", self.inner.queue_put(name, config))
-            .await
-    }
-    async fn queue_set_paused(&self, name: &str, paused: bool) -> Result<()> {
-        self.time(
-            "queue_set_paused",
-            self.inner.queue_set_paused(name, paused),
-        )
-        .await
-    }
-    async fn audit_append(&self, e: errand_core::AuditEntry) -> Result<()> {
-        self.time("audit_append", self.inner.audit_append(e)).await
-    }
-    async fn audit_list(
-        &self,
-        before: Option<u64>,
-        limit: usize,
-    ) -> Result<Vec<errand_core::AuditEntry>> {
-        self.time("audit_list", self.inner.audit_list(before, limit))
-            .await
-    }
-    async fn queue_stats_all(&self, now: Timestamp) -> Result<Vec<QueueStats>> {
-        self.time("queue_stats_all", self.inner.queue_stats_all(now))
-            .await
-    }
-    async fn queue_stats(&self, name: &str, now: Timestamp) -> Result<QueueStats> {
-        self.time("queue_stats", self.inner.queue_stats(name, now))
-            .await
-    }
-    async fn job_replace(&self, p: JobReplace) -> Result<bool> {
-        self.time("job_replace", self.inner.job_replace(p)).await
-    }
-    async fn job_log_append(&self, p: JobLogAppend) -> Result<()> {
-        self.time("job_log_append", self.inner.job_log_append(p))
-            .await
-    }
-    async fn job_logs(&self, id: JobId) -> Result<Vec<LogLine>> {
-        self.time("job_logs", self.inner.job_logs(id)).await
-    }
-    async fn job_children(&self, parent: JobId, limit: usize) -> Result<Vec<Job>> {
-        self.time("job_children", self.inner.job_children(parent, limit))
-            .await
-    }
-    async fn schedule_put(&self, s: Schedule) -> Result<()> {
-        self.time("schedule_put", self.inner.schedule_put(s)).await
-    }
-    async fn schedule_get(&self, name: &str) -> Result<Option<Schedule>> {
-        self.time("schedule_get", self.inner.schedule_get(name))
-            .await
-    }
-    async fn schedule_list(&self) -> Result<Vec<Schedule>> {
-        self.time("schedule_list", self.inner.schedule_list()).await
-    }
-    async fn schedule_delete(&self, name: &str) -> Result<bool> {
-        self.time("schedule_delete", self.inner.schedule_delete(name))
-            .await
-    }
-    async fn schedule_set_paused(
-        &self,
-        name: &str,
-        paused: bool,
-        next_run_at: Option<Timestamp>,
-        now: Timestamp,
-    ) -> Result<bool> {
-        self.time(
-            "schedule_set_paused",
-            self.inner
-                .schedule_set_paused(name, paused, next_run_at, now),
-        )
-        .await
-    }
-    async fn schedule_due(&self, now: Timestamp, limit: usize) -> Result<Vec<Schedule>> {
-        self.time("schedule_due", self.inner.schedule_due(now, limit))
-            .await
-    }
-    async fn schedule_fire(&self, p: ScheduleFire) -> Result<Fired> {
-        self.time("schedule_fire", self.inner.schedule_fire(p))
-            .await
-    }
-    async fn try_lead(&self, role: &str, holder: &str, ttl_ms: u64) -> Result<bool> {
-        self.time("try_lead", self.inner.try_lead(role, holder, ttl_ms))
-            .await
-    }
-    fn subscribe_due(&self) -> Option<tokio::sync::broadcast::Receiver<String>> {
-        self.inner.subscribe_due()
     }
 }
