@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use errand_client::protocol::{EnqueueJob, JobState, QueueConfig, Retention};
+use errand_client::protocol::{EnqueueJob, JobState, QueueConfig, Retention, Whole};
 use errand_client::{Client, ListJobs, RetryPolicy};
 use rand::RngExt;
 use serde::Serialize;
@@ -564,16 +564,16 @@ async fn produce(
         );
         job.unique_key = Some(format!("chaos-{i}"));
         if i % 2 == 0 {
-            job.timeout_ms = Some(TIMEOUT_MS);
+            job.timeout_ms = Some(Whole(TIMEOUT_MS));
         } else {
             // Half promise heartbeats (which these workers never need to send) and may run long: their
             // leases end before their timeouts, so a dead or paused worker's job is recovered as a
             // stall, which gives the attempt back.
-            job.timeout_ms = Some(60_000);
-            job.heartbeat_ms = Some(1_000);
+            job.timeout_ms = Some(Whole(60_000));
+            job.heartbeat_ms = Some(Whole(1_000));
         }
-        job.max_attempts = Some(1_000);
-        job.max_stalled = Some(100);
+        job.max_attempts = Some(Whole(1_000));
+        job.max_stalled = Some(Whole(100));
         loop {
             match clients[at % clients.len()].enqueue(QUEUE, &job).await {
                 Ok(e) => {

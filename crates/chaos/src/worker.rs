@@ -8,7 +8,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use errand_client::protocol::{CompleteRequest, FailRequest, FetchRequest, FetchedJob};
+use errand_client::protocol::{CompleteRequest, FailRequest, FetchRequest, FetchedJob, Whole};
 use errand_client::{Client, Error, RetryPolicy};
 use serde_json::json;
 
@@ -114,7 +114,7 @@ pub async fn run(args: WorkerArgs) -> Result<(), String> {
                     lease_token: job.lease_token.clone(),
                     message: "the first attempt fails on purpose".into(),
                     retryable: true,
-                    retry_after_ms: Some(0),
+                    retry_after_ms: Some(Whole(0)),
                     stack: None,
                 };
                 client.fail(&job.id, &req).await.map(|_| Seen::Failed)

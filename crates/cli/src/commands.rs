@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 use errand_client::Client;
-use errand_protocol::{Backoff, BackoffKind, DeadFilter, EnqueueJob, JobView, QueueConfig};
+use errand_protocol::{Backoff, BackoffKind, DeadFilter, EnqueueJob, JobView, QueueConfig, Whole};
 use rand::RngExt;
 
 use crate::Remote;
@@ -139,7 +139,7 @@ impl From<Filter> for DeadFilter {
             kind: f.kind,
             error_contains: f.error_contains,
             fingerprint: f.fingerprint,
-            limit: f.limit,
+            limit: f.limit.map(Whole),
         }
     }
 }
@@ -225,11 +225,11 @@ pub async fn job(cmd: JobCommand, remote: &Remote) -> ExitCode {
             let job = EnqueueJob {
                 kind,
                 payload,
-                priority,
-                delay_ms,
-                max_attempts,
-                timeout_ms,
-                heartbeat_ms,
+                priority: priority.map(Whole),
+                delay_ms: delay_ms.map(Whole),
+                max_attempts: max_attempts.map(Whole),
+                timeout_ms: timeout_ms.map(Whole),
+                heartbeat_ms: heartbeat_ms.map(Whole),
                 backoff,
                 unique_key,
                 group_key,

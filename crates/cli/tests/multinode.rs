@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use support::{free_port, wait_ready};
 
-use errand_client::protocol::{EnqueueJob, FetchRequest, JobState, QueueConfig, Retention};
+use errand_client::protocol::{EnqueueJob, FetchRequest, JobState, QueueConfig, Retention, Whole};
 use errand_client::{Client, JobContext, RetryPolicy, ShutdownReport, Worker};
 use serde_json::json;
 use tokio::sync::oneshot;
@@ -175,7 +175,7 @@ async fn enqueue(client: &Client, n: usize, heartbeat_ms: Option<u64>) {
             .iter()
             .map(|i| {
                 let mut j = EnqueueJob::new("k", json!({ "i": i }));
-                j.heartbeat_ms = heartbeat_ms;
+                j.heartbeat_ms = heartbeat_ms.map(Whole);
                 j
             })
             .collect();

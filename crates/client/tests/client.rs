@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use errand_client::protocol::{
     AckBatchRequest, AckItem, Backoff, BackoffKind, CompleteRequest, DeadFilter, EnqueueJob,
-    FailRequest, FetchRequest, HeartbeatRequest, JobState, QueueConfig, ReleaseRequest,
+    FailRequest, FetchRequest, HeartbeatRequest, JobState, QueueConfig, ReleaseRequest, Whole,
 };
 use errand_client::{Client, DeadJobs, Error, ListJobs, RetryPolicy};
 use serde_json::json;
@@ -30,7 +30,7 @@ async fn enqueue_then_get() {
     // A queue name with the punctuation names may have must survive the URL.
     let queue = "pay.v2:eu-1_x";
     let mut job = EnqueueJob::new("charge", json!({"amount": 12, "note": "a/b?c#d %"}));
-    job.priority = Some(7);
+    job.priority = Some(Whole(7));
     let out = client.enqueue(queue, &job).await.unwrap();
     assert!(out.created);
     assert_eq!(out.state, JobState::Waiting);
@@ -83,7 +83,7 @@ async fn a_unique_key_returns_the_existing_job_and_batches_are_atomic() {
 
     // One bad job: nothing is written, and the error names it.
     let mut bad = jobs.clone();
-    bad[1].priority = Some(5000);
+    bad[1].priority = Some(Whole(5000));
     let err = client.enqueue_batch("q", &bad).await.unwrap_err();
     assert!(err.is_invalid(), "{err}");
     match &err {
@@ -268,7 +268,7 @@ async fn queues_are_configured_paused_and_dead_letters_replayed_and_purged() {
     let queue = "ops:q.1";
     let config = QueueConfig {
         priority: None,
-        max_attempts: Some(1),
+        max_attempts: Some(Whole(1)),
         backoff: Some(Backoff {
             kind: BackoffKind::Fixed,
             delay_ms: 0,
@@ -283,7 +283,7 @@ async fn queues_are_configured_paused_and_dead_letters_replayed_and_purged() {
         ..QueueConfig::default()
     };
     let set = client.set_queue_config(queue, &config).await.unwrap();
-    assert_eq!(set.max_attempts, Some(1));
+    assert_eq!(set.max_attempts, Some(Whole(1)));
     assert_eq!(client.queue_config(queue).await.unwrap(), set);
 
     assert!(client.pause(queue).await.unwrap().paused);
@@ -378,7 +378,7 @@ async fn queues_are_configured_paused_and_dead_letters_replayed_and_purged() {
     assert_eq!(client.cancel(&id).await.unwrap().outcome, "cancelled");
     assert_eq!(client.retry(&id).await.unwrap().state, JobState::Waiting);
     let mut later = EnqueueJob::new("c", json!(3));
-    later.delay_ms = Some(60_000);
+    later.delay_ms = Some(Whole(60_000));
     let later = client.enqueue(queue, &later).await.unwrap();
     assert_eq!(later.state, JobState::Delayed);
     assert_eq!(

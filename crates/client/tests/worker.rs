@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use errand_client::protocol::{
-    Backoff, BackoffKind, EnqueueJob, FetchRequest, JobState, QueueConfig,
+    Backoff, BackoffKind, EnqueueJob, FetchRequest, JobState, QueueConfig, Whole,
 };
 use errand_client::{Client, JobContext, JobError, Worker};
 use serde::Deserialize;
@@ -25,7 +25,7 @@ async fn quick_retries(client: &Client, queue: &str, max_attempts: u32) {
             queue,
             &QueueConfig {
                 priority: None,
-                max_attempts: Some(max_attempts),
+                max_attempts: Some(Whole(max_attempts)),
                 backoff: Some(Backoff {
                     kind: BackoffKind::Fixed,
                     delay_ms: 0,
@@ -243,8 +243,8 @@ async fn a_handler_running_past_its_timeout_is_stopped_and_the_attempt_fails() {
     // the lease back), so what stops the handler is the worker's own timeout.
     let (server, client, _dir) = start_with(|c| c.maintenance_interval_ms = 3_600_000).await;
     let mut job = EnqueueJob::new("slow", json!(null));
-    job.timeout_ms = Some(300);
-    job.max_attempts = Some(1);
+    job.timeout_ms = Some(Whole(300));
+    job.max_attempts = Some(Whole(1));
     let id = enqueue(&client, "slow", job).await;
     let dropped = Arc::new(AtomicBool::new(false));
     let finished = Arc::new(AtomicBool::new(false));
@@ -284,7 +284,7 @@ async fn a_handler_running_past_its_timeout_is_stopped_and_the_attempt_fails() {
 async fn a_cancel_requested_while_running_reaches_the_handler_by_heartbeat() {
     let (server, client) = start().await;
     let mut job = EnqueueJob::new("long", json!(null));
-    job.heartbeat_ms = Some(200);
+    job.heartbeat_ms = Some(Whole(200));
     let id = enqueue(&client, "cancel", job).await;
     let (started_tx, mut started) = mpsc::unbounded_channel::<()>();
     let saw_cancel = Arc::new(AtomicBool::new(false));
@@ -325,7 +325,7 @@ async fn a_cancel_requested_while_running_reaches_the_handler_by_heartbeat() {
 async fn a_handler_that_ignores_a_cancel_is_stopped_and_the_job_ends_cancelled() {
     let (server, client) = start().await;
     let mut job = EnqueueJob::new("stubborn", json!(null));
-    job.heartbeat_ms = Some(200);
+    job.heartbeat_ms = Some(Whole(200));
     let id = enqueue(&client, "cancel-hard", job).await;
     let (started_tx, mut started) = mpsc::unbounded_channel::<()>();
     // Set when the handler's future is dropped: the SDK stopped it.
@@ -405,7 +405,7 @@ async fn lines_a_handler_logs_are_on_the_job_once_it_completed() {
 async fn a_snoozed_job_runs_again_after_its_delay_without_using_an_attempt() {
     let (server, client) = start().await;
     let mut job = EnqueueJob::new("rate_limited", json!(null));
-    job.max_attempts = Some(1);
+    job.max_attempts = Some(Whole(1));
     let id = enqueue(&client, "snooze", job).await;
     let calls = Arc::new(std::sync::atomic::AtomicU32::new(0));
     let w = {

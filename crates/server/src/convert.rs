@@ -24,7 +24,7 @@ pub fn backoff(b: &core::Backoff) -> wire::Backoff {
         },
         delay_ms: b.delay_ms,
         jitter: b.jitter,
-        max_ms: b.max_ms,
+        max_ms: b.max_ms.map(wire::Whole),
     }
 }
 
@@ -36,7 +36,7 @@ pub fn backoff_from_wire(b: wire::Backoff) -> core::Backoff {
         },
         delay_ms: b.delay_ms,
         jitter: b.jitter,
-        max_ms: b.max_ms,
+        max_ms: b.max_ms.map(wire::Whole::get),
     }
 }
 
@@ -144,14 +144,14 @@ pub fn new_job(queue: &str, j: wire::EnqueueJob) -> core::NewJob {
         kind: j.kind,
         payload: j.payload,
         options: core::JobOptions {
-            priority: j.priority,
-            delay_ms: j.delay_ms,
-            run_at: j.run_at,
-            max_attempts: j.max_attempts,
+            priority: j.priority.map(wire::Whole::get),
+            delay_ms: j.delay_ms.map(wire::Whole::get),
+            run_at: j.run_at.map(wire::Whole::get),
+            max_attempts: j.max_attempts.map(wire::Whole::get),
             backoff: j.backoff.map(backoff_from_wire),
-            timeout_ms: j.timeout_ms,
-            heartbeat_ms: j.heartbeat_ms,
-            max_stalled: j.max_stalled,
+            timeout_ms: j.timeout_ms.map(wire::Whole::get),
+            heartbeat_ms: j.heartbeat_ms.map(wire::Whole::get),
+            max_stalled: j.max_stalled.map(wire::Whole::get),
             unique_key: j.unique_key,
             dedup: match j.dedup.unwrap_or_default() {
                 wire::Dedup::Reject => core::Dedup::Reject,
@@ -188,24 +188,24 @@ pub fn ack(o: core::AckOutcome) -> wire::AckResponse {
 /// A queue's configuration with every field filled in.
 pub fn queue_config(c: &core::QueueConfig) -> wire::QueueConfig {
     wire::QueueConfig {
-        priority: Some(c.priority),
-        max_attempts: Some(c.max_attempts),
+        priority: Some(wire::Whole(c.priority)),
+        max_attempts: Some(wire::Whole(c.max_attempts)),
         backoff: Some(backoff(&c.backoff)),
-        timeout_ms: Some(c.timeout_ms),
-        heartbeat_ms: c.heartbeat_ms,
-        max_stalled: Some(c.max_stalled),
+        timeout_ms: Some(wire::Whole(c.timeout_ms)),
+        heartbeat_ms: c.heartbeat_ms.map(wire::Whole),
+        max_stalled: Some(wire::Whole(c.max_stalled)),
         unique_window_ms: Some(match c.unique_window {
             core::UniqueWindow::Retention => wire::UniqueWindow::Retention,
             core::UniqueWindow::Ms(ms) => wire::UniqueWindow::Ms(ms),
             core::UniqueWindow::Forever => wire::UniqueWindow::Forever,
         }),
         retention: Some(wire::Retention {
-            max_count: c.retention.max_count,
-            max_age_ms: c.retention.max_age_ms,
+            max_count: c.retention.max_count.map(wire::Whole),
+            max_age_ms: c.retention.max_age_ms.map(wire::Whole),
         }),
-        concurrency: c.concurrency,
-        group_concurrency: c.group_concurrency,
-        key_concurrency: Some(c.key_concurrency),
+        concurrency: c.concurrency.map(wire::Whole),
+        group_concurrency: c.group_concurrency.map(wire::Whole),
+        key_concurrency: Some(wire::Whole(c.key_concurrency)),
         rate_limit: c.rate_limit.map(rate_limit),
         group_rate_limit: c.group_rate_limit.map(rate_limit),
     }
@@ -215,12 +215,12 @@ pub fn queue_config(c: &core::QueueConfig) -> wire::QueueConfig {
 pub fn queue_config_from_wire(c: wire::QueueConfig) -> core::QueueConfig {
     let d = core::QueueConfig::default();
     core::QueueConfig {
-        priority: c.priority.unwrap_or(d.priority),
-        max_attempts: c.max_attempts.unwrap_or(d.max_attempts),
+        priority: c.priority.map_or(d.priority, wire::Whole::get),
+        max_attempts: c.max_attempts.map_or(d.max_attempts, wire::Whole::get),
         backoff: c.backoff.map(backoff_from_wire).unwrap_or(d.backoff),
-        timeout_ms: c.timeout_ms.unwrap_or(d.timeout_ms),
-        heartbeat_ms: c.heartbeat_ms,
-        max_stalled: c.max_stalled.unwrap_or(d.max_stalled),
+        timeout_ms: c.timeout_ms.map_or(d.timeout_ms, wire::Whole::get),
+        heartbeat_ms: c.heartbeat_ms.map(wire::Whole::get),
+        max_stalled: c.max_stalled.map_or(d.max_stalled, wire::Whole::get),
         unique_window: match c.unique_window_ms {
             None | Some(wire::UniqueWindow::Retention) => d.unique_window,
             Some(wire::UniqueWindow::Ms(ms)) => core::UniqueWindow::Ms(ms),
@@ -229,13 +229,15 @@ pub fn queue_config_from_wire(c: wire::QueueConfig) -> core::QueueConfig {
         retention: c
             .retention
             .map(|r| core::Retention {
-                max_count: r.max_count,
-                max_age_ms: r.max_age_ms,
+                max_count: r.max_count.map(wire::Whole::get),
+                max_age_ms: r.max_age_ms.map(wire::Whole::get),
             })
             .unwrap_or(d.retention),
-        concurrency: c.concurrency,
-        group_concurrency: c.group_concurrency,
-        key_concurrency: c.key_concurrency.unwrap_or(d.key_concurrency),
+        concurrency: c.concurrency.map(wire::Whole::get),
+        group_concurrency: c.group_concurrency.map(wire::Whole::get),
+        key_concurrency: c
+            .key_concurrency
+            .map_or(d.key_concurrency, wire::Whole::get),
         rate_limit: c.rate_limit.map(rate_limit_from_wire),
         group_rate_limit: c.group_rate_limit.map(rate_limit_from_wire),
         // Kept by the engine: webhooks have routes of their own.
@@ -247,7 +249,7 @@ fn rate_limit(r: core::admission::RateLimit) -> wire::RateLimit {
     wire::RateLimit {
         limit: r.limit,
         period_ms: r.period_ms,
-        burst: r.burst,
+        burst: r.burst.map(wire::Whole),
     }
 }
 
@@ -255,7 +257,7 @@ fn rate_limit_from_wire(r: wire::RateLimit) -> core::admission::RateLimit {
     core::admission::RateLimit {
         limit: r.limit,
         period_ms: r.period_ms,
-        burst: r.burst,
+        burst: r.burst.map(wire::Whole::get),
     }
 }
 
@@ -287,11 +289,11 @@ pub fn schedule_def_from_wire(d: wire::ScheduleDef) -> core::ScheduleDef {
             wire::Missed::Skip => core::Missed::Skip,
             wire::Missed::CatchUpOne => core::Missed::CatchUpOne,
         },
-        priority: d.priority,
-        max_attempts: d.max_attempts,
+        priority: d.priority.map(wire::Whole::get),
+        max_attempts: d.max_attempts.map(wire::Whole::get),
         backoff: d.backoff.map(backoff_from_wire),
-        timeout_ms: d.timeout_ms,
-        heartbeat_ms: d.heartbeat_ms,
+        timeout_ms: d.timeout_ms.map(wire::Whole::get),
+        heartbeat_ms: d.heartbeat_ms.map(wire::Whole::get),
         group_key: d.group_key,
     }
 }
@@ -311,11 +313,11 @@ pub fn schedule_view(s: core::Schedule, next_runs: Vec<i64>) -> wire::ScheduleVi
                 core::Missed::Skip => wire::Missed::Skip,
                 core::Missed::CatchUpOne => wire::Missed::CatchUpOne,
             },
-            priority: d.priority,
-            max_attempts: d.max_attempts,
+            priority: d.priority.map(wire::Whole),
+            max_attempts: d.max_attempts.map(wire::Whole),
             backoff: d.backoff.as_ref().map(backoff),
-            timeout_ms: d.timeout_ms,
-            heartbeat_ms: d.heartbeat_ms,
+            timeout_ms: d.timeout_ms.map(wire::Whole),
+            heartbeat_ms: d.heartbeat_ms.map(wire::Whole),
             group_key: d.group_key,
         },
         paused: s.paused,
@@ -324,5 +326,107 @@ pub fn schedule_view(s: core::Schedule, next_runs: Vec<i64>) -> wire::ScheduleVi
         last_job_id: s.last_job_id.map(|id| id.to_string()),
         created_at: s.created_at,
         updated_at: s.updated_at,
+    }
+}
+
+/// What a cancel did, as the API names it (also the audit log's `outcome`).
+pub fn cancel_outcome(c: core::Cancelled) -> &'static str {
+    match c {
+        core::Cancelled::Cancelled => "cancelled",
+        core::Cancelled::Requested => "requested",
+    }
+}
+
+/// A job's log lines, oldest first.
+pub fn job_logs(lines: Vec<core::LogLine>) -> wire::JobLogs {
+    wire::JobLogs {
+        logs: lines
+            .into_iter()
+            .map(|l| wire::LogLineView {
+                at: l.at,
+                attempt: l.attempt,
+                line: l.line,
+            })
+            .collect(),
+    }
+}
+
+/// A renewed lease as its worker learns of it.
+pub fn heartbeat(r: &core::store::Renewed) -> wire::HeartbeatResponse {
+    wire::HeartbeatResponse {
+        lease_expires_at: r.lease_expires_at,
+        cancel_requested: r.cancel_requested,
+    }
+}
+
+/// The dead letters of `queue` an operator's filter picks.
+pub fn dead_filter(queue: String, f: wire::DeadFilter) -> core::DeadFilter {
+    core::DeadFilter {
+        queue,
+        kind: f.kind,
+        error_contains: f.error_contains,
+        fingerprint: f.fingerprint,
+        limit: f.limit.map(wire::Whole::get),
+    }
+}
+
+pub fn dead_groups(g: core::engine::DeadGroups) -> wire::DeadGroupList {
+    wire::DeadGroupList {
+        groups: g
+            .groups
+            .into_iter()
+            .map(|g| wire::DeadGroupView {
+                fingerprint: g.fingerprint,
+                kind: g.kind,
+                error: g.error,
+                count: g.count,
+                last_failed_at: g.last_failed_at,
+                sample_job_id: g.sample_job_id.to_string(),
+            })
+            .collect(),
+        scanned: g.scanned,
+        complete: g.complete,
+    }
+}
+
+pub fn webhook_from_wire(d: wire::WebhookDef) -> core::Webhook {
+    core::Webhook {
+        url: d.url,
+        secret: d.secret,
+        events: d.events,
+    }
+}
+
+/// A webhook as the API shows it: never its secret.
+pub fn webhook_view(name: String, h: &core::Webhook) -> wire::WebhookView {
+    wire::WebhookView {
+        name,
+        url: h.url.clone(),
+        events: h.events.clone(),
+    }
+}
+
+/// An alert firing now.
+pub fn alert_view(a: core::alerts::Alert) -> wire::AlertView {
+    wire::AlertView {
+        rule: a.rule.as_str().to_string(),
+        queue: a.queue,
+        state: "firing".into(),
+        value: a.value,
+        threshold: a.threshold,
+        since: a.since,
+        fired_at: a.fired_at,
+    }
+}
+
+/// An audit record, its detail parsed back into JSON.
+pub fn audit_view(e: core::AuditEntry) -> wire::AuditView {
+    wire::AuditView {
+        id: e.id,
+        at: e.at,
+        key: e.key,
+        action: e.action,
+        target: e.target,
+        detail: e.detail.and_then(|d| serde_json::from_str(d.get()).ok()),
     }
 }

@@ -3,11 +3,13 @@
 //! strings (400 naming the parameter) and job ids.
 
 use std::collections::HashMap;
+use std::marker::PhantomData;
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use errand_core::JobId;
 use errand_protocol::code;
 use serde::de::DeserializeOwned;
@@ -151,43 +153,105 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
-/// Scope sets for [`Authorized`]: a bit per scope.
-pub mod scopes {
-    pub const PRODUCE: u8 = 1;
-    pub const WORK: u8 = 2;
-    pub const READ: u8 = 4;
-    pub const ADMIN: u8 = 8;
+/// Scope markers for [`Authorized`], one type per [`Scope`]; a tuple of them (`(scope::Read,
+/// scope::Produce)`) accepts any of its scopes, named in that order in a refusal.
+pub mod scope {
+    use crate::auth::Scope;
+
+    /// A marker type naming one scope.
+    pub trait One {
+        const SCOPE: Scope;
+    }
+
+    macro_rules! markers {
+        ($($(#[$doc:meta])* $name:ident),* $(,)?) => {$(
+            $(#[$doc])*
+            #[derive(Debug, Clone, Copy)]
+            pub struct $name;
+
+            impl One for $name {
+                const SCOPE: Scope = Scope::$name;
+            }
+        )*};
+    }
+
+    markers!(
+        /// `produce`.
+        Produce,
+        /// `work`.
+        Work,
+        /// `read`.
+        Read,
+        /// `admin`.
+        Admin,
+    );
 }
 
-/// The caller, refused (403) unless it has one of the scopes in the bit set `S` ([`scopes`]) and, on a
-/// route with a `{queue}`, the key may use that queue. As an extractor before the body's, it checks
-/// before the body is read: a caller without the right learns nothing of what the body should be.
+/// The scopes a route accepts, any one of them enough: a [`scope`] marker or a tuple of them.
+pub trait Scopes {
+    /// In the order a refusal names them.
+    const WANTED: &'static [Scope];
+}
+
+impl<A: scope::One> Scopes for A {
+    const WANTED: &'static [Scope] = &[A::SCOPE];
+}
+
+impl<A: scope::One, B: scope::One> Scopes for (A, B) {
+    const WANTED: &'static [Scope] = &[A::SCOPE, B::SCOPE];
+}
+
+impl<A: scope::One, B: scope::One, C: scope::One> Scopes for (A, B, C) {
+    const WANTED: &'static [Scope] = &[A::SCOPE, B::SCOPE, C::SCOPE];
+}
+
+/// The caller, refused (403) unless it has one of the scopes `S` ([`Scopes`]) and, on a route with a
+/// `{queue}`, the key may use that queue. Every route that needs a scope takes one; `whoami`, which
+/// needs a key but no scope, takes the bare [`Caller`].
+///
+/// The checks run in this order: the key (401), then the extractors `E` (say a path and a query,
+/// answered 400 when they do not parse), then the scope and the queue (403). `E` exists to keep the
+/// answers routes have always given: those that read their path or query before the scope keep doing
+/// so. With `E = ()`, as an extractor before the body's, it checks before the body is read: a caller
+/// without the right learns nothing of what the body should be.
 #[derive(Debug, Clone)]
-pub struct Authorized<const S: u8>(pub Caller);
+pub struct Authorized<S, E = ()> {
+    pub caller: Caller,
+    /// What `E` extracted.
+    pub parts: E,
+    scopes: PhantomData<fn() -> S>,
+}
 
-impl<const S: u8> FromRequestParts<AppState> for Authorized<S> {
-    type Rejection = ApiError;
+impl<S, E> FromRequestParts<AppState> for Authorized<S, E>
+where
+    S: Scopes,
+    E: FromRequestParts<AppState> + Send,
+{
+    type Rejection = Response;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let caller = Caller::from_request_parts(parts, state).await?;
-        let wanted: Vec<Scope> = [
-            (scopes::PRODUCE, Scope::Produce),
-            (scopes::WORK, Scope::Work),
-            (scopes::READ, Scope::Read),
-            (scopes::ADMIN, Scope::Admin),
-        ]
-        .into_iter()
-        .filter(|(bit, _)| S & bit != 0)
-        .map(|(_, scope)| scope)
-        .collect();
-        caller.require(&wanted)?;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        let caller = Caller::from_request_parts(parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let extracted = E::from_request_parts(parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        caller
+            .require(S::WANTED)
+            .map_err(IntoResponse::into_response)?;
         // A route's `{queue}` is checked against the key's prefixes here too, before the body.
         if let Ok(params) = axum::extract::RawPathParams::from_request_parts(parts, state).await
             && let Some((_, queue)) = params.iter().find(|(name, _)| *name == "queue")
         {
-            caller.require_queue(queue)?;
+            caller
+                .require_queue(queue)
+                .map_err(IntoResponse::into_response)?;
         }
-        Ok(Authorized(caller))
+        Ok(Authorized {
+            caller,
+            parts: extracted,
+            scopes: PhantomData,
+        })
     }
 }
 

@@ -429,3 +429,177 @@ async fn auth_failures_reach_the_audit_log_at_a_bounded_rate_and_never_the_secre
         "every failure is counted"
     );
 }
+
+/// The order of the checks is part of the answer: the key (401), then what a route reads of its path
+/// and query (400), then the scope and the queue (403), then the body and the rest (400, 404). Pinned
+/// when every route's scope check moved into the `Authorized` extractor.
+#[tokio::test]
+async fn checks_answer_in_the_same_order_on_every_route() {
+    let api = Api::with(Setup {
+        keys: vec![
+            Api::key("reader", &[Scope::Read], &[]),
+            Api::key("producer", &[Scope::Produce], &[]),
+            Api::key("narrow", &[Scope::Read], &["a."]),
+        ],
+        ..Setup::default()
+    });
+    let call = |method: Method, key: &str, uri: &str, body: Option<&str>| {
+        let mut req = Request::builder().method(method).uri(uri);
+        if !key.is_empty() {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {key}"));
+        }
+        let body = match body {
+            Some(b) => {
+                req = req.header(header::CONTENT_TYPE, "application/json");
+                Body::from(b.to_string())
+            }
+            None => Body::empty(),
+        };
+        req.body(body).unwrap()
+    };
+    let twice = "/v1/queues/a.q/jobs?state=dead&state=dead";
+    let cases = [
+        (
+            Method::GET,
+            "",
+            twice,
+            None,
+            StatusCode::UNAUTHORIZED,
+            "missing_key",
+        ),
+        (
+            Method::GET,
+            "producer",
+            twice,
+            None,
+            StatusCode::BAD_REQUEST,
+            "state",
+        ),
+        (
+            Method::GET,
+            "narrow",
+            "/v1/queues/b/jobs?state=dead&state=dead",
+            None,
+            StatusCode::BAD_REQUEST,
+            "state",
+        ),
+        (
+            Method::GET,
+            "narrow",
+            "/v1/queues/b/jobs?state=dead",
+            None,
+            StatusCode::FORBIDDEN,
+            "queue",
+        ),
+        (
+            Method::GET,
+            "producer",
+            "/v1/queues/%FF/jobs?state=dead",
+            None,
+            StatusCode::BAD_REQUEST,
+            "path",
+        ),
+        (
+            Method::GET,
+            "producer",
+            "/v1/audit?limit=1&limit=2",
+            None,
+            StatusCode::BAD_REQUEST,
+            "limit",
+        ),
+        (
+            Method::GET,
+            "narrow",
+            "/v1/audit?limit=x",
+            None,
+            StatusCode::FORBIDDEN,
+            "every_queue",
+        ),
+        (
+            Method::GET,
+            "producer",
+            "/v1/jobs/not-an-id",
+            None,
+            StatusCode::BAD_REQUEST,
+            "id",
+        ),
+        (
+            Method::POST,
+            "producer",
+            "/v1/jobs/not-an-id/retry",
+            None,
+            StatusCode::FORBIDDEN,
+            "scope",
+        ),
+        (
+            Method::GET,
+            "reader",
+            "/v1/jobs/%FF",
+            None,
+            StatusCode::BAD_REQUEST,
+            "path",
+        ),
+        (
+            Method::PUT,
+            "reader",
+            "/v1/queues/%FF/config",
+            Some("{"),
+            StatusCode::FORBIDDEN,
+            "scope",
+        ),
+        (
+            Method::PUT,
+            "reader",
+            "/v1/schedules/s",
+            Some("{"),
+            StatusCode::FORBIDDEN,
+            "scope",
+        ),
+        (
+            Method::POST,
+            "reader",
+            "/v1/queues/a.q/jobs",
+            Some("{"),
+            StatusCode::FORBIDDEN,
+            "scope",
+        ),
+        (
+            Method::GET,
+            "producer",
+            "/v1/schedules/nope",
+            None,
+            StatusCode::FORBIDDEN,
+            "scope",
+        ),
+        (
+            Method::GET,
+            "reader",
+            "/v1/schedules/nope",
+            None,
+            StatusCode::NOT_FOUND,
+            "",
+        ),
+    ];
+    for (method, key, uri, body, status, why) in cases {
+        let what = format!("{method} {uri} as {key:?}");
+        let (s, b, _) = api.raw(call(method, key, uri, body)).await;
+        assert_eq!(s, status, "{what}: {b}");
+        match s {
+            StatusCode::BAD_REQUEST => assert_eq!(b["error"]["field"], why, "{what}: {b}"),
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                assert!(b["error"]["message"].is_string(), "{what}: {b}");
+                let reason = match why {
+                    "missing_key" => "an API key is required",
+                    "scope" => "lacks the scope",
+                    "queue" => "may not use queue",
+                    _ => "is limited to some queues",
+                };
+                assert!(
+                    b["error"]["message"].as_str().unwrap().contains(reason),
+                    "{what}: {b}"
+                );
+            }
+            _ => {}
+        }
+    }
+}

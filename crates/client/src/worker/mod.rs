@@ -39,10 +39,18 @@
 //! The timeout is measured locally from the fetch's answer (`timeout_ms` after it), slightly after the
 //! server's deadline, which started at the claim: the server's is the one that counts, and the worker's
 //! stops the handler about when the server gives up on the attempt.
+//!
+//! **Where things are.** This file holds the [`Worker`], its run loop and its graceful shutdown, and what
+//! its tasks share; `builder.rs` the settings and their checks, `fetch.rs` the fetcher, `runner.rs` one
+//! job's run from its start to its queued outcome, `lease.rs` the heartbeats, `ack.rs` the
+//! acknowledger, and `job.rs` what a handler sees ([`JobContext`], [`JobError`]).
 
 mod ack;
+mod builder;
+mod fetch;
 mod job;
 mod lease;
+mod runner;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -50,23 +58,18 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use errand_protocol::{AckItem, FetchRequest, FetchedJob};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+pub use builder::WorkerBuilder;
 pub use job::{JobContext, JobError};
 
 use self::ack::{AckSettings, Origin, Queued, Stats};
-use self::job::{ErasedHandler, JobShared, Typed};
-use self::lease::Keeper;
-use crate::error::{Error, Result};
-use crate::{Client, RetryPolicy};
-
-/// The most jobs one fetch may claim (the server's claim limit).
-const MAX_CLAIM: usize = 1000;
+use self::fetch::fetch_loop;
+use self::job::ErasedHandler;
+use self::runner::{JobEnd, run_job};
+use crate::Client;
 
 /// What a worker did from start to shutdown.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -110,198 +113,6 @@ impl std::fmt::Display for ShutdownReport {
         }
         Ok(())
     }
-}
-
-/// Builds a [`Worker`]: see [`Worker::builder`].
-pub struct WorkerBuilder {
-    client: Client,
-    queues: Vec<String>,
-    concurrency: usize,
-    prefetch: Option<usize>,
-    worker_id: Option<String>,
-    poll_wait: Duration,
-    heartbeat_every: Duration,
-    shutdown_timeout: Duration,
-    cancel_grace: Duration,
-    ack_batch_size: usize,
-    ack_flush_interval: Duration,
-    handlers: HashMap<String, Arc<dyn ErasedHandler>>,
-}
-
-impl std::fmt::Debug for WorkerBuilder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WorkerBuilder")
-            .field("queues", &self.queues)
-            .field("concurrency", &self.concurrency)
-            .field("prefetch", &self.prefetch)
-            .field("worker_id", &self.worker_id)
-            .field("kinds", &self.handlers.keys().collect::<Vec<_>>())
-            .finish_non_exhaustive()
-    }
-}
-
-impl WorkerBuilder {
-    /// Adds a queue to fetch from (1–64 in all).
-    pub fn queue(mut self, queue: impl Into<String>) -> Self {
-        self.queues.push(queue.into());
-        self
-    }
-
-    /// Adds queues to fetch from (1–64 in all).
-    pub fn queues<I, S>(mut self, queues: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        self.queues.extend(queues.into_iter().map(Into::into));
-        self
-    }
-
-    /// How many jobs run at once (default 1).
-    pub fn concurrency(mut self, n: usize) -> Self {
-        self.concurrency = n;
-        self
-    }
-
-    /// How many jobs the worker holds at once, running or waiting to run (default and least: the
-    /// concurrency). Jobs waiting in the buffer keep their leases by heartbeat; on shutdown they are
-    /// released. With a buffer, the worker fetches again once half of the buffer is free, so that a
-    /// busy worker claims many jobs per fetch.
-    pub fn prefetch(mut self, n: usize) -> Self {
-        self.prefetch = Some(n);
-        self
-    }
-
-    /// The worker's name on the jobs' leases (1–128 printable characters; default
-    /// `<host>-<pid>-<random>`).
-    pub fn worker_id(mut self, id: impl Into<String>) -> Self {
-        self.worker_id = Some(id.into());
-        self
-    }
-
-    /// How long one fetch waits for a job when none is due (default 10 s; the server caps it).
-    pub fn poll_wait(mut self, wait: Duration) -> Self {
-        self.poll_wait = wait;
-        self
-    }
-
-    /// How often, at most, the worker heartbeats each job it holds (default 10 s; 100 ms to 7 days). The
-    /// worker promises it to the server with each fetch, which then keeps each lease to
-    /// `2 × this + 5 s` (25 s by default): the jobs of a worker that dies run elsewhere that soon, not
-    /// after their whole timeout.
-    pub fn heartbeat_every(mut self, every: Duration) -> Self {
-        self.heartbeat_every = every;
-        self
-    }
-
-    /// How long a graceful shutdown lets running jobs finish (default 30 s); pending acknowledgements
-    /// then get as long again to be delivered.
-    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
-        self.shutdown_timeout = timeout;
-        self
-    }
-
-    /// How long a running job an operator cancelled may take to return on its own (watching
-    /// [`JobContext::cancelled`]) before its handler is stopped (default 1 s).
-    pub fn cancel_grace(mut self, grace: Duration) -> Self {
-        self.cancel_grace = grace;
-        self
-    }
-
-    /// How many acknowledgements go in one `POST /v1/ack` at most (default 100).
-    pub fn ack_batch_size(mut self, n: usize) -> Self {
-        self.ack_batch_size = n;
-        self
-    }
-
-    /// How long the first acknowledgement of a batch waits for others (default 5 ms).
-    pub fn ack_flush_interval(mut self, interval: Duration) -> Self {
-        self.ack_flush_interval = interval;
-        self
-    }
-
-    /// Runs `handler` for jobs of `kind`, with the payload decoded as `T`. The handler's `Ok` value is
-    /// the job's result (serialized; `()` or `None` for none); its `Err` is a failure (see
-    /// [`JobError`]). A second handler for the same kind replaces the first.
-    ///
-    /// ```no_run
-    /// # use errand_client::{Client, Worker, JobContext, JobError};
-    /// #[derive(serde::Deserialize)]
-    /// struct Email { to: String }
-    ///
-    /// # fn f(client: Client) {
-    /// let worker = Worker::builder(client)
-    ///     .queue("emails")
-    ///     .handler("send", |ctx: JobContext, email: Email| async move {
-    ///         println!("{} to {} (attempt {})", ctx.id(), email.to, ctx.attempt());
-    ///         Ok::<_, JobError>(())
-    ///     });
-    /// # }
-    /// ```
-    pub fn handler<T, R, F, Fut>(mut self, kind: impl Into<String>, handler: F) -> Self
-    where
-        F: Fn(JobContext, T) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = std::result::Result<R, JobError>> + Send + 'static,
-        T: DeserializeOwned + Send + 'static,
-        R: Serialize + Send + 'static,
-    {
-        self.handlers
-            .insert(kind.into(), Arc::new(Typed::<F, T, R>::new(handler)));
-        self
-    }
-
-    /// The worker. Fails without a queue or a handler, or with a concurrency or batch size of zero.
-    pub fn build(self) -> Result<Worker> {
-        if self.queues.is_empty() || self.handlers.is_empty() {
-            return Err(Error::InvalidRequest(
-                "a worker needs at least one queue and one handler".into(),
-            ));
-        }
-        if self.concurrency == 0 || self.ack_batch_size == 0 {
-            return Err(Error::InvalidRequest(
-                "concurrency and ack_batch_size must be at least 1".into(),
-            ));
-        }
-        let prefetch = self
-            .prefetch
-            .unwrap_or(self.concurrency)
-            .max(self.concurrency);
-        let worker_id = self.worker_id.unwrap_or_else(default_worker_id);
-        Ok(Worker {
-            rt: Arc::new(Runtime {
-                client: self.client,
-                queues: self.queues,
-                worker_id,
-                concurrency: self.concurrency,
-                prefetch,
-                poll_wait: self.poll_wait,
-                // Within what the server takes (100 ms – 7 days), rather than a fetch refused for ever.
-                heartbeat_ms: u64::try_from(self.heartbeat_every.as_millis())
-                    .unwrap_or(u64::MAX)
-                    .clamp(100, 7 * 24 * 3_600_000),
-                shutdown_timeout: self.shutdown_timeout,
-                cancel_grace: self.cancel_grace,
-                ack: AckSettings {
-                    batch_size: self.ack_batch_size,
-                    flush_interval: self.ack_flush_interval,
-                },
-                handlers: self.handlers,
-            }),
-        })
-    }
-}
-
-fn default_worker_id() -> String {
-    use rand::RngExt;
-    let host = std::env::var("HOSTNAME")
-        .ok()
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty() && h.chars().all(|c| c.is_ascii_graphic()))
-        .unwrap_or_else(|| "worker".into());
-    let host: String = host.chars().take(64).collect();
-    let tag: u32 = rand::rng().random();
-    format!("{host}-{}-{tag:08x}", std::process::id())
 }
 
 /// A worker: fetches jobs from its queues and runs their handlers until shut down. Build one with
@@ -353,53 +164,7 @@ impl Runtime {
     }
 }
 
-/// A job fetched and not yet started.
-struct Fetched {
-    shared: Arc<JobShared>,
-    keeper: Keeper,
-    /// Its place among the `prefetch` jobs the worker may hold.
-    _slot: Option<OwnedSemaphorePermit>,
-}
-
-impl Fetched {
-    fn release_item(&self) -> AckItem {
-        AckItem::Release {
-            id: self.shared.job.id.clone(),
-            lease_token: self.shared.job.lease_token.clone(),
-            delay_ms: None,
-        }
-    }
-}
-
-/// How a job's run ended, for the worker's count.
-enum JobEnd {
-    /// Its outcome (or release) was queued for acknowledgement.
-    Reported,
-    /// Its lease was lost: nothing reported.
-    LeaseLost,
-    /// Stopped at the shutdown deadline and released.
-    Abandoned,
-}
-
 impl Worker {
-    /// A worker over `client`; add queues and handlers, then [`WorkerBuilder::build`].
-    pub fn builder(client: Client) -> WorkerBuilder {
-        WorkerBuilder {
-            client,
-            queues: Vec::new(),
-            concurrency: 1,
-            prefetch: None,
-            worker_id: None,
-            poll_wait: Duration::from_secs(10),
-            heartbeat_every: Duration::from_secs(10),
-            shutdown_timeout: Duration::from_secs(30),
-            cancel_grace: Duration::from_secs(1),
-            ack_batch_size: 100,
-            ack_flush_interval: Duration::from_millis(5),
-            handlers: HashMap::new(),
-        }
-    }
-
     /// The worker's name on the jobs' leases.
     pub fn worker_id(&self) -> &str {
         &self.rt.worker_id
@@ -544,266 +309,6 @@ async fn shutdown_signal() {
     if let Err(e) = tokio::signal::ctrl_c().await {
         tracing::error!(error = %e, "cannot listen for Ctrl-C; running until dropped");
         std::future::pending::<()>().await;
-    }
-}
-
-/// Fetches jobs while the worker has room for them, and hands them over on `tx`.
-async fn fetch_loop(rt: Arc<Runtime>, slots: Arc<Semaphore>, tx: mpsc::UnboundedSender<Fetched>) {
-    let mut failures = 0u32;
-    // With a buffer beyond the concurrency, fetch once half of the buffer is free rather than as soon
-    // as one job ends: the handlers still have the other half to run meanwhile, and the server makes
-    // one claim of many jobs instead of many claims of one (the difference, on a busy queue, between a
-    // transaction per job and one per dozens). Without a buffer, every free slot is worth a fetch.
-    let low_water = ((rt.prefetch - rt.concurrency) / 2).clamp(1, MAX_CLAIM);
-    loop {
-        // Room for at least `low_water` jobs, then for as many as are free.
-        let Ok(mut room) = Arc::clone(&slots)
-            .acquire_many_owned(low_water as u32)
-            .await
-        else {
-            return;
-        };
-        let more = slots
-            .available_permits()
-            .min(MAX_CLAIM - room.num_permits());
-        if more > 0
-            && let Ok(p) = Arc::clone(&slots).try_acquire_many_owned(more as u32)
-        {
-            room.merge(p);
-        }
-        let req = FetchRequest {
-            queues: rt.queues.clone(),
-            worker_id: rt.worker_id.clone(),
-            max_jobs: u32::try_from(room.num_permits()).unwrap_or(1),
-            wait_ms: u64::try_from(rt.poll_wait.as_millis()).unwrap_or(u64::MAX),
-            heartbeat_ms: Some(rt.heartbeat_ms),
-        };
-        match rt.client.fetch(&req).await {
-            Ok(resp) => {
-                failures = 0;
-                let received = Instant::now();
-                for job in resp.jobs {
-                    let slot = room.split(1);
-                    if tx.send(fetched(&rt, job, received, slot)).is_err() {
-                        return;
-                    }
-                }
-            }
-            Err(e) => {
-                if e.is_retryable() {
-                    tracing::warn!(error = %e, "fetch failed; will retry");
-                } else {
-                    tracing::error!(error = %e, "fetch refused; will retry");
-                }
-                drop(room);
-                let delay = RetryPolicy::default().delay(failures, e.retry_after());
-                failures = failures.saturating_add(1);
-                tokio::time::sleep(delay).await;
-            }
-        }
-    }
-}
-
-fn fetched(
-    rt: &Runtime,
-    job: FetchedJob,
-    received: Instant,
-    slot: Option<OwnedSemaphorePermit>,
-) -> Fetched {
-    tracing::debug!(job_id = %job.id, kind = %job.kind, attempt = job.attempt, "fetched");
-    let shared = Arc::new(JobShared::new(
-        job,
-        rt.worker_id.clone(),
-        rt.client.clone(),
-        received,
-    ));
-    let keeper = Keeper::start(rt.client.clone(), Arc::clone(&shared));
-    Fetched {
-        shared,
-        keeper,
-        _slot: slot,
-    }
-}
-
-/// Runs one job to its end and queues its acknowledgement.
-/// A handler task's end as the job's outcome: a panic or an aborted task is a failure.
-fn handler_outcome(
-    res: Result<Result<Option<serde_json::Value>, JobError>, tokio::task::JoinError>,
-) -> Result<Option<serde_json::Value>, JobError> {
-    match res {
-        Ok(Ok(result)) => Ok(result),
-        Ok(Err(e)) => Err(e),
-        Err(e) if e.is_panic() => Err(JobError::new(format!(
-            "panicked: {}",
-            panic_message(e.into_panic())
-        ))),
-        Err(e) => Err(JobError::new(format!("the handler's task ended: {e}"))),
-    }
-}
-
-async fn run_job(
-    rt: Arc<Runtime>,
-    job: Fetched,
-    _run_slot: Option<OwnedSemaphorePermit>,
-    acks: mpsc::UnboundedSender<Queued>,
-    mut abandon: watch::Receiver<bool>,
-) -> JobEnd {
-    let shared = Arc::clone(&job.shared);
-    let j = &shared.job;
-    let queue = |item: AckItem, origin: Origin| {
-        // The receiver lives until every job has ended.
-        let _ = acks.send(Queued { item, origin });
-    };
-    // It waited in the buffer: is it still ours, and still worth starting?
-    if shared.is_lease_lost() {
-        job.keeper.abort();
-        return JobEnd::LeaseLost;
-    }
-    if *shared.cancel.borrow() || Instant::now() >= shared.deadline {
-        // A released job whose cancel was requested is cancelled; one past its deadline is given back
-        // unstarted (the server may have timed it out already: then the release is refused).
-        let item = job.release_item();
-        job.keeper.abort();
-        queue(item, Origin::Unstarted);
-        return JobEnd::Reported;
-    }
-
-    let Some(handler) = rt.handlers.get(&j.kind) else {
-        // Loud, at error level: a job of a kind nobody handles goes dead once its attempts are spent,
-        // and the usual cause (a producer or schedule naming a kind this deployment lacks) is fixed
-        // only by someone who saw this line. The message sent to the server says the same, so that
-        // the dead job's page explains itself.
-        let handled = rt.handled_kinds();
-        tracing::error!(
-            job_id = %j.id,
-            queue = %j.queue,
-            kind = %j.kind,
-            attempt = j.attempt,
-            max_attempts = j.max_attempts,
-            handled = %handled,
-            "no handler for this job's kind: failing the attempt"
-        );
-        job.keeper.abort();
-        queue(
-            fail_item(
-                j,
-                &JobError::new(format!(
-                    "no handler for kind {:?} on worker {} (it handles {handled})",
-                    j.kind, rt.worker_id
-                )),
-            ),
-            Origin::Ran,
-        );
-        return JobEnd::Reported;
-    };
-
-    let ctx = JobContext {
-        shared: Arc::clone(&shared),
-    };
-    let mut task = tokio::spawn(handler.call(ctx));
-    let mut lease_lost = shared.lease_lost.subscribe();
-    let mut cancel = shared.cancel.subscribe();
-    let outcome = tokio::select! {
-        biased;
-        res = &mut task => handler_outcome(res),
-        _ = async { lease_lost.wait_for(|l| *l).await.map(|_| ()) } => {
-            task.abort();
-            job.keeper.abort();
-            return JobEnd::LeaseLost;
-        }
-        // (`wait_for`'s guards are dropped at once, in each branch: none may live across the grace
-        // below.)
-        _ = async { cancel.wait_for(|c| *c).await.map(|_| ()) } => {
-            // An operator cancelled the job. A handler that watches `JobContext::cancelled` gets the
-            // grace to return on its own (its outcome is reported as usual); any other is stopped,
-            // and the release ends the job `cancelled` on the server.
-            match tokio::time::timeout(rt.cancel_grace, &mut task).await {
-                Ok(res) => handler_outcome(res),
-                Err(_) => {
-                    task.abort();
-                    tracing::info!(job_id = %j.id, "cancelled while running; handler stopped");
-                    let item = job.release_item();
-                    // What it logged before being stopped is worth keeping: it says how far it got.
-                    job.keeper.stop_and_flush().await;
-                    queue(item, Origin::Ran);
-                    return JobEnd::Reported;
-                }
-            }
-        }
-        _ = tokio::time::sleep_until(shared.deadline) => {
-            task.abort();
-            Err(JobError::new(format!("timed out after {} ms", j.timeout_ms)))
-        }
-        _ = async { abandon.wait_for(|a| *a).await.map(|_| ()) } => {
-            task.abort();
-            let item = job.release_item();
-            job.keeper.abort();
-            queue(item, Origin::Abandoned);
-            return JobEnd::Abandoned;
-        }
-    };
-    match outcome {
-        Ok(result) => {
-            tracing::debug!(job_id = %j.id, "completed");
-            // Lines logged since the last heartbeat go before the outcome; without any, nothing waits.
-            if shared.has_logs() {
-                job.keeper.stop_and_flush().await;
-            } else {
-                job.keeper.abort();
-            }
-            queue(
-                AckItem::Complete {
-                    id: j.id.clone(),
-                    lease_token: j.lease_token.clone(),
-                    result,
-                },
-                Origin::Ran,
-            );
-        }
-        Err(e) => {
-            tracing::debug!(job_id = %j.id, error = %e, retryable = e.is_retryable(), "failed");
-            // Progress reported before the failure is kept, for the next attempt to resume from.
-            job.keeper.stop_and_flush().await;
-            if shared.is_lease_lost() {
-                return JobEnd::LeaseLost;
-            }
-            let item = if e.is_snooze() {
-                AckItem::Release {
-                    id: j.id.clone(),
-                    lease_token: j.lease_token.clone(),
-                    delay_ms: e
-                        .delay()
-                        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-                }
-            } else {
-                fail_item(j, &e)
-            };
-            queue(item, Origin::Ran);
-        }
-    }
-    JobEnd::Reported
-}
-
-fn fail_item(job: &FetchedJob, e: &JobError) -> AckItem {
-    AckItem::Fail {
-        id: job.id.clone(),
-        lease_token: job.lease_token.clone(),
-        message: e.message().to_string(),
-        retryable: e.is_retryable(),
-        retry_after_ms: e
-            .delay()
-            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-        stack: e.stack().map(str::to_string),
-    }
-}
-
-fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "a panic without a message".to_string()
     }
 }
 

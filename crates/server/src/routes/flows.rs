@@ -5,10 +5,9 @@ use axum::http::StatusCode;
 use errand_protocol::{FlowRequest, FlowResponse, JobPage};
 
 use crate::AppState;
-use crate::auth::{Caller, Scope};
 use crate::convert;
 use crate::error::ApiResult;
-use crate::extract::{Authorized, Json, Path, scopes};
+use crate::extract::{Authorized, Json, Path, scope};
 use crate::routes::answers::{Invalid, JsonBody, Keyed, NotFound, Unavailable};
 use crate::routes::jobs::visible_job;
 
@@ -25,7 +24,7 @@ use crate::routes::jobs::visible_job;
 )]
 pub async fn enqueue_flow(
     State(s): State<AppState>,
-    Authorized(caller): Authorized<{ scopes::PRODUCE }>,
+    Authorized { caller, .. }: Authorized<scope::Produce>,
     Json(req): Json<FlowRequest>,
 ) -> ApiResult<(StatusCode, axum::Json<FlowResponse>)> {
     caller.require_queue(&req.parent.queue)?;
@@ -59,10 +58,12 @@ pub async fn enqueue_flow(
 )]
 pub async fn children(
     State(s): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
+    Authorized {
+        caller,
+        parts: Path(id),
+        ..
+    }: Authorized<(scope::Read, scope::Produce, scope::Work), Path<String>>,
 ) -> ApiResult<axum::Json<JobPage>> {
-    caller.require(&[Scope::Read, Scope::Produce, Scope::Work])?;
     let parent = visible_job(&s, &caller, &id).await?;
     let mut jobs = Vec::new();
     for child in s.engine.children(parent.id).await? {

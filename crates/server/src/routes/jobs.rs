@@ -5,15 +5,15 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use errand_protocol::{
     CancelResponse, EnqueueBatch, EnqueueJob, Enqueued, EnqueuedBatch, JobLogs, JobStateResponse,
-    JobView, LogLineView,
+    JobView,
 };
 use serde::Deserialize;
 
 use crate::AppState;
-use crate::auth::{Caller, Scope};
+use crate::auth::Caller;
 use crate::convert;
 use crate::error::ApiResult;
-use crate::extract::{Path, decode, json_bytes, parse_id};
+use crate::extract::{Authorized, Params, Path, decode, json_bytes, parse_id, scope};
 use crate::routes::answers::{Conflict, Invalid, JsonBody, Keyed, NotFound, Unavailable};
 
 /// One job or an atomic batch (`{"jobs": [...]}`); for the OpenAPI description.
@@ -53,12 +53,11 @@ struct Probe {
 )]
 pub async fn enqueue(
     State(s): State<AppState>,
-    caller: Caller,
-    Path(queue): Path<String>,
+    Authorized {
+        parts: Path(queue), ..
+    }: Authorized<scope::Produce, Path<String>>,
     req: Request,
 ) -> ApiResult<Response> {
-    caller.require(&[Scope::Produce])?;
-    caller.require_queue(&queue)?;
     super::not_own_queue("queue", &queue)?;
     let bytes = json_bytes(req, &s).await?;
     let probe: Probe = decode(&bytes)?;
@@ -107,10 +106,12 @@ pub(crate) async fn visible_job(
 )]
 pub async fn get_job(
     State(s): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
+    Authorized {
+        caller,
+        parts: Path(id),
+        ..
+    }: Authorized<(scope::Read, scope::Produce), Path<String>>,
 ) -> ApiResult<axum::Json<JobView>> {
-    caller.require(&[Scope::Read, Scope::Produce])?;
     Ok(axum::Json(convert::job_view(
         visible_job(&s, &caller, &id).await?,
     )))
@@ -124,22 +125,15 @@ pub async fn get_job(
 )]
 pub async fn get_logs(
     State(s): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
+    Authorized {
+        caller,
+        parts: Path(id),
+        ..
+    }: Authorized<(scope::Read, scope::Produce), Path<String>>,
 ) -> ApiResult<axum::Json<JobLogs>> {
-    caller.require(&[Scope::Read, Scope::Produce])?;
     let job = visible_job(&s, &caller, &id).await?;
     let logs = s.engine.logs(job.id).await?;
-    Ok(axum::Json(JobLogs {
-        logs: logs
-            .into_iter()
-            .map(|l| LogLineView {
-                at: l.at,
-                attempt: l.attempt,
-                line: l.line,
-            })
-            .collect(),
-    }))
+    Ok(axum::Json(convert::job_logs(logs)))
 }
 
 /// Cancel a job: waiting or delayed ones at once; an active one is asked to stop.
@@ -150,15 +144,14 @@ pub async fn get_logs(
 )]
 pub async fn cancel(
     State(s): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
+    Authorized {
+        caller,
+        parts: Path(id),
+        ..
+    }: Authorized<(scope::Produce, scope::Admin), Path<String>>,
 ) -> ApiResult<axum::Json<CancelResponse>> {
-    caller.require(&[Scope::Produce, Scope::Admin])?;
     let job = visible_job(&s, &caller, &id).await?;
-    let outcome = match s.engine.cancel(job.id).await? {
-        errand_core::Cancelled::Cancelled => "cancelled",
-        errand_core::Cancelled::Requested => "requested",
-    };
+    let outcome = convert::cancel_outcome(s.engine.cancel(job.id).await?);
     let detail = serde_json::json!({ "outcome": outcome });
     super::audit(&s, &caller, "job.cancel", &id, Some(detail)).await;
     Ok(axum::Json(CancelResponse {
@@ -175,10 +168,12 @@ pub async fn cancel(
 )]
 pub async fn retry(
     State(s): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
+    Authorized {
+        caller,
+        parts: Path(id),
+        ..
+    }: Authorized<scope::Admin, Path<String>>,
 ) -> ApiResult<axum::Json<JobStateResponse>> {
-    caller.require(&[Scope::Admin])?;
     let job = visible_job(&s, &caller, &id).await?;
     s.engine.retry(job.id).await?;
     super::audit(&s, &caller, "job.retry", &id, None).await;
@@ -193,10 +188,12 @@ pub async fn retry(
 )]
 pub async fn promote(
     State(s): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
+    Authorized {
+        caller,
+        parts: Path(id),
+        ..
+    }: Authorized<scope::Admin, Path<String>>,
 ) -> ApiResult<axum::Json<JobStateResponse>> {
-    caller.require(&[Scope::Admin])?;
     let job = visible_job(&s, &caller, &id).await?;
     s.engine.promote(job.id).await?;
     super::audit(&s, &caller, "job.promote", &id, None).await;
@@ -228,11 +225,12 @@ const WAIT_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
 )]
 pub async fn wait_job(
     State(s): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
-    params: crate::extract::Params,
+    Authorized {
+        caller,
+        parts: (Path(id), params),
+        ..
+    }: Authorized<(scope::Read, scope::Produce), (Path<String>, Params)>,
 ) -> ApiResult<axum::Json<JobView>> {
-    caller.require(&[Scope::Read, Scope::Produce])?;
     params.only(&["timeout"])?;
     let timeout = params
         .number("timeout")?

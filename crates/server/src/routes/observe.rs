@@ -7,14 +7,14 @@ use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use errand_protocol::{
-    ActivityHistory, AlertList, AlertView, AuditPage, AuditView, EventsMissed, WhoAmI, WorkerList,
-    WorkerView,
+    ActivityHistory, AlertList, AuditPage, EventsMissed, WhoAmI, WorkerList, WorkerView,
 };
 
 use crate::AppState;
 use crate::auth::{Caller, Scope};
 use crate::convert;
 use crate::error::{ApiError, ApiResult};
+use crate::extract::{Authorized, Params, scope};
 use crate::routes::answers::{Invalid, Keyed, KeyedAnyScope, Unavailable};
 
 /// The OpenMetrics text format, which Prometheus scrapes.
@@ -30,8 +30,10 @@ pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; char
         Keyed, Unavailable
     )
 )]
-pub async fn metrics(State(s): State<AppState>, caller: Caller) -> ApiResult<Response> {
-    caller.require(&[Scope::Read])?;
+pub async fn metrics(
+    State(s): State<AppState>,
+    Authorized { caller, .. }: Authorized<scope::Read>,
+) -> ApiResult<Response> {
     caller.require_every_queue()?;
     let stats = s.engine.stats_all().await?;
     let body = s.metrics.render(&stats, s.engine.now());
@@ -124,13 +126,15 @@ const EVENT_BATCH: usize = 256;
 )]
 pub async fn events(
     State(s): State<AppState>,
-    caller: Caller,
     headers: axum::http::HeaderMap,
-    params: crate::extract::Params,
+    Authorized {
+        caller,
+        parts: params,
+        ..
+    }: Authorized<scope::Read, Params>,
 ) -> ApiResult<Response> {
     use axum::response::sse::{Event as Sse, KeepAlive};
 
-    caller.require(&[Scope::Read])?;
     params.only(&["queue", "kind", "job_id", "after"])?;
     let queue = params.text("queue");
     if let Some(q) = &queue {
@@ -256,9 +260,8 @@ pub async fn whoami(caller: Caller) -> axum::Json<WhoAmI> {
 )]
 pub async fn workers(
     State(s): State<AppState>,
-    caller: Caller,
+    Authorized { caller, .. }: Authorized<scope::Read>,
 ) -> ApiResult<axum::Json<WorkerList>> {
-    caller.require(&[Scope::Read])?;
     let mut by_worker: std::collections::BTreeMap<String, WorkerView> = Default::default();
     for (queue, seen) in s.metrics.workers(s.engine.now()) {
         if !caller.allows_queue(&queue) {
@@ -288,9 +291,8 @@ pub async fn workers(
 )]
 pub async fn activity(
     State(s): State<AppState>,
-    caller: Caller,
+    Authorized { caller, .. }: Authorized<scope::Read>,
 ) -> ApiResult<axum::Json<ActivityHistory>> {
-    caller.require(&[Scope::Read])?;
     caller.require_every_queue()?;
     Ok(axum::Json(s.activity.history(s.engine.now())))
 }
@@ -301,22 +303,16 @@ pub async fn activity(
     get, path = "/v1/alerts", tag = "observability",
     responses((status = 200, body = AlertList), Keyed)
 )]
-pub async fn alerts(State(s): State<AppState>, caller: Caller) -> ApiResult<axum::Json<AlertList>> {
-    caller.require(&[Scope::Read])?;
+pub async fn alerts(
+    State(s): State<AppState>,
+    Authorized { caller, .. }: Authorized<scope::Read>,
+) -> ApiResult<axum::Json<AlertList>> {
     let alerts = s
         .alerts
         .firing()
         .into_iter()
         .filter(|a| caller.allows_queue(&a.queue))
-        .map(|a| AlertView {
-            rule: a.rule.as_str().to_string(),
-            queue: a.queue,
-            state: "firing".into(),
-            value: a.value,
-            threshold: a.threshold,
-            since: a.since,
-            fired_at: a.fired_at,
-        })
+        .map(convert::alert_view)
         .collect();
     Ok(axum::Json(AlertList { alerts }))
 }
@@ -335,10 +331,12 @@ pub async fn alerts(State(s): State<AppState>, caller: Caller) -> ApiResult<axum
 )]
 pub async fn audit(
     State(s): State<AppState>,
-    caller: Caller,
-    params: crate::extract::Params,
+    Authorized {
+        caller,
+        parts: params,
+        ..
+    }: Authorized<scope::Read, Params>,
 ) -> ApiResult<axum::Json<AuditPage>> {
-    caller.require(&[Scope::Read])?;
     caller.require_every_queue()?;
     params.only(&["cursor", "limit"])?;
     let limit = params.number("limit")?.unwrap_or(100);
@@ -348,17 +346,7 @@ pub async fn audit(
         .then(|| entries.last().map(|e| e.id.to_string()))
         .flatten();
     Ok(axum::Json(AuditPage {
-        entries: entries
-            .into_iter()
-            .map(|e| AuditView {
-                id: e.id,
-                at: e.at,
-                key: e.key,
-                action: e.action,
-                target: e.target,
-                detail: e.detail.and_then(|d| serde_json::from_str(d.get()).ok()),
-            })
-            .collect(),
+        entries: entries.into_iter().map(convert::audit_view).collect(),
         next_cursor,
     }))
 }

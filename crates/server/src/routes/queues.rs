@@ -1,16 +1,15 @@
 //! Queues: listing with stats, pause and resume, configuration, job listings, dead letters.
 
 use axum::extract::State;
-use errand_core::{DeadFilter, JobState};
+use errand_core::JobState;
 use errand_protocol::{
     CountResponse, JobPage, QueueConfig, QueueList, QueueView, WebhookDef, WebhookList, WebhookView,
 };
 
 use crate::AppState;
-use crate::auth::{Caller, Scope};
 use crate::convert;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Authorized, Json, Params, Path, scopes};
+use crate::extract::{Authorized, Json, Params, Path, scope};
 use crate::routes::answers::{Invalid, JsonBody, Keyed, NotFound, Unavailable};
 
 /// Default and largest page of a listing.
@@ -23,9 +22,8 @@ const DEFAULT_PAGE: u64 = 100;
 )]
 pub async fn list_queues(
     State(s): State<AppState>,
-    caller: Caller,
+    Authorized { caller, .. }: Authorized<scope::Read>,
 ) -> ApiResult<axum::Json<QueueList>> {
-    caller.require(&[Scope::Read])?;
     let queues = s
         .engine
         .stats_all()
@@ -45,11 +43,10 @@ pub async fn list_queues(
 )]
 pub async fn get_queue(
     State(s): State<AppState>,
-    caller: Caller,
-    Path(queue): Path<String>,
+    Authorized {
+        parts: Path(queue), ..
+    }: Authorized<scope::Read, Path<String>>,
 ) -> ApiResult<axum::Json<QueueView>> {
-    caller.require(&[Scope::Read])?;
-    caller.require_queue(&queue)?;
     view_of_known(&s, &queue).await
 }
 
@@ -71,11 +68,12 @@ async fn view_of_known(s: &AppState, queue: &str) -> ApiResult<axum::Json<QueueV
 )]
 pub async fn pause(
     State(s): State<AppState>,
-    caller: Caller,
-    Path(queue): Path<String>,
+    Authorized {
+        caller,
+        parts: Path(queue),
+        ..
+    }: Authorized<scope::Admin, Path<String>>,
 ) -> ApiResult<axum::Json<QueueView>> {
-    caller.require(&[Scope::Admin])?;
-    caller.require_queue(&queue)?;
     s.engine.pause(&queue).await?;
     super::audit(&s, &caller, "queue.pause", &queue, None).await;
     Ok(axum::Json(convert::queue_view(
@@ -91,11 +89,12 @@ pub async fn pause(
 )]
 pub async fn resume(
     State(s): State<AppState>,
-    caller: Caller,
-    Path(queue): Path<String>,
+    Authorized {
+        caller,
+        parts: Path(queue),
+        ..
+    }: Authorized<scope::Admin, Path<String>>,
 ) -> ApiResult<axum::Json<QueueView>> {
-    caller.require(&[Scope::Admin])?;
-    caller.require_queue(&queue)?;
     s.engine.resume(&queue).await?;
     super::audit(&s, &caller, "queue.resume", &queue, None).await;
     // Its waiting jobs became available without an event: wake the fetches parked on it.
@@ -113,11 +112,10 @@ pub async fn resume(
 )]
 pub async fn get_config(
     State(s): State<AppState>,
-    caller: Caller,
-    Path(queue): Path<String>,
+    Authorized {
+        parts: Path(queue), ..
+    }: Authorized<scope::Read, Path<String>>,
 ) -> ApiResult<axum::Json<QueueConfig>> {
-    caller.require(&[Scope::Read])?;
-    caller.require_queue(&queue)?;
     let info = s.engine.queue_info(&queue).await?;
     Ok(axum::Json(convert::queue_config(&info.config)))
 }
@@ -131,7 +129,7 @@ pub async fn get_config(
 )]
 pub async fn put_config(
     State(s): State<AppState>,
-    Authorized(caller): Authorized<{ scopes::ADMIN }>,
+    Authorized { caller, .. }: Authorized<scope::Admin>,
     Path(queue): Path<String>,
     Json(config): Json<QueueConfig>,
 ) -> ApiResult<axum::Json<QueueConfig>> {
@@ -158,12 +156,11 @@ pub async fn put_config(
 )]
 pub async fn list_jobs(
     State(s): State<AppState>,
-    caller: Caller,
-    Path(queue): Path<String>,
-    params: Params,
+    Authorized {
+        parts: (Path(queue), params),
+        ..
+    }: Authorized<scope::Read, (Path<String>, Params)>,
 ) -> ApiResult<axum::Json<JobPage>> {
-    caller.require(&[Scope::Read])?;
-    caller.require_queue(&queue)?;
     params.only(&["state", "kind", "unique_key", "cursor", "limit"])?;
     let state = params.text("state").ok_or_else(|| {
         ApiError::invalid(
@@ -219,12 +216,11 @@ async fn page(
 )]
 pub async fn list_dead(
     State(s): State<AppState>,
-    caller: Caller,
-    Path(queue): Path<String>,
-    params: Params,
+    Authorized {
+        parts: (Path(queue), params),
+        ..
+    }: Authorized<scope::Read, (Path<String>, Params)>,
 ) -> ApiResult<axum::Json<JobPage>> {
-    caller.require(&[Scope::Read])?;
-    caller.require_queue(&queue)?;
     params.only(&["kind", "error_contains", "cursor", "limit"])?;
     let Some(text) = params.text("error_contains") else {
         return page(&s, &queue, JobState::Dead, &params).await;
@@ -275,12 +271,15 @@ const DEAD_SCAN_PAGES: usize = 10;
 )]
 pub async fn replay_dead(
     State(s): State<AppState>,
-    Authorized(caller): Authorized<{ scopes::ADMIN }>,
+    Authorized { caller, .. }: Authorized<scope::Admin>,
     Path(queue): Path<String>,
     Json(f): Json<errand_protocol::DeadFilter>,
 ) -> ApiResult<axum::Json<CountResponse>> {
     let detail = serde_json::to_value(&f).ok();
-    let count = s.engine.replay_dead(dead_filter(queue.clone(), f)).await?;
+    let count = s
+        .engine
+        .replay_dead(convert::dead_filter(queue.clone(), f))
+        .await?;
     let detail = detail.map(|d| serde_json::json!({"filter": d, "count": count}));
     super::audit(&s, &caller, "dead.replay", &queue, detail).await;
     Ok(axum::Json(CountResponse { count }))
@@ -300,34 +299,27 @@ pub async fn replay_dead(
 )]
 pub async fn purge_dead(
     State(s): State<AppState>,
-    caller: Caller,
-    Path(queue): Path<String>,
-    params: Params,
+    Authorized {
+        caller,
+        parts: (Path(queue), params),
+        ..
+    }: Authorized<scope::Admin, (Path<String>, Params)>,
 ) -> ApiResult<axum::Json<CountResponse>> {
-    caller.require(&[Scope::Admin])?;
-    caller.require_queue(&queue)?;
     params.only(&["kind", "error_contains", "fingerprint", "limit"])?;
     let f = errand_protocol::DeadFilter {
         kind: params.text("kind"),
         error_contains: params.text("error_contains"),
         fingerprint: params.text("fingerprint"),
-        limit: params.number("limit")?,
+        limit: params.number("limit")?.map(errand_protocol::Whole),
     };
     let detail = serde_json::to_value(&f).ok();
-    let count = s.engine.purge_dead(dead_filter(queue.clone(), f)).await?;
+    let count = s
+        .engine
+        .purge_dead(convert::dead_filter(queue.clone(), f))
+        .await?;
     let detail = detail.map(|d| serde_json::json!({"filter": d, "count": count}));
     super::audit(&s, &caller, "dead.purge", &queue, detail).await;
     Ok(axum::Json(CountResponse { count }))
-}
-
-fn dead_filter(queue: String, f: errand_protocol::DeadFilter) -> DeadFilter {
-    DeadFilter {
-        queue,
-        kind: f.kind,
-        error_contains: f.error_contains,
-        fingerprint: f.fingerprint,
-        limit: f.limit,
-    }
 }
 
 /// The queue's dead letters grouped by error fingerprint, the largest groups first: "4,210 jobs failed
@@ -342,34 +334,18 @@ fn dead_filter(queue: String, f: errand_protocol::DeadFilter) -> DeadFilter {
 )]
 pub async fn dead_groups(
     State(s): State<AppState>,
-    caller: Caller,
-    Path(queue): Path<String>,
-    params: Params,
+    Authorized {
+        parts: (Path(queue), params),
+        ..
+    }: Authorized<scope::Read, (Path<String>, Params)>,
 ) -> ApiResult<axum::Json<errand_protocol::DeadGroupList>> {
-    caller.require(&[Scope::Read])?;
-    caller.require_queue(&queue)?;
     params.only(&["limit"])?;
     let limit = params.number("limit")?.unwrap_or(DEFAULT_PAGE);
     if !(1..=1_000).contains(&limit) {
         return Err(ApiError::invalid("limit", "must be between 1 and 1000"));
     }
     let g = s.engine.dead_groups(&queue, limit as usize).await?;
-    Ok(axum::Json(errand_protocol::DeadGroupList {
-        groups: g
-            .groups
-            .into_iter()
-            .map(|g| errand_protocol::DeadGroupView {
-                fingerprint: g.fingerprint,
-                kind: g.kind,
-                error: g.error,
-                count: g.count,
-                last_failed_at: g.last_failed_at,
-                sample_job_id: g.sample_job_id.to_string(),
-            })
-            .collect(),
-        scanned: g.scanned,
-        complete: g.complete,
-    }))
+    Ok(axum::Json(convert::dead_groups(g)))
 }
 
 /// A queue's webhooks (secrets are never shown).
@@ -380,21 +356,16 @@ pub async fn dead_groups(
 )]
 pub async fn list_webhooks(
     State(s): State<AppState>,
-    caller: Caller,
-    Path(queue): Path<String>,
+    Authorized {
+        parts: Path(queue), ..
+    }: Authorized<scope::Admin, Path<String>>,
 ) -> ApiResult<axum::Json<WebhookList>> {
-    caller.require(&[Scope::Admin])?;
-    caller.require_queue(&queue)?;
     let webhooks = s
         .engine
         .webhooks(&queue)
         .await?
         .into_iter()
-        .map(|(name, h)| WebhookView {
-            name,
-            url: h.url,
-            events: h.events,
-        })
+        .map(|(name, h)| convert::webhook_view(name, &h))
         .collect();
     Ok(axum::Json(WebhookList { webhooks }))
 }
@@ -416,7 +387,7 @@ pub async fn list_webhooks(
 )]
 pub async fn put_webhook(
     State(s): State<AppState>,
-    Authorized(caller): Authorized<{ scopes::ADMIN }>,
+    Authorized { caller, .. }: Authorized<scope::Admin>,
     Path((queue, name)): Path<(String, String)>,
     Json(def): Json<WebhookDef>,
 ) -> ApiResult<axum::Json<WebhookView>> {
@@ -430,22 +401,9 @@ pub async fn put_webhook(
             format!("deliveries to this URL would be refused: {refused}"),
         ));
     }
-    let view = WebhookView {
-        name: name.clone(),
-        url: def.url.clone(),
-        events: def.events.clone(),
-    };
-    s.engine
-        .put_webhook(
-            &queue,
-            &name,
-            errand_core::Webhook {
-                url: def.url,
-                secret: def.secret,
-                events: def.events,
-            },
-        )
-        .await?;
+    let webhook = convert::webhook_from_wire(def);
+    let view = convert::webhook_view(name.clone(), &webhook);
+    s.engine.put_webhook(&queue, &name, webhook).await?;
     // The secret is never written down, here either.
     let detail = serde_json::json!({
         "url": crate::webhooks::redacted(&view.url),
@@ -470,11 +428,12 @@ pub async fn put_webhook(
 )]
 pub async fn delete_webhook(
     State(s): State<AppState>,
-    caller: Caller,
-    Path((queue, name)): Path<(String, String)>,
+    Authorized {
+        caller,
+        parts: Path((queue, name)),
+        ..
+    }: Authorized<scope::Admin, Path<(String, String)>>,
 ) -> ApiResult<axum::Json<CountResponse>> {
-    caller.require(&[Scope::Admin])?;
-    caller.require_queue(&queue)?;
     if !s.engine.delete_webhook(&queue, &name).await? {
         return Err(ApiError::not_found(format!(
             "queue {queue:?} has no webhook {name:?}"

@@ -9,10 +9,10 @@ use axum::http::StatusCode;
 use errand_protocol::{Enqueued, ScheduleDef, ScheduleList, ScheduleView};
 
 use crate::AppState;
-use crate::auth::{Caller, Scope};
+use crate::auth::Caller;
 use crate::convert;
 use crate::error::ApiResult;
-use crate::extract::{Authorized, Json, Path, scopes};
+use crate::extract::{Authorized, Json, Path, scope};
 use crate::routes::answers::{Invalid, JsonBody, Keyed, NotFound, Unavailable};
 
 /// Ticks shown ahead in a schedule's view.
@@ -37,9 +37,8 @@ async fn visible(s: &AppState, caller: &Caller, name: &str) -> ApiResult<errand_
 )]
 pub async fn list_schedules(
     State(s): State<AppState>,
-    caller: Caller,
+    Authorized { caller, .. }: Authorized<scope::Read>,
 ) -> ApiResult<axum::Json<ScheduleList>> {
-    caller.require(&[Scope::Read])?;
     let mut schedules = Vec::new();
     for schedule in s.engine.schedules().await? {
         if caller.allows_queue(&schedule.def.queue) {
@@ -57,10 +56,12 @@ pub async fn list_schedules(
 )]
 pub async fn get_schedule(
     State(s): State<AppState>,
-    caller: Caller,
-    Path(name): Path<String>,
+    Authorized {
+        caller,
+        parts: Path(name),
+        ..
+    }: Authorized<scope::Read, Path<String>>,
 ) -> ApiResult<axum::Json<ScheduleView>> {
-    caller.require(&[Scope::Read])?;
     let schedule = visible(&s, &caller, &name).await?;
     Ok(axum::Json(view(&s, schedule)?))
 }
@@ -75,7 +76,7 @@ pub async fn get_schedule(
 )]
 pub async fn put_schedule(
     State(s): State<AppState>,
-    Authorized(caller): Authorized<{ scopes::ADMIN }>,
+    Authorized { caller, .. }: Authorized<scope::Admin>,
     Path(name): Path<String>,
     Json(def): Json<ScheduleDef>,
 ) -> ApiResult<axum::Json<ScheduleView>> {
@@ -106,10 +107,12 @@ pub async fn put_schedule(
 )]
 pub async fn delete_schedule(
     State(s): State<AppState>,
-    caller: Caller,
-    Path(name): Path<String>,
+    Authorized {
+        caller,
+        parts: Path(name),
+        ..
+    }: Authorized<scope::Admin, Path<String>>,
 ) -> ApiResult<axum::Json<ScheduleView>> {
-    caller.require(&[Scope::Admin])?;
     let schedule = visible(&s, &caller, &name).await?;
     let shown = view(&s, schedule)?;
     s.engine.delete_schedule(&name).await?;
@@ -125,8 +128,11 @@ pub async fn delete_schedule(
 )]
 pub async fn pause_schedule(
     State(s): State<AppState>,
-    caller: Caller,
-    Path(name): Path<String>,
+    Authorized {
+        caller,
+        parts: Path(name),
+        ..
+    }: Authorized<scope::Admin, Path<String>>,
 ) -> ApiResult<axum::Json<ScheduleView>> {
     set_paused(&s, &caller, &name, true).await
 }
@@ -139,19 +145,22 @@ pub async fn pause_schedule(
 )]
 pub async fn resume_schedule(
     State(s): State<AppState>,
-    caller: Caller,
-    Path(name): Path<String>,
+    Authorized {
+        caller,
+        parts: Path(name),
+        ..
+    }: Authorized<scope::Admin, Path<String>>,
 ) -> ApiResult<axum::Json<ScheduleView>> {
     set_paused(&s, &caller, &name, false).await
 }
 
+/// Pauses or resumes a schedule, for a caller whose `admin` scope was checked.
 async fn set_paused(
     s: &AppState,
     caller: &Caller,
     name: &str,
     paused: bool,
 ) -> ApiResult<axum::Json<ScheduleView>> {
-    caller.require(&[Scope::Admin])?;
     visible(s, caller, name).await?;
     let schedule = if paused {
         s.engine.pause_schedule(name).await?
@@ -175,10 +184,12 @@ async fn set_paused(
 )]
 pub async fn trigger_schedule(
     State(s): State<AppState>,
-    caller: Caller,
-    Path(name): Path<String>,
+    Authorized {
+        caller,
+        parts: Path(name),
+        ..
+    }: Authorized<scope::Produce, Path<String>>,
 ) -> ApiResult<(StatusCode, axum::Json<Enqueued>)> {
-    caller.require(&[Scope::Produce])?;
     visible(&s, &caller, &name).await?;
     let out = s.engine.trigger_schedule(&name).await?;
     let detail = serde_json::json!({"job_id": out.id.to_string()});

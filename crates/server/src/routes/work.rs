@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 use crate::AppState;
 use crate::convert;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Authorized, Json, Path, parse_id, scopes};
+use crate::extract::{Authorized, Json, Path, parse_id, scope};
 use crate::routes::answers::{Invalid, JsonBody, Keyed, LeaseLost, NotFound, Unavailable};
 
 /// Claim due jobs, waiting up to `wait_ms` for one to arrive.
@@ -31,7 +31,7 @@ use crate::routes::answers::{Invalid, JsonBody, Keyed, LeaseLost, NotFound, Unav
 )]
 pub async fn fetch(
     State(s): State<AppState>,
-    Authorized(caller): Authorized<{ scopes::WORK }>,
+    Authorized { caller, .. }: Authorized<scope::Work>,
     Json(req): Json<FetchRequest>,
 ) -> ApiResult<axum::Json<FetchResponse>> {
     for (i, q) in req.queues.iter().enumerate() {
@@ -49,7 +49,7 @@ pub async fn fetch(
         queues: req.queues.clone(),
         worker_id: req.worker_id,
         limit: req.max_jobs as usize,
-        heartbeat_ms: req.heartbeat_ms,
+        heartbeat_ms: req.heartbeat_ms.map(errand_protocol::Whole::get),
     };
     let wait = Duration::from_millis(req.wait_ms.min(s.config.max_wait_ms));
     let deadline = tokio::time::Instant::now() + wait;
@@ -153,7 +153,7 @@ async fn claim_detached(s: &AppState, claim: Claim) -> errand_core::Result<Claim
 )]
 pub async fn heartbeat(
     State(s): State<AppState>,
-    _: Authorized<{ scopes::WORK }>,
+    _: Authorized<scope::Work>,
     Path(id): Path<String>,
     Json(req): Json<HeartbeatRequest>,
 ) -> ApiResult<axum::Json<HeartbeatResponse>> {
@@ -166,10 +166,7 @@ pub async fn heartbeat(
         s.metrics
             .worker_seen(worker, [r.queue.as_str()], s.engine.now());
     }
-    Ok(axum::Json(HeartbeatResponse {
-        lease_expires_at: r.lease_expires_at,
-        cancel_requested: r.cancel_requested,
-    }))
+    Ok(axum::Json(convert::heartbeat(&r)))
 }
 
 /// Append lines to a job's log under its lease.
@@ -181,7 +178,7 @@ pub async fn heartbeat(
 )]
 pub async fn append_logs(
     State(s): State<AppState>,
-    _: Authorized<{ scopes::WORK }>,
+    _: Authorized<scope::Work>,
     Path(id): Path<String>,
     Json(req): Json<LogRequest>,
 ) -> ApiResult<axum::Json<CountResponse>> {
@@ -200,7 +197,7 @@ pub async fn append_logs(
 )]
 pub async fn complete(
     State(s): State<AppState>,
-    _: Authorized<{ scopes::WORK }>,
+    _: Authorized<scope::Work>,
     Path(id): Path<String>,
     Json(req): Json<CompleteRequest>,
 ) -> ApiResult<axum::Json<AckResponse>> {
@@ -219,7 +216,7 @@ pub async fn complete(
 )]
 pub async fn fail(
     State(s): State<AppState>,
-    _: Authorized<{ scopes::WORK }>,
+    _: Authorized<scope::Work>,
     Path(id): Path<String>,
     Json(req): Json<FailRequest>,
 ) -> ApiResult<axum::Json<AckResponse>> {
@@ -227,7 +224,7 @@ pub async fn fail(
     let failure = Failure {
         message: req.message,
         retryable: req.retryable,
-        retry_after_ms: req.retry_after_ms,
+        retry_after_ms: req.retry_after_ms.map(errand_protocol::Whole::get),
         stack: req.stack,
     };
     let out = s.engine.fail(id, req.lease_token, failure).await?;
@@ -244,12 +241,12 @@ pub async fn fail(
 )]
 pub async fn release(
     State(s): State<AppState>,
-    _: Authorized<{ scopes::WORK }>,
+    _: Authorized<scope::Work>,
     Path(id): Path<String>,
     Json(req): Json<ReleaseRequest>,
 ) -> ApiResult<axum::Json<AckResponse>> {
     let id = parse_id("id", &id)?;
-    let delay = req.delay_ms.unwrap_or(0);
+    let delay = req.delay_ms.map_or(0, errand_protocol::Whole::get);
     Ok(axum::Json(convert::ack(
         s.engine.release_after(id, req.lease_token, delay).await?,
     )))
@@ -266,7 +263,7 @@ pub async fn release(
 )]
 pub async fn ack(
     State(s): State<AppState>,
-    _: Authorized<{ scopes::WORK }>,
+    _: Authorized<scope::Work>,
     Json(req): Json<AckBatchRequest>,
 ) -> ApiResult<axum::Json<AckBatchResponse>> {
     let n = req.acks.len();
@@ -318,7 +315,7 @@ pub async fn ack(
                     failure: Failure {
                         message,
                         retryable,
-                        retry_after_ms,
+                        retry_after_ms: retry_after_ms.map(errand_protocol::Whole::get),
                         stack,
                     },
                 });
@@ -328,7 +325,12 @@ pub async fn ack(
                 lease_token,
                 delay_ms,
                 ..
-            } => releases.push((i, id, lease_token, delay_ms.unwrap_or(0))),
+            } => releases.push((
+                i,
+                id,
+                lease_token,
+                delay_ms.map_or(0, errand_protocol::Whole::get),
+            )),
         }
     }
     if !batch.is_empty() {
