@@ -73,6 +73,10 @@ pub struct ServeArgs {
     /// Fetches that may wait at once; beyond it a fetch gets 429 [default: 10000].
     #[arg(long, env = "ERRAND_MAX_WAITING_FETCHES", value_name = "N")]
     pub max_waiting_fetches: Option<usize>,
+    /// Kinds of one queue with metric series of their own; the queue's other kinds count under kind
+    /// `other`, so that the kinds producers send cannot grow /metrics without bound [default: 100].
+    #[arg(long, env = "ERRAND_METRICS_KINDS_PER_QUEUE", value_name = "N")]
+    pub metrics_kinds_per_queue: Option<usize>,
     /// How often the maintenance pass runs (stalls, timeouts, due jobs, retention), in ms [default:
     /// 1000].
     #[arg(long, env = "ERRAND_MAINTENANCE_INTERVAL_MS", value_name = "MS")]
@@ -118,6 +122,7 @@ struct FileConfig {
     max_body_bytes: Option<usize>,
     max_wait_ms: Option<u64>,
     max_waiting_fetches: Option<usize>,
+    metrics_kinds_per_queue: Option<usize>,
     maintenance_interval_ms: Option<u64>,
     shutdown_timeout_ms: Option<u64>,
     alert_interval_ms: Option<u64>,
@@ -211,6 +216,8 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub max_wait_ms: u64,
     pub max_waiting_fetches: usize,
+    /// Kinds of one queue with metric series of their own (default 100); the rest count as `other`.
+    pub metrics_kinds_per_queue: usize,
     pub maintenance_interval_ms: u64,
     pub shutdown_timeout_ms: u64,
     /// Empty: no authentication (allowed on loopback only).
@@ -237,6 +244,7 @@ impl Config {
             max_body_bytes: 16 << 20,
             max_wait_ms: 30_000,
             max_waiting_fetches: 10_000,
+            metrics_kinds_per_queue: crate::metrics::KINDS_PER_QUEUE,
             maintenance_interval_ms: 1_000,
             shutdown_timeout_ms: 10_000,
             keys: Vec::new(),
@@ -284,11 +292,17 @@ impl Config {
             max_body_bytes,
             max_wait_ms,
             max_waiting_fetches,
+            metrics_kinds_per_queue,
             maintenance_interval_ms,
             shutdown_timeout_ms
         );
         if c.maintenance_interval_ms == 0 {
             return Err("maintenance_interval_ms must be at least 1".into());
+        }
+        if c.metrics_kinds_per_queue == 0 {
+            return Err(
+                "metrics_kinds_per_queue must be at least 1 (every kind would be `other`)".into(),
+            );
         }
         if c.max_waiting_fetches == 0 {
             return Err(
@@ -377,6 +391,34 @@ mod tests {
         assert_eq!(c.max_wait_ms, 100, "the flag wins");
         assert_eq!(c.sync, Sync::Normal);
         assert_eq!(c.max_waiting_fetches, 10_000, "the default");
+    }
+
+    #[test]
+    fn kinds_per_queue_comes_from_the_file_or_a_flag_and_zero_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("errand.toml");
+        std::fs::write(&file, "metrics_kinds_per_queue = 20\n").unwrap();
+        let from_file = ServeArgs {
+            config: Some(file),
+            ..Default::default()
+        };
+        assert_eq!(
+            Config::resolve(&from_file, None)
+                .unwrap()
+                .metrics_kinds_per_queue,
+            20
+        );
+        let default = Config::resolve(&ServeArgs::default(), None).unwrap();
+        assert_eq!(
+            default.metrics_kinds_per_queue, 100,
+            "the documented default"
+        );
+        let zero = ServeArgs {
+            metrics_kinds_per_queue: Some(0),
+            ..Default::default()
+        };
+        let err = Config::resolve(&zero, None).unwrap_err();
+        assert!(err.contains("metrics_kinds_per_queue"), "{err}");
     }
 
     #[test]

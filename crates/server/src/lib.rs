@@ -71,7 +71,7 @@ impl AppState {
         config: Config,
         shutdown: watch::Receiver<bool>,
     ) -> AppState {
-        let metrics = Arc::new(metrics::Metrics::default());
+        let metrics = Arc::new(metrics::Metrics::new(config.metrics_kinds_per_queue));
         let store = Arc::new(metrics::TimedStore::new(
             store,
             metrics::StoreTimer(Arc::clone(&metrics)),

@@ -12,10 +12,10 @@
 //! Names follow the Prometheus conventions: an `errand_` prefix, `_total` counters, `_seconds`
 //! histograms in base units. The exposition is the OpenMetrics text format, which Prometheus reads.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use errand_core::hooked::{self, Hook, Hooked};
@@ -88,6 +88,51 @@ pub(crate) struct AlertLabel {
 
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
+/// The kind label of the jobs of a queue beyond its first `metrics_kinds_per_queue` kinds.
+pub const OTHER_KIND: &str = "other";
+
+/// The default of `metrics_kinds_per_queue`: the kinds of one queue with series of their own.
+pub const KINDS_PER_QUEUE: usize = 100;
+
+/// Which kinds of each queue have series of their own. A kind is whatever a producer sends, and a
+/// series, once made, lives as long as the process: past `cap` kinds in a queue, the others count
+/// under [`OTHER_KIND`], so a producer cannot grow the scrape (and this node's memory) without bound.
+#[derive(Debug)]
+struct KindSeries {
+    cap: usize,
+    known: RwLock<HashMap<String, HashSet<String>>>,
+}
+
+impl KindSeries {
+    /// The `(queue, kind)` labels of an event of `queue` and `kind`.
+    fn label(&self, queue: &str, kind: &str) -> QueueKind {
+        let label = |kind: &str| QueueKind {
+            queue: queue.to_string(),
+            kind: kind.to_string(),
+        };
+        // The common case, a kind seen before, takes only the read lock.
+        {
+            let known = self.known.read().unwrap_or_else(|p| p.into_inner());
+            if let Some(kinds) = known.get(queue) {
+                if kinds.contains(kind) {
+                    return label(kind);
+                }
+                if kinds.len() >= self.cap {
+                    return label(OTHER_KIND);
+                }
+            }
+        }
+        let mut known = self.known.write().unwrap_or_else(|p| p.into_inner());
+        let kinds = known.entry(queue.to_string()).or_default();
+        if kinds.contains(kind) || kinds.len() < self.cap {
+            kinds.insert(kind.to_string());
+            label(kind)
+        } else {
+            label(OTHER_KIND)
+        }
+    }
+}
+
 /// Cumulative counts of one queue at one instant, over every kind: what the alert rules of failure
 /// rate and stalls read. Kept here, where every event is seen; the alert evaluator samples them, so
 /// the dependency goes one way, alerting → metrics.
@@ -101,6 +146,7 @@ pub struct Totals {
 /// This node's metrics. Cheap to share.
 #[derive(Debug)]
 pub struct Metrics {
+    kinds: KindSeries,
     enqueued: Family<QueueKind, Counter>,
     completed: Family<QueueKind, Counter>,
     failed: Family<QueueKind, Counter>,
@@ -126,7 +172,18 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
+        Metrics::new(KINDS_PER_QUEUE)
+    }
+}
+
+impl Metrics {
+    /// Metrics giving at most `kinds_per_queue` kinds of each queue series of their own (at least 1).
+    pub fn new(kinds_per_queue: usize) -> Self {
         Metrics {
+            kinds: KindSeries {
+                cap: kinds_per_queue.max(1),
+                known: RwLock::new(HashMap::new()),
+            },
             enqueued: Family::default(),
             completed: Family::default(),
             failed: Family::default(),
@@ -150,22 +207,21 @@ impl Default for Metrics {
 
 impl Observer for Metrics {
     fn observe(&self, e: &Event) {
-        let qk = || QueueKind {
-            queue: e.queue.clone(),
-            kind: e.kind.clone(),
-        };
+        // Made once, and only for an event that moves a (queue, kind) counter: not for a claim.
+        let label = std::cell::OnceCell::new();
+        let qk = || label.get_or_init(|| self.kinds.label(&e.queue, &e.kind));
         if e.from.is_none() {
-            self.enqueued.get_or_create(&qk()).inc();
+            self.enqueued.get_or_create(qk()).inc();
         }
         match e.to {
             JobState::Completed => {
-                self.completed.get_or_create(&qk()).inc();
+                self.completed.get_or_create(qk()).inc();
             }
             JobState::Dead => {
-                self.dead.get_or_create(&qk()).inc();
+                self.dead.get_or_create(qk()).inc();
             }
             JobState::Cancelled => {
-                self.cancelled.get_or_create(&qk()).inc();
+                self.cancelled.get_or_create(qk()).inc();
             }
             _ => {}
         }
@@ -180,12 +236,12 @@ impl Observer for Metrics {
             t.stalled += u64::from(e.failure == Some(ErrorKind::Stalled));
         }
         if let Some(kind) = e.failure {
-            self.failed.get_or_create(&qk()).inc();
+            self.failed.get_or_create(qk()).inc();
             if kind == ErrorKind::Stalled {
-                self.stalled.get_or_create(&qk()).inc();
+                self.stalled.get_or_create(qk()).inc();
             }
             if matches!(e.to, JobState::Waiting | JobState::Delayed) {
-                self.retried.get_or_create(&qk()).inc();
+                self.retried.get_or_create(qk()).inc();
             }
         }
         let queue = || QueueLabel {
@@ -445,5 +501,52 @@ impl Hook for StoreTimer {
         let out = call.await;
         self.0.store_op(op.as_str(), start.elapsed());
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn enqueued(m: &Metrics, queue: &str, kind: &str) {
+        let id = "01KA0000000000000000000000".parse().unwrap();
+        m.observe(&Event::new(
+            id,
+            queue.into(),
+            kind.into(),
+            None,
+            JobState::Waiting,
+            0,
+            1,
+        ));
+    }
+
+    fn count(scrape: &str, queue: &str, kind: &str) -> Option<u64> {
+        let series = format!("errand_jobs_enqueued_total{{queue=\"{queue}\",kind=\"{kind}\"}} ");
+        scrape
+            .lines()
+            .find_map(|l| l.strip_prefix(&series))
+            .map(|n| n.trim().parse().unwrap())
+    }
+
+    #[test]
+    fn a_queues_kinds_past_the_cap_count_as_other() {
+        let m = Metrics::new(2);
+        for kind in ["a", "b", "c", "d", "a", "d"] {
+            enqueued(&m, "q", kind);
+        }
+        enqueued(&m, "q2", "c");
+        let scrape = m.render(&[], 0);
+        assert_eq!(count(&scrape, "q", "a"), Some(2));
+        assert_eq!(count(&scrape, "q", "b"), Some(1));
+        assert_eq!(count(&scrape, "q", "c"), None, "past the cap of 2");
+        assert_eq!(count(&scrape, "q", "d"), None);
+        assert_eq!(count(&scrape, "q", OTHER_KIND), Some(3), "c, d and d");
+        assert_eq!(
+            count(&scrape, "q2", "c"),
+            Some(1),
+            "each queue has its own kinds"
+        );
     }
 }
