@@ -129,6 +129,7 @@ hooked! {
     queue_set_paused => QueueSetPaused(name: &str, paused: bool) -> ();
     audit_append => AuditAppend(e: AuditEntry) -> ();
     audit_list => AuditList(before: Option<u64>, limit: usize) -> Vec<AuditEntry>;
+    audit_prune => AuditPrune(before: Timestamp, limit: usize) -> u64;
     queue_stats_all => QueueStatsAll(now: Timestamp) -> Vec<QueueStats>;
     queue_stats => QueueStats(name: &str, now: Timestamp) -> QueueStats;
     job_replace => JobReplace(p: JobReplace) -> bool;

@@ -534,6 +534,12 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// The audit log, newest first: up to `limit` entries with ids below `before` (all when `None`).
     async fn audit_list(&self, before: Option<u64>, limit: usize) -> Result<Vec<AuditEntry>>;
 
+    /// Removes audit entries that were made before `before`, at most `limit` of them, from the oldest
+    /// end of the log: among the `limit` entries with the lowest ids, those older than `before`. The
+    /// work is bounded by `limit`, however long the log; entries are appended in time order, so the
+    /// oldest are the first. Answers how many it removed.
+    async fn audit_prune(&self, before: Timestamp, limit: usize) -> Result<u64>;
+
     /// [`Store::queue_stats`] of every queue [`Store::queue_list`] names, in name order, in a bounded
     /// number of round trips (a scrape of a thousand queues must stay cheap).
     async fn queue_stats_all(&self, now: Timestamp) -> Result<Vec<QueueStats>>;

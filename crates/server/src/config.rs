@@ -77,6 +77,10 @@ pub struct ServeArgs {
     /// `other`, so that the kinds producers send cannot grow /metrics without bound [default: 100].
     #[arg(long, env = "ERRAND_METRICS_KINDS_PER_QUEUE", value_name = "N")]
     pub metrics_kinds_per_queue: Option<usize>,
+    /// Days the audit log keeps an entry; the maintenance pass removes older ones. 0 keeps every
+    /// entry for ever [default: 90].
+    #[arg(long, env = "ERRAND_AUDIT_RETENTION_DAYS", value_name = "DAYS")]
+    pub audit_retention_days: Option<u32>,
     /// How often the maintenance pass runs (stalls, timeouts, due jobs, retention), in ms [default:
     /// 1000].
     #[arg(long, env = "ERRAND_MAINTENANCE_INTERVAL_MS", value_name = "MS")]
@@ -123,6 +127,7 @@ struct FileConfig {
     max_wait_ms: Option<u64>,
     max_waiting_fetches: Option<usize>,
     metrics_kinds_per_queue: Option<usize>,
+    audit_retention_days: Option<u32>,
     maintenance_interval_ms: Option<u64>,
     shutdown_timeout_ms: Option<u64>,
     alert_interval_ms: Option<u64>,
@@ -218,6 +223,8 @@ pub struct Config {
     pub max_waiting_fetches: usize,
     /// Kinds of one queue with metric series of their own (default 100); the rest count as `other`.
     pub metrics_kinds_per_queue: usize,
+    /// Days the audit log keeps an entry (default 90); 0 keeps every entry.
+    pub audit_retention_days: u32,
     pub maintenance_interval_ms: u64,
     pub shutdown_timeout_ms: u64,
     /// Empty: no authentication (allowed on loopback only).
@@ -245,6 +252,7 @@ impl Config {
             max_wait_ms: 30_000,
             max_waiting_fetches: 10_000,
             metrics_kinds_per_queue: crate::metrics::KINDS_PER_QUEUE,
+            audit_retention_days: 90,
             maintenance_interval_ms: 1_000,
             shutdown_timeout_ms: 10_000,
             keys: Vec::new(),
@@ -293,6 +301,7 @@ impl Config {
             max_wait_ms,
             max_waiting_fetches,
             metrics_kinds_per_queue,
+            audit_retention_days,
             maintenance_interval_ms,
             shutdown_timeout_ms
         );
@@ -419,6 +428,25 @@ mod tests {
         };
         let err = Config::resolve(&zero, None).unwrap_err();
         assert!(err.contains("metrics_kinds_per_queue"), "{err}");
+    }
+
+    #[test]
+    fn audit_retention_defaults_to_90_days_and_0_keeps_every_entry() {
+        let default = Config::resolve(&ServeArgs::default(), None).unwrap();
+        assert_eq!(default.audit_retention_days, 90, "the documented default");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("errand.toml");
+        std::fs::write(&file, "audit_retention_days = 0\n").unwrap();
+        let args = ServeArgs {
+            config: Some(file),
+            audit_retention_days: Some(30),
+            ..Default::default()
+        };
+        assert_eq!(
+            Config::resolve(&args, None).unwrap().audit_retention_days,
+            30,
+            "the flag wins"
+        );
     }
 
     #[test]

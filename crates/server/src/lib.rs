@@ -82,6 +82,8 @@ impl AppState {
         let waiters = Arc::new(Waiters::new(metrics.fetches_waiting.clone()));
         let engine_config = EngineConfig {
             observer: Some(Arc::new(observers)),
+            audit_retention_ms: (config.audit_retention_days > 0)
+                .then(|| u64::from(config.audit_retention_days) * 86_400_000),
             ..EngineConfig::default()
         };
         AppState {

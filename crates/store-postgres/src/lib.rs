@@ -350,6 +350,14 @@ impl Store for PgStore {
         .await
     }
 
+    async fn audit_prune(&self, before: Timestamp, limit: usize) -> Result<u64> {
+        // One statement: running it again after a lost connection removes nothing more than it would.
+        run(self.pool(), self.cx(), &(before, limit), |c, cx, p| {
+            Box::pin(ops::audit_prune(c, cx, p.0, p.1))
+        })
+        .await
+    }
+
     async fn queue_stats_all(&self, now: Timestamp) -> Result<Vec<QueueStats>> {
         run(self.pool(), self.cx(), &now, |c, cx, now| {
             Box::pin(ops::queue_stats_all(c, cx, *now))

@@ -143,7 +143,8 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE {s}.jobs ADD COLUMN parent_counted BOOLEAN NOT NULL DEFAULT false; -- released its parent
     CREATE INDEX jobs_by_parent ON {s}.jobs (parent_id, id) WHERE parent_id IS NOT NULL;
     "#,
-    // 6: the audit log of operators' actions (append-only: nothing updates or deletes a row).
+    // 6: the audit log of operators' actions (append-only: nothing updates a row; the maintenance
+    // pass removes the oldest past the log's retention).
     r#"
     CREATE TABLE {s}.audit (
         id     BIGSERIAL PRIMARY KEY,

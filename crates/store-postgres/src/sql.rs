@@ -321,6 +321,8 @@ statements! {
         VALUES ($1, $2, $3, $4, $5)";
     audit_list = "SELECT id, at, key, action, target, detail FROM {s}.audit WHERE id < $1 \
         ORDER BY id DESC LIMIT $2";
+    audit_prune = "DELETE FROM {s}.audit WHERE id IN \
+        (SELECT id FROM (SELECT id, at FROM {s}.audit ORDER BY id LIMIT $2) AS o WHERE at < $1)";
     /// Every queue's counts in one round trip (a lateral count per queue over the state index).
     state_counts_all = "SELECT q.name, q.paused, c.state, c.n FROM {s}.queues AS q \
         LEFT JOIN LATERAL (SELECT state, COUNT(*) AS n FROM {s}.jobs \

@@ -260,6 +260,13 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn audit_prune(&self, before: Timestamp, limit: usize) -> Result<u64> {
+        self.inner
+            .writer
+            .write(move |c| ops::audit_prune(c, before, limit))
+            .await
+    }
+
     async fn queue_stats_all(&self, now: Timestamp) -> Result<Vec<QueueStats>> {
         self.inner
             .readers

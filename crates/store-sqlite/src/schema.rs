@@ -119,7 +119,8 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE jobs ADD COLUMN parent_counted INTEGER NOT NULL DEFAULT 0; -- released its parent once
     CREATE INDEX jobs_by_parent ON jobs (parent_id, id) WHERE parent_id IS NOT NULL;
     "#,
-    // 6: the audit log of operators' actions (append-only: nothing updates or deletes a row).
+    // 6: the audit log of operators' actions (append-only: nothing updates a row; the maintenance
+    // pass removes the oldest past the log's retention).
     r#"
     CREATE TABLE audit (
         id     INTEGER PRIMARY KEY AUTOINCREMENT,

@@ -250,6 +250,7 @@ macro_rules! __for_each_check {
         $m!($fresh, api::list_by_unique_key);
         $m!($fresh, retries::a_failures_stack_is_kept_with_its_error);
         $m!($fresh, api::audit_log_appends_and_pages_newest_first);
+        $m!($fresh, api::audit_entries_past_their_retention_are_pruned);
         $m!(
             $fresh,
             api::unique_key_returns_the_existing_job_within_its_window

@@ -19,6 +19,8 @@ pub struct MaintenanceReport {
     pub timed_out: u64,
     /// Finished jobs removed by retention.
     pub pruned: u64,
+    /// Audit log entries removed by its retention.
+    pub audit_pruned: u64,
     /// Jobs enqueued by cron schedules.
     pub scheduled: u64,
 }
@@ -42,8 +44,8 @@ impl Engine {
     }
 
     /// One maintenance pass: promotes due delayed jobs, recovers stalled jobs (lease expired), fails
-    /// timed-out attempts (even if they keep heartbeating), and prunes finished jobs past their queue's
-    /// retention. Dead jobs are never pruned. Safe to run on several nodes at once: every change is
+    /// timed-out attempts (even if they keep heartbeating), prunes finished jobs past their queue's
+    /// retention and audit entries past the audit log's. Dead jobs are never pruned. Safe to run on several nodes at once: every change is
     /// guarded, so each job is handled once.
     pub async fn maintain(&self) -> Result<MaintenanceReport> {
         // Cron ticks are one part of the pass: if they cannot be fired now, the rest still runs.
@@ -130,6 +132,16 @@ impl Engine {
                     })
                     .await?;
                 report.pruned += n;
+                if (n as usize) < batch {
+                    break;
+                }
+            }
+        }
+        if let Some(keep) = self.inner.config.audit_retention_ms {
+            let before = now.saturating_sub(i64::try_from(keep).unwrap_or(i64::MAX));
+            loop {
+                let n = self.inner.store.audit_prune(before, batch).await?;
+                report.audit_pruned += n;
                 if (n as usize) < batch {
                     break;
                 }

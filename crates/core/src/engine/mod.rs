@@ -50,7 +50,13 @@ pub struct EngineConfig {
     pub queue_config_ttl_ms: u64,
     /// Sees every event synchronously (the server's metrics and alerts); none by default.
     pub observer: Option<Arc<dyn Observer>>,
+    /// How long the audit log keeps an entry (default [`AUDIT_RETENTION_MS`], 90 days); `None` keeps
+    /// every entry for ever. The maintenance pass removes older entries, oldest first.
+    pub audit_retention_ms: Option<u64>,
 }
+
+/// The default retention of the audit log: 90 days.
+pub const AUDIT_RETENTION_MS: u64 = 90 * 24 * 3_600_000;
 
 impl Default for EngineConfig {
     fn default() -> Self {
@@ -60,6 +66,7 @@ impl Default for EngineConfig {
             batch_size: 500,
             queue_config_ttl_ms: 1_000,
             observer: None,
+            audit_retention_ms: Some(AUDIT_RETENTION_MS),
         }
     }
 }

@@ -1,13 +1,13 @@
-//! The audit log: appending an entry, and reading pages of it.
+//! The audit log: appending an entry, reading pages of it, and pruning it from the oldest end.
 
 use deadpool_postgres::GenericClient;
 
-use errand_core::Result;
 use errand_core::engine::raw_json;
+use errand_core::{Result, Timestamp};
 
 use crate::sql::Cx;
 
-use super::{get, query};
+use super::{execute, get, query};
 
 pub(crate) async fn audit_append(
     c: &impl GenericClient,
@@ -46,4 +46,15 @@ pub(crate) async fn audit_list(
             })
         })
         .collect()
+}
+
+/// Removes, among the `limit` oldest entries by id, those made before `before` (see
+/// `Store::audit_prune`): a walk of the primary key, bounded by `limit`.
+pub(crate) async fn audit_prune(
+    c: &impl GenericClient,
+    cx: &Cx,
+    before: Timestamp,
+    limit: usize,
+) -> Result<u64> {
+    execute(c, &cx.sql.audit_prune, &[&before, &(limit as i64)]).await
 }

@@ -36,7 +36,7 @@ mod queues;
 mod stats;
 mod transition;
 
-pub(crate) use audit::{audit_append, audit_list};
+pub(crate) use audit::{audit_append, audit_list, audit_prune};
 pub(crate) use claim::{job_claim, lease_renew};
 pub(crate) use insert::job_insert;
 pub(crate) use jobs::{

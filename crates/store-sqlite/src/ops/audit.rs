@@ -1,9 +1,9 @@
-//! The audit log: appending an entry, and reading pages of it.
+//! The audit log: appending an entry, reading pages of it, and pruning it from the oldest end.
 
 use rusqlite::{Connection, params};
 
-use errand_core::Result;
 use errand_core::engine::raw_json;
+use errand_core::{Result, Timestamp};
 
 use crate::conn::backend;
 
@@ -60,4 +60,18 @@ pub(crate) fn audit_list(
         });
     }
     Ok(out)
+}
+
+/// Removes, among the `limit` oldest entries by id, those made before `before` (see
+/// `Store::audit_prune`): a walk of the primary key, bounded by `limit`.
+pub(crate) fn audit_prune(conn: &Connection, before: Timestamp, limit: usize) -> Result<u64> {
+    let n = conn
+        .prepare_cached(
+            "DELETE FROM audit WHERE id IN \
+             (SELECT id FROM (SELECT id, at FROM audit ORDER BY id LIMIT ?2) WHERE at < ?1)",
+        )
+        .map_err(backend)?
+        .execute(params![before, limit as i64])
+        .map_err(backend)?;
+    Ok(n as u64)
 }

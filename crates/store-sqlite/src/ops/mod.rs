@@ -25,7 +25,7 @@ mod queues;
 mod stats;
 mod transition;
 
-pub(crate) use audit::{audit_append, audit_list};
+pub(crate) use audit::{audit_append, audit_list, audit_prune};
 pub(crate) use claim::{job_claim, lease_renew};
 pub(crate) use errand_core::store::row::{JobRow, corrupt_field, decode_all};
 pub(crate) use insert::{InsertRow, insert_rows, job_insert};

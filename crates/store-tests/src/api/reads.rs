@@ -41,6 +41,66 @@ pub async fn audit_log_appends_and_pages_newest_first(f: Fixture) {
     ));
 }
 
+/// The maintenance pass removes audit entries older than the log's retention, oldest first and a
+/// batch at a time, and keeps the rest; an engine without retention keeps every entry. The store's
+/// prune is bounded by its limit, from the oldest end.
+pub async fn audit_entries_past_their_retention_are_pruned(f: Fixture) {
+    use errand_core::{Clock, Engine, EngineConfig};
+    use std::sync::Arc;
+    const DAY: i64 = 86_400_000;
+    let ctx = Ctx::new(f);
+    for i in 0..5 {
+        ctx.engine
+            .audit("ops", "queue.pause", &format!("q{i}"), None)
+            .await
+            .unwrap();
+        ctx.clock.advance(DAY);
+    }
+    let targets = |log: Vec<errand_core::AuditEntry>| -> Vec<String> {
+        log.into_iter().map(|a| a.target).collect()
+    };
+    let engine = |audit_retention_ms: Option<u64>| {
+        Engine::new(
+            ctx.engine.store().clone(),
+            Arc::new(ctx.clock.clone()),
+            EngineConfig {
+                audit_retention_ms,
+                // Two at a time: the pass goes on until a batch comes back short.
+                batch_size: 2,
+                ..EngineConfig::default()
+            },
+        )
+    };
+    // Entries made 5, 4, 3, 2 and 1 days ago: the default 90 days and no retention keep them all.
+    assert_eq!(ctx.engine.maintain().await.unwrap().audit_pruned, 0);
+    assert_eq!(engine(None).maintain().await.unwrap().audit_pruned, 0);
+    assert_eq!(ctx.engine.audit_log(None, 10).await.unwrap().len(), 5);
+
+    let report = engine(Some(DAY as u64 * 5 / 2)).maintain().await.unwrap();
+    assert_eq!(report.audit_pruned, 3, "those made 5, 4 and 3 days ago");
+    let left = targets(ctx.engine.audit_log(None, 10).await.unwrap());
+    assert_eq!(left, ["q4", "q3"]);
+
+    let store = ctx.engine.store();
+    let now = ctx.clock.now();
+    assert_eq!(
+        store.audit_prune(now, 1).await.unwrap(),
+        1,
+        "at most the limit"
+    );
+    assert_eq!(
+        targets(ctx.engine.audit_log(None, 10).await.unwrap()),
+        ["q4"]
+    );
+    assert_eq!(
+        store.audit_prune(now - 2 * DAY, 10).await.unwrap(),
+        0,
+        "q4 is younger"
+    );
+    assert_eq!(store.audit_prune(now, 10).await.unwrap(), 1);
+    assert!(ctx.engine.audit_log(None, 10).await.unwrap().is_empty());
+}
+
 /// A search by unique key finds the jobs holding it, in the state asked for, and no other.
 pub async fn list_by_unique_key(f: Fixture) {
     use errand_core::store::JobList;
