@@ -104,32 +104,43 @@ struct KindSeries {
 }
 
 impl KindSeries {
-    /// The `(queue, kind)` labels of an event of `queue` and `kind`.
-    fn label(&self, queue: &str, kind: &str) -> QueueKind {
-        let label = |kind: &str| QueueKind {
-            queue: queue.to_string(),
-            kind: kind.to_string(),
+    /// The labels a counter of a new series for `label` gets: `label` itself while its queue has
+    /// fewer than `cap` kinds with series, else the queue's `other`. Called only when the counter has
+    /// no series for `label` yet, so an event of a known kind never comes here.
+    fn admit(&self, label: &QueueKind) -> QueueKind {
+        let other = || QueueKind {
+            queue: label.queue.clone(),
+            kind: OTHER_KIND.to_string(),
         };
-        // The common case, a kind seen before, takes only the read lock.
         {
             let known = self.known.read().unwrap_or_else(|p| p.into_inner());
-            if let Some(kinds) = known.get(queue) {
-                if kinds.contains(kind) {
-                    return label(kind);
+            if let Some(kinds) = known.get(&label.queue) {
+                if kinds.contains(&label.kind) {
+                    return label.clone();
                 }
                 if kinds.len() >= self.cap {
-                    return label(OTHER_KIND);
+                    return other();
                 }
             }
         }
         let mut known = self.known.write().unwrap_or_else(|p| p.into_inner());
-        let kinds = known.entry(queue.to_string()).or_default();
-        if kinds.contains(kind) || kinds.len() < self.cap {
-            kinds.insert(kind.to_string());
-            label(kind)
+        let kinds = known.entry(label.queue.clone()).or_default();
+        if kinds.contains(&label.kind) || kinds.len() < self.cap {
+            kinds.insert(label.kind.clone());
+            label.clone()
         } else {
-            label(OTHER_KIND)
+            other()
         }
+    }
+
+    /// Adds one to `family`'s series of `label`, or of its queue's `other` past the cap. The common
+    /// case, a series that exists, costs what `get_or_create` does.
+    fn inc(&self, family: &Family<QueueKind, Counter>, label: &QueueKind) {
+        if let Some(c) = family.get(label) {
+            c.inc();
+            return;
+        }
+        family.get_or_create(&self.admit(label)).inc();
     }
 }
 
@@ -209,20 +220,19 @@ impl Observer for Metrics {
     fn observe(&self, e: &Event) {
         // Made once, and only for an event that moves a (queue, kind) counter: not for a claim.
         let label = std::cell::OnceCell::new();
-        let qk = || label.get_or_init(|| self.kinds.label(&e.queue, &e.kind));
+        let qk = || {
+            label.get_or_init(|| QueueKind {
+                queue: e.queue.clone(),
+                kind: e.kind.clone(),
+            })
+        };
         if e.from.is_none() {
-            self.enqueued.get_or_create(qk()).inc();
+            self.kinds.inc(&self.enqueued, qk());
         }
         match e.to {
-            JobState::Completed => {
-                self.completed.get_or_create(qk()).inc();
-            }
-            JobState::Dead => {
-                self.dead.get_or_create(qk()).inc();
-            }
-            JobState::Cancelled => {
-                self.cancelled.get_or_create(qk()).inc();
-            }
+            JobState::Completed => self.kinds.inc(&self.completed, qk()),
+            JobState::Dead => self.kinds.inc(&self.dead, qk()),
+            JobState::Cancelled => self.kinds.inc(&self.cancelled, qk()),
             _ => {}
         }
         if e.to == JobState::Completed || e.failure.is_some() {
@@ -236,12 +246,12 @@ impl Observer for Metrics {
             t.stalled += u64::from(e.failure == Some(ErrorKind::Stalled));
         }
         if let Some(kind) = e.failure {
-            self.failed.get_or_create(qk()).inc();
+            self.kinds.inc(&self.failed, qk());
             if kind == ErrorKind::Stalled {
-                self.stalled.get_or_create(qk()).inc();
+                self.kinds.inc(&self.stalled, qk());
             }
             if matches!(e.to, JobState::Waiting | JobState::Delayed) {
-                self.retried.get_or_create(qk()).inc();
+                self.kinds.inc(&self.retried, qk());
             }
         }
         let queue = || QueueLabel {
