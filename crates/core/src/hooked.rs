@@ -158,8 +158,9 @@ mod tests {
     #[test]
     fn each_operation_is_named_as_its_store_method() {
         let names: Vec<&str> = Op::ALL.iter().map(|op| op.as_str()).collect();
-        assert_eq!(names.len(), 31);
+        assert_eq!(names.len(), 32);
         assert_eq!(names[0], "job_insert");
         assert!(names.contains(&"schedule_set_paused") && names.contains(&"try_lead"));
+        assert!(names.contains(&"audit_prune"));
     }
 }
