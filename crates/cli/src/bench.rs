@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 use crate::output::{fail, say, table};
 
 mod scratch;
+mod serve;
 
 /// The scenarios.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -74,6 +75,14 @@ pub struct BenchArgs {
     /// Sync mode of the embedded store started here.
     #[arg(long, value_enum, default_value = "full")]
     pub sync: errand_server::config::Sync,
+    /// Run the server started here as `errand serve` in a process of its own (the default): what a
+    /// user's workers talk to, so the numbers are theirs.
+    #[arg(long, conflicts_with = "in_process")]
+    pub server_process: bool,
+    /// Run the server started here inside the bench's own process instead: no process boundary, and
+    /// the bench's client and the server share its cores and runtime.
+    #[arg(long)]
+    pub in_process: bool,
     /// One JSON object per line instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -85,6 +94,8 @@ struct Outcome {
     scenario: &'static str,
     store: String,
     sync: String,
+    /// Where the server ran: `process` (its own), `in-process` (the bench's) or `remote` (`--url`).
+    server: &'static str,
     jobs: u64,
     seconds: f64,
     jobs_per_s: f64,
@@ -114,8 +125,11 @@ struct Target {
     client: Client,
     store: String,
     sync: String,
+    server: &'static str,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<Result<(), String>>>,
+    /// The `errand serve` process started here.
+    child: Option<serve::Child>,
     _dir: Option<tempfile::TempDir>,
     /// A scratch PostgreSQL schema, dropped with it.
     _schema: Option<scratch::Scratch>,
@@ -132,8 +146,10 @@ impl Target {
                 client: b.build().map_err(|e| e.to_string())?,
                 store: format!("server at {url}"),
                 sync: "as configured".into(),
+                server: "remote",
                 stop: None,
                 task: None,
+                child: None,
                 _dir: None,
                 _schema: None,
             });
@@ -162,6 +178,23 @@ impl Target {
                 args.store
             ));
         };
+        if !args.in_process {
+            let child = serve::Child::start(&config).await?;
+            let client = Client::builder(child.url())
+                .build()
+                .map_err(|e| e.to_string())?;
+            return Ok(Target {
+                client,
+                store,
+                sync,
+                server: "process",
+                stop: None,
+                task: None,
+                child: Some(child),
+                _dir: Some(dir),
+                _schema: schema,
+            });
+        }
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|e| e.to_string())?;
@@ -178,8 +211,10 @@ impl Target {
             client,
             store,
             sync,
+            server: "in-process",
             stop: Some(stop),
             task: Some(task),
+            child: None,
             _dir: Some(dir),
             _schema: schema,
         })
@@ -193,6 +228,9 @@ impl Target {
         if let Some(task) = self.task.take() {
             let _ = task.await;
         }
+        if let Some(child) = self.child.take() {
+            child.stop().await;
+        }
     }
 
     fn outcome(&self, scenario: &'static str, jobs: u64, seconds: f64) -> Outcome {
@@ -200,6 +238,7 @@ impl Target {
             scenario,
             store: self.store.clone(),
             sync: self.sync.clone(),
+            server: self.server,
             jobs,
             seconds,
             jobs_per_s: jobs as f64 / seconds.max(1e-9),
@@ -453,7 +492,6 @@ async fn work(
         let w = Worker::builder(client.clone())
             .queue(q.to_string())
             .concurrency(concurrency.max(1))
-            .prefetch(concurrency.max(1) * 4)
             .handler("noop", move |ctx: JobContext, p: Value| {
                 let (runs, lat) = (Arc::clone(&runs), lat.clone());
                 async move {

@@ -1,12 +1,14 @@
 //! `errand bench` runs every scenario on both stores, prints one JSON object per result, and checks
-//! that every job ran exactly once.
+//! that every job ran exactly once: on the embedded store with the server in a process of its own (the
+//! default), on PostgreSQL with the server in the bench's process (`--in-process`).
 
 #![allow(clippy::unwrap_used)]
 
 use serde_json::Value;
 
-async fn bench(store: &str) -> Vec<Value> {
+async fn bench(store: &str, extra: &[&str]) -> Vec<Value> {
     let store = store.to_string();
+    let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
     let out = tokio::task::spawn_blocking(move || {
         std::process::Command::new(env!("CARGO_BIN_EXE_errand"))
             .args([
@@ -29,6 +31,7 @@ async fn bench(store: &str) -> Vec<Value> {
                 "--json",
             ])
             .args(["--store", &store])
+            .args(&extra)
             .env_remove("ERRAND_URL")
             .output()
             .unwrap()
@@ -47,7 +50,7 @@ async fn bench(store: &str) -> Vec<Value> {
         .collect()
 }
 
-fn check(results: &[Value], store: &str) {
+fn check(results: &[Value], store: &str, server: &str) {
     let names: Vec<&str> = results
         .iter()
         .map(|r| r["scenario"].as_str().unwrap())
@@ -65,6 +68,7 @@ fn check(results: &[Value], store: &str) {
     );
     for r in results {
         assert_eq!(r["store"], store);
+        assert_eq!(r["server"], server);
         assert!(r["jobs_per_s"].as_f64().unwrap() > 0.0 && r["seconds"].as_f64().unwrap() > 0.0);
         assert!(r["cores"].as_u64().unwrap() >= 1);
     }
@@ -77,7 +81,7 @@ fn check(results: &[Value], store: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_scenario_on_the_embedded_store() {
-    check(&bench("sqlite").await, "sqlite");
+    check(&bench("sqlite", &[]).await, "sqlite", "process");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -85,5 +89,9 @@ async fn every_scenario_on_postgres() {
     let Some(url) = errand_testkit::test_url().await else {
         return;
     };
-    check(&bench(&url).await, "postgres");
+    check(
+        &bench(&url, &["--in-process"]).await,
+        "postgres",
+        "in-process",
+    );
 }
