@@ -70,7 +70,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let w = Worker::builder(client.clone())
             .queue(queue.clone())
             .concurrency(concurrency)
-            .prefetch(concurrency * 4)
             .handler("noop", |_ctx: JobContext, _p: Value| async {
                 Ok(Value::Null)
             })

@@ -10,6 +10,7 @@ use errand_protocol::{AckBatchRequest, AckItem, AckResult, ErrorDetail, JobState
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+use super::pace::Held;
 use crate::Client;
 use crate::retry::RetryPolicy;
 
@@ -64,6 +65,7 @@ pub(crate) async fn run(
     stats: Arc<Stats>,
     give_up: watch::Receiver<Option<Instant>>,
     settings: AckSettings,
+    held: Arc<Held>,
 ) {
     let mut pending: VecDeque<Queued> = VecDeque::new();
     let mut open = true;
@@ -97,12 +99,22 @@ pub(crate) async fn run(
         }
         let n = pending.len().min(settings.batch_size);
         let batch: Vec<Queued> = pending.drain(..n).collect();
+        let (sent, asked) = (batch.len(), Instant::now());
         let retry = acker.deliver(batch).await;
+        // A delivery that needed no retry measures the round trip (one that backed off measured the
+        // backoff); either way the fetcher learns what is left to deliver.
+        let took = if retry.is_empty() {
+            asked.elapsed()
+        } else {
+            Duration::ZERO
+        };
+        held.acks_done(sent - retry.len(), took);
         // Whatever must be tried again goes first, in order.
         for q in retry.into_iter().rev() {
             pending.push_front(q);
         }
         if acker.gave_up() {
+            held.acks_done(pending.len(), Duration::ZERO);
             for q in pending.drain(..) {
                 acker.lose(&q, "the worker stopped before the server took it");
             }

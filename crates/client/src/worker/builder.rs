@@ -67,10 +67,15 @@ impl WorkerBuilder {
         self
     }
 
-    /// How many jobs the worker holds at once, running or waiting to run (default and least: the
-    /// concurrency). Jobs waiting in the buffer keep their leases by heartbeat; on shutdown they are
-    /// released. With a buffer, the worker fetches again once half of the buffer is free, so that a
-    /// busy worker claims many jobs per fetch.
+    /// Fixes how many jobs the worker holds at once, running or waiting to run (least: the
+    /// concurrency). Without it the worker paces itself, as the TypeScript SDK's `prefetch: 'auto'`
+    /// does: it holds the jobs that run, and what ends at the rate its jobs end during a fetch's and an
+    /// acknowledgement's round trip, twice over, all measured as it runs, up to 2,000 beyond the
+    /// concurrency. Jobs that take seconds then leave about one job waiting; jobs that take
+    /// microseconds fill a buffer of hundreds, so that the handlers never wait on a fetch. Either way,
+    /// finished jobs whose outcomes wait for the server do not count, and past 2,000 of those the
+    /// worker stops fetching until they are delivered. Waiting jobs keep their leases by heartbeat; on
+    /// shutdown they are released.
     pub fn prefetch(mut self, n: usize) -> Self {
         self.prefetch = Some(n);
         self
@@ -112,7 +117,8 @@ impl WorkerBuilder {
         self
     }
 
-    /// How many acknowledgements go in one `POST /v1/ack` at most (default 100).
+    /// How many acknowledgements go in one `POST /v1/ack` at most (default 1,000, as in the TypeScript
+    /// SDK: a busy worker's outcomes then cost the server one transaction per round trip).
     pub fn ack_batch_size(mut self, n: usize) -> Self {
         self.ack_batch_size = n;
         self
@@ -166,10 +172,7 @@ impl WorkerBuilder {
                 "concurrency and ack_batch_size must be at least 1".into(),
             ));
         }
-        let prefetch = self
-            .prefetch
-            .unwrap_or(self.concurrency)
-            .max(self.concurrency);
+        let prefetch = self.prefetch.map(|n| n.max(self.concurrency));
         let worker_id = self.worker_id.unwrap_or_else(default_worker_id);
         Ok(Worker {
             rt: Arc::new(Runtime {
@@ -221,7 +224,7 @@ impl Worker {
             heartbeat_every: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(30),
             cancel_grace: Duration::from_secs(1),
-            ack_batch_size: 100,
+            ack_batch_size: 1000,
             ack_flush_interval: Duration::from_millis(5),
             handlers: HashMap::new(),
         }

@@ -4,8 +4,9 @@
 //! A [`Worker`] runs three kinds of tasks over one [`Client`]:
 //!
 //! 1. **The fetcher** long-polls `POST /v1/fetch` (wait [`WorkerBuilder::poll_wait`]) for as many jobs
-//!    as the worker has room for: it holds at most [`WorkerBuilder::prefetch`] jobs, running or waiting
-//!    in a local buffer, of which at most [`WorkerBuilder::concurrency`] run at once.
+//!    as the worker should hold more of: those that run ([`WorkerBuilder::concurrency`] at most), and a
+//!    local buffer sized to what ends during a fetch's and an acknowledgement's round trip, twice
+//!    over, measured as the worker runs (`pace.rs`), unless [`WorkerBuilder::prefetch`] fixes it.
 //! 2. **Each job** gets a heartbeat task from the moment it arrives (buffered jobs keep their leases
 //!    too), every third of its lease, or at the job's `heartbeat_ms` if that is sooner. Each fetch
 //!    promises heartbeats at [`WorkerBuilder::heartbeat_every`] (10 s), which caps the leases the
@@ -50,6 +51,7 @@ mod builder;
 mod fetch;
 mod job;
 mod lease;
+mod pace;
 mod runner;
 
 use std::collections::HashMap;
@@ -68,6 +70,7 @@ pub use job::{JobContext, JobError};
 use self::ack::{AckSettings, Origin, Queued, Stats};
 use self::fetch::fetch_loop;
 use self::job::ErasedHandler;
+use self::pace::Held;
 use self::runner::{JobEnd, run_job};
 use crate::Client;
 
@@ -138,7 +141,9 @@ struct Runtime {
     queues: Vec<String>,
     worker_id: String,
     concurrency: usize,
-    prefetch: usize,
+    /// How many jobs to hold, running or waiting to run, if fixed ([`WorkerBuilder::prefetch`]); by
+    /// default the worker paces itself (`pace.rs`).
+    prefetch: Option<usize>,
     poll_wait: Duration,
     /// The heartbeat interval promised with each fetch.
     heartbeat_ms: u64,
@@ -190,20 +195,21 @@ impl Worker {
         F: Future<Output = ()>,
     {
         let rt = self.rt;
-        tracing::info!(worker_id = %rt.worker_id, queues = ?rt.queues, concurrency = rt.concurrency, prefetch = rt.prefetch, "worker started");
+        tracing::info!(worker_id = %rt.worker_id, queues = ?rt.queues, concurrency = rt.concurrency, prefetch = ?rt.prefetch, "worker started");
         let stats = Arc::new(Stats::default());
         let (ack_tx, ack_rx) = mpsc::unbounded_channel();
         let (give_up_tx, give_up_rx) = watch::channel(None);
+        let held = Arc::new(Held::default());
         let acker = tokio::spawn(ack::run(
             rt.client.clone(),
             ack_rx,
             Arc::clone(&stats),
             give_up_rx,
             rt.ack,
+            Arc::clone(&held),
         ));
-        let slots = Arc::new(Semaphore::new(rt.prefetch));
         let (job_tx, mut job_rx) = mpsc::unbounded_channel();
-        let fetcher = tokio::spawn(fetch_loop(Arc::clone(&rt), slots, job_tx));
+        let fetcher = tokio::spawn(fetch_loop(Arc::clone(&rt), held, job_tx));
         let run_slots = Arc::new(Semaphore::new(rt.concurrency));
         let (abandon_tx, abandon_rx) = watch::channel(false);
         let mut running: JoinSet<JobEnd> = JoinSet::new();

@@ -48,7 +48,9 @@ pub(super) async fn run_job(
 ) -> JobEnd {
     let shared = Arc::clone(&job.shared);
     let j = &shared.job;
+    let held = job.held();
     let queue = |item: AckItem, origin: Origin| {
+        held.ack_queued();
         // The receiver lives until every job has ended.
         let _ = acks.send(Queued { item, origin });
     };
