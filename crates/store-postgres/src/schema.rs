@@ -171,6 +171,64 @@ const MIGRATIONS: &[&str] = &[
     -- with the lease so that each renewal lasts as long as the claim did.
     ALTER TABLE {s}.jobs ADD COLUMN lease_cap_ms BIGINT;
     "#,
+    // 8: every queue's count of jobs per state, kept by triggers in the transaction that inserts,
+    // moves or deletes jobs, so that reading the counts (every node's alert pass every 5 s,
+    // `/metrics`, `GET /v1/queues`) costs a few rows however many finished jobs are retained.
+    // Triggers rather than the store's statements: no path that changes a job, nor a node of the
+    // previous release, can forget its count. A statement appends its net change per (queue, state)
+    // to `job_count_deltas` instead of updating a shared row, so that concurrent claims and
+    // acknowledgements never wait on one another's counts; a reader adds the deltas up, and the stats
+    // pass folds them into `job_counts` (`fold_counts`). The triggers are created before the counts
+    // are taken, under their lock on `jobs`, so that no write falls between the two.
+    r#"
+    CREATE TABLE {s}.job_counts (
+        queue TEXT COLLATE "C" NOT NULL,
+        state TEXT NOT NULL,
+        n     BIGINT NOT NULL,
+        PRIMARY KEY (queue, state)
+    );
+    CREATE TABLE {s}.job_count_deltas (
+        queue TEXT COLLATE "C" NOT NULL,
+        state TEXT NOT NULL,
+        n     BIGINT NOT NULL
+    );
+    CREATE FUNCTION {s}.jobs_counted_insert() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        INSERT INTO {s}.job_count_deltas (queue, state, n)
+            SELECT queue, state, COUNT(*) FROM new_rows GROUP BY queue, state;
+        RETURN NULL;
+    END $$;
+    CREATE FUNCTION {s}.jobs_counted_delete() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        INSERT INTO {s}.job_count_deltas (queue, state, n)
+            SELECT queue, state, -COUNT(*) FROM old_rows GROUP BY queue, state;
+        RETURN NULL;
+    END $$;
+    CREATE FUNCTION {s}.jobs_counted_update() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        -- Each updated row is once in each table, so a row that kept its queue and state cancels
+        -- out: no join of the two (the planner knows nothing of transition tables, and a nested loop
+        -- over a claim of a thousand rows each way made drains five times slower).
+        INSERT INTO {s}.job_count_deltas (queue, state, n)
+            SELECT queue, state, SUM(n) FROM (
+                SELECT queue, state, COUNT(*) AS n FROM new_rows GROUP BY queue, state
+                UNION ALL
+                SELECT queue, state, -COUNT(*) FROM old_rows GROUP BY queue, state
+            ) AS moved GROUP BY queue, state HAVING SUM(n) <> 0;
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER jobs_counted_insert AFTER INSERT ON {s}.jobs
+        REFERENCING NEW TABLE AS new_rows
+        FOR EACH STATEMENT EXECUTE FUNCTION {s}.jobs_counted_insert();
+    CREATE TRIGGER jobs_counted_delete AFTER DELETE ON {s}.jobs
+        REFERENCING OLD TABLE AS old_rows
+        FOR EACH STATEMENT EXECUTE FUNCTION {s}.jobs_counted_delete();
+    CREATE TRIGGER jobs_counted_update AFTER UPDATE ON {s}.jobs
+        REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+        FOR EACH STATEMENT EXECUTE FUNCTION {s}.jobs_counted_update();
+    INSERT INTO {s}.job_counts (queue, state, n)
+        SELECT queue, state, COUNT(*) FROM {s}.jobs GROUP BY queue, state;
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -312,7 +312,10 @@ statements! {
     queue_get = "SELECT name, config, paused FROM {s}.queues WHERE name = $1";
     queue_list = "SELECT name, config, paused FROM {s}.queues ORDER BY name";
     queue_paused = "SELECT paused FROM {s}.queues WHERE name = $1";
-    state_counts = "SELECT state, COUNT(*) FROM {s}.jobs WHERE queue = $1 GROUP BY state";
+    /// Kept by triggers (migration 8): the folded counts plus the deltas not yet folded.
+    state_counts = "SELECT state, SUM(n)::BIGINT FROM (\
+        SELECT state, n FROM {s}.job_counts WHERE queue = $1 \
+        UNION ALL SELECT state, n FROM {s}.job_count_deltas WHERE queue = $1) AS c GROUP BY state";
     /// Bounded work even with a million waiting: the earliest due time among the 1,000 longest queued.
     oldest_waiting = "SELECT MIN(run_at) FROM (SELECT run_at FROM {s}.jobs \
         WHERE (queue, state, id) > ($1, 'waiting', '') AND queue = $1 AND state = 'waiting' \
@@ -323,10 +326,19 @@ statements! {
         ORDER BY id DESC LIMIT $2";
     audit_prune = "DELETE FROM {s}.audit WHERE id IN \
         (SELECT id FROM (SELECT id, at FROM {s}.audit ORDER BY id LIMIT $2) AS o WHERE at < $1)";
-    /// Every queue's counts in one round trip (a lateral count per queue over the state index).
+    /// Every queue's counts in one round trip, as `state_counts`.
     state_counts_all = "SELECT q.name, q.paused, c.state, c.n FROM {s}.queues AS q \
-        LEFT JOIN LATERAL (SELECT state, COUNT(*) AS n FROM {s}.jobs \
-            WHERE queue = q.name GROUP BY state) AS c ON true";
+        LEFT JOIN (SELECT queue, state, SUM(n)::BIGINT AS n FROM (\
+            SELECT queue, state, n FROM {s}.job_counts \
+            UNION ALL SELECT queue, state, n FROM {s}.job_count_deltas) AS u \
+            GROUP BY queue, state) AS c ON c.queue = q.name";
+    /// Moves the deltas the triggers appended into `job_counts`, in one statement: a reader sees them
+    /// either as deltas or as counts. In (queue, state) order, so that two nodes folding at once wait
+    /// for one another rather than deadlock.
+    fold_counts = "WITH d AS (DELETE FROM {s}.job_count_deltas RETURNING queue, state, n) \
+        INSERT INTO {s}.job_counts AS c (queue, state, n) \
+        SELECT queue, state, SUM(n) FROM d GROUP BY queue, state ORDER BY queue, state \
+        ON CONFLICT (queue, state) DO UPDATE SET n = c.n + excluded.n";
     /// `oldest_waiting` of every queue, in one round trip.
     oldest_waiting_all = "SELECT q.name, (SELECT MIN(run_at) FROM (SELECT run_at FROM {s}.jobs \
             WHERE (queue, state, id) > (q.name, 'waiting', '') AND queue = q.name \

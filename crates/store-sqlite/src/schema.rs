@@ -147,6 +147,32 @@ const MIGRATIONS: &[&str] = &[
     -- with the lease so that each renewal lasts as long as the claim did.
     ALTER TABLE jobs ADD COLUMN lease_cap_ms INTEGER;
     "#,
+    // 8: every queue's count of jobs per state, kept by triggers in the transaction that inserts,
+    // moves or deletes a job, so that reading the counts (the alerts' pass every 5 s, `/metrics`,
+    // `GET /v1/queues`) costs a few rows however many finished jobs are retained. Triggers rather than
+    // the store's statements: no path that changes a job can forget its count.
+    r#"
+    CREATE TABLE job_counts (
+        queue TEXT NOT NULL,
+        state TEXT NOT NULL,
+        n     INTEGER NOT NULL,
+        PRIMARY KEY (queue, state)
+    ) WITHOUT ROWID;
+    INSERT INTO job_counts SELECT queue, state, COUNT(*) FROM jobs GROUP BY queue, state;
+    CREATE TRIGGER jobs_counted_insert AFTER INSERT ON jobs BEGIN
+        INSERT INTO job_counts VALUES (NEW.queue, NEW.state, 1)
+            ON CONFLICT (queue, state) DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER jobs_counted_delete AFTER DELETE ON jobs BEGIN
+        UPDATE job_counts SET n = n - 1 WHERE queue = OLD.queue AND state = OLD.state;
+    END;
+    CREATE TRIGGER jobs_counted_update AFTER UPDATE OF queue, state ON jobs
+        WHEN OLD.queue IS NOT NEW.queue OR OLD.state IS NOT NEW.state BEGIN
+        UPDATE job_counts SET n = n - 1 WHERE queue = OLD.queue AND state = OLD.state;
+        INSERT INTO job_counts VALUES (NEW.queue, NEW.state, 1)
+            ON CONFLICT (queue, state) DO UPDATE SET n = n + 1;
+    END;
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -1,4 +1,5 @@
-//! Counts of a queue's jobs per state, and the age of its oldest waiting job.
+//! Counts of a queue's jobs per state (kept by triggers in `job_counts`: see the schema's migration 8),
+//! and the age of its oldest waiting job.
 
 use rusqlite::{Connection, OptionalExtension};
 
@@ -30,7 +31,7 @@ pub(crate) fn queue_stats(conn: &Connection, name: &str, now: Timestamp) -> Resu
         .map_err(backend)?
         .unwrap_or(false);
     let mut counts = conn
-        .prepare_cached("SELECT state, COUNT(*) FROM jobs WHERE queue = ?1 GROUP BY state")
+        .prepare_cached("SELECT state, n FROM job_counts WHERE queue = ?1 AND n <> 0")
         .map_err(backend)?;
     let rows = counts
         .query_map([name], |r| {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use errand_core::{
     Cancelled, Clock, Engine, EngineConfig, Error, ErrorKind, Job, JobId, JobState, ManualClock,
-    QueueConfig, Retention, Store, Timestamp,
+    QueueConfig, QueueStats, Retention, Store, Timestamp,
 };
 
 use super::model::{MJob, Seen, SeenError, SeenLease, same_job};
@@ -98,8 +98,19 @@ impl World {
             }
             self.configured.set(Some(self.generation.get()));
         }
+        // What the queues counted before this case: its own jobs are counted on top.
+        let mut before = Vec::new();
+        for q in self.queues() {
+            before.push(
+                engine
+                    .stats(&q)
+                    .await
+                    .map_err(|e| format!("counting {q}: {e}"))?,
+            );
+        }
         let mut run = Run {
             world: self,
+            counted_before: before,
             engine: Some(engine),
             queues: self.queues(),
             t0: self.clock.now(),
@@ -125,7 +136,14 @@ impl World {
                 ));
             }
         }
-        Ok(())
+        // Once per case rather than per step: a count that drifted stays wrong, and on PostgreSQL
+        // each read of the counts is a commit (it folds the deltas).
+        run.check_counts().await.map_err(|e| {
+            format!(
+                "after the last step: {e}\ntrace (t = ms since the case began):\n{}",
+                run.trace.join("\n")
+            )
+        })
     }
 }
 
@@ -138,6 +156,8 @@ pub(super) enum Touched {
 /// One case: the engine under test, the model, and what was seen.
 pub(super) struct Run<'w> {
     pub(super) world: &'w World,
+    /// Each queue's counts per state when the case began.
+    counted_before: Vec<QueueStats>,
     /// `None` only while the store is being reopened.
     pub(super) engine: Option<Engine>,
     pub(super) queues: [String; 2],
@@ -267,6 +287,35 @@ impl Run<'_> {
             same_job(&format!("job#{i} ({})", m.id), &m.seen, &real)?;
             if real.state.is_final() {
                 self.finals.entry(m.id).or_insert(real);
+            }
+        }
+        Ok(())
+    }
+
+    /// Each queue's counts per state are what it counted when the case began plus the case's jobs in
+    /// that state: the counts a store keeps as jobs move must never drift from the jobs themselves.
+    pub(super) async fn check_counts(&self) -> Result<(), String> {
+        for (qi, q) in self.queues.iter().enumerate() {
+            let stats = self
+                .engine()
+                .stats(q)
+                .await
+                .map_err(|e| format!("counting {q}: {e}"))?;
+            for state in JobState::ALL {
+                let ours = self
+                    .jobs
+                    .iter()
+                    .filter(|m| m.seen.queue == qi && m.seen.state == state)
+                    .count() as u64;
+                let want = self.counted_before[qi].count(state) + ours;
+                if stats.count(state) != want {
+                    return Err(format!(
+                        "{q} counts {} {state:?} jobs; {want} expected ({} before the case, {ours} \
+                         of its own)",
+                        stats.count(state),
+                        self.counted_before[qi].count(state)
+                    ));
+                }
             }
         }
         Ok(())
