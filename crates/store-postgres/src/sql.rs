@@ -5,6 +5,14 @@
 //!
 //! Every statement is prepared once per connection (the pool caches them) with the schema's name written
 //! in: [`Sql`] holds the texts, built when the store connects.
+//!
+//! **A job found by its id is checked for its state through a sub-select** (`state = (SELECT
+//! 'active')`). Written plainly, the state lets the planner answer from a partial index on that state
+//! (`jobs_active`), and with statistics taken while few jobs were active — a table of millions of
+//! finished jobs — it prefers scanning every active job to the primary key: a heartbeat or an
+//! acknowledgement then read every active job, and a drain on a store of 10,000,000 finished jobs ran
+//! at 1,400 jobs/s instead of 20,000. A sub-select's value is not known when the plan is made, so only
+//! the primary key can serve.
 
 use crate::conn::{lock_key, quote_ident};
 
@@ -224,14 +232,14 @@ statements! {
     renew = "UPDATE {s}.jobs SET lease_expires_at = GREATEST(lease_expires_at, \
             $3 + LEAST(lease_ms, COALESCE(lease_cap_ms, lease_ms))), \
             progress = COALESCE($4::text, progress) \
-        WHERE id = $1 AND state = 'active' AND lease_token = $2 AND lease_expires_at > $3 \
+        WHERE id = $1 AND state = (SELECT 'active') AND lease_token = $2 AND lease_expires_at > $3 \
         RETURNING lease_expires_at, cancel_requested, queue, worker_id";
     /// Plain completions in one statement. A batch naming one job twice updates it once.
     complete_many = "UPDATE {s}.jobs AS j SET state = 'completed', result = c.c_result, \
             finished_at = c.c_now, lease_expires_at = NULL, deadline_at = NULL, lease_cap_ms = NULL \
         FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[]) \
             AS c(c_id, c_token, c_result, c_now) \
-        WHERE j.id = c.c_id AND j.state = 'active' AND j.lease_token = c.c_token \
+        WHERE j.id = c.c_id AND j.state = (SELECT 'active') AND j.lease_token = c.c_token \
         RETURNING j.id, j.lease_token, j.queue, j.kind, j.attempts, j.parent_id, j.started_at";
     /// One guarded transition; see `Transition` for what each parameter does. Error records are
     /// appended as text, without parsing the array (`jsonb` would refuse a `\u0000` in a message).
@@ -249,7 +257,7 @@ statements! {
             lease_expires_at = NULL, deadline_at = NULL, lease_cap_ms = NULL, \
             cancel_requested = CASE WHEN $11::boolean THEN cancel_requested ELSE false END, \
             finished_at = CASE WHEN $11::boolean THEN $12::bigint ELSE NULL END \
-        WHERE id = $1 AND state = $2 AND ($3::text IS NULL OR lease_token = $3::text) \
+        WHERE id = $1 AND state = (SELECT $2::text) AND ($3::text IS NULL OR lease_token = $3::text) \
           AND ($13::boolean IS NULL OR cancel_requested = $13::boolean) \
           AND ($15::bigint IS NULL OR lease_expires_at = $15::bigint) \
           AND ($14::bigint IS NULL OR unique_key IS NULL OR NOT (EXISTS ( \
@@ -279,7 +287,8 @@ statements! {
     probe = "SELECT state, lease_token, cancel_requested FROM {s}.jobs WHERE id = $1";
     unique_keys_of = "SELECT DISTINCT queue, unique_key FROM {s}.jobs \
         WHERE id = ANY($1::text[]) AND unique_key IS NOT NULL";
-    request_cancel = "UPDATE {s}.jobs SET cancel_requested = true WHERE id = $1 AND state = 'active' \
+    request_cancel = "UPDATE {s}.jobs SET cancel_requested = true \
+        WHERE id = $1 AND state = (SELECT 'active') \
         RETURNING queue, kind, attempts";
     expired = concat!("SELECT ", job_columns!(), " FROM {s}.jobs WHERE state = 'active' \
         AND (lease_expires_at <= $1 OR deadline_at <= $1) LIMIT $2");
