@@ -1,6 +1,6 @@
 //! The fetcher: long-polls for as many jobs as the worker should hold more of (`pace.rs` says how
-//! many), and hands each over with its heartbeat already running. Running a job is `runner.rs`'s; releasing the jobs left in the hand-over
-//! at shutdown is the parent module's.
+//! many), and hands each over with its heartbeat already running. Running a job is `runner.rs`'s;
+//! releasing the jobs left in the hand-over at shutdown is the parent module's.
 
 use std::sync::Arc;
 
