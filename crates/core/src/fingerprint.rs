@@ -93,9 +93,38 @@ pub fn of(kind: &str, message: &str) -> String {
         .collect()
 }
 
+/// The fingerprint of a job of `kind` whose error records are stored as the JSON array `errors`: of
+/// its latest error's message (of an empty one without errors, as [`crate::Job::error_fingerprint`]).
+/// For a store fingerprinting the dead jobs it held before it stored fingerprints.
+pub fn of_stored(kind: &str, errors: Option<&str>) -> String {
+    #[derive(serde::Deserialize)]
+    struct Message {
+        #[serde(default)]
+        message: String,
+    }
+    let latest = errors
+        .and_then(|e| serde_json::from_str::<Vec<Message>>(e).ok())
+        .and_then(|mut all| all.pop())
+        .map(|m| m.message)
+        .unwrap_or_default();
+    of(kind, &latest)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stored_error_array_gives_its_latest_errors_fingerprint() {
+        let errors = r#"[{"attempt":1,"kind":"error","message":"smtp 421","at":1},
+                         {"attempt":2,"kind":"error","message":"card 42 declined","at":2}]"#;
+        assert_eq!(
+            of_stored("charge", Some(errors)),
+            of("charge", "card 7 declined")
+        );
+        assert_eq!(of_stored("charge", None), of("charge", ""));
+        assert_eq!(of_stored("charge", Some("[]")), of("charge", ""));
+    }
 
     #[test]
     fn variable_parts_do_not_change_the_fingerprint() {

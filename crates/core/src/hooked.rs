@@ -22,8 +22,8 @@ use crate::id::JobId;
 use crate::model::{AuditEntry, Job, LogLine, QueueConfig, QueueInfo, QueueStats};
 use crate::schedule::Schedule;
 use crate::store::{
-    Claimed, Fired, Inserted, JobClaim, JobDelete, JobInsert, JobList, JobLogAppend, JobPrune,
-    JobReplace, LeaseRenew, Renewed, ScheduleFire, Store, Transition, Transitioned,
+    Claimed, DeadGroupRows, Fired, Inserted, JobClaim, JobDelete, JobInsert, JobList, JobLogAppend,
+    JobPrune, JobReplace, LeaseRenew, Renewed, ScheduleFire, Store, Transition, Transitioned,
 };
 
 /// A store wrapped by a hook: every operation goes through `hook` to `inner`.
@@ -132,6 +132,7 @@ hooked! {
     audit_prune => AuditPrune(before: Timestamp, limit: usize) -> u64;
     queue_stats_all => QueueStatsAll(now: Timestamp) -> Vec<QueueStats>;
     queue_stats => QueueStats(name: &str, now: Timestamp) -> QueueStats;
+    dead_groups => DeadGroups(name: &str, limit: usize) -> DeadGroupRows;
     job_replace => JobReplace(p: JobReplace) -> bool;
     job_log_append => JobLogAppend(p: JobLogAppend) -> ();
     job_logs => JobLogs(id: JobId) -> Vec<LogLine>;
@@ -158,7 +159,7 @@ mod tests {
     #[test]
     fn each_operation_is_named_as_its_store_method() {
         let names: Vec<&str> = Op::ALL.iter().map(|op| op.as_str()).collect();
-        assert_eq!(names.len(), 32);
+        assert_eq!(names.len(), 33);
         assert_eq!(names[0], "job_insert");
         assert!(names.contains(&"schedule_set_paused") && names.contains(&"try_lead"));
         assert!(names.contains(&"audit_prune"));

@@ -210,6 +210,10 @@ pub struct Transition {
     pub error: Option<ErrorRecord>,
     /// Sets the dead reason (for `dead`).
     pub dead_reason: Option<DeadReason>,
+    /// Sets the error fingerprint (for `dead`, with the dead reason: [`Job::error_fingerprint`] of the
+    /// job with `error` appended), by which the store keeps each queue's dead letters counted per
+    /// fingerprint (see [`Store::dead_groups`]). Cleared by any other state.
+    pub fingerprint: Option<String>,
     pub attempts: Attempts,
     /// Counts a stall.
     pub stalled: bool,
@@ -239,6 +243,7 @@ impl Transition {
             result: None,
             error: None,
             dead_reason: None,
+            fingerprint: None,
             attempts: Attempts::Keep,
             stalled: false,
             expect_cancel_requested: None,
@@ -249,6 +254,15 @@ impl Transition {
 }
 
 impl Transition {
+    /// Makes this transition the job's death for `reason`, fingerprinted by the job's `kind` and the
+    /// error the transition appends (set `error` first): what [`Job::error_fingerprint`] then gives.
+    pub fn die(&mut self, reason: DeadReason, kind: &str) {
+        self.to = JobState::Dead;
+        self.dead_reason = Some(reason);
+        let message = self.error.as_ref().map_or("", |e| e.message.as_str());
+        self.fingerprint = Some(crate::fingerprint::of(kind, message));
+    }
+
     /// A plain completion: completed under a lease, nothing else changed but the result. Stores apply
     /// these — the bulk of the traffic — with one set-based statement.
     pub fn is_plain_completion(&self) -> bool {
@@ -257,6 +271,7 @@ impl Transition {
             && self.run_at.is_none()
             && self.error.is_none()
             && self.dead_reason.is_none()
+            && self.fingerprint.is_none()
             && self.attempts == Attempts::Keep
             && !self.stalled
             && self.expect_cancel_requested.is_none()
@@ -379,6 +394,23 @@ pub struct JobList {
     pub unique_key: Option<String>,
     pub after: Option<JobId>,
     pub limit: usize,
+}
+
+/// A queue's dead letters of one error fingerprint, as the store keeps them counted.
+#[derive(Debug, Clone)]
+pub struct DeadGroupRow {
+    pub fingerprint: String,
+    pub count: u64,
+    /// The group's dead job that finished last (of those that finished at once, the greatest id).
+    pub latest: Job,
+}
+
+/// A queue's dead-letter groups: the largest `limit` (most jobs first, then by fingerprint), and
+/// how many dead jobs all its groups hold.
+#[derive(Debug, Clone)]
+pub struct DeadGroupRows {
+    pub groups: Vec<DeadGroupRow>,
+    pub total: u64,
 }
 
 /// Delete finished jobs of `queue` in `states`: beyond the `keep` most recently finished, and those that
@@ -546,6 +578,12 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// Counts per state and the oldest waiting job's age.
     async fn queue_stats(&self, name: &str, now: Timestamp) -> Result<QueueStats>;
+
+    /// Queue `name`'s dead letters by error fingerprint (the one stored when each died), the largest
+    /// `limit` groups. Kept counted as jobs die, are revived and are deleted, so that the cost does not
+    /// grow with the dead jobs retained: a few rows per group, and one index seek per group returned.
+    /// Jobs that died without a fingerprint (by a node of an earlier release) are in no group.
+    async fn dead_groups(&self, name: &str, limit: usize) -> Result<DeadGroupRows>;
 
     /// Replaces a job's input if it is still in the expected state (see [`JobReplace`]).
     async fn job_replace(&self, p: JobReplace) -> Result<bool>;

@@ -253,9 +253,11 @@ pub struct DeadFilter {
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct DeadGroupList {
     pub groups: Vec<DeadGroupView>,
-    /// Dead jobs read (at most 100,000).
+    /// Dead jobs in the queue's groups: all of its dead jobs, but any that a node of a release
+    /// without stored fingerprints killed during a rolling upgrade.
     pub scanned: u64,
-    /// False when the queue holds more dead jobs than were read.
+    /// Always true: the groups are kept counted as jobs die. (Earlier releases read at most 100,000
+    /// dead jobs and said false when there were more.)
     pub complete: bool,
 }
 

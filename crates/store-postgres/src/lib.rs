@@ -41,7 +41,7 @@ use errand_core::store::{
     Claimed, Inserted, JobClaim, JobDelete, JobInsert, JobList, JobPrune, JobSpec, LeaseRenew,
     Renewed, Store, Transition, Transitioned,
 };
-use errand_core::store::{Fired, JobLogAppend, JobReplace, ScheduleFire};
+use errand_core::store::{DeadGroupRows, Fired, JobLogAppend, JobReplace, ScheduleFire};
 use errand_core::{
     Error, Job, JobId, LogLine, QueueConfig, QueueInfo, QueueStats, Result, Schedule, Timestamp,
 };
@@ -368,6 +368,13 @@ impl Store for PgStore {
     async fn queue_stats(&self, name: &str, now: Timestamp) -> Result<QueueStats> {
         run(self.pool(), self.cx(), &(name, now), |c, cx, p| {
             Box::pin(ops::queue_stats(c, cx, p.0, p.1))
+        })
+        .await
+    }
+
+    async fn dead_groups(&self, name: &str, limit: usize) -> Result<DeadGroupRows> {
+        run(self.pool(), self.cx(), &(name, limit), |c, cx, p| {
+            Box::pin(ops::dead_groups(c, cx, p.0, p.1))
         })
         .await
     }

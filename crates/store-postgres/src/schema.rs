@@ -229,7 +229,105 @@ const MIGRATIONS: &[&str] = &[
     INSERT INTO {s}.job_counts (queue, state, n)
         SELECT queue, state, COUNT(*) FROM {s}.jobs GROUP BY queue, state;
     "#,
+    // 9: a dead job's error fingerprint, stored when it dies (`errand_core::fingerprint`: computed by
+    // the engine, so no statement here can make one), and each queue's dead jobs counted per
+    // fingerprint, as migration 8 counts states and by the same triggers (rewritten here to append
+    // both deltas): dead-letter groups then read a few rows per group however many dead jobs are
+    // retained. The dead jobs already there are fingerprinted by [`fingerprint_dead_jobs`] after
+    // this runs, in its transaction, and counted by these triggers as they are.
+    r#"
+    ALTER TABLE {s}.jobs ADD COLUMN fingerprint TEXT COLLATE "C";
+    CREATE INDEX jobs_dead_groups ON {s}.jobs (queue, fingerprint, finished_at, id)
+        WHERE state = 'dead';
+    CREATE TABLE {s}.dead_groups (
+        queue       TEXT COLLATE "C" NOT NULL,
+        fingerprint TEXT COLLATE "C" NOT NULL,
+        n           BIGINT NOT NULL,
+        PRIMARY KEY (queue, fingerprint)
+    );
+    CREATE TABLE {s}.dead_group_deltas (
+        queue       TEXT COLLATE "C" NOT NULL,
+        fingerprint TEXT COLLATE "C" NOT NULL,
+        n           BIGINT NOT NULL
+    );
+    CREATE OR REPLACE FUNCTION {s}.jobs_counted_insert() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        INSERT INTO {s}.job_count_deltas (queue, state, n)
+            SELECT queue, state, COUNT(*) FROM new_rows GROUP BY queue, state;
+        INSERT INTO {s}.dead_group_deltas (queue, fingerprint, n)
+            SELECT queue, fingerprint, COUNT(*) FROM new_rows
+            WHERE state = 'dead' AND fingerprint IS NOT NULL GROUP BY queue, fingerprint;
+        RETURN NULL;
+    END $$;
+    CREATE OR REPLACE FUNCTION {s}.jobs_counted_delete() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        INSERT INTO {s}.job_count_deltas (queue, state, n)
+            SELECT queue, state, -COUNT(*) FROM old_rows GROUP BY queue, state;
+        INSERT INTO {s}.dead_group_deltas (queue, fingerprint, n)
+            SELECT queue, fingerprint, -COUNT(*) FROM old_rows
+            WHERE state = 'dead' AND fingerprint IS NOT NULL GROUP BY queue, fingerprint;
+        RETURN NULL;
+    END $$;
+    CREATE OR REPLACE FUNCTION {s}.jobs_counted_update() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        -- As migration 8's: a row that kept its queue and state (and fingerprint) cancels out.
+        INSERT INTO {s}.job_count_deltas (queue, state, n)
+            SELECT queue, state, SUM(n) FROM (
+                SELECT queue, state, COUNT(*) AS n FROM new_rows GROUP BY queue, state
+                UNION ALL
+                SELECT queue, state, -COUNT(*) FROM old_rows GROUP BY queue, state
+            ) AS moved GROUP BY queue, state HAVING SUM(n) <> 0;
+        INSERT INTO {s}.dead_group_deltas (queue, fingerprint, n)
+            SELECT queue, fingerprint, SUM(n) FROM (
+                SELECT queue, fingerprint, COUNT(*) AS n FROM new_rows
+                WHERE state = 'dead' AND fingerprint IS NOT NULL GROUP BY queue, fingerprint
+                UNION ALL
+                SELECT queue, fingerprint, -COUNT(*) FROM old_rows
+                WHERE state = 'dead' AND fingerprint IS NOT NULL GROUP BY queue, fingerprint
+            ) AS moved GROUP BY queue, fingerprint HAVING SUM(n) <> 0;
+        RETURN NULL;
+    END $$;
+    "#,
 ];
+
+/// The migration after which the dead jobs already stored are fingerprinted (in Rust, as the engine
+/// does it), in the migration's transaction.
+const FINGERPRINTS_FROM: usize = 9;
+
+/// Gives every dead job without a fingerprint the one [`errand_core::Job::error_fingerprint`] gives:
+/// of its kind and its latest error's message. A page of ids at a time, each page one statement.
+async fn fingerprint_dead_jobs(tx: &deadpool_postgres::Transaction<'_>, s: &str) -> Result<u64> {
+    const PAGE: i64 = 5_000;
+    let select = format!(
+        "SELECT id, kind, errors FROM {s}.jobs WHERE state = 'dead' AND fingerprint IS NULL \
+         AND id > $1 ORDER BY id LIMIT $2"
+    );
+    let set = format!(
+        "UPDATE {s}.jobs AS j SET fingerprint = f.fp FROM unnest($1::text[], $2::text[]) \
+         AS f(fid, fp) WHERE j.id = f.fid"
+    );
+    let (mut after, mut done) = (String::new(), 0u64);
+    loop {
+        let rows = tx.query(&select, &[&after, &PAGE]).await.map_err(db)?;
+        let Some(last) = rows.last() else {
+            return Ok(done);
+        };
+        after = last.get(0);
+        let mut ids = Vec::with_capacity(rows.len());
+        let mut fps = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let (id, kind, errors): (String, String, Option<String>) =
+                (r.get(0), r.get(1), r.get(2));
+            fps.push(errand_core::fingerprint::of_stored(
+                &kind,
+                errors.as_deref(),
+            ));
+            ids.push(id);
+        }
+        tx.execute(&set, &[&ids, &fps]).await.map_err(db)?;
+        done += ids.len() as u64;
+    }
+}
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
@@ -315,6 +413,14 @@ pub(crate) async fn migrate(client: &mut Object, schema: &str) -> Result<()> {
         tx.batch_execute(&sql.replace("{s}", &s))
             .await
             .map_err(db)?;
+        if version as usize == FINGERPRINTS_FROM {
+            let n = fingerprint_dead_jobs(&tx, &s).await?;
+            tracing::info!(
+                schema,
+                dead_jobs = n,
+                "fingerprinted the dead jobs already stored"
+            );
+        }
         tx.execute(
             &format!("INSERT INTO {s}.migrations (version) VALUES ($1)"),
             &[&version],

@@ -250,7 +250,7 @@ statements! {
             errors = CASE WHEN $7::text IS NULL THEN errors \
                      WHEN errors IS NULL OR errors = '[]' THEN '[' || $7::text || ']' \
                      ELSE left(errors, -1) || ',' || $7::text || ']' END, \
-            dead_reason = $8::text, \
+            dead_reason = $8::text, fingerprint = $16::text, \
             attempts = CASE $9::int WHEN 1 THEN GREATEST(attempts - 1, 0) WHEN 2 THEN 0 \
                        ELSE attempts END, \
             stalls = CASE $9::int WHEN 2 THEN 0 ELSE stalls + $10::int END, \
@@ -282,6 +282,8 @@ statements! {
                      ELSE left(errors, -1) || ',' || $3::text || ']' END \
         WHERE id = $1 AND state = 'waiting_children' \
         RETURNING state, queue, kind, attempts";
+    /// Sets dead job `$1`'s error fingerprint (a parent `parent_fail` killed).
+    fingerprint_dead = "UPDATE {s}.jobs SET fingerprint = $2 WHERE id = $1 AND state = (SELECT 'dead')";
     children = concat!("SELECT ", job_columns!(), " FROM {s}.jobs WHERE parent_id = $1 \
         ORDER BY id LIMIT $2");
     probe = "SELECT state, lease_token, cancel_requested FROM {s}.jobs WHERE id = $1";
@@ -348,6 +350,24 @@ statements! {
         INSERT INTO {s}.job_counts AS c (queue, state, n) \
         SELECT queue, state, SUM(n) FROM d GROUP BY queue, state ORDER BY queue, state \
         ON CONFLICT (queue, state) DO UPDATE SET n = c.n + excluded.n";
+    /// Queue `$1`'s dead-letter groups, kept by triggers (migration 9): the folded counts plus the
+    /// deltas not yet folded.
+    dead_group_counts = "SELECT fingerprint, SUM(n)::BIGINT FROM (\
+        SELECT fingerprint, n FROM {s}.dead_groups WHERE queue = $1 \
+        UNION ALL SELECT fingerprint, n FROM {s}.dead_group_deltas WHERE queue = $1) AS g \
+        GROUP BY fingerprint HAVING SUM(n) > 0";
+    /// The latest dead job of each fingerprint `$2` of queue `$1` (and the fingerprint, after the
+    /// job's columns): one index seek each.
+    dead_group_latest = concat!("SELECT ", job_columns!(), ", f.fp FROM unnest($2::text[]) AS f(fp) \
+        CROSS JOIN LATERAL (SELECT * FROM {s}.jobs WHERE queue = $1 AND state = 'dead' \
+            AND fingerprint = f.fp ORDER BY finished_at DESC, id DESC LIMIT 1) AS j");
+    /// As `fold_counts`, for the dead-letter groups; a group left empty goes.
+    fold_dead_groups = "WITH d AS (DELETE FROM {s}.dead_group_deltas RETURNING queue, fingerprint, n) \
+        INSERT INTO {s}.dead_groups AS g (queue, fingerprint, n) \
+        SELECT queue, fingerprint, SUM(n) FROM d GROUP BY queue, fingerprint \
+        ORDER BY queue, fingerprint \
+        ON CONFLICT (queue, fingerprint) DO UPDATE SET n = g.n + excluded.n";
+    drop_empty_dead_groups = "DELETE FROM {s}.dead_groups WHERE n <= 0";
     /// `oldest_waiting` of every queue, in one round trip.
     oldest_waiting_all = "SELECT q.name, (SELECT MIN(run_at) FROM (SELECT run_at FROM {s}.jobs \
             WHERE (queue, state, id) > (q.name, 'waiting', '') AND queue = q.name \

@@ -843,3 +843,74 @@ async fn two_nodes_four_workers_never_exceed_the_rate_limits() {
     );
     assert!(big.len() >= 17, "the big group had {} claims", big.len());
 }
+
+/// Dead jobs a schema held before it stored fingerprints (version 8) are fingerprinted and counted
+/// into their groups when migration 9 runs, as the engine fingerprints a job when it dies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migration_9_fingerprints_and_groups_the_dead_jobs_already_stored() {
+    let Some(url) = test_url().await else { return };
+    let schema = TestSchema::new(&url).await;
+    let clock = ManualClock::at_fixed_start();
+    let store = schema.store().await;
+    let e = engine(&store, &clock);
+    let mut dead = Vec::new();
+    for message in ["card 1 declined", "card 22 declined", "gateway timeout"] {
+        let id = e
+            .enqueue(
+                NewJob::new("d", "charge", json!({})).with_options(JobOptions {
+                    max_attempts: Some(1),
+                    ..Default::default()
+                }),
+            )
+            .await
+            .unwrap()
+            .id;
+        let job = e
+            .claim(Claim {
+                queues: vec!["d".into()],
+                worker_id: "w".into(),
+                limit: 1,
+                heartbeat_ms: None,
+            })
+            .await
+            .unwrap()
+            .remove(0);
+        let token = job.lease.unwrap().token;
+        e.fail(id, token, errand_core::Failure::retryable(message))
+            .await
+            .unwrap();
+        dead.push(id);
+    }
+    drop((e, store));
+    // Back to version 8, as a node of the previous release left it (its trigger functions count
+    // states only, and migration 9 replaces them).
+    let s = schema.name();
+    psql(&url)
+        .await
+        .batch_execute(&format!(
+            "DROP TABLE \"{s}\".dead_groups; DROP TABLE \"{s}\".dead_group_deltas;
+             ALTER TABLE \"{s}\".jobs DROP COLUMN fingerprint;
+             DELETE FROM \"{s}\".migrations WHERE version = 9;"
+        ))
+        .await
+        .unwrap();
+    let store = schema.store().await;
+    let e = engine(&store, &clock);
+    let g = e.dead_groups("d", 10).await.unwrap();
+    assert_eq!(g.scanned, 3);
+    let groups: Vec<(u64, String)> = g
+        .groups
+        .iter()
+        .map(|g| (g.count, g.fingerprint.clone()))
+        .collect();
+    let declined = e.get(dead[1]).await.unwrap().error_fingerprint();
+    let timeout = e.get(dead[2]).await.unwrap().error_fingerprint();
+    assert_eq!(groups, [(2, declined), (1, timeout)]);
+    assert_eq!(
+        g.groups[0].sample_job_id, dead[1],
+        "the latest of the group"
+    );
+    // The groups stay counted by the triggers from here on.
+    e.retry(dead[0]).await.unwrap();
+    assert_eq!(e.dead_groups("d", 10).await.unwrap().scanned, 2);
+}

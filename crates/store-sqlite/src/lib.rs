@@ -26,7 +26,7 @@ use errand_core::store::{
     Claimed, Inserted, JobClaim, JobDelete, JobInsert, JobList, JobPrune, LeaseRenew, Renewed,
     Store, Transition, Transitioned,
 };
-use errand_core::store::{Fired, JobLogAppend, JobReplace, ScheduleFire};
+use errand_core::store::{DeadGroupRows, Fired, JobLogAppend, JobReplace, ScheduleFire};
 use errand_core::{
     Error, Job, JobId, LogLine, QueueConfig, QueueInfo, QueueStats, Result, Schedule, Timestamp,
 };
@@ -279,6 +279,14 @@ impl Store for SqliteStore {
         self.inner
             .readers
             .read(move |c| ops::queue_stats(c, &name, now))
+            .await
+    }
+
+    async fn dead_groups(&self, name: &str, limit: usize) -> Result<DeadGroupRows> {
+        let name = name.to_string();
+        self.inner
+            .readers
+            .read(move |c| ops::dead_groups(c, &name, limit))
             .await
     }
 

@@ -173,7 +173,72 @@ const MIGRATIONS: &[&str] = &[
             ON CONFLICT (queue, state) DO UPDATE SET n = n + 1;
     END;
     "#,
+    // 9: a dead job's error fingerprint, stored when it dies (`errand_core::fingerprint`: computed by
+    // the engine, so no statement here can make one), and each queue's dead jobs counted per
+    // fingerprint by triggers, as `job_counts` counts states: dead-letter groups then read a few rows
+    // per group however many dead jobs are retained. The dead jobs already there are fingerprinted
+    // by [`fingerprint_dead_jobs`] after this runs, in its transaction, and counted by these
+    // triggers as they are.
+    r#"
+    ALTER TABLE jobs ADD COLUMN fingerprint TEXT;
+    CREATE INDEX jobs_dead_groups ON jobs (queue, fingerprint, finished_at, id)
+        WHERE state = 'dead';
+    CREATE TABLE dead_groups (
+        queue       TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        n           INTEGER NOT NULL,
+        PRIMARY KEY (queue, fingerprint)
+    ) WITHOUT ROWID;
+    CREATE TRIGGER jobs_dead_grouped_insert AFTER INSERT ON jobs
+        WHEN NEW.state = 'dead' AND NEW.fingerprint IS NOT NULL BEGIN
+        INSERT INTO dead_groups VALUES (NEW.queue, NEW.fingerprint, 1)
+            ON CONFLICT (queue, fingerprint) DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER jobs_dead_grouped_delete AFTER DELETE ON jobs
+        WHEN OLD.state = 'dead' AND OLD.fingerprint IS NOT NULL BEGIN
+        UPDATE dead_groups SET n = n - 1 WHERE queue = OLD.queue AND fingerprint = OLD.fingerprint;
+        DELETE FROM dead_groups WHERE queue = OLD.queue AND fingerprint = OLD.fingerprint AND n <= 0;
+    END;
+    CREATE TRIGGER jobs_dead_grouped_update AFTER UPDATE OF queue, state, fingerprint ON jobs
+        WHEN (OLD.state = 'dead' OR NEW.state = 'dead')
+         AND (OLD.queue IS NOT NEW.queue OR OLD.state IS NOT NEW.state
+              OR OLD.fingerprint IS NOT NEW.fingerprint) BEGIN
+        UPDATE dead_groups SET n = n - 1
+            WHERE OLD.state = 'dead' AND queue = OLD.queue AND fingerprint = OLD.fingerprint;
+        DELETE FROM dead_groups
+            WHERE OLD.state = 'dead' AND queue = OLD.queue AND fingerprint = OLD.fingerprint
+              AND n <= 0;
+        INSERT INTO dead_groups SELECT NEW.queue, NEW.fingerprint, 1
+            WHERE NEW.state = 'dead' AND NEW.fingerprint IS NOT NULL
+            ON CONFLICT (queue, fingerprint) DO UPDATE SET n = n + 1;
+    END;
+    "#,
 ];
+
+/// The migration after which the dead jobs already stored are fingerprinted (in Rust, as the engine
+/// does it), in the migration's transaction.
+const FINGERPRINTS_FROM: usize = 9;
+
+/// Gives every dead job without a fingerprint the one [`errand_core::Job::error_fingerprint`] gives:
+/// of its kind and its latest error's message.
+fn fingerprint_dead_jobs(tx: &Connection) -> Result<u64> {
+    let missing: Vec<(String, String, Option<String>)> = tx
+        .prepare("SELECT id, kind, errors FROM jobs WHERE state = 'dead' AND fingerprint IS NULL")
+        .map_err(backend)?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .map_err(backend)?
+        .collect::<rusqlite::Result<_>>()
+        .map_err(backend)?;
+    let mut set = tx
+        .prepare("UPDATE jobs SET fingerprint = ?2 WHERE id = ?1")
+        .map_err(backend)?;
+    for (id, kind, errors) in &missing {
+        let fingerprint = errand_core::fingerprint::of_stored(kind, errors.as_deref());
+        set.execute(rusqlite::params![id, fingerprint])
+            .map_err(backend)?;
+    }
+    Ok(missing.len() as u64)
+}
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -192,6 +257,10 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<()> {
     for (v, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
         let tx = conn.transaction().map_err(backend)?;
         tx.execute_batch(sql).map_err(backend)?;
+        if v + 1 == FINGERPRINTS_FROM {
+            let n = fingerprint_dead_jobs(&tx)?;
+            tracing::info!(dead_jobs = n, "fingerprinted the dead jobs already stored");
+        }
         tx.pragma_update(None, "user_version", (v + 1) as i64)
             .map_err(backend)?;
         tx.commit().map_err(backend)?;

@@ -100,6 +100,12 @@ pub async fn a_dead_child_fails_its_parent_or_releases_it(f: Fixture) {
     assert_eq!(parent.state, JobState::Dead);
     assert_eq!(parent.dead_reason, Some(DeadReason::ChildDead));
     assert!(parent.errors[0].message.contains(&c.id.to_string()));
+    // The parent is a dead letter like any: grouped by its error, and so is the child.
+    let groups = e.dead_groups("p", 10).await.unwrap();
+    assert_eq!(groups.scanned, 1);
+    assert_eq!(groups.groups[0].fingerprint, parent.error_fingerprint());
+    assert_eq!(groups.groups[0].sample_job_id, parent.id);
+    assert_eq!(e.dead_groups("c", 10).await.unwrap().scanned, 1);
     // Its other child goes on; finishing it changes nothing for the dead parent.
     let other = claim_one(e, "c").await;
     e.complete(other.id, token(&other), None).await.unwrap();

@@ -169,8 +169,7 @@ impl Engine {
         if job.cancel_requested {
             t.to = JobState::Cancelled;
         } else if job.stalls + 1 > job.max_stalled {
-            t.to = JobState::Dead;
-            t.dead_reason = Some(DeadReason::Stalled);
+            t.die(DeadReason::Stalled, &job.kind);
         } else {
             t.attempts = Attempts::GiveBack;
         }

@@ -1,7 +1,5 @@
 //! Operators: cancel, retry, replay and purge dead jobs, promote, pause, configure, and look.
 
-use std::collections::HashMap;
-
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
 use crate::id::JobId;
@@ -46,17 +44,15 @@ pub struct DeadGroup {
     pub sample_job_id: JobId,
 }
 
-/// A queue's dead letters by fingerprint, most jobs first. `complete` is false when the queue holds
-/// more dead jobs than were scanned (the counts are then of the oldest `scanned`).
+/// A queue's dead letters by fingerprint, most jobs first. `scanned` is how many dead jobs the
+/// queue's groups hold; `complete` is always true now that stores keep the groups counted (it was
+/// false when a scan stopped short, and stays in the API for the clients that read it).
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeadGroups {
     pub groups: Vec<DeadGroup>,
     pub scanned: u64,
     pub complete: bool,
 }
-
-/// Dead jobs one grouping reads at most (default 100,000).
-pub const MAX_DEAD_SCAN: u64 = 100_000;
 
 /// A page of jobs; `next` is the cursor for the following page.
 #[derive(Debug, Clone)]
@@ -235,70 +231,32 @@ impl Engine {
     }
 
     /// The queue's dead letters grouped by error fingerprint, the largest groups first (at most
-    /// `limit` groups), from at most [`MAX_DEAD_SCAN`] dead jobs.
+    /// `limit` groups). The store keeps them counted as jobs die, so this reads a few rows per group
+    /// however many dead jobs the queue retains.
     pub async fn dead_groups(&self, queue: &str, limit: usize) -> Result<DeadGroups> {
         validate::queue_name("queue", queue, self.limits())?;
-        let mut groups: HashMap<String, DeadGroup> = HashMap::new();
-        let mut scanned = 0u64;
-        let mut after = None;
-        let complete = loop {
-            let page = self
-                .inner
-                .store
-                .job_list(JobList {
-                    queue: queue.to_string(),
-                    state: JobState::Dead,
-                    kind: None,
-                    unique_key: None,
-                    after,
-                    limit: self.inner.config.batch_size,
-                })
-                .await?;
-            let full = page.len() == self.inner.config.batch_size;
-            for j in &page {
-                scanned += 1;
-                let failed_at = j.finished_at.unwrap_or(j.created_at);
-                let error = j
+        let rows = self.inner.store.dead_groups(queue, limit).await?;
+        let groups = rows
+            .groups
+            .into_iter()
+            .map(|g| DeadGroup {
+                kind: g.latest.kind.clone(),
+                error: g
+                    .latest
                     .errors
                     .last()
                     .map(|e| e.message.clone())
-                    .unwrap_or_default();
-                let g = groups
-                    .entry(j.error_fingerprint())
-                    .or_insert_with_key(|fp| DeadGroup {
-                        fingerprint: fp.clone(),
-                        kind: j.kind.clone(),
-                        error: error.clone(),
-                        count: 0,
-                        last_failed_at: failed_at,
-                        sample_job_id: j.id,
-                    });
-                g.count += 1;
-                if failed_at >= g.last_failed_at {
-                    g.last_failed_at = failed_at;
-                    g.error = error;
-                    g.sample_job_id = j.id;
-                }
-            }
-            after = page.last().map(|j| j.id);
-            if !full {
-                break true;
-            }
-            if scanned >= MAX_DEAD_SCAN {
-                break false;
-            }
-        };
-        let mut groups: Vec<DeadGroup> = groups.into_values().collect();
-        groups.sort_by(|a, b| {
-            b.count
-                .cmp(&a.count)
-                .then_with(|| a.fingerprint.cmp(&b.fingerprint))
-        });
-        groups.truncate(limit);
+                    .unwrap_or_default(),
+                last_failed_at: g.latest.finished_at.unwrap_or(g.latest.created_at),
+                sample_job_id: g.latest.id,
+                fingerprint: g.fingerprint,
+                count: g.count,
+            })
+            .collect();
         Ok(DeadGroups {
             groups,
-            scanned,
-            complete,
+            scanned: rows.total,
+            complete: true,
         })
     }
 

@@ -19,7 +19,7 @@ mod work;
 pub use enqueue::Enqueued;
 pub use flows::{FlowEnqueued, MAX_CHILDREN};
 pub use maintain::MaintenanceReport;
-pub use manage::{Cancelled, DeadFilter, DeadGroup, DeadGroups, MAX_DEAD_SCAN, Page};
+pub use manage::{Cancelled, DeadFilter, DeadGroup, DeadGroups, Page};
 pub use webhooks::{OWN_QUEUE_PREFIX, WEBHOOK_KIND, WEBHOOK_QUEUE};
 pub use work::{Ack, AckOutcome, Claim, ClaimOutcome, Failure};
 

@@ -519,9 +519,9 @@ impl Engine {
         if job.cancel_requested {
             t.to = JobState::Cancelled;
         } else if kind == ErrorKind::NonRetryable {
-            t.dead_reason = Some(DeadReason::NonRetryable);
+            t.die(DeadReason::NonRetryable, &job.kind);
         } else if job.attempts >= job.max_attempts {
-            t.dead_reason = Some(DeadReason::AttemptsExhausted);
+            t.die(DeadReason::AttemptsExhausted, &job.kind);
         } else {
             let r: f64 = rand::rng().random();
             // A policy's delay is capped by the limits (an uncapped exponential would reach years);

@@ -41,6 +41,10 @@ pub trait TransitionStatements {
         error: &ErrorRecord,
     ) -> Result<Option<ParentRow>>;
 
+    /// Sets dead job `id`'s error fingerprint (a parent that `fail_parent` killed: the statement that
+    /// killed it could not compute one).
+    async fn fingerprint_dead(&mut self, id: &str, fingerprint: &str) -> Result<()>;
+
     /// Job `id` as it is now (`None`: no such job), to say why a guard failed.
     async fn current(&mut self, id: &str) -> Result<Option<Current>>;
 }
@@ -101,7 +105,14 @@ async fn parent_effect<S: TransitionStatements>(
             }
             s.release_parent(parent, now).await?
         }
-        Some(ParentEffect::Fail(error)) => s.fail_parent(parent, now, &error).await?,
+        Some(ParentEffect::Fail(error)) => {
+            let row = s.fail_parent(parent, now, &error).await?;
+            if let Some(row) = row.as_ref().filter(|r| r.state == JobState::Dead.as_str()) {
+                let fingerprint = crate::fingerprint::of(&row.kind, &error.message);
+                s.fingerprint_dead(parent, &fingerprint).await?;
+            }
+            row
+        }
     };
     match row {
         Some(row) => row.into_move(parent),

@@ -323,7 +323,8 @@ pub async fn purge_dead(
 }
 
 /// The queue's dead letters grouped by error fingerprint, the largest groups first: "4,210 jobs failed
-/// with the same error". Reads at most 100,000 dead jobs (`complete` says whether that was all).
+/// with the same error". The store keeps the groups counted as jobs die, so this reads a few rows per
+/// group however many dead jobs are retained.
 #[utoipa::path(
     get, path = "/v1/queues/{queue}/dead/groups", tag = "dead letters",
     params(

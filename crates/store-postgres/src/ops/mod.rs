@@ -29,6 +29,7 @@ use crate::sql::Cx;
 
 mod audit;
 mod claim;
+mod dead;
 mod insert;
 mod jobs;
 mod lead;
@@ -38,6 +39,7 @@ mod transition;
 
 pub(crate) use audit::{audit_append, audit_list, audit_prune};
 pub(crate) use claim::{job_claim, lease_renew};
+pub(crate) use dead::dead_groups;
 pub(crate) use insert::job_insert;
 pub(crate) use jobs::{
     job_children, job_delete, job_expired, job_get, job_list, job_log_append, job_logs, job_prune,

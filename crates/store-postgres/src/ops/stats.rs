@@ -14,9 +14,12 @@ pub(crate) async fn queue_stats_all(
     cx: &Cx,
     now: Timestamp,
 ) -> Result<Vec<QueueStats>> {
-    // Every node's alert pass comes here every 5 s: it keeps the deltas few. (Folding writes, so a
-    // read of the counts is not read-only; it stays short, and the folds of two nodes queue up.)
+    // Every node's alert pass comes here every 5 s: it keeps the deltas few, of the counts and of
+    // the dead-letter groups. (Folding writes, so a read of the counts is not read-only; it stays
+    // short, and the folds of two nodes queue up.)
     execute(c, &cx.sql.fold_counts, &[]).await?;
+    execute(c, &cx.sql.fold_dead_groups, &[]).await?;
+    execute(c, &cx.sql.drop_empty_dead_groups, &[]).await?;
     let mut all: std::collections::BTreeMap<String, QueueStats> = Default::default();
     for row in query(c, &cx.sql.state_counts_all, &[]).await? {
         let name: String = get(&row, 0)?;

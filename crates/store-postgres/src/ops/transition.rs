@@ -116,6 +116,7 @@ impl<C: GenericClient + Sync> apply::TransitionStatements for Statements<'_, C> 
                 &t.expect_cancel_requested,
                 &t.unique_free_since,
                 &t.expect_lease_expires_at,
+                &t.fingerprint,
             ],
         )
         .await?;
@@ -149,6 +150,11 @@ impl<C: GenericClient + Sync> apply::TransitionStatements for Statements<'_, C> 
         let error = json_text(error)?;
         let row = query_opt(self.c, &self.cx.sql.parent_fail, &[&parent, &now, &error]).await?;
         row.as_ref().map(parent_row).transpose()
+    }
+
+    async fn fingerprint_dead(&mut self, id: &str, fingerprint: &str) -> Result<()> {
+        execute(self.c, &self.cx.sql.fingerprint_dead, &[&id, &fingerprint]).await?;
+        Ok(())
     }
 
     async fn current(&mut self, id: &str) -> Result<Option<Current>> {

@@ -19,6 +19,7 @@ use errand_core::{Error, Result};
 
 mod audit;
 mod claim;
+mod dead;
 mod insert;
 mod jobs;
 mod queues;
@@ -27,6 +28,7 @@ mod transition;
 
 pub(crate) use audit::{audit_append, audit_list, audit_prune};
 pub(crate) use claim::{job_claim, lease_renew};
+pub(crate) use dead::dead_groups;
 pub(crate) use errand_core::store::row::{JobRow, corrupt_field, decode_all};
 pub(crate) use insert::{InsertRow, insert_rows, job_insert};
 pub(crate) use jobs::{

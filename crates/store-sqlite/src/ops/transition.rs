@@ -26,7 +26,7 @@ static TRANSITION: LazyLock<String> = LazyLock::new(|| {
            result = COALESCE(?6, result), \
            errors = CASE WHEN ?7 IS NULL THEN errors \
                     ELSE json_insert(COALESCE(errors, '[]'), '$[#]', json(?7)) END, \
-           dead_reason = ?8, \
+           dead_reason = ?8, fingerprint = ?16, \
            attempts = CASE ?9 WHEN 1 THEN MAX(attempts - 1, 0) WHEN 2 THEN 0 ELSE attempts END, \
            stalls = CASE ?9 WHEN 2 THEN 0 ELSE stalls + ?10 END, \
            lease_expires_at = NULL, deadline_at = NULL, lease_cap_ms = NULL, \
@@ -131,6 +131,7 @@ impl apply::TransitionStatements for Statements<'_> {
                     t.expect_cancel_requested,
                     t.unique_free_since,
                     t.expect_lease_expires_at,
+                    t.fingerprint,
                 ],
                 |r| {
                     Ok(Applied::new(
@@ -190,6 +191,15 @@ impl apply::TransitionStatements for Statements<'_> {
             .query_row(params![parent, now, json_text(error)?], parent_row)
             .optional()
             .map_err(backend)
+    }
+
+    async fn fingerprint_dead(&mut self, id: &str, fingerprint: &str) -> Result<()> {
+        self.conn
+            .prepare_cached("UPDATE jobs SET fingerprint = ?2 WHERE id = ?1 AND state = 'dead'")
+            .map_err(backend)?
+            .execute(params![id, fingerprint])
+            .map_err(backend)?;
+        Ok(())
     }
 
     async fn current(&mut self, id: &str) -> Result<Option<Current>> {

@@ -317,6 +317,18 @@ impl Run<'_> {
                     ));
                 }
             }
+            // Every job died through the engine, so each is in a dead-letter group.
+            let grouped = self
+                .engine()
+                .dead_groups(q, 1_000)
+                .await
+                .map_err(|e| format!("grouping {q}'s dead letters: {e}"))?;
+            if grouped.scanned != stats.dead {
+                return Err(format!(
+                    "{q}'s dead-letter groups hold {} jobs; it counts {} dead",
+                    grouped.scanned, stats.dead
+                ));
+            }
         }
         Ok(())
     }
