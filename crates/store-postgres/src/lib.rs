@@ -477,3 +477,61 @@ impl Store for PgStore {
         Some(self.inner.listener.subscribe())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use errand_core::{Engine, EngineConfig, ManualClock, NewJob};
+    use errand_testkit::{TestSchema, test_url};
+
+    /// A node that starts idle runs its claim on an empty table many times before jobs arrive; the
+    /// claim must still find the claimed rows by their ids once there are thousands of waiting jobs,
+    /// not through `jobs_by_state` (see `conn::PER_CONNECTION`).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_claim_run_first_on_an_empty_table_is_planned_again_for_a_full_one() {
+        let Some(url) = test_url().await else { return };
+        let schema = TestSchema::new(&url).await;
+        let store = PgStore::connect(
+            &url,
+            PgOptions {
+                schema: schema.name().to_string(),
+                pool_size: 2,
+                ..PgOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+        let c = store.pool().get().await.unwrap();
+        c.batch_execute(&format!(
+            "PREPARE claim(text, text, text, bigint, bigint, bigint) AS {}",
+            store.cx().sql.claim_one
+        ))
+        .await
+        .unwrap();
+        let claim = "EXECUTE claim('q', 't', 'w', 0, 1000, NULL)";
+        for _ in 0..10 {
+            c.batch_execute(claim).await.unwrap();
+        }
+        let engine = Engine::new(
+            Arc::new(store.clone()),
+            Arc::new(ManualClock::at_fixed_start()),
+            EngineConfig::default(),
+        );
+        let jobs = (0..5_000)
+            .map(|n| NewJob::new("q", "k", serde_json::json!({ "n": n })))
+            .collect();
+        engine.enqueue_many(jobs).await.unwrap();
+        let plan: Vec<String> = c
+            .query(&format!("EXPLAIN {claim}"), &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let plan = plan.join("\n");
+        assert!(
+            plan.contains("jobs_pkey") && !plan.contains("jobs_by_state"),
+            "{plan}"
+        );
+    }
+}
