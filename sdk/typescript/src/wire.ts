@@ -473,7 +473,8 @@ export interface paths {
         };
         /**
          * The queue's dead letters grouped by error fingerprint, the largest groups first: "4,210 jobs failed
-         *     with the same error". Reads at most 100,000 dead jobs (`complete` says whether that was all).
+         *     with the same error". The store keeps the groups counted as jobs die, so this reads a few rows per
+         *     group however many dead jobs are retained.
          */
         get: operations["dead_groups"];
         put?: never;
@@ -965,12 +966,16 @@ export interface components {
         };
         /** @description `GET /v1/queues/{queue}/dead/groups`: dead letters by error fingerprint, the largest groups first. */
         DeadGroupList: {
-            /** @description False when the queue holds more dead jobs than were read. */
+            /**
+             * @description Always true: the groups are kept counted as jobs die. (Earlier releases read at most 100,000
+             *     dead jobs and said false when there were more.)
+             */
             complete: boolean;
             groups: components["schemas"]["DeadGroupView"][];
             /**
              * Format: int64
-             * @description Dead jobs read (at most 100,000).
+             * @description Dead jobs in the queue's groups: all of its dead jobs, but any that a node of a release
+             *     without stored fingerprints killed during a rolling upgrade.
              */
             scanned: number;
         };
