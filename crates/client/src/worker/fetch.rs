@@ -1,5 +1,5 @@
 //! The fetcher: long-polls for as many jobs as the worker should hold more of (`pace.rs` says how
-//! many), and hands each over with its heartbeat already running. Running a job is `runner.rs`'s;
+//! many), and hands each over with its heartbeats scheduled (`lease.rs`). Running a job is `runner.rs`'s;
 //! releasing the jobs left in the hand-over at shutdown is the parent module's.
 
 use std::sync::Arc;
@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use super::Runtime;
 use super::job::JobShared;
-use super::lease::Keeper;
+use super::lease::Beats;
 use super::pace::{Held, Pace, Slot};
 use crate::RetryPolicy;
 
@@ -20,7 +20,8 @@ const MAX_CLAIM: usize = 1000;
 /// A job fetched and not yet started.
 pub(super) struct Fetched {
     pub(super) shared: Arc<JobShared>,
-    pub(super) keeper: Keeper,
+    /// Its worker's heartbeat schedule.
+    beats: Arc<Beats>,
     /// Its place among the jobs the worker holds, given back when the job's run ends.
     slot: Slot,
 }
@@ -29,6 +30,20 @@ impl Fetched {
     /// The counts its worker's fetcher paces itself by.
     pub(super) fn held(&self) -> Arc<Held> {
         self.slot.held()
+    }
+
+    /// Stops its heartbeats at once; progress not yet sent is dropped.
+    pub(super) fn abort_keeper(&self) {
+        if let Some(k) = self.beats.end(&self.shared) {
+            k.abort();
+        }
+    }
+
+    /// Stops its heartbeats after sending the progress and log lines not yet sent, if any.
+    pub(super) async fn flush_keeper(&self) {
+        if let Some(k) = self.beats.end(&self.shared) {
+            k.stop_and_flush().await;
+        }
     }
 
     pub(super) fn release_item(&self) -> AckItem {
@@ -44,6 +59,7 @@ impl Fetched {
 pub(super) async fn fetch_loop(
     rt: Arc<Runtime>,
     held: Arc<Held>,
+    beats: Arc<Beats>,
     tx: mpsc::UnboundedSender<Fetched>,
 ) {
     let mut failures = 0u32;
@@ -73,7 +89,7 @@ pub(super) async fn fetch_loop(
                 pace.fetched(received - asked, resp.jobs.len() >= want);
                 let slots = held.take(resp.jobs.len());
                 for (job, slot) in resp.jobs.into_iter().zip(slots) {
-                    if tx.send(fetched(&rt, job, received, slot)).is_err() {
+                    if tx.send(fetched(&rt, &beats, job, received, slot)).is_err() {
                         return;
                     }
                 }
@@ -92,7 +108,13 @@ pub(super) async fn fetch_loop(
     }
 }
 
-fn fetched(rt: &Runtime, job: FetchedJob, received: Instant, slot: Slot) -> Fetched {
+fn fetched(
+    rt: &Runtime,
+    beats: &Arc<Beats>,
+    job: FetchedJob,
+    received: Instant,
+    slot: Slot,
+) -> Fetched {
     tracing::debug!(job_id = %job.id, kind = %job.kind, attempt = job.attempt, "fetched");
     let shared = Arc::new(JobShared::new(
         job,
@@ -100,10 +122,10 @@ fn fetched(rt: &Runtime, job: FetchedJob, received: Instant, slot: Slot) -> Fetc
         rt.client.clone(),
         received,
     ));
-    let keeper = Keeper::start(rt.client.clone(), Arc::clone(&shared));
+    beats.watch(&shared);
     Fetched {
         shared,
-        keeper,
+        beats: Arc::clone(beats),
         slot,
     }
 }

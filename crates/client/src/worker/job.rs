@@ -153,8 +153,12 @@ pub(crate) struct JobShared {
     pub(crate) worker_id: String,
     /// For the handler's own reads (a flow parent's children).
     pub(crate) client: crate::Client,
+    /// The local instant the fetch's answer came.
+    pub(crate) received: Instant,
     /// The local instant of the attempt's deadline: the fetch's answer plus the job's `timeout_ms`.
     pub(crate) deadline: Instant,
+    /// Its heartbeat task, once one is due (`lease.rs`).
+    pub(crate) keeper: Mutex<super::lease::KeeperSlot>,
     pub(crate) cancel: watch::Sender<bool>,
     pub(crate) lease_lost: watch::Sender<bool>,
     pub(crate) progress: Mutex<Option<Value>>,
@@ -178,7 +182,9 @@ impl JobShared {
             job,
             worker_id,
             client,
+            received,
             deadline,
+            keeper: Mutex::default(),
             cancel: watch::channel(false).0,
             lease_lost: watch::channel(false).0,
             progress: Mutex::new(None),
@@ -331,6 +337,7 @@ impl JobContext {
             *p = Some(value);
         }
         self.shared.progress_set.notify_one();
+        super::lease::wake(&self.shared);
     }
 
     /// A flow parent's children, in the order they were enqueued, with their states and results
@@ -353,6 +360,7 @@ impl JobContext {
             l.push(line.into());
         }
         self.shared.progress_set.notify_one();
+        super::lease::wake(&self.shared);
     }
 
     /// Whether an operator asked to cancel the job (learnt on a heartbeat).

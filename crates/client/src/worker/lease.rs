@@ -1,12 +1,18 @@
 //! Keeping a fetched job's lease: heartbeats from the moment the job arrives until its outcome is
 //! queued, carrying progress and log lines, and bringing back cancel requests and lost leases.
+//!
+//! A job's heartbeats cost nothing until the first is due: [`Beats`], one per running worker, keeps
+//! the instant each held job's first heartbeat is due, and only then (or when the handler reports
+//! progress or a log line) does the job get a [`Keeper`], a task heartbeating it. Most jobs end
+//! before: for them the lease costs two updates of an ordered map, not a task, a timer and a channel.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use errand_protocol::{HeartbeatRequest, LogRequest};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -37,6 +43,96 @@ pub(crate) fn interval(shared: &JobShared) -> Duration {
     Duration::from_millis(ms).max(MIN_GAP)
 }
 
+/// Where a job's [`Keeper`] is.
+#[derive(Debug, Default)]
+pub(crate) enum KeeperSlot {
+    /// Not started: no heartbeat due yet, no progress or log line to send.
+    #[default]
+    Idle,
+    Running(Keeper),
+    /// The job's run ended: no keeper starts any more.
+    Ended,
+}
+
+/// The held jobs whose keeper has not started, by the instant their first heartbeat is due (and the
+/// address of their shared state, unique among the jobs held). [`Beats::run`] starts each keeper
+/// when it is due.
+#[derive(Debug, Default)]
+pub(crate) struct Beats {
+    due: Mutex<BTreeMap<(Instant, usize), Weak<JobShared>>>,
+    /// A job now due before the one [`Beats::run`] sleeps for.
+    earlier: Notify,
+}
+
+/// The key of `shared`'s job in [`Beats`].
+fn due_key(shared: &Arc<JobShared>) -> (Instant, usize) {
+    (
+        shared.received + interval(shared),
+        Arc::as_ptr(shared) as usize,
+    )
+}
+
+impl Beats {
+    /// From now on `shared`'s job is heartbeaten when its first heartbeat is due.
+    pub(crate) fn watch(&self, shared: &Arc<JobShared>) {
+        let key = due_key(shared);
+        let mut due = self.due.lock().unwrap_or_else(PoisonError::into_inner);
+        let first = due.first_key_value().is_none_or(|(k, _)| key < *k);
+        due.insert(key, Arc::downgrade(shared));
+        drop(due);
+        if first {
+            self.earlier.notify_one();
+        }
+    }
+
+    /// The job's run ended: its heartbeats stop. The keeper, if one started, is handed back to be
+    /// aborted or flushed.
+    pub(crate) fn end(&self, shared: &Arc<JobShared>) -> Option<Keeper> {
+        self.due
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&due_key(shared));
+        let mut slot = shared.keeper.lock().unwrap_or_else(PoisonError::into_inner);
+        match std::mem::replace(&mut *slot, KeeperSlot::Ended) {
+            KeeperSlot::Running(k) => Some(k),
+            _ => None,
+        }
+    }
+
+    /// Starts each job's keeper when its first heartbeat is due, until aborted.
+    pub(crate) async fn run(self: Arc<Self>) {
+        loop {
+            let (now_due, next) = {
+                let mut due = self.due.lock().unwrap_or_else(PoisonError::into_inner);
+                let later = due.split_off(&(Instant::now(), usize::MAX));
+                let now_due = std::mem::replace(&mut *due, later);
+                (now_due, due.first_key_value().map(|(k, _)| k.0))
+            };
+            for shared in now_due.into_values().filter_map(|w| w.upgrade()) {
+                wake(&shared);
+            }
+            match next {
+                Some(at) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(at) => {}
+                        _ = self.earlier.notified() => {}
+                    }
+                }
+                None => self.earlier.notified().await,
+            }
+        }
+    }
+}
+
+/// Starts `shared`'s keeper unless it runs already or the job's run ended: its first heartbeat is
+/// due, or there is progress or a log line to send.
+pub(crate) fn wake(shared: &Arc<JobShared>) {
+    let mut slot = shared.keeper.lock().unwrap_or_else(PoisonError::into_inner);
+    if matches!(*slot, KeeperSlot::Idle) {
+        *slot = KeeperSlot::Running(Keeper::start(shared.client.clone(), Arc::clone(shared)));
+    }
+}
+
 /// A running heartbeat task.
 #[derive(Debug)]
 pub(crate) struct Keeper {
@@ -45,8 +141,9 @@ pub(crate) struct Keeper {
 }
 
 impl Keeper {
-    /// Starts heartbeating `shared`'s job.
-    pub(crate) fn start(client: Client, shared: Arc<JobShared>) -> Keeper {
+    /// Starts heartbeating `shared`'s job: the first heartbeat goes one interval after the job was
+    /// received (at once, when started for a heartbeat due), or on progress or a log line.
+    fn start(client: Client, shared: Arc<JobShared>) -> Keeper {
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(run(client, shared, stopped));
         Keeper { task, stop }
@@ -72,7 +169,7 @@ impl Keeper {
 
 async fn run(client: Client, shared: Arc<JobShared>, mut stop: watch::Receiver<bool>) {
     let every = interval(&shared);
-    let mut last = Instant::now();
+    let mut last = shared.received;
     loop {
         let stopping = tokio::select! {
             _ = tokio::time::sleep_until(last + every) => false,
@@ -165,5 +262,63 @@ async fn beat(client: &Client, shared: &JobShared, progress: Option<serde_json::
             }
             true
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A job held at `received`, with a lease of 30 s (first heartbeat due 10 s after it arrived).
+    fn held_job(received: Instant) -> Arc<JobShared> {
+        let job: errand_protocol::FetchedJob = serde_json::from_value(serde_json::json!({
+            "id": "01JAAAAAAAAAAAAAAAAAAAAAAA", "queue": "q", "kind": "k", "payload": {},
+            "attempt": 1, "max_attempts": 3, "lease_token": "t",
+            "lease_expires_at": 40_000, "deadline_at": 70_000, "timeout_ms": 60_000,
+            "idempotency_key": "i", "priority": 0, "created_at": 0
+        }))
+        .unwrap();
+        // Nothing listens there: a heartbeat sent would fail, and the keeper carries on.
+        let client = crate::Client::new("http://127.0.0.1:9").unwrap();
+        Arc::new(JobShared::new(job, "w".into(), client, received))
+    }
+
+    fn running(shared: &JobShared) -> bool {
+        matches!(*shared.keeper.lock().unwrap(), KeeperSlot::Running(_))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_keeper_starts_only_for_a_job_still_held_when_its_heartbeat_is_due() {
+        let beats = Arc::new(Beats::default());
+        let starter = tokio::spawn(Arc::clone(&beats).run());
+        let now = Instant::now();
+        let (quick, slow) = (held_job(now), held_job(now));
+        assert_eq!(interval(&quick), Duration::from_secs(10));
+        beats.watch(&quick);
+        beats.watch(&slow);
+        tokio::time::sleep(Duration::from_secs(9)).await;
+        assert!(!running(&quick) && !running(&slow), "nothing due yet");
+        assert!(beats.end(&quick).is_none(), "it ended without a keeper");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(running(&slow), "its first heartbeat is due");
+        assert!(!running(&quick), "an ended job gets no keeper");
+        beats.end(&slow).unwrap().abort();
+        assert!(beats.due.lock().unwrap().is_empty());
+        starter.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn progress_starts_the_keeper_before_its_heartbeat_is_due() {
+        let beats = Arc::new(Beats::default());
+        let starter = tokio::spawn(Arc::clone(&beats).run());
+        let shared = held_job(Instant::now());
+        beats.watch(&shared);
+        crate::JobContext {
+            shared: Arc::clone(&shared),
+        }
+        .progress(serde_json::json!({"done": 1}));
+        assert!(running(&shared));
+        beats.end(&shared).unwrap().abort();
+        starter.abort();
     }
 }

@@ -209,7 +209,9 @@ impl Worker {
             Arc::clone(&held),
         ));
         let (job_tx, mut job_rx) = mpsc::unbounded_channel();
-        let fetcher = tokio::spawn(fetch_loop(Arc::clone(&rt), held, job_tx));
+        let beats = Arc::new(lease::Beats::default());
+        let beat_starter = tokio::spawn(Arc::clone(&beats).run());
+        let fetcher = tokio::spawn(fetch_loop(Arc::clone(&rt), held, beats, job_tx));
         let run_slots = Arc::new(Semaphore::new(rt.concurrency));
         let (abandon_tx, abandon_rx) = watch::channel(false);
         let mut running: JoinSet<JobEnd> = JoinSet::new();
@@ -250,7 +252,7 @@ impl Worker {
         while let Some(job) = job_rx.recv().await {
             let item = job.release_item();
             let lost = job.shared.is_lease_lost();
-            job.keeper.abort();
+            job.abort_keeper();
             if !lost {
                 let _ = ack_tx.send(Queued {
                     item,
@@ -276,6 +278,8 @@ impl Worker {
                 }
             }
         }
+        // Every job's run has ended, and with it its heartbeats.
+        beat_starter.abort();
         // 4. Deliver every acknowledgement.
         drop(ack_tx);
         let _ = give_up_tx.send(Some(Instant::now() + rt.shutdown_timeout));

@@ -56,14 +56,14 @@ pub(super) async fn run_job(
     };
     // It waited in the buffer: is it still ours, and still worth starting?
     if shared.is_lease_lost() {
-        job.keeper.abort();
+        job.abort_keeper();
         return JobEnd::LeaseLost;
     }
     if *shared.cancel.borrow() || Instant::now() >= shared.deadline {
         // A released job whose cancel was requested is cancelled; one past its deadline is given back
         // unstarted (the server may have timed it out already: then the release is refused).
         let item = job.release_item();
-        job.keeper.abort();
+        job.abort_keeper();
         queue(item, Origin::Unstarted);
         return JobEnd::Reported;
     }
@@ -83,7 +83,7 @@ pub(super) async fn run_job(
             handled = %handled,
             "no handler for this job's kind: failing the attempt"
         );
-        job.keeper.abort();
+        job.abort_keeper();
         queue(
             fail_item(
                 j,
@@ -108,7 +108,7 @@ pub(super) async fn run_job(
         res = &mut task => handler_outcome(res),
         _ = async { lease_lost.wait_for(|l| *l).await.map(|_| ()) } => {
             task.abort();
-            job.keeper.abort();
+            job.abort_keeper();
             return JobEnd::LeaseLost;
         }
         // (`wait_for`'s guards are dropped at once, in each branch: none may live across the grace
@@ -124,7 +124,7 @@ pub(super) async fn run_job(
                     tracing::info!(job_id = %j.id, "cancelled while running; handler stopped");
                     let item = job.release_item();
                     // What it logged before being stopped is worth keeping: it says how far it got.
-                    job.keeper.stop_and_flush().await;
+                    job.flush_keeper().await;
                     queue(item, Origin::Ran);
                     return JobEnd::Reported;
                 }
@@ -137,7 +137,7 @@ pub(super) async fn run_job(
         _ = async { abandon.wait_for(|a| *a).await.map(|_| ()) } => {
             task.abort();
             let item = job.release_item();
-            job.keeper.abort();
+            job.abort_keeper();
             queue(item, Origin::Abandoned);
             return JobEnd::Abandoned;
         }
@@ -147,9 +147,9 @@ pub(super) async fn run_job(
             tracing::debug!(job_id = %j.id, "completed");
             // Lines logged since the last heartbeat go before the outcome; without any, nothing waits.
             if shared.has_logs() {
-                job.keeper.stop_and_flush().await;
+                job.flush_keeper().await;
             } else {
-                job.keeper.abort();
+                job.abort_keeper();
             }
             queue(
                 AckItem::Complete {
@@ -163,7 +163,7 @@ pub(super) async fn run_job(
         Err(e) => {
             tracing::debug!(job_id = %j.id, error = %e, retryable = e.is_retryable(), "failed");
             // Progress reported before the failure is kept, for the next attempt to resume from.
-            job.keeper.stop_and_flush().await;
+            job.flush_keeper().await;
             if shared.is_lease_lost() {
                 return JobEnd::LeaseLost;
             }
