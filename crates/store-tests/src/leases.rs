@@ -309,6 +309,76 @@ pub async fn released_job_is_due_at_once_without_using_an_attempt(f: Fixture) {
     assert_eq!(out.state, JobState::Cancelled);
 }
 
+/// Releases batched with completions, as a worker shutting down sends them: each stands on its own
+/// (due again without an attempt used, delayed, cancelled if its cancel was requested, refused with
+/// a stale lease) in the batch's one transaction.
+pub async fn releases_in_a_batch_each_stand_on_their_own(f: Fixture) {
+    let ctx = Ctx::new(f);
+    let e = &ctx.engine;
+    e.enqueue_many((0..5).map(|i| job("rel", i)).collect())
+        .await
+        .unwrap();
+    let jobs = crate::support::claim(e, "rel", "w", 5).await;
+    assert_eq!(jobs.len(), 5);
+    e.cancel(jobs[2].id).await.unwrap();
+    let release = |j: &errand_core::Job, delay_ms| errand_core::Ack::Release {
+        id: j.id,
+        token: token(j),
+        delay_ms,
+    };
+    let out = e
+        .ack(vec![
+            release(&jobs[0], 0),
+            release(&jobs[1], 60_000),
+            release(&jobs[2], 0),
+            errand_core::Ack::Release {
+                id: jobs[3].id,
+                token: "stale".into(),
+                delay_ms: 0,
+            },
+            errand_core::Ack::Complete {
+                id: jobs[4].id,
+                token: token(&jobs[4]),
+                result: None,
+            },
+        ])
+        .await
+        .unwrap();
+    let states: Vec<Option<JobState>> = out
+        .iter()
+        .map(|r| r.as_ref().ok().map(|o| o.state))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            Some(JobState::Waiting),
+            Some(JobState::Delayed),
+            Some(JobState::Cancelled),
+            None,
+            Some(JobState::Completed)
+        ]
+    );
+    assert!(matches!(out[3], Err(Error::LeaseLost)), "{:?}", out[3]);
+    let now = ctx.clock.now();
+    assert_eq!(out[0].as_ref().unwrap().run_at, Some(now));
+    assert_eq!(out[1].as_ref().unwrap().run_at, Some(now + 60_000));
+    assert_eq!(out[2].as_ref().unwrap().run_at, None);
+    for j in &jobs[..2] {
+        let got = e.get(j.id).await.unwrap();
+        assert_eq!(got.attempts, 0, "a released job used no attempt");
+        assert!(got.lease.is_none());
+    }
+    assert_eq!(
+        state(e, &jobs[3]).await,
+        JobState::Active,
+        "the stale release changed nothing"
+    );
+    assert!(matches!(
+        e.ack(vec![release(&jobs[1], u64::MAX)]).await.unwrap()[0],
+        Err(Error::Invalid { .. })
+    ));
+}
+
 pub async fn log_lines_are_kept_under_the_lease_bounded_and_deleted_with_the_job(f: Fixture) {
     let ctx = Ctx::new(f);
     let e = &ctx.engine;

@@ -201,6 +201,7 @@ macro_rules! __for_each_check {
             $fresh,
             leases::released_job_is_due_at_once_without_using_an_attempt
         );
+        $m!($fresh, leases::releases_in_a_batch_each_stand_on_their_own);
         $m!(
             $fresh,
             leases::log_lines_are_kept_under_the_lease_bounded_and_deleted_with_the_job

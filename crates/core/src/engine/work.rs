@@ -88,6 +88,12 @@ pub enum Ack {
         token: LeaseToken,
         failure: Failure,
     },
+    /// As [`Engine::release_after`].
+    Release {
+        id: JobId,
+        token: LeaseToken,
+        delay_ms: u64,
+    },
 }
 
 /// Where an acknowledged job went.
@@ -292,32 +298,16 @@ impl Engine {
         token: LeaseToken,
         delay_ms: u64,
     ) -> Result<AckOutcome> {
-        validate::range_u64("delay_ms", delay_ms, 0, self.limits().max_delay_ms)?;
         // The cancel flag may be set between our read and our write; the guard on it makes the store
         // refuse, and the second round reads the flag as it is.
         for _ in 0..2 {
-            let job = self.get(id).await?;
-            if job.lease.as_ref().map(|l| &l.token) != Some(&token) {
-                return Err(Error::LeaseLost);
-            }
-            let now = self.now();
-            let run_at = now.saturating_add(i64::try_from(delay_ms).unwrap_or(i64::MAX));
-            let to = match (job.cancel_requested, delay_ms) {
-                (true, _) => JobState::Cancelled,
-                (false, 0) => JobState::Waiting,
-                (false, _) => JobState::Delayed,
-            };
-            let mut t = Transition::new(id, Guard::Lease(token.clone()), to, now);
-            t.expect_cancel_requested = Some(job.cancel_requested);
-            if to != JobState::Cancelled {
-                t.run_at = Some(run_at);
-                t.attempts = Attempts::GiveBack;
-            }
+            let t = self.plan_release(id, &token, delay_ms, self.now()).await?;
+            let (to, run_at) = (t.to, t.run_at);
             match self.apply(vec![t]).await?.remove(0) {
                 Ok(()) => {
                     return Ok(AckOutcome {
                         state: to,
-                        run_at: (to != JobState::Cancelled).then_some(run_at),
+                        run_at,
                         duplicate: false,
                     });
                 }
@@ -350,6 +340,9 @@ impl Engine {
         let mut planned = Vec::new();
         let mut transitions = Vec::new();
         let mut retry_plans = std::collections::HashMap::new();
+        // Releases go in the batch's transaction too: a worker shutting down gives back up to
+        // thousands of jobs, and a transaction (and a wake-up) for each took a second per thousand.
+        let mut releases = std::collections::HashMap::new();
         for (i, ack) in acks.into_iter().enumerate() {
             let plan = match ack {
                 Ack::Complete { id, token, result } => result
@@ -366,6 +359,15 @@ impl Engine {
                 Ack::Fail { id, token, failure } => {
                     let plan = self.plan_failure(id, &token, &failure, now).await;
                     retry_plans.insert(i, (id, token, failure));
+                    plan
+                }
+                Ack::Release {
+                    id,
+                    token,
+                    delay_ms,
+                } => {
+                    let plan = self.plan_release(id, &token, delay_ms, now).await;
+                    releases.insert(i, (id, token, delay_ms));
                     plan
                 }
             };
@@ -387,7 +389,14 @@ impl Engine {
                     run_at,
                     duplicate: false,
                 }),
+                // A release has no duplicate to recognise: its lease is gone.
+                Err(Error::LeaseLost) if releases.contains_key(&i) => Err(Error::LeaseLost),
                 Err(Error::LeaseLost) => self.duplicate_ack(id, to, &guard).await,
+                // A release planned before a cancel request landed: planned again, as one.
+                Err(Error::Conflict(_)) if releases.contains_key(&i) => {
+                    let (id, token, delay_ms) = &releases[&i];
+                    self.release_after(*id, token.clone(), *delay_ms).await
+                }
                 // A failure decided before a cancel request landed: decide again on what is there now.
                 Err(Error::Conflict(_)) if retry_plans.contains_key(&i) => {
                     let (id, token, failure) = &retry_plans[&i];
@@ -454,6 +463,34 @@ impl Engine {
 
     /// Works out where a failed attempt goes: cancelled (if a cancel was requested), dead (not retryable,
     /// or out of attempts), or delayed by its backoff (or the worker's `retry_after`).
+    /// The transition that gives back job `id` under lease `token`, due again `delay_ms` from `now`
+    /// with the attempt not counted, or cancelled if its cancel was requested (guarded on that flag).
+    async fn plan_release(
+        &self,
+        id: JobId,
+        token: &LeaseToken,
+        delay_ms: u64,
+        now: Timestamp,
+    ) -> Result<Transition> {
+        validate::range_u64("delay_ms", delay_ms, 0, self.limits().max_delay_ms)?;
+        let job = self.get(id).await?;
+        if job.lease.as_ref().map(|l| &l.token) != Some(token) {
+            return Err(Error::LeaseLost);
+        }
+        let to = match (job.cancel_requested, delay_ms) {
+            (true, _) => JobState::Cancelled,
+            (false, 0) => JobState::Waiting,
+            (false, _) => JobState::Delayed,
+        };
+        let mut t = Transition::new(id, Guard::Lease(token.clone()), to, now);
+        t.expect_cancel_requested = Some(job.cancel_requested);
+        if to != JobState::Cancelled {
+            t.run_at = Some(now.saturating_add(i64::try_from(delay_ms).unwrap_or(i64::MAX)));
+            t.attempts = Attempts::GiveBack;
+        }
+        Ok(t)
+    }
+
     async fn plan_failure(
         &self,
         id: JobId,

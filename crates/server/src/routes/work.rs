@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use errand_core::{Ack, Claim, ClaimOutcome, Failure, JobId};
+use errand_core::{Ack, Claim, ClaimOutcome, Failure};
 use errand_protocol::{
     AckBatchRequest, AckBatchResponse, AckItem, AckResponse, AckResult, CompleteRequest,
     CountResponse, ErrorBody, FailRequest, FetchRequest, FetchResponse, HeartbeatRequest,
@@ -133,10 +133,20 @@ async fn claim_detached(s: &AppState, claim: Claim) -> errand_core::Result<Claim
     tokio::spawn(async move {
         let res = engine.claim_with_hints(claim).await;
         if let Err(Ok(out)) = tx.send(res) {
-            for j in out.jobs {
-                if let Some(lease) = j.lease {
-                    let _ = engine.release(j.id, lease.token).await;
-                }
+            let releases: Vec<Ack> = out
+                .jobs
+                .into_iter()
+                .filter_map(|j| {
+                    j.lease.map(|lease| Ack::Release {
+                        id: j.id,
+                        token: lease.token,
+                        delay_ms: 0,
+                    })
+                })
+                .collect();
+            // In one transaction per batch, as a worker's own releases.
+            for chunk in releases.chunks(engine.limits().max_batch.max(1)) {
+                let _ = engine.ack(chunk.to_vec()).await;
             }
         }
     });
@@ -278,7 +288,6 @@ pub async fn ack(
     let mut ids = Vec::with_capacity(n);
     let mut batch = Vec::new();
     let mut batch_slots = Vec::new();
-    let mut releases = Vec::new();
     for (i, item) in req.acks.into_iter().enumerate() {
         ids.push(item.id().to_string());
         let id = match parse_id(&format!("acks[{i}].id"), item.id()) {
@@ -325,12 +334,14 @@ pub async fn ack(
                 lease_token,
                 delay_ms,
                 ..
-            } => releases.push((
-                i,
-                id,
-                lease_token,
-                delay_ms.map_or(0, errand_protocol::Whole::get),
-            )),
+            } => {
+                batch.push(Ack::Release {
+                    id,
+                    token: lease_token,
+                    delay_ms: delay_ms.map_or(0, errand_protocol::Whole::get),
+                });
+                batch_slots.push(i);
+            }
         }
     }
     if !batch.is_empty() {
@@ -347,13 +358,6 @@ pub async fn ack(
                 a
             }));
         }
-    }
-    for (i, id, token, delay_ms) in releases {
-        results[i] = Some(
-            release_one(&s, id, token, delay_ms)
-                .await
-                .map_err(|e| item_error(e, i)),
-        );
     }
     Ok(axum::Json(AckBatchResponse {
         results: ids
@@ -378,27 +382,4 @@ pub async fn ack(
             })
             .collect(),
     }))
-}
-
-async fn release_one(
-    s: &AppState,
-    id: JobId,
-    token: String,
-    delay_ms: u64,
-) -> errand_core::Result<AckResponse> {
-    s.engine
-        .release_after(id, token, delay_ms)
-        .await
-        .map(convert::ack)
-}
-
-/// An item's error, its field named within the batch.
-fn item_error(e: errand_core::Error, i: usize) -> ApiError {
-    let mut a = ApiError::from(e);
-    if let Some(f) = &a.field
-        && !f.starts_with("acks[")
-    {
-        a.field = Some(format!("acks[{i}].{f}"));
-    }
-    a
 }
