@@ -110,34 +110,7 @@ async fn migration_9_fingerprints_and_groups_the_dead_jobs_already_stored() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("errand.db");
     let e = engine(SqliteStore::open(&path, SqliteOptions::default()).unwrap());
-    let mut dead = Vec::new();
-    for message in ["card 1 declined", "card 22 declined", "gateway timeout"] {
-        let id = e
-            .enqueue(
-                NewJob::new("d", "charge", json!({})).with_options(errand_core::JobOptions {
-                    max_attempts: Some(1),
-                    ..Default::default()
-                }),
-            )
-            .await
-            .unwrap()
-            .id;
-        let job = e
-            .claim(errand_core::Claim {
-                queues: vec!["d".into()],
-                worker_id: "w".into(),
-                limit: 1,
-                heartbeat_ms: None,
-            })
-            .await
-            .unwrap()
-            .remove(0);
-        let token = job.lease.unwrap().token;
-        e.fail(id, token, errand_core::Failure::retryable(message))
-            .await
-            .unwrap();
-        dead.push(id);
-    }
+    let dead = errand_store_tests::migrations::three_dead_jobs(&e).await;
     drop(e);
     // Back to version 8, as a store of the previous release left it.
     let conn = rusqlite::Connection::open(&path).unwrap();
@@ -151,21 +124,5 @@ async fn migration_9_fingerprints_and_groups_the_dead_jobs_already_stored() {
     drop(conn);
 
     let e = engine(SqliteStore::open(&path, SqliteOptions::default()).unwrap());
-    let g = e.dead_groups("d", 10).await.unwrap();
-    assert_eq!(g.scanned, 3);
-    let groups: Vec<(u64, String)> = g
-        .groups
-        .iter()
-        .map(|g| (g.count, g.fingerprint.clone()))
-        .collect();
-    let declined = e.get(dead[1]).await.unwrap().error_fingerprint();
-    let timeout = e.get(dead[2]).await.unwrap().error_fingerprint();
-    assert_eq!(groups, [(2, declined), (1, timeout)]);
-    assert_eq!(
-        g.groups[0].sample_job_id, dead[1],
-        "the latest of the group"
-    );
-    // The groups stay counted by the triggers from here on.
-    e.retry(dead[0]).await.unwrap();
-    assert_eq!(e.dead_groups("d", 10).await.unwrap().scanned, 2);
+    errand_store_tests::migrations::dead_jobs_are_grouped_after_migration_9(&e, &dead).await;
 }

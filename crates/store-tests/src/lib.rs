@@ -28,6 +28,7 @@ pub mod flow;
 pub mod flows;
 pub mod leases;
 pub mod machine;
+pub mod migrations;
 pub mod model;
 pub mod races;
 pub mod reaper;
