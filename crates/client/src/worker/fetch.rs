@@ -1,6 +1,6 @@
 //! The fetcher: long-polls for as many jobs as the worker should hold more of (`pace.rs` says how
-//! many), and hands each over with its heartbeats scheduled (`lease.rs`). Running a job is `runner.rs`'s;
-//! releasing the jobs left in the hand-over at shutdown is the parent module's.
+//! many), and hands each over with its heartbeats scheduled (`lease.rs`). Running a job is
+//! `runner.rs`'s; releasing the jobs left in the hand-over at shutdown is the parent module's.
 
 use std::sync::Arc;
 
@@ -52,6 +52,14 @@ impl Fetched {
             lease_token: self.shared.job.lease_token.clone(),
             delay_ms: None,
         }
+    }
+}
+
+/// A job dropped without its run ending it (a worker's future dropped mid-run, a panic) stops its
+/// heartbeats too: its keeper holds the job's shared state, so nothing else would stop it.
+impl Drop for Fetched {
+    fn drop(&mut self) {
+        self.abort_keeper();
     }
 }
 

@@ -159,6 +159,9 @@ pub(crate) struct JobShared {
     pub(crate) deadline: Instant,
     /// Its heartbeat task, once one is due (`lease.rs`).
     pub(crate) keeper: Mutex<super::lease::KeeperSlot>,
+    /// The worker's runtime, where that task runs: a handler may report progress from a thread of
+    /// its own (a CPU-bound step on a thread pool), which has no runtime to spawn on.
+    pub(crate) runtime: tokio::runtime::Handle,
     pub(crate) cancel: watch::Sender<bool>,
     pub(crate) lease_lost: watch::Sender<bool>,
     pub(crate) progress: Mutex<Option<Value>>,
@@ -185,6 +188,7 @@ impl JobShared {
             received,
             deadline,
             keeper: Mutex::default(),
+            runtime: tokio::runtime::Handle::current(),
             cancel: watch::channel(false).0,
             lease_lost: watch::channel(false).0,
             progress: Mutex::new(None),

@@ -124,6 +124,15 @@ impl Beats {
     }
 }
 
+/// A task aborted when this is dropped (the schedule's, should the worker's future be dropped).
+pub(crate) struct AbortOnDrop(pub(crate) JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Starts `shared`'s keeper unless it runs already or the job's run ended: its first heartbeat is
 /// due, or there is progress or a log line to send.
 pub(crate) fn wake(shared: &Arc<JobShared>) {
@@ -145,7 +154,9 @@ impl Keeper {
     /// received (at once, when started for a heartbeat due), or on progress or a log line.
     fn start(client: Client, shared: Arc<JobShared>) -> Keeper {
         let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(run(client, shared, stopped));
+        let task = shared
+            .runtime
+            .spawn(run(client, Arc::clone(&shared), stopped));
         Keeper { task, stop }
     }
 
@@ -305,6 +316,22 @@ mod tests {
         beats.end(&slow).unwrap().abort();
         assert!(beats.due.lock().unwrap().is_empty());
         starter.abort();
+    }
+
+    /// A handler may report progress from a thread of its own, which has no runtime to spawn on.
+    #[tokio::test(start_paused = true)]
+    async fn progress_from_a_thread_of_its_own_starts_the_keeper_on_the_workers_runtime() {
+        let beats = Beats::default();
+        let shared = held_job(Instant::now());
+        beats.watch(&shared);
+        let ctx = crate::JobContext {
+            shared: Arc::clone(&shared),
+        };
+        std::thread::spawn(move || ctx.log("from a thread"))
+            .join()
+            .expect("no panic");
+        assert!(running(&shared));
+        beats.end(&shared).unwrap().abort();
     }
 
     #[tokio::test(start_paused = true)]

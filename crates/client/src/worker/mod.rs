@@ -7,8 +7,10 @@
 //!    as the worker should hold more of: those that run ([`WorkerBuilder::concurrency`] at most), and a
 //!    local buffer sized to what ends during a fetch's and an acknowledgement's round trip, twice
 //!    over, measured as the worker runs (`pace.rs`), unless [`WorkerBuilder::prefetch`] fixes it.
-//! 2. **Each job** gets a heartbeat task from the moment it arrives (buffered jobs keep their leases
-//!    too), every third of its lease, or at the job's `heartbeat_ms` if that is sooner. Each fetch
+//! 2. **Each job** is heartbeaten from the moment it arrives (buffered jobs keep their leases too),
+//!    every third of its lease, or at the job's `heartbeat_ms` if that is sooner; a task of its own
+//!    does it once the first heartbeat is due or the handler reports progress, and the worker's one
+//!    schedule until then (`lease.rs`: most jobs end before). Each fetch
 //!    promises heartbeats at [`WorkerBuilder::heartbeat_every`] (10 s), which caps the leases the
 //!    server grants at `2 × 10 s + 5 s`: a dead worker's jobs run elsewhere within about 30 s. The heartbeat carries
 //!    [`JobContext::progress`], and brings back cancel requests ([`JobContext::cancelled`]) and lost
@@ -210,7 +212,7 @@ impl Worker {
         ));
         let (job_tx, mut job_rx) = mpsc::unbounded_channel();
         let beats = Arc::new(lease::Beats::default());
-        let beat_starter = tokio::spawn(Arc::clone(&beats).run());
+        let beat_starter = lease::AbortOnDrop(tokio::spawn(Arc::clone(&beats).run()));
         let fetcher = tokio::spawn(fetch_loop(Arc::clone(&rt), held, beats, job_tx));
         let run_slots = Arc::new(Semaphore::new(rt.concurrency));
         let (abandon_tx, abandon_rx) = watch::channel(false);
@@ -279,7 +281,7 @@ impl Worker {
             }
         }
         // Every job's run has ended, and with it its heartbeats.
-        beat_starter.abort();
+        drop(beat_starter);
         // 4. Deliver every acknowledgement.
         drop(ack_tx);
         let _ = give_up_tx.send(Some(Instant::now() + rt.shutdown_timeout));
