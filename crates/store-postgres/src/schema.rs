@@ -230,11 +230,10 @@ const MIGRATIONS: &[&str] = &[
         SELECT queue, state, COUNT(*) FROM {s}.jobs GROUP BY queue, state;
     "#,
     // 9: a dead job's error fingerprint, stored when it dies (`errand_core::fingerprint`: computed by
-    // the engine, so no statement here can make one), and each queue's dead jobs counted per
-    // fingerprint, as migration 8 counts states and by the same triggers (rewritten here to append
-    // both deltas): dead-letter groups then read a few rows per group however many dead jobs are
-    // retained. The dead jobs already there are fingerprinted by [`fingerprint_dead_jobs`] after
-    // this runs, in its transaction, and counted by these triggers as they are.
+    // the engine, so no statement here can make one), and the tables that count each queue's dead
+    // jobs per fingerprint, as migration 8 counts states: dead-letter groups then read a few rows per
+    // group however many dead jobs are retained. The dead jobs already there are fingerprinted by
+    // [`fingerprint_dead_jobs`] after this runs, in its transaction, and counted by migration 10.
     r#"
     ALTER TABLE {s}.jobs ADD COLUMN fingerprint TEXT COLLATE "C";
     CREATE INDEX jobs_dead_groups ON {s}.jobs (queue, fingerprint, finished_at, id)
@@ -250,43 +249,41 @@ const MIGRATIONS: &[&str] = &[
         fingerprint TEXT COLLATE "C" NOT NULL,
         n           BIGINT NOT NULL
     );
-    CREATE OR REPLACE FUNCTION {s}.jobs_counted_insert() RETURNS trigger LANGUAGE plpgsql AS $$
+    "#,
+    // 10: the counts of migration 9, kept by row triggers whose `WHEN` passes only for a dead job
+    // that arrives, leaves or changes its fingerprint: the claims and acknowledgements of the hot
+    // path queue no event and call no function for them. Each appends its delta, as migration 8's
+    // do, so that deaths in concurrent transactions never wait on a shared row; the stats pass folds
+    // them into `dead_groups`. Created after the backfill, then the counts taken once.
+    r#"
+    CREATE FUNCTION {s}.jobs_dead_grouped() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN
-        INSERT INTO {s}.job_count_deltas (queue, state, n)
-            SELECT queue, state, COUNT(*) FROM new_rows GROUP BY queue, state;
-        INSERT INTO {s}.dead_group_deltas (queue, fingerprint, n)
-            SELECT queue, fingerprint, COUNT(*) FROM new_rows
-            WHERE state = 'dead' AND fingerprint IS NOT NULL GROUP BY queue, fingerprint;
+        IF TG_OP <> 'INSERT' THEN
+            IF OLD.state = 'dead' AND OLD.fingerprint IS NOT NULL THEN
+                INSERT INTO {s}.dead_group_deltas (queue, fingerprint, n)
+                    VALUES (OLD.queue, OLD.fingerprint, -1);
+            END IF;
+        END IF;
+        IF TG_OP <> 'DELETE' THEN
+            IF NEW.state = 'dead' AND NEW.fingerprint IS NOT NULL THEN
+                INSERT INTO {s}.dead_group_deltas (queue, fingerprint, n)
+                    VALUES (NEW.queue, NEW.fingerprint, 1);
+            END IF;
+        END IF;
         RETURN NULL;
     END $$;
-    CREATE OR REPLACE FUNCTION {s}.jobs_counted_delete() RETURNS trigger LANGUAGE plpgsql AS $$
-    BEGIN
-        INSERT INTO {s}.job_count_deltas (queue, state, n)
-            SELECT queue, state, -COUNT(*) FROM old_rows GROUP BY queue, state;
-        INSERT INTO {s}.dead_group_deltas (queue, fingerprint, n)
-            SELECT queue, fingerprint, -COUNT(*) FROM old_rows
-            WHERE state = 'dead' AND fingerprint IS NOT NULL GROUP BY queue, fingerprint;
-        RETURN NULL;
-    END $$;
-    CREATE OR REPLACE FUNCTION {s}.jobs_counted_update() RETURNS trigger LANGUAGE plpgsql AS $$
-    BEGIN
-        -- As migration 8's: a row that kept its queue and state (and fingerprint) cancels out.
-        INSERT INTO {s}.job_count_deltas (queue, state, n)
-            SELECT queue, state, SUM(n) FROM (
-                SELECT queue, state, COUNT(*) AS n FROM new_rows GROUP BY queue, state
-                UNION ALL
-                SELECT queue, state, -COUNT(*) FROM old_rows GROUP BY queue, state
-            ) AS moved GROUP BY queue, state HAVING SUM(n) <> 0;
-        INSERT INTO {s}.dead_group_deltas (queue, fingerprint, n)
-            SELECT queue, fingerprint, SUM(n) FROM (
-                SELECT queue, fingerprint, COUNT(*) AS n FROM new_rows
-                WHERE state = 'dead' AND fingerprint IS NOT NULL GROUP BY queue, fingerprint
-                UNION ALL
-                SELECT queue, fingerprint, -COUNT(*) FROM old_rows
-                WHERE state = 'dead' AND fingerprint IS NOT NULL GROUP BY queue, fingerprint
-            ) AS moved GROUP BY queue, fingerprint HAVING SUM(n) <> 0;
-        RETURN NULL;
-    END $$;
+    CREATE TRIGGER jobs_dead_grouped_insert AFTER INSERT ON {s}.jobs
+        FOR EACH ROW WHEN (NEW.state = 'dead') EXECUTE FUNCTION {s}.jobs_dead_grouped();
+    CREATE TRIGGER jobs_dead_grouped_delete AFTER DELETE ON {s}.jobs
+        FOR EACH ROW WHEN (OLD.state = 'dead') EXECUTE FUNCTION {s}.jobs_dead_grouped();
+    CREATE TRIGGER jobs_dead_grouped_update AFTER UPDATE ON {s}.jobs
+        FOR EACH ROW WHEN ((OLD.state = 'dead' OR NEW.state = 'dead')
+            AND (OLD.queue IS DISTINCT FROM NEW.queue OR OLD.state IS DISTINCT FROM NEW.state
+                 OR OLD.fingerprint IS DISTINCT FROM NEW.fingerprint))
+        EXECUTE FUNCTION {s}.jobs_dead_grouped();
+    INSERT INTO {s}.dead_groups (queue, fingerprint, n)
+        SELECT queue, fingerprint, COUNT(*) FROM {s}.jobs
+        WHERE state = 'dead' AND fingerprint IS NOT NULL GROUP BY queue, fingerprint;
     "#,
 ];
 
@@ -295,24 +292,28 @@ const MIGRATIONS: &[&str] = &[
 const FINGERPRINTS_FROM: usize = 9;
 
 /// Gives every dead job without a fingerprint the one [`errand_core::Job::error_fingerprint`] gives:
-/// of its kind and its latest error's message. A page of ids at a time, each page one statement.
+/// of its kind and its latest error's message. One pass over the table through a portal, a page of
+/// rows at a time, each page set in one statement: no page query to plan again, nor all the rows
+/// (with their stack traces) in memory at once.
 async fn fingerprint_dead_jobs(tx: &deadpool_postgres::Transaction<'_>, s: &str) -> Result<u64> {
-    const PAGE: i64 = 5_000;
-    let select = format!(
-        "SELECT id, kind, errors FROM {s}.jobs WHERE state = 'dead' AND fingerprint IS NULL \
-         AND id > $1 ORDER BY id LIMIT $2"
-    );
+    const PAGE: i32 = 5_000;
+    let select = tx
+        .prepare(&format!(
+            "SELECT id, kind, errors FROM {s}.jobs WHERE state = 'dead' AND fingerprint IS NULL"
+        ))
+        .await
+        .map_err(db)?;
     let set = format!(
         "UPDATE {s}.jobs AS j SET fingerprint = f.fp FROM unnest($1::text[], $2::text[]) \
          AS f(fid, fp) WHERE j.id = f.fid"
     );
-    let (mut after, mut done) = (String::new(), 0u64);
+    let portal = tx.bind(&select, &[]).await.map_err(db)?;
+    let mut done = 0u64;
     loop {
-        let rows = tx.query(&select, &[&after, &PAGE]).await.map_err(db)?;
-        let Some(last) = rows.last() else {
+        let rows = tx.query_portal(&portal, PAGE).await.map_err(db)?;
+        if rows.is_empty() {
             return Ok(done);
-        };
-        after = last.get(0);
+        }
         let mut ids = Vec::with_capacity(rows.len());
         let mut fps = Vec::with_capacity(rows.len());
         for r in &rows {

@@ -350,7 +350,7 @@ statements! {
         INSERT INTO {s}.job_counts AS c (queue, state, n) \
         SELECT queue, state, SUM(n) FROM d GROUP BY queue, state ORDER BY queue, state \
         ON CONFLICT (queue, state) DO UPDATE SET n = c.n + excluded.n";
-    /// Queue `$1`'s dead-letter groups, kept by triggers (migration 9): the folded counts plus the
+    /// Queue `$1`'s dead-letter groups, kept by triggers (migrations 9 and 10): the folded counts plus the
     /// deltas not yet folded.
     dead_group_counts = "SELECT fingerprint, SUM(n)::BIGINT FROM (\
         SELECT fingerprint, n FROM {s}.dead_groups WHERE queue = $1 \

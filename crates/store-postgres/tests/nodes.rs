@@ -855,15 +855,15 @@ async fn migration_9_fingerprints_and_groups_the_dead_jobs_already_stored() {
     let e = engine(&store, &clock);
     let dead = errand_store_tests::migrations::three_dead_jobs(&e).await;
     drop((e, store));
-    // Back to version 8, as a node of the previous release left it (its trigger functions count
-    // states only, and migration 9 replaces them).
+    // Back to version 8, as a node of the previous release left it.
     let s = schema.name();
     psql(&url)
         .await
         .batch_execute(&format!(
-            "DROP TABLE \"{s}\".dead_groups; DROP TABLE \"{s}\".dead_group_deltas;
+            "DROP FUNCTION \"{s}\".jobs_dead_grouped() CASCADE;
+             DROP TABLE \"{s}\".dead_groups; DROP TABLE \"{s}\".dead_group_deltas;
              ALTER TABLE \"{s}\".jobs DROP COLUMN fingerprint;
-             DELETE FROM \"{s}\".migrations WHERE version = 9;"
+             DELETE FROM \"{s}\".migrations WHERE version > 8;"
         ))
         .await
         .unwrap();

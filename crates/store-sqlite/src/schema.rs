@@ -220,24 +220,41 @@ const MIGRATIONS: &[&str] = &[
 const FINGERPRINTS_FROM: usize = 9;
 
 /// Gives every dead job without a fingerprint the one [`errand_core::Job::error_fingerprint`] gives:
-/// of its kind and its latest error's message.
+/// of its kind and its latest error's message. A page of rows at a time, by rowid, so that the rows
+/// (with their stack traces) are never all in memory.
 fn fingerprint_dead_jobs(tx: &Connection) -> Result<u64> {
-    let missing: Vec<(String, String, Option<String>)> = tx
-        .prepare("SELECT id, kind, errors FROM jobs WHERE state = 'dead' AND fingerprint IS NULL")
-        .map_err(backend)?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .map_err(backend)?
-        .collect::<rusqlite::Result<_>>()
+    let mut page = tx
+        .prepare(
+            "SELECT rowid, kind, errors FROM jobs WHERE rowid > ?1 AND state = 'dead' \
+             AND fingerprint IS NULL ORDER BY rowid LIMIT 5000",
+        )
         .map_err(backend)?;
     let mut set = tx
-        .prepare("UPDATE jobs SET fingerprint = ?2 WHERE id = ?1")
+        .prepare("UPDATE jobs SET fingerprint = ?2 WHERE rowid = ?1")
         .map_err(backend)?;
-    for (id, kind, errors) in &missing {
-        let fingerprint = errand_core::fingerprint::of_stored(kind, errors.as_deref());
-        set.execute(rusqlite::params![id, fingerprint])
+    let (mut after, mut done) = (0i64, 0u64);
+    loop {
+        let rows: Vec<(i64, String)> = page
+            .query_map([after], |r| {
+                let (kind, errors): (String, Option<String>) = (r.get(1)?, r.get(2)?);
+                Ok((
+                    r.get(0)?,
+                    errand_core::fingerprint::of_stored(&kind, errors.as_deref()),
+                ))
+            })
+            .map_err(backend)?
+            .collect::<rusqlite::Result<_>>()
             .map_err(backend)?;
+        let Some(&(last, _)) = rows.last() else {
+            return Ok(done);
+        };
+        for (rowid, fingerprint) in &rows {
+            set.execute(rusqlite::params![rowid, fingerprint])
+                .map_err(backend)?;
+        }
+        after = last;
+        done += rows.len() as u64;
     }
-    Ok(missing.len() as u64)
 }
 
 /// The schema version this build writes.

@@ -1,5 +1,5 @@
-//! A queue's dead letters by error fingerprint, kept counted by triggers (see the schema's migration
-//! 9), and each group's latest job found through `jobs_dead_groups`.
+//! A queue's dead letters by error fingerprint, kept counted by triggers (see the schema's migrations
+//! 9 and 10), and each group's latest job found through `jobs_dead_groups`.
 
 use deadpool_postgres::GenericClient;
 
