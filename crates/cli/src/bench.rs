@@ -539,6 +539,8 @@ async fn work(
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
+    // Acknowledgements are flushed within milliseconds: a completion not recorded in 30 s is lost.
+    let recorded_by = Instant::now() + Duration::from_secs(30);
     let recorded = loop {
         let recorded = client
             .queue(q)
@@ -546,8 +548,8 @@ async fn work(
             .map_err(|e| e.to_string())?
             .counts
             .completed
-            - before;
-        if recorded >= n || Instant::now() > deadline {
+            .saturating_sub(before);
+        if recorded >= n || Instant::now() > recorded_by {
             break recorded;
         }
         tokio::time::sleep(Duration::from_millis(2)).await;

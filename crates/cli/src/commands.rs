@@ -534,7 +534,12 @@ pub async fn dlq(cmd: DlqCommand, remote: &Remote) -> ExitCode {
                 .collect();
             table(&["COUNT", "FINGERPRINT", "KIND", "LATEST ERROR"], &rows);
             if !g.complete {
-                eprintln!("(counted over the oldest {} dead jobs only)", g.scanned);
+                // A server of an earlier release read at most 100,000 dead jobs; this one counts
+                // all but those an earlier release's node killed during a rolling upgrade.
+                eprintln!(
+                    "({} dead jobs grouped; the queue holds more, not fingerprinted)",
+                    g.scanned
+                );
             }
             ExitCode::SUCCESS
         }),

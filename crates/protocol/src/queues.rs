@@ -256,8 +256,8 @@ pub struct DeadGroupList {
     /// Dead jobs in the queue's groups: all of its dead jobs, but any that a node of a release
     /// without stored fingerprints killed during a rolling upgrade.
     pub scanned: u64,
-    /// Always true: the groups are kept counted as jobs die. (Earlier releases read at most 100,000
-    /// dead jobs and said false when there were more.)
+    /// False when the queue holds dead jobs in no group (killed by a node of an earlier release
+    /// during a rolling upgrade: they are listed, replayed and purged as any, but not grouped).
     pub complete: bool,
 }
 

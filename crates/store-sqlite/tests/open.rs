@@ -125,4 +125,17 @@ async fn migration_9_fingerprints_and_groups_the_dead_jobs_already_stored() {
 
     let e = engine(SqliteStore::open(&path, SqliteOptions::default()).unwrap());
     errand_store_tests::migrations::dead_jobs_are_grouped_after_migration_9(&e, &dead).await;
+    assert!(e.dead_groups("d", 10).await.unwrap().complete);
+
+    // A job killed without a fingerprint (by a node of an earlier release) is in no group, and the
+    // answer says the groups are not complete.
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute(
+            "UPDATE jobs SET fingerprint = NULL WHERE id = ?1",
+            [dead[2].to_string()],
+        )
+        .unwrap();
+    let g = e.dead_groups("d", 10).await.unwrap();
+    assert_eq!((g.scanned, g.complete), (1, false));
 }

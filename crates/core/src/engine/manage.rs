@@ -45,8 +45,8 @@ pub struct DeadGroup {
 }
 
 /// A queue's dead letters by fingerprint, most jobs first. `scanned` is how many dead jobs the
-/// queue's groups hold; `complete` is always true now that stores keep the groups counted (it was
-/// false when a scan stopped short, and stays in the API for the clients that read it).
+/// queue's groups hold; `complete` is false when the queue holds dead jobs in no group (killed by a
+/// node of an earlier release, without a stored fingerprint, during a rolling upgrade).
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeadGroups {
     pub groups: Vec<DeadGroup>,
@@ -253,10 +253,12 @@ impl Engine {
                 count: g.count,
             })
             .collect();
+        // Dead jobs in no group: killed by a node of an earlier release during a rolling upgrade.
+        let dead = self.inner.store.queue_stats(queue, self.now()).await?.dead;
         Ok(DeadGroups {
             groups,
+            complete: rows.total >= dead,
             scanned: rows.total,
-            complete: true,
         })
     }
 

@@ -461,8 +461,6 @@ impl Engine {
         }
     }
 
-    /// Works out where a failed attempt goes: cancelled (if a cancel was requested), dead (not retryable,
-    /// or out of attempts), or delayed by its backoff (or the worker's `retry_after`).
     /// The transition that gives back job `id` under lease `token`, due again `delay_ms` from `now`
     /// with the attempt not counted, or cancelled if its cancel was requested (guarded on that flag).
     async fn plan_release(
@@ -491,6 +489,8 @@ impl Engine {
         Ok(t)
     }
 
+    /// Works out where a failed attempt goes: cancelled (if a cancel was requested), dead (not retryable,
+    /// or out of attempts), or delayed by its backoff (or the worker's `retry_after`).
     async fn plan_failure(
         &self,
         id: JobId,
