@@ -967,8 +967,8 @@ export interface components {
         /** @description `GET /v1/queues/{queue}/dead/groups`: dead letters by error fingerprint, the largest groups first. */
         DeadGroupList: {
             /**
-             * @description Always true: the groups are kept counted as jobs die. (Earlier releases read at most 100,000
-             *     dead jobs and said false when there were more.)
+             * @description False when the queue holds dead jobs in no group (killed by a node of an earlier release
+             *     during a rolling upgrade: they are listed, replayed and purged as any, but not grouped).
              */
             complete: boolean;
             groups: components["schemas"]["DeadGroupView"][];
