@@ -389,8 +389,6 @@ impl Engine {
                     run_at,
                     duplicate: false,
                 }),
-                // A release has no duplicate to recognise: its lease is gone.
-                Err(Error::LeaseLost) if releases.contains_key(&i) => Err(Error::LeaseLost),
                 Err(Error::LeaseLost) => self.duplicate_ack(id, to, &guard).await,
                 // A release planned before a cancel request landed: planned again, as one.
                 Err(Error::Conflict(_)) if releases.contains_key(&i) => {
@@ -441,15 +439,18 @@ impl Engine {
     /// A lease guard failed: if the job already reached the state this very lease asked for, the client is
     /// retrying an acknowledgement whose answer it lost, and that is a success. Otherwise the lease is lost.
     async fn duplicate_ack(&self, id: JobId, to: JobState, guard: &Guard) -> Result<AckOutcome> {
+        // Only a completion is recognised again: a failure or a release under a lease gone is lost.
         let Guard::Lease(token) = guard else {
             return Err(Error::LeaseLost);
         };
+        if to != JobState::Completed {
+            return Err(Error::LeaseLost);
+        }
         match self.inner.store.job_get(id).await? {
             Some(job)
                 if job.lease.is_none()
                     && job.last_lease_token.as_deref() == Some(token.as_str())
-                    && job.state == JobState::Completed
-                    && to == JobState::Completed =>
+                    && job.state == JobState::Completed =>
             {
                 Ok(AckOutcome {
                     state: job.state,
