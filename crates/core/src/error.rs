@@ -22,6 +22,12 @@ pub enum Error {
     /// The job is in a state that does not allow this (e.g. retrying a completed job). Nothing changed.
     #[error("conflict: {0}")]
     Conflict(String),
+    /// The enqueue would take `queue` past its `max_waiting` jobs not yet started; nothing was written.
+    /// Retry once workers have taken some (backpressure, not a fault).
+    #[error(
+        "queue {queue} is full: it holds its max_waiting of {max_waiting} jobs not yet started; retry later"
+    )]
+    QueueFull { queue: String, max_waiting: u64 },
     /// The store cannot be reached or is shutting down; the operation may be retried.
     #[error("store unavailable: {0}")]
     Unavailable(String),

@@ -34,8 +34,8 @@ pub use id::{JobId, LeaseToken};
 pub use limits::Limits;
 pub use model::{
     AuditEntry, Backoff, BackoffKind, DeadReason, Dedup, ErrorKind, ErrorRecord, Job, JobOptions,
-    JobState, Lease, LogLine, NewJob, ParentOnDead, QueueConfig, QueueInfo, QueueStats, Retention,
-    UniqueWindow, Webhook,
+    JobState, Lease, LogLine, NewJob, ParentOnDead, QueueConfig, QueueInfo, QueuePolicy,
+    QueueStats, Retention, UniqueWindow, Webhook,
 };
 pub use schedule::{Missed, Schedule, ScheduleDef};
 pub use store::Store;

@@ -3,7 +3,8 @@
 //!
 //! | limit | default |
 //! |---|---|
-//! | payload, result (JSON bytes) | 1 MiB |
+//! | payload (JSON bytes) | 1 MiB (`errand serve --max-payload-bytes`; a queue's policy may set less) |
+//! | result (JSON bytes) | 1 MiB |
 //! | progress (JSON bytes) | 64 KiB |
 //! | jobs in one enqueue batch | 10,000 |
 //! | jobs in one claim | 1,000 |
@@ -22,6 +23,7 @@
 //! | max stalls | 0–100 (queue default 1) |
 //! | concurrency, group and key concurrency | 1–1,000,000 (queue defaults: none, none, 1) |
 //! | rate limit | 1–1,000,000 jobs (burst the same) per 1 ms – 1 day (queue default: none) |
+//! | jobs not yet started in a queue (`max_waiting`) | 1–1,000,000,000 (queue default: none) |
 //! | error message | 8 KiB, longer ones are truncated (a worker's failure is never refused for its size) |
 //! | error stack trace | 16 KiB, truncated likewise |
 //! | log lines kept per job | the latest 200 (older ones are dropped as new ones arrive) |

@@ -511,6 +511,46 @@ pub struct QueueConfig {
     /// Where to say that a job ended, by webhook name (see `Engine::put_webhook`).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub webhooks: BTreeMap<String, Webhook>,
+    /// At most this many jobs not yet started (`waiting` and `delayed`): an enqueue that would take the
+    /// queue past it is refused whole ([`crate::Error::QueueFull`]). `None`: no bound.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_waiting: Option<u64>,
+    /// What every job enqueued to the queue must satisfy; an enqueue breaking it is refused.
+    #[serde(skip_serializing_if = "QueuePolicy::is_default")]
+    pub policy: QueuePolicy,
+}
+
+/// Rules a team sets on a queue so that every job enqueued to it has what the audit asks of critical
+/// work (`docs/AUDIT.md`). Each is checked against the job as resolved (its own options over the
+/// queue's defaults); a job breaking one is refused with an [`crate::Error::Invalid`] naming the job's
+/// field and the policy. The default requires nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct QueuePolicy {
+    /// Every job carries a `unique_key` (a deterministic id: a repeated enqueue finds the first job).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub require_unique_key: bool,
+    /// A payload is at most this many bytes of JSON, below the server's own limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_payload_bytes: Option<usize>,
+    /// A job's timeout is at least this.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_timeout_ms: Option<u64>,
+    /// A job's timeout is at most this.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_timeout_ms: Option<u64>,
+    /// A job may be attempted at least this many times (`max_attempts`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_attempts: Option<u32>,
+    /// The queue tells someone of its dead jobs: a webhook of the queue has the `dead` event.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub require_dead_letter_route: bool,
+}
+
+impl QueuePolicy {
+    pub fn is_default(&self) -> bool {
+        *self == QueuePolicy::default()
+    }
 }
 
 /// A URL told, by a signed POST, when a queue's job ends.
@@ -551,6 +591,13 @@ impl Job {
 }
 
 impl QueueConfig {
+    /// Whether a webhook of the queue is told of its dead jobs.
+    pub fn routes_dead_letters(&self) -> bool {
+        self.webhooks
+            .values()
+            .any(|w| w.events.iter().any(|e| e == "dead"))
+    }
+
     /// How long a completed job holds its unique key, in milliseconds; `None`: for ever.
     pub fn unique_hold_ms(&self) -> Option<u64> {
         match self.unique_window {
@@ -599,6 +646,8 @@ impl Default for QueueConfig {
             rate_limit: None,
             group_rate_limit: None,
             webhooks: BTreeMap::new(),
+            max_waiting: None,
+            policy: QueuePolicy::default(),
         }
     }
 }

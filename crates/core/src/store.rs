@@ -65,6 +65,38 @@ pub struct JobSpec {
     pub parent_on_dead: ParentOnDead,
     /// A flow parent's children (the parent's state is then `WaitingChildren`).
     pub pending_children: u32,
+    /// The queue's bound on jobs not yet started, if this job is held to it: the store refuses the
+    /// whole insert with [`crate::Error::QueueFull`] when the queue's `waiting` and `delayed` jobs plus
+    /// the insert's jobs held to a bound for that queue would exceed the smallest such bound. Counted
+    /// before unique keys are resolved, so a repeat that would insert nothing counts too. Checked and
+    /// inserted atomically (SQLite's single writer; PostgreSQL's advisory lock per bounded queue).
+    pub max_waiting: Option<u64>,
+}
+
+/// The bounded queues of an insert: `(queue, smallest max_waiting, jobs held to it)`, sorted by queue.
+/// A store checks each before it writes anything ([`JobSpec::max_waiting`]).
+pub fn waiting_bounds(jobs: &[JobSpec]) -> Vec<(&str, u64, u64)> {
+    let mut bounds: std::collections::BTreeMap<&str, (u64, u64)> = Default::default();
+    for j in jobs {
+        if let Some(max) = j.max_waiting {
+            let b = bounds.entry(j.queue.as_str()).or_insert((max, 0));
+            b.0 = b.0.min(max);
+            b.1 += 1;
+        }
+    }
+    bounds
+        .into_iter()
+        .map(|(q, (max, n))| (q, max, n))
+        .collect()
+}
+
+/// The refusal of an insert that would take `queue` past `max_waiting`, given that it holds `held`
+/// jobs not yet started and the insert adds `adding`; `None` when it fits.
+pub fn over_bound(queue: &str, max_waiting: u64, held: u64, adding: u64) -> Option<crate::Error> {
+    (held.saturating_add(adding) > max_waiting).then(|| crate::Error::QueueFull {
+        queue: queue.to_string(),
+        max_waiting,
+    })
 }
 
 /// The states in which a job holds its unique key whatever its finish time. Who holds a unique key is

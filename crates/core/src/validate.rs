@@ -5,7 +5,7 @@ use serde_json::value::RawValue;
 
 use crate::error::{Error, Result};
 use crate::limits::{Limits, MAX_PRIORITY, MIN_PRIORITY};
-use crate::model::{Backoff, QueueConfig, UniqueWindow, Webhook};
+use crate::model::{Backoff, QueueConfig, QueuePolicy, UniqueWindow, Webhook};
 
 /// A queue name: 1 to `max` characters of `A-Z a-z 0-9 _ - . :`.
 pub fn queue_name(field: &str, s: &str, limits: &Limits) -> Result<()> {
@@ -234,7 +234,126 @@ pub fn queue_config(c: &QueueConfig, limits: &Limits) -> Result<()> {
     if let Some(a) = c.retention.max_age_ms {
         range_u64("retention.max_age_ms", a, 0, u64::MAX >> 2)?;
     }
+    if let Some(n) = c.max_waiting {
+        range_u64("max_waiting", n, 1, MAX_WAITING_LIMIT)?;
+    }
+    queue_policy(c, limits)
+}
+
+/// The largest `max_waiting` a queue may set.
+pub const MAX_WAITING_LIMIT: u64 = 1_000_000_000;
+
+/// A queue's policy: its bounds within the server's limits, and the queue's own defaults within its
+/// bounds (a default the policy refuses would refuse every job that relies on it).
+fn queue_policy(c: &QueueConfig, limits: &Limits) -> Result<()> {
+    let p = &c.policy;
+    if let Some(b) = p.max_payload_bytes {
+        range_u64(
+            "policy.max_payload_bytes",
+            b as u64,
+            2,
+            limits.max_payload_bytes as u64,
+        )?;
+    }
+    for (field, t) in [
+        ("policy.min_timeout_ms", p.min_timeout_ms),
+        ("policy.max_timeout_ms", p.max_timeout_ms),
+    ] {
+        if let Some(t) = t {
+            range_u64(field, t, limits.min_timeout_ms, limits.max_timeout_ms)?;
+        }
+    }
+    if let (Some(lo), Some(hi)) = (p.min_timeout_ms, p.max_timeout_ms)
+        && lo > hi
+    {
+        return Err(Error::invalid(
+            "policy.min_timeout_ms",
+            format!("must be at most policy.max_timeout_ms ({hi})"),
+        ));
+    }
+    if let Some(n) = p.min_attempts {
+        range_u64(
+            "policy.min_attempts",
+            n.into(),
+            1,
+            limits.max_attempts.into(),
+        )?;
+    }
+    policy_timeout(p, "timeout_ms", c.timeout_ms, "the queue's default")?;
+    policy_attempts(p, "max_attempts", c.max_attempts, "the queue's default")
+}
+
+/// A job as resolved against its queue's policy (`QueuePolicy`'s rules); errors name the job's field
+/// and the policy.
+pub fn job_policy(
+    c: &QueueConfig,
+    payload_bytes: usize,
+    has_unique_key: bool,
+    timeout_ms: u64,
+    max_attempts: u32,
+) -> Result<()> {
+    let p = &c.policy;
+    if p.require_unique_key && !has_unique_key {
+        return Err(Error::invalid(
+            "unique_key",
+            "the queue's policy require_unique_key: every job needs a unique_key (a deterministic \
+             id, so that a repeated enqueue finds the first job)",
+        ));
+    }
+    if let Some(max) = p.max_payload_bytes
+        && payload_bytes > max
+    {
+        return Err(Error::invalid(
+            "payload",
+            format!(
+                "the queue's policy max_payload_bytes: {payload_bytes} bytes of JSON, at most \
+                 {max} allowed (store large data elsewhere and pass its reference)"
+            ),
+        ));
+    }
+    policy_timeout(p, "timeout_ms", timeout_ms, "the job's")?;
+    policy_attempts(p, "max_attempts", max_attempts, "the job's")?;
+    if p.require_dead_letter_route && !c.routes_dead_letters() {
+        return Err(Error::invalid(
+            "queue",
+            "the queue's policy require_dead_letter_route: no webhook of the queue has the dead \
+             event, so nobody would hear of a dead job; add one before enqueuing",
+        ));
+    }
     Ok(())
+}
+
+fn policy_timeout(p: &QueuePolicy, field: &str, timeout_ms: u64, whose: &str) -> Result<()> {
+    let below = p.min_timeout_ms.filter(|&lo| timeout_ms < lo);
+    let above = p.max_timeout_ms.filter(|&hi| timeout_ms > hi);
+    if let Some(bound) = below.or(above) {
+        let (name, rule) = if below.is_some() {
+            ("min_timeout_ms", "at least")
+        } else {
+            ("max_timeout_ms", "at most")
+        };
+        return Err(Error::invalid(
+            field,
+            format!(
+                "the queue's policy {name}: {whose} timeout is {timeout_ms} ms, it must be {rule} \
+                 {bound} ms"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn policy_attempts(p: &QueuePolicy, field: &str, max_attempts: u32, whose: &str) -> Result<()> {
+    match p.min_attempts {
+        Some(min) if max_attempts < min => Err(Error::invalid(
+            field,
+            format!(
+                "the queue's policy min_attempts: {whose} max_attempts is {max_attempts}, it must be \
+                 at least {min}"
+            ),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// A webhook definition.

@@ -43,7 +43,8 @@ pub use observe::{
 pub use queues::WebhookEvent;
 pub use queues::{
     CountResponse, DeadFilter, DeadGroupList, DeadGroupView, QueueConfig, QueueCounts, QueueList,
-    QueueView, RateLimit, Retention, UniqueWindow, WebhookDef, WebhookList, WebhookView,
+    QueuePolicy, QueueView, RateLimit, Retention, UniqueWindow, WebhookDef, WebhookList,
+    WebhookView,
 };
 pub use schedules::{Missed, ScheduleDef, ScheduleList, ScheduleView};
 pub use whole::Whole;

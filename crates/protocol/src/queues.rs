@@ -13,7 +13,14 @@ use crate::Backoff;
 use crate::object::object_only;
 use crate::whole::{self, Whole};
 
-object_only!(Retention, QueueConfig, RateLimit, DeadFilter, WebhookDef);
+object_only!(
+    Retention,
+    QueueConfig,
+    QueuePolicy,
+    RateLimit,
+    DeadFilter,
+    WebhookDef
+);
 
 /// How long a completed job keeps holding its unique key (a queue's `unique_window_ms`): a number of
 /// milliseconds, or the word `"retention"` or `"forever"`.
@@ -162,6 +169,56 @@ pub struct QueueConfig {
     /// A token bucket over each group's claims. Absent: no limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group_rate_limit: Option<RateLimit>,
+    /// At most this many jobs not yet started (`waiting` and `delayed`, 1–1,000,000,000): an enqueue
+    /// that would take the queue past it is refused whole with 429 `rate_limited` and `Retry-After`.
+    /// Absent: no bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(value_type = Option<u64>, minimum = 1, maximum = 1_000_000_000)
+    )]
+    pub max_waiting: Option<Whole<u64>>,
+    /// What every job enqueued to the queue must satisfy. Absent: nothing is required.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<QueuePolicy>,
+}
+
+/// Rules every job enqueued to a queue must satisfy, checked against the job with the queue's defaults
+/// applied; an enqueue breaking one is refused (400 `invalid`, naming the job's field and the policy).
+/// The queue's own defaults must satisfy them too.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(remote = "Self", deny_unknown_fields)]
+pub struct QueuePolicy {
+    /// Every job carries a `unique_key` (default false).
+    #[serde(default)]
+    pub require_unique_key: bool,
+    /// A payload is at most this many bytes of JSON (2 up to the server's `max_payload_bytes`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<u64>, minimum = 2))]
+    pub max_payload_bytes: Option<Whole<u64>>,
+    /// A job's `timeout_ms` is at least this (100 ms to 7 days).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(value_type = Option<u64>, minimum = 100, maximum = 604_800_000_u64)
+    )]
+    pub min_timeout_ms: Option<Whole<u64>>,
+    /// A job's `timeout_ms` is at most this (100 ms to 7 days).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(value_type = Option<u64>, minimum = 100, maximum = 604_800_000_u64)
+    )]
+    pub max_timeout_ms: Option<Whole<u64>>,
+    /// A job's `max_attempts` is at least this (1–1000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<u32>, minimum = 1, maximum = 1000))]
+    pub min_attempts: Option<Whole<u32>>,
+    /// A webhook of the queue has the `dead` event, so that someone hears of every dead job (default
+    /// false).
+    #[serde(default)]
+    pub require_dead_letter_route: bool,
 }
 
 /// `limit` jobs per `period_ms`, in bursts of up to `burst` (default `limit`): a token bucket the

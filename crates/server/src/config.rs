@@ -67,6 +67,10 @@ pub struct ServeArgs {
     /// Largest request body in bytes [default: 16777216 (16 MiB)].
     #[arg(long, env = "ERRAND_MAX_BODY_BYTES", value_name = "BYTES")]
     pub max_body_bytes: Option<usize>,
+    /// Largest job payload in bytes of JSON, for every queue; a queue's policy may set less
+    /// [default: 1048576 (1 MiB)].
+    #[arg(long, env = "ERRAND_MAX_PAYLOAD_BYTES", value_name = "BYTES")]
+    pub max_payload_bytes: Option<usize>,
     /// Longest long-poll wait of a fetch, in ms [default: 30000].
     #[arg(long, env = "ERRAND_MAX_WAIT_MS", value_name = "MS")]
     pub max_wait_ms: Option<u64>,
@@ -124,6 +128,7 @@ struct FileConfig {
     log_format: Option<LogFormat>,
     log: Option<String>,
     max_body_bytes: Option<usize>,
+    max_payload_bytes: Option<usize>,
     max_wait_ms: Option<u64>,
     max_waiting_fetches: Option<usize>,
     metrics_kinds_per_queue: Option<usize>,
@@ -219,6 +224,8 @@ pub struct Config {
     pub log_format: LogFormat,
     pub log: String,
     pub max_body_bytes: usize,
+    /// The largest payload of any job (default 1 MiB); at most `max_body_bytes`.
+    pub max_payload_bytes: usize,
     pub max_wait_ms: u64,
     pub max_waiting_fetches: usize,
     /// Kinds of one queue with metric series of their own (default 100); the rest count as `other`.
@@ -249,6 +256,7 @@ impl Config {
             log_format: LogFormat::Text,
             log: "info".into(),
             max_body_bytes: 16 << 20,
+            max_payload_bytes: errand_core::Limits::default().max_payload_bytes,
             max_wait_ms: 30_000,
             max_waiting_fetches: 10_000,
             metrics_kinds_per_queue: crate::metrics::KINDS_PER_QUEUE,
@@ -298,6 +306,7 @@ impl Config {
             log_format,
             log,
             max_body_bytes,
+            max_payload_bytes,
             max_wait_ms,
             max_waiting_fetches,
             metrics_kinds_per_queue,
@@ -320,6 +329,12 @@ impl Config {
         }
         if c.max_body_bytes < 64 << 10 {
             return Err("max_body_bytes must be at least 65536".into());
+        }
+        if c.max_payload_bytes < 1024 || c.max_payload_bytes > c.max_body_bytes {
+            return Err(format!(
+                "max_payload_bytes must be between 1024 and max_body_bytes ({})",
+                c.max_body_bytes
+            ));
         }
         if c.shutdown_timeout_ms > 600_000 {
             return Err("shutdown_timeout_ms must be at most 600000 (10 minutes)".into());
@@ -447,6 +462,31 @@ mod tests {
             30,
             "the flag wins"
         );
+    }
+
+    #[test]
+    fn the_payload_limit_is_a_setting_within_the_body_limit() {
+        let default = Config::resolve(&ServeArgs::default(), None).unwrap();
+        assert_eq!(default.max_payload_bytes, 1 << 20, "the documented default");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("errand.toml");
+        std::fs::write(&file, "max_payload_bytes = 102400\n").unwrap();
+        let args = ServeArgs {
+            config: Some(file),
+            ..Default::default()
+        };
+        assert_eq!(
+            Config::resolve(&args, None).unwrap().max_payload_bytes,
+            102_400
+        );
+        for bad in [100, 32 << 20] {
+            let args = ServeArgs {
+                max_payload_bytes: Some(bad),
+                ..Default::default()
+            };
+            let err = Config::resolve(&args, None).unwrap_err();
+            assert!(err.contains("max_payload_bytes"), "{err}");
+        }
     }
 
     #[test]

@@ -208,6 +208,33 @@ pub fn queue_config(c: &core::QueueConfig) -> wire::QueueConfig {
         key_concurrency: Some(wire::Whole(c.key_concurrency)),
         rate_limit: c.rate_limit.map(rate_limit),
         group_rate_limit: c.group_rate_limit.map(rate_limit),
+        max_waiting: c.max_waiting.map(wire::Whole),
+        policy: Some(queue_policy(&c.policy)),
+    }
+}
+
+fn queue_policy(p: &core::QueuePolicy) -> wire::QueuePolicy {
+    wire::QueuePolicy {
+        require_unique_key: p.require_unique_key,
+        max_payload_bytes: p.max_payload_bytes.map(|b| wire::Whole(b as u64)),
+        min_timeout_ms: p.min_timeout_ms.map(wire::Whole),
+        max_timeout_ms: p.max_timeout_ms.map(wire::Whole),
+        min_attempts: p.min_attempts.map(wire::Whole),
+        require_dead_letter_route: p.require_dead_letter_route,
+    }
+}
+
+fn queue_policy_from_wire(p: wire::QueuePolicy) -> core::QueuePolicy {
+    core::QueuePolicy {
+        require_unique_key: p.require_unique_key,
+        // Past usize (only on a 32-bit host) is past every limit: the engine's check refuses it.
+        max_payload_bytes: p
+            .max_payload_bytes
+            .map(|b| usize::try_from(b.get()).unwrap_or(usize::MAX)),
+        min_timeout_ms: p.min_timeout_ms.map(wire::Whole::get),
+        max_timeout_ms: p.max_timeout_ms.map(wire::Whole::get),
+        min_attempts: p.min_attempts.map(wire::Whole::get),
+        require_dead_letter_route: p.require_dead_letter_route,
     }
 }
 
@@ -242,6 +269,8 @@ pub fn queue_config_from_wire(c: wire::QueueConfig) -> core::QueueConfig {
         group_rate_limit: c.group_rate_limit.map(rate_limit_from_wire),
         // Kept by the engine: webhooks have routes of their own.
         webhooks: Default::default(),
+        max_waiting: c.max_waiting.map(wire::Whole::get),
+        policy: c.policy.map(queue_policy_from_wire).unwrap_or_default(),
     }
 }
 

@@ -84,6 +84,14 @@ impl From<Error> for ApiError {
             Error::NotFound(_) => ApiError::not_found(message),
             Error::LeaseLost => ApiError::new(StatusCode::CONFLICT, code::LEASE_LOST, message),
             Error::Conflict(m) => ApiError::new(StatusCode::CONFLICT, code::CONFLICT, m),
+            Error::QueueFull { .. } => {
+                // Backpressure: the producer waits and sends the same enqueue again.
+                let mut a =
+                    ApiError::new(StatusCode::TOO_MANY_REQUESTS, code::RATE_LIMITED, message);
+                a.field = Some("queue".into());
+                a.retry_after = Some(1);
+                a
+            }
             Error::Unavailable(_) => {
                 let mut a =
                     ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code::UNAVAILABLE, message);

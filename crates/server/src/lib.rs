@@ -81,6 +81,10 @@ impl AppState {
         let observers = events::Observers(vec![metrics.clone(), events.clone(), activity.clone()]);
         let waiters = Arc::new(Waiters::new(metrics.fetches_waiting.clone()));
         let engine_config = EngineConfig {
+            limits: errand_core::Limits {
+                max_payload_bytes: config.max_payload_bytes,
+                ..Default::default()
+            },
             observer: Some(Arc::new(observers)),
             audit_retention_ms: (config.audit_retention_days > 0)
                 .then(|| u64::from(config.audit_retention_days) * 86_400_000),

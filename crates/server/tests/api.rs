@@ -1392,3 +1392,121 @@ async fn a_producer_waits_for_a_job_to_end_and_gets_its_result() {
     let got = api.get("/v1/jobs/01J00000000000000000000000/wait").await;
     assert_eq!(got.0, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn queue_policies_and_max_waiting_answer_400_and_429_and_show_in_the_config() {
+    let api = Api::with(Setup {
+        tweak: |c| c.max_payload_bytes = 2_048,
+        ..Default::default()
+    });
+    let config = json!({
+        "timeout_ms": 30_000,
+        "max_attempts": 5,
+        "max_waiting": 2,
+        "policy": {
+            "require_unique_key": true,
+            "max_payload_bytes": 100,
+            "min_timeout_ms": 1_000,
+            "max_timeout_ms": 60_000,
+            "min_attempts": 5
+        }
+    });
+    let (s, b) = api
+        .call(Method::PUT, "/v1/queues/pay/config", Some(config))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["max_waiting"], 2);
+    assert_eq!(b["policy"]["require_unique_key"], true);
+    assert_eq!(b["policy"]["max_payload_bytes"], 100);
+    assert_eq!(b["policy"]["require_dead_letter_route"], false);
+    let (_, shown) = api.get("/v1/queues/pay/config").await;
+    assert_eq!(shown, b, "kept as set");
+
+    // A policy above the server's payload setting is refused, naming it.
+    let (s, b) = api
+        .call(
+            Method::PUT,
+            "/v1/queues/pay2/config",
+            Some(json!({"policy": {"max_payload_bytes": 4_096}})),
+        )
+        .await;
+    assert_error(
+        &(s, b),
+        StatusCode::BAD_REQUEST,
+        code::INVALID,
+        Some("policy.max_payload_bytes"),
+    );
+
+    // Each policy refuses with a 400 naming the job's field.
+    let refused = [
+        (json!({"kind": "k", "payload": {}}), "unique_key"),
+        (
+            json!({"kind": "k", "payload": {"s": "x".repeat(200)}, "unique_key": "a"}),
+            "payload",
+        ),
+        (
+            json!({"kind": "k", "payload": {}, "unique_key": "a", "timeout_ms": 500}),
+            "timeout_ms",
+        ),
+        (
+            json!({"kind": "k", "payload": {}, "unique_key": "a", "max_attempts": 1}),
+            "max_attempts",
+        ),
+    ];
+    for (job, field) in refused {
+        let got = api.post("/v1/queues/pay/jobs", job).await;
+        assert_error(&got, StatusCode::BAD_REQUEST, code::INVALID, Some(field));
+        assert!(
+            got.1["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("policy")
+        );
+    }
+    // The server-wide setting: 413 beyond 2,048 bytes on any queue.
+    let (s, b) = api
+        .post(
+            "/v1/queues/free/jobs",
+            json!({"kind": "k", "payload": {"s": "x".repeat(3_000)}}),
+        )
+        .await;
+    assert_error(
+        &(s, b),
+        StatusCode::PAYLOAD_TOO_LARGE,
+        code::TOO_LARGE,
+        Some("payload"),
+    );
+
+    // Two fit; the third gets 429 with Retry-After, and a batch crossing the bound writes nothing.
+    for k in ["a", "b"] {
+        let (s, b) = api
+            .post(
+                "/v1/queues/pay/jobs",
+                json!({"kind": "k", "payload": {}, "unique_key": k}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+    }
+    let req = Request::post("/v1/queues/pay/jobs")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(
+            json!({"kind": "k", "payload": {}, "unique_key": "c"}).to_string(),
+        ))
+        .unwrap();
+    let (s, b, h) = api.raw(req).await;
+    assert_error(
+        &(s, b.clone()),
+        StatusCode::TOO_MANY_REQUESTS,
+        code::RATE_LIMITED,
+        Some("queue"),
+    );
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("max_waiting")
+    );
+    assert_eq!(h[header::RETRY_AFTER], "1");
+    let (_, stats) = api.get("/v1/queues/pay").await;
+    assert_eq!(stats["counts"]["waiting"], 2, "{stats}");
+}

@@ -327,6 +327,11 @@ statements! {
     state_counts = "SELECT state, SUM(n)::BIGINT FROM (\
         SELECT state, n FROM {s}.job_counts WHERE queue = $1 \
         UNION ALL SELECT state, n FROM {s}.job_count_deltas WHERE queue = $1) AS c GROUP BY state";
+    /// Queue `$1`'s jobs not yet started, for its `max_waiting` (the insert holds the queue's lock).
+    waiting_held = "SELECT COALESCE(SUM(n), 0)::BIGINT FROM (\
+        SELECT n FROM {s}.job_counts WHERE queue = $1 AND state IN ('waiting', 'delayed') \
+        UNION ALL SELECT n FROM {s}.job_count_deltas \
+        WHERE queue = $1 AND state IN ('waiting', 'delayed')) AS c";
     /// Bounded work even with a million waiting: the earliest due time among the 1,000 longest queued.
     oldest_waiting = "SELECT MIN(run_at) FROM (SELECT run_at FROM {s}.jobs \
         WHERE (queue, state, id) > ($1, 'waiting', '') AND queue = $1 AND state = 'waiting' \

@@ -40,6 +40,7 @@ fn spec(n: u64, unique_key: Option<String>) -> JobSpec {
         parent_id: None,
         parent_on_dead: Default::default(),
         pending_children: 0,
+        max_waiting: None,
         idempotency_key: format!("idem-{n}"),
         created_at: 1_000,
     }

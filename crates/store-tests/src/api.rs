@@ -2,7 +2,8 @@
 //! listing, stats and unique keys.
 //!
 //! One file per kind of call: `claims.rs` (what a claim hands out), `enqueue.rs` (batches, unique keys,
-//! dedup), `operate.rs` (cancel, promote, pause), `dead.rs` (retry, replay, purge, fingerprints) and
+//! dedup), `operate.rs` (cancel, promote, pause), `policies.rs` (what a queue requires of its jobs, and its
+//! bound on jobs not yet started), `dead.rs` (retry, replay, purge, fingerprints) and
 //! `reads.rs` (listings, stats, audit). Their checks are re-exported here, so that the suite names each
 //! one `api::<check>` whichever file holds it.
 
@@ -10,10 +11,12 @@ mod claims;
 mod dead;
 mod enqueue;
 mod operate;
+mod policies;
 mod reads;
 
 pub use claims::*;
 pub use dead::*;
 pub use enqueue::*;
 pub use operate::*;
+pub use policies::*;
 pub use reads::*;

@@ -253,6 +253,16 @@ macro_rules! __for_each_check {
         $m!($fresh, retries::a_failures_stack_is_kept_with_its_error);
         $m!($fresh, api::audit_log_appends_and_pages_newest_first);
         $m!($fresh, api::audit_entries_past_their_retention_are_pruned);
+        $m!($fresh, api::policy_requires_unique_key);
+        $m!($fresh, api::policy_limits_payload_size);
+        $m!($fresh, api::policy_bounds_timeout);
+        $m!($fresh, api::policy_requires_min_attempts);
+        $m!($fresh, api::policy_requires_dead_letter_route);
+        $m!($fresh, api::max_waiting_refuses_beyond_the_bound);
+        $m!(
+            $fresh,
+            api::max_waiting_refuses_a_whole_batch_that_crosses_it
+        );
         $m!(
             $fresh,
             api::unique_key_returns_the_existing_job_within_its_window
@@ -396,6 +406,7 @@ mod tests {
             ("api", include_str!("api/dead.rs")),
             ("api", include_str!("api/enqueue.rs")),
             ("api", include_str!("api/operate.rs")),
+            ("api", include_str!("api/policies.rs")),
             ("api", include_str!("api/reads.rs")),
             ("concurrency", include_str!("concurrency.rs")),
             ("events", include_str!("events.rs")),
@@ -423,6 +434,7 @@ mod tests {
                 "dead.rs",
                 "enqueue.rs",
                 "operate.rs",
+                "policies.rs",
                 "reads.rs"
             ],
             "the files of src/api/ and the list above differ"

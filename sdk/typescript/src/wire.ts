@@ -1416,6 +1416,14 @@ export interface components {
              */
             max_stalled?: number | null;
             /**
+             * Format: int64
+             * @description At most this many jobs not yet started (`waiting` and `delayed`, 1–1,000,000,000): an enqueue
+             *     that would take the queue past it is refused whole with 429 `rate_limited` and `Retry-After`.
+             *     Absent: no bound.
+             */
+            max_waiting?: number | null;
+            policy?: null | components["schemas"]["QueuePolicy"];
+            /**
              * Format: int32
              * @description 0–1000, lower runs first (default 500).
              */
@@ -1455,6 +1463,40 @@ export interface components {
         };
         /** @description A queue name: 1–64 of `A-Z a-z 0-9 _ - . :`, not dots only. */
         QueueName: string;
+        /**
+         * @description Rules every job enqueued to a queue must satisfy, checked against the job with the queue's defaults
+         *     applied; an enqueue breaking one is refused (400 `invalid`, naming the job's field and the policy).
+         *     The queue's own defaults must satisfy them too.
+         */
+        QueuePolicy: {
+            /**
+             * Format: int64
+             * @description A payload is at most this many bytes of JSON (2 up to the server's `max_payload_bytes`).
+             */
+            max_payload_bytes?: number | null;
+            /**
+             * Format: int64
+             * @description A job's `timeout_ms` is at most this (100 ms to 7 days).
+             */
+            max_timeout_ms?: number | null;
+            /**
+             * Format: int32
+             * @description A job's `max_attempts` is at least this (1–1000).
+             */
+            min_attempts?: number | null;
+            /**
+             * Format: int64
+             * @description A job's `timeout_ms` is at least this (100 ms to 7 days).
+             */
+            min_timeout_ms?: number | null;
+            /**
+             * @description A webhook of the queue has the `dead` event, so that someone hears of every dead job (default
+             *     false).
+             */
+            require_dead_letter_route?: boolean;
+            /** @description Every job carries a `unique_key` (default false). */
+            require_unique_key?: boolean;
+        };
         /** @description A queue: whether it is paused, its counts, and how long its oldest due job has waited. */
         QueueView: {
             counts: components["schemas"]["QueueCounts"];
@@ -1777,7 +1819,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description rate_limited: the key is over its requests per second; retry after `Retry-After` seconds */
+            /** @description rate_limited: the key is over its requests per second, or an enqueue would take the queue past its `max_waiting` (nothing was written); retry after `Retry-After` seconds */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -1864,7 +1906,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description rate_limited: the key is over its requests per second; retry after `Retry-After` seconds */
+            /** @description rate_limited: the key is over its requests per second, or an enqueue would take the queue past its `max_waiting` (nothing was written); retry after `Retry-After` seconds */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -1919,7 +1961,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description rate_limited: the key is over its requests per second; retry after `Retry-After` seconds */
+            /** @description rate_limited: the key is over its requests per second, or an enqueue would take the queue past its `max_waiting` (nothing was written); retry after `Retry-After` seconds */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -1965,7 +2007,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description rate_limited: the key is over its requests per second; retry after `Retry-After` seconds */
+            /** @description rate_limited: the key is over its requests per second, or an enqueue would take the queue past its `max_waiting` (nothing was written); retry after `Retry-After` seconds */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -2025,7 +2067,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description rate_limited: the key is over its requests per second; retry after `Retry-After` seconds */
+            /** @description rate_limited: the key is over its requests per second, or an enqueue would take the queue past its `max_waiting` (nothing was written); retry after `Retry-After` seconds */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -2099,7 +2141,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description rate_limited: the key is over its requests per second; retry after `Retry-After` seconds */
+            /** @description rate_limited: the key is over its requests per second, or an enqueue would take the queue past its `max_waiting` (nothing was written); retry after `Retry-After` seconds */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -2264,7 +2306,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description rate_limited: the key is over its requests per second; retry after `Retry-After` seconds */
+            /** @description rate_limited: the key is over its requests per second, or an enqueue would take the queue past its `max_waiting` (nothing was written); retry after `Retry-After` seconds */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -2340,7 +2382,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description rate_limited: the key is over its requests per second; retry after `Retry-After` seconds */
+            /** @description rate_limited: the key is over its requests per second, or an enqueue would take the queue past its `max_waiting` (nothing was written); retry after `Retry-After` seconds */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -2425,7 +2467,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description rate_limited: the key is over its requests per second; retry after `Retry-After` seconds */
+            /** @description rate_limited: the key is over its requests per second, or an enqueue would take the queue past its `max_waiting` (nothing was written); retry after `Retry-After` seconds */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -2501,7 +2543,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description rate_limited: the key is over its requests per second; retry after `Retry-After` seconds */
+            /** @description rate_limited: the key is over its requests per second, or an enqueue would take the queue past its `max_waiting` (nothing was written); retry after `Retry-After` seconds */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -2608,7 +2650,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description rate_limited: the key is over its requests per second; retry after `Retry-After` seconds */
+            /** @description rate_limited: the key is over its requests per second, or an enqueue would take the queue past its `max_waiting` (nothing was written); retry after `Retry-After` seconds */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -2715,7 +2757,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description rate_limited: the key is over its requests per second; retry after `Retry-After` seconds */
+            /** @description rate_limited: the key is over its requests per second, or an enqueue would take the queue past its `max_waiting` (nothing was written); retry after `Retry-After` seconds */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -2822,7 +2864,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description rate_limited: the key is over its requests per second; retry after `Retry-After` seconds */
+            /** @description rate_limited: the key is over its requests per second, or an enqueue would take the queue past its `max_waiting` (nothing was written); retry after `Retry-After` seconds */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -2898,7 +2940,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description rate_limited: the key is over its requests per second; retry after `Retry-After` seconds */
+            /** @description rate_limited: the key is over its requests per second, or an enqueue would take the queue past its `max_waiting` (nothing was written); retry after `Retry-After` seconds */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -3006,7 +3048,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description rate_limited: the key is over its requests per second; retry after `Retry-After` seconds */
+            /** @description rate_limited: the key is over its requests per second, or an enqueue would take the queue past its `max_waiting` (nothing was written); retry after `Retry-After` seconds */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -3091,7 +3133,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description rate_limited: the key is over its requests per second; retry after `Retry-After` seconds */
+            /** @description rate_limited: the key is over its requests per second, or an enqueue would take the queue past its `max_waiting` (nothing was written); retry after `Retry-After` seconds */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -3198,7 +3240,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description rate_limited: the key is over its requests per second; retry after `Retry-After` seconds */
+            /** @description rate_limited: the key is over its requests per second, or an enqueue would take the queue past its `max_waiting` (nothing was written); retry after `Retry-After` seconds */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -3283,7 +3325,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description rate_limited: the key is over its requests per second; retry after `Retry-After` seconds */
+            /** @description rate_limited: the key is over its requests per second, or an enqueue would take the queue past its `max_waiting` (nothing was written); retry after `Retry-After` seconds */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -3362,7 +3404,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description rate_limited: the key is over its requests per second; retry after `Retry-After` seconds */
+            /** @description rate_limited: the key is over its requests per second, or an enqueue would take the queue past its `max_waiting` (nothing was written); retry after `Retry-After` seconds */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -3417,7 +3459,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description rate_limited: the key is over its requests per second; retry after `Retry-After` seconds */
+            /** @description rate_limited: the key is over its requests per second, or an enqueue would take the queue past its `max_waiting` (nothing was written); retry after `Retry-After` seconds */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -3493,7 +3535,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description rate_limited: the key is over its requests per second; retry after `Retry-After` seconds */
+            /** @description rate_limited: the key is over its requests per second, or an enqueue would take the queue past its `max_waiting` (nothing was written); retry after `Retry-After` seconds */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -3560,7 +3602,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description rate_limited: the key is over its requests per second; retry after `Retry-After` seconds */
+            /** @description rate_limited: the key is over its requests per second, or an enqueue would take the queue past its `max_waiting` (nothing was written); retry after `Retry-After` seconds */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -3649,7 +3691,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description rate_limited: the key is over its requests per second; retry after `Retry-After` seconds */
+            /** @description rate_limited: the key is over its requests per second, or an enqueue would take the queue past its `max_waiting` (nothing was written); retry after `Retry-After` seconds */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -3725,7 +3767,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description rate_limited: the key is over its requests per second; retry after `Retry-After` seconds */
+            /** @description rate_limited: the key is over its requests per second, or an enqueue would take the queue past its `max_waiting` (nothing was written); retry after `Retry-After` seconds */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -3802,7 +3844,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description rate_limited: the key is over its requests per second; retry after `Retry-After` seconds */
+            /** @description rate_limited: the key is over its requests per second, or an enqueue would take the queue past its `max_waiting` (nothing was written); retry after `Retry-After` seconds */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -3872,7 +3914,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description rate_limited: the key is over its requests per second; retry after `Retry-After` seconds */
+            /** @description rate_limited: the key is over its requests per second, or an enqueue would take the queue past its `max_waiting` (nothing was written); retry after `Retry-After` seconds */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -3962,7 +4004,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description rate_limited: the key is over its requests per second; retry after `Retry-After` seconds */
+            /** @description rate_limited: the key is over its requests per second, or an enqueue would take the queue past its `max_waiting` (nothing was written); retry after `Retry-After` seconds */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -4040,7 +4082,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description rate_limited: the key is over its requests per second; retry after `Retry-After` seconds */
+            /** @description rate_limited: the key is over its requests per second, or an enqueue would take the queue past its `max_waiting` (nothing was written); retry after `Retry-After` seconds */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -4140,7 +4182,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description rate_limited: the key is over its requests per second; retry after `Retry-After` seconds */
+            /** @description rate_limited: the key is over its requests per second, or an enqueue would take the queue past its `max_waiting` (nothing was written); retry after `Retry-After` seconds */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -4207,7 +4249,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description rate_limited: the key is over its requests per second; retry after `Retry-After` seconds */
+            /** @description rate_limited: the key is over its requests per second, or an enqueue would take the queue past its `max_waiting` (nothing was written); retry after `Retry-After` seconds */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -4274,7 +4316,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description rate_limited: the key is over its requests per second; retry after `Retry-After` seconds */
+            /** @description rate_limited: the key is over its requests per second, or an enqueue would take the queue past its `max_waiting` (nothing was written); retry after `Retry-After` seconds */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -4341,7 +4383,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description rate_limited: the key is over its requests per second; retry after `Retry-After` seconds */
+            /** @description rate_limited: the key is over its requests per second, or an enqueue would take the queue past its `max_waiting` (nothing was written); retry after `Retry-After` seconds */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -4432,7 +4474,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description rate_limited: the key is over its requests per second; retry after `Retry-After` seconds */
+            /** @description rate_limited: the key is over its requests per second, or an enqueue would take the queue past its `max_waiting` (nothing was written); retry after `Retry-After` seconds */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -4510,7 +4552,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description rate_limited: the key is over its requests per second; retry after `Retry-After` seconds */
+            /** @description rate_limited: the key is over its requests per second, or an enqueue would take the queue past its `max_waiting` (nothing was written); retry after `Retry-After` seconds */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -4565,7 +4607,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description rate_limited: the key is over its requests per second; retry after `Retry-After` seconds */
+            /** @description rate_limited: the key is over its requests per second, or an enqueue would take the queue past its `max_waiting` (nothing was written); retry after `Retry-After` seconds */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -4641,7 +4683,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description rate_limited: the key is over its requests per second; retry after `Retry-After` seconds */
+            /** @description rate_limited: the key is over its requests per second, or an enqueue would take the queue past its `max_waiting` (nothing was written); retry after `Retry-After` seconds */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -4730,7 +4772,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description rate_limited: the key is over its requests per second; retry after `Retry-After` seconds */
+            /** @description rate_limited: the key is over its requests per second, or an enqueue would take the queue past its `max_waiting` (nothing was written); retry after `Retry-After` seconds */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -4807,7 +4849,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description rate_limited: the key is over its requests per second; retry after `Retry-After` seconds */
+            /** @description rate_limited: the key is over its requests per second, or an enqueue would take the queue past its `max_waiting` (nothing was written); retry after `Retry-After` seconds */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -4883,7 +4925,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description rate_limited: the key is over its requests per second; retry after `Retry-After` seconds */
+            /** @description rate_limited: the key is over its requests per second, or an enqueue would take the queue past its `max_waiting` (nothing was written); retry after `Retry-After` seconds */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -4959,7 +5001,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description rate_limited: the key is over its requests per second; retry after `Retry-After` seconds */
+            /** @description rate_limited: the key is over its requests per second, or an enqueue would take the queue past its `max_waiting` (nothing was written); retry after `Retry-After` seconds */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -5035,7 +5077,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description rate_limited: the key is over its requests per second; retry after `Retry-After` seconds */
+            /** @description rate_limited: the key is over its requests per second, or an enqueue would take the queue past its `max_waiting` (nothing was written); retry after `Retry-After` seconds */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -5127,7 +5169,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description rate_limited: the key is over its requests per second; retry after `Retry-After` seconds */
+            /** @description rate_limited: the key is over its requests per second, or an enqueue would take the queue past its `max_waiting` (nothing was written); retry after `Retry-After` seconds */
             429: {
                 headers: {
                     [name: string]: unknown;

@@ -283,6 +283,13 @@ impl Engine {
                 validate::key(field, k, limits.max_key)?;
             }
         }
+        validate::job_policy(
+            qc,
+            payload.get().len(),
+            o.unique_key.is_some(),
+            timeout_ms,
+            max_attempts,
+        )?;
         let idempotency_key = match (o.idempotency_key, &o.unique_key) {
             (Some(k), _) => {
                 validate::key("idempotency_key", &k, limits.max_key)?;
@@ -318,6 +325,7 @@ impl Engine {
             pending_children: 0,
             idempotency_key,
             created_at: now,
+            max_waiting: qc.max_waiting,
         })
     }
 }

@@ -167,6 +167,9 @@ impl Engine {
             Some(t) => {
                 let job = job_of(&s.def, Some(tick_key(&s.name, t)));
                 let mut specs = self.specs(vec![job], false, now).await?;
+                // A tick is not held to `max_waiting`: it is one job per tick, bounded by the
+                // schedule itself, and a refused tick would be late or lost.
+                specs.iter_mut().for_each(|s| s.max_waiting = None);
                 specs.pop()
             }
             None => None,

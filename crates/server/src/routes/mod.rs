@@ -77,8 +77,9 @@ pub(crate) mod answers {
         Forbidden(ErrorBody),
         #[response(
             status = 429,
-            description = "rate_limited: the key is over its requests per second; retry after \
-                           `Retry-After` seconds"
+            description = "rate_limited: the key is over its requests per second, or an enqueue \
+                           would take the queue past its `max_waiting` (nothing was written); \
+                           retry after `Retry-After` seconds"
         )]
         RateLimited(ErrorBody),
     }

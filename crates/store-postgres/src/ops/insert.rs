@@ -6,7 +6,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use deadpool_postgres::GenericClient;
 
-use errand_core::store::{Inserted, JobSpec};
+use errand_core::store::{Inserted, JobSpec, over_bound, waiting_bounds};
 use errand_core::{JobId, JobState, Result};
 
 use errand_core::store::row::{parse_id, parse_state};
@@ -20,6 +20,31 @@ use super::{execute, get, int4, int8, json_text, notify, query};
 /// that key and revivals of jobs that have it.
 fn unique_lock(cx: &Cx, queue: &str, key: &str) -> i64 {
     lock_key(&["errand.unique", &cx.schema, queue, key])
+}
+
+/// Refuses the insert when it would take a bounded queue past its `max_waiting`
+/// ([`JobSpec::max_waiting`]). Each bounded queue's lock is held to the commit, so that concurrent
+/// inserts into it count one after another; taken before any unique key's, in one order.
+async fn check_waiting_bounds(c: &impl GenericClient, cx: &Cx, jobs: &[JobSpec]) -> Result<()> {
+    let bounds = waiting_bounds(jobs);
+    if bounds.is_empty() {
+        return Ok(());
+    }
+    let mut locks: Vec<i64> = bounds
+        .iter()
+        .map(|(q, ..)| lock_key(&["errand.waiting", &cx.schema, q]))
+        .collect();
+    locks.sort_unstable();
+    locks.dedup();
+    query(c, &cx.sql.lock_keys, &[&locks]).await?;
+    for (queue, max, adding) in bounds {
+        let row = query(c, &cx.sql.waiting_held, &[&queue]).await?;
+        let held: i64 = row.first().map(|r| get(r, 0)).transpose()?.unwrap_or(0);
+        if let Some(e) = over_bound(queue, max, held.max(0) as u64, adding) {
+            return Err(e);
+        }
+    }
+    Ok(())
 }
 
 /// Locks the given unique keys, sorted (so that two transactions never wait on each other in a cycle).
@@ -61,6 +86,7 @@ pub(crate) async fn job_insert(
         .collect();
     // Sorted, like every set of locks taken here: concurrent batches register queues in one order.
     query(c, &cx.sql.register_queues, &[&queues]).await?;
+    check_waiting_bounds(c, cx, jobs).await?;
 
     let unique: Vec<usize> = (0..jobs.len())
         .filter(|&i| jobs[i].unique_key.is_some())

@@ -7,7 +7,9 @@ use std::sync::LazyLock;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use errand_core::store::{Inserted, JobInsert, JobSpec, UNIQUE_HOLDING_STATES};
+use errand_core::store::{
+    Inserted, JobInsert, JobSpec, UNIQUE_HOLDING_STATES, over_bound, waiting_bounds,
+};
 use errand_core::{Error, JobState, Result};
 
 use crate::conn::backend;
@@ -102,6 +104,19 @@ pub(crate) fn job_insert(
     p: &JobInsert,
     rows: &[InsertRow],
 ) -> Result<Vec<Inserted>> {
+    // Before anything is written: a refusal then leaves the writer's group untouched.
+    for (queue, max, adding) in waiting_bounds(&p.jobs) {
+        let held: i64 = conn
+            .prepare_cached(
+                "SELECT coalesce(sum(n), 0) FROM job_counts \
+                 WHERE queue = ?1 AND state IN ('waiting', 'delayed')",
+            )
+            .and_then(|mut st| st.query_row([queue], |r| r.get(0)))
+            .map_err(backend)?;
+        if let Some(e) = over_bound(queue, max, held.max(0) as u64, adding) {
+            return Err(e);
+        }
+    }
     let mut register = conn
         .prepare_cached("INSERT OR IGNORE INTO queues (name) VALUES (?1)")
         .map_err(backend)?;
