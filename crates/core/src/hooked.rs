@@ -119,6 +119,7 @@ hooked! {
     job_promote_due => JobPromoteDue(queue: &str, now: Timestamp, limit: usize)
         -> Vec<(JobId, Transitioned)>;
     job_expired => JobExpired(now: Timestamp, limit: usize) -> Vec<Job>;
+    job_ttl_passed => JobTtlPassed(now: Timestamp, limit: usize) -> Vec<Job>;
     job_get => JobGet(id: JobId) -> Option<Job>;
     job_list => JobList(p: JobList) -> Vec<Job>;
     job_prune => JobPrune(p: JobPrune) -> u64;

@@ -199,6 +199,8 @@ pub enum DeadReason {
     Stalled,
     /// A flow's parent whose child died (or was cancelled) with `parent_on_dead: fail`.
     ChildDead,
+    /// Not started before its `expires_at` (`expire_after_ms`).
+    Expired,
 }
 
 impl DeadReason {
@@ -208,6 +210,7 @@ impl DeadReason {
             DeadReason::NonRetryable => "non_retryable",
             DeadReason::Stalled => "stalled",
             DeadReason::ChildDead => "child_dead",
+            DeadReason::Expired => "expired",
         }
     }
 
@@ -217,6 +220,7 @@ impl DeadReason {
             DeadReason::NonRetryable,
             DeadReason::Stalled,
             DeadReason::ChildDead,
+            DeadReason::Expired,
         ]
         .into_iter()
         .find(|r| r.as_str() == s)
@@ -288,6 +292,8 @@ pub struct Job {
     /// When the latest attempt started.
     pub started_at: Option<Timestamp>,
     pub finished_at: Option<Timestamp>,
+    /// Not started by then (from `expire_after_ms`), the job ends dead with reason `expired`.
+    pub expires_at: Option<Timestamp>,
 }
 
 /// One line a worker logged for a job.
@@ -374,6 +380,10 @@ pub struct JobOptions {
     pub idempotency_key: Option<String>,
     /// For a child of a flow: what its dying does to the parent.
     pub parent_on_dead: ParentOnDead,
+    /// A message's time to live: a job not started within this many milliseconds of its enqueue (still
+    /// `waiting` or `delayed`, also while waiting to retry) ends `dead` with reason `expired`. Must be
+    /// longer than its delay.
+    pub expire_after_ms: Option<u64>,
 }
 
 /// A job to enqueue.

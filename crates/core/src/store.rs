@@ -71,6 +71,8 @@ pub struct JobSpec {
     /// before unique keys are resolved, so a repeat that would insert nothing counts too. Checked and
     /// inserted atomically (SQLite's single writer; PostgreSQL's advisory lock per bounded queue).
     pub max_waiting: Option<u64>,
+    /// From `expire_after_ms`: not started by then, the job is dead (`Store::job_expiring`).
+    pub expires_at: Option<Timestamp>,
 }
 
 /// The bounded queues of an insert: `(queue, smallest max_waiting, jobs held to it)`, sorted by queue.
@@ -567,6 +569,10 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// Active jobs whose lease expired or whose deadline passed at `now` (at most `limit`).
     async fn job_expired(&self, now: Timestamp, limit: usize) -> Result<Vec<Job>>;
+
+    /// Jobs not yet started (`waiting` or `delayed`) whose `expires_at` is at or before `now`, at most
+    /// `limit`, soonest expired first.
+    async fn job_ttl_passed(&self, now: Timestamp, limit: usize) -> Result<Vec<Job>>;
 
     /// One job.
     async fn job_get(&self, id: JobId) -> Result<Option<Job>>;

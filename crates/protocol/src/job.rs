@@ -177,7 +177,7 @@ pub struct JobView {
     pub result: Option<Box<RawValue>>,
     /// One per failed attempt, oldest first.
     pub errors: Vec<AttemptError>,
-    /// `attempts_exhausted`, `non_retryable`, `stalled` or `child_dead`, for a dead job.
+    /// `attempts_exhausted`, `non_retryable`, `stalled`, `child_dead` or `expired`, for a dead job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dead_reason: Option<String>,
     pub cancel_requested: bool,
@@ -188,6 +188,9 @@ pub struct JobView {
     pub started_at: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<i64>,
+    /// From `expire_after_ms`: not started by then, the job ends dead (`expired`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
 }
 
 fn is_zero_u32(n: &u32) -> bool {

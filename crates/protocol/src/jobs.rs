@@ -99,6 +99,15 @@ pub struct EnqueueJob {
     /// default: the parent dies, `child_dead`) or `release` (the parent stops waiting for it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent_on_dead: Option<ParentOnDead>,
+    /// A time to live: not started within this many milliseconds of the enqueue (still waiting,
+    /// delayed or waiting to retry), the job ends `dead` with `dead_reason: "expired"`. 1 ms to 365
+    /// days, longer than the delay. Absent: the job waits as long as it takes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(value_type = Option<u64>, minimum = 1, maximum = 31_536_000_000_u64)
+    )]
+    pub expire_after_ms: Option<Whole<u64>>,
 }
 
 impl EnqueueJob {

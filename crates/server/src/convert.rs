@@ -110,6 +110,7 @@ pub fn job_view(j: core::Job) -> wire::JobView {
         created_at: j.created_at,
         started_at: j.started_at,
         finished_at: j.finished_at,
+        expires_at: j.expires_at,
     }
 }
 
@@ -157,6 +158,7 @@ pub fn new_job(queue: &str, j: wire::EnqueueJob) -> core::NewJob {
                 wire::Dedup::Reject => core::Dedup::Reject,
                 wire::Dedup::Replace => core::Dedup::Replace,
             },
+            expire_after_ms: j.expire_after_ms.map(wire::Whole::get),
             group_key: j.group_key,
             concurrency_key: j.concurrency_key,
             idempotency_key: j.idempotency_key,

@@ -274,6 +274,13 @@ impl Store for PgStore {
         .await
     }
 
+    async fn job_ttl_passed(&self, now: Timestamp, limit: usize) -> Result<Vec<Job>> {
+        run(self.pool(), self.cx(), &(now, limit), |c, cx, p| {
+            Box::pin(ops::job_ttl_passed(c, cx, p.0, p.1))
+        })
+        .await
+    }
+
     async fn job_get(&self, id: JobId) -> Result<Option<Job>> {
         run(self.pool(), self.cx(), &id, |c, cx, id| {
             Box::pin(ops::job_get(c, cx, *id))

@@ -285,6 +285,13 @@ const MIGRATIONS: &[&str] = &[
         SELECT queue, fingerprint, COUNT(*) FROM {s}.jobs
         WHERE state = 'dead' AND fingerprint IS NOT NULL GROUP BY queue, fingerprint;
     "#,
+    // 11: a job's time to live (`expire_after_ms`), and the jobs that have one and have not started,
+    // by when they expire (most jobs have none and are not in the index).
+    r#"
+    ALTER TABLE {s}.jobs ADD COLUMN expires_at BIGINT;
+    CREATE INDEX jobs_expiring ON {s}.jobs (expires_at)
+        WHERE expires_at IS NOT NULL AND state IN ('waiting', 'delayed');
+    "#,
 ];
 
 /// The migration after which the dead jobs already stored are fingerprinted (in Rust, as the engine

@@ -23,7 +23,7 @@ macro_rules! job_columns {
          timeout_ms, heartbeat_ms, lease_ms, max_stalled, stalls, unique_key, group_key, \
          idempotency_key, progress, result, errors, dead_reason, cancel_requested, lease_token, \
          worker_id, lease_expires_at, deadline_at, created_at, started_at, finished_at, \
-         concurrency_key, parent_id, parent_on_dead, pending_children"
+         concurrency_key, parent_id, parent_on_dead, pending_children, expires_at"
     };
 }
 
@@ -143,11 +143,11 @@ statements! {
     insert = "INSERT INTO {s}.jobs (id, queue, kind, payload, state, priority, run_at, \
             max_attempts, backoff, timeout_ms, heartbeat_ms, lease_ms, max_stalled, unique_key, \
             group_key, idempotency_key, created_at, concurrency_key, parent_id, parent_on_dead, \
-            pending_children) \
+            pending_children, expires_at) \
         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int[], \
             $7::bigint[], $8::int[], $9::text[], $10::bigint[], $11::bigint[], $12::bigint[], \
             $13::int[], $14::text[], $15::text[], $16::text[], $17::bigint[], $18::text[], \
-            $19::text[], $20::text[], $21::int[])";
+            $19::text[], $20::text[], $21::int[], $22::bigint[])";
     notify = "SELECT pg_notify($1, q) FROM unnest($2::text[]) AS q";
     /// Due delayed jobs of each queue (at most `$3` per queue) become waiting. Rows another transaction
     /// holds are skipped: it is promoting or changing them itself.
@@ -295,6 +295,10 @@ statements! {
     expired = concat!("SELECT ", job_columns!(), " FROM {s}.jobs WHERE state = 'active' \
         AND (lease_expires_at <= $1 OR deadline_at <= $1) LIMIT $2");
     get = concat!("SELECT ", job_columns!(), " FROM {s}.jobs WHERE id = $1");
+    /// Not started, past their time to live: the front of the partial index `jobs_expiring`.
+    ttl_passed = concat!("SELECT ", job_columns!(), " FROM {s}.jobs \
+        WHERE expires_at <= $1 AND expires_at IS NOT NULL AND state IN ('waiting', 'delayed') \
+        ORDER BY expires_at LIMIT $2");
     list = concat!("SELECT ", job_columns!(), " FROM {s}.jobs \
         WHERE (queue, state, id) > ($1, $2, $3) AND queue = $1 AND state = $2 \
           AND ($4::text IS NULL OR kind = $4::text) \

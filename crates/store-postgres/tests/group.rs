@@ -41,6 +41,7 @@ fn spec(n: u64, unique_key: Option<String>) -> JobSpec {
         parent_on_dead: Default::default(),
         pending_children: 0,
         max_waiting: None,
+        expires_at: None,
         idempotency_key: format!("idem-{n}"),
         created_at: 1_000,
     }

@@ -860,7 +860,8 @@ async fn migration_9_fingerprints_and_groups_the_dead_jobs_already_stored() {
     psql(&url)
         .await
         .batch_execute(&format!(
-            "DROP FUNCTION \"{s}\".jobs_dead_grouped() CASCADE;
+            "ALTER TABLE \"{s}\".jobs DROP COLUMN expires_at;
+             DROP FUNCTION \"{s}\".jobs_dead_grouped() CASCADE;
              DROP TABLE \"{s}\".dead_groups; DROP TABLE \"{s}\".dead_group_deltas;
              ALTER TABLE \"{s}\".jobs DROP COLUMN fingerprint;
              DELETE FROM \"{s}\".migrations WHERE version > 8;"

@@ -183,6 +183,14 @@ impl Store for SqliteStore {
             .and_then(ops::decode_all)
     }
 
+    async fn job_ttl_passed(&self, now: Timestamp, limit: usize) -> Result<Vec<Job>> {
+        self.inner
+            .readers
+            .read(move |c| ops::job_ttl_passed(c, now, limit))
+            .await
+            .and_then(ops::decode_all)
+    }
+
     async fn job_get(&self, id: JobId) -> Result<Option<Job>> {
         self.inner
             .readers

@@ -213,6 +213,14 @@ const MIGRATIONS: &[&str] = &[
             ON CONFLICT (queue, fingerprint) DO UPDATE SET n = n + 1;
     END;
     "#,
+    // 10: a job's time to live (`expire_after_ms`), and the jobs that have one and have not started,
+    // by when they expire: the maintenance pass reads the passed ones from the front of this index,
+    // and jobs without one (most) are not in it at all.
+    r#"
+    ALTER TABLE jobs ADD COLUMN expires_at INTEGER;
+    CREATE INDEX jobs_expiring ON jobs (expires_at)
+        WHERE expires_at IS NOT NULL AND state IN ('waiting', 'delayed');
+    "#,
 ];
 
 /// The migration after which the dead jobs already stored are fingerprinted (in Rust, as the engine

@@ -115,7 +115,8 @@ async fn migration_9_fingerprints_and_groups_the_dead_jobs_already_stored() {
     // Back to version 8, as a store of the previous release left it.
     let conn = rusqlite::Connection::open(&path).unwrap();
     conn.execute_batch(
-        "DROP TRIGGER jobs_dead_grouped_insert; DROP TRIGGER jobs_dead_grouped_delete;
+        "DROP INDEX jobs_expiring; ALTER TABLE jobs DROP COLUMN expires_at;
+         DROP TRIGGER jobs_dead_grouped_insert; DROP TRIGGER jobs_dead_grouped_delete;
          DROP TRIGGER jobs_dead_grouped_update; DROP INDEX jobs_dead_groups;
          DROP TABLE dead_groups; ALTER TABLE jobs DROP COLUMN fingerprint;
          PRAGMA user_version = 8;",

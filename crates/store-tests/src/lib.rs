@@ -263,6 +263,7 @@ macro_rules! __for_each_check {
             $fresh,
             api::max_waiting_refuses_a_whole_batch_that_crosses_it
         );
+        $m!($fresh, api::expired_jobs_die_with_reason_expired);
         $m!(
             $fresh,
             api::unique_key_returns_the_existing_job_within_its_window

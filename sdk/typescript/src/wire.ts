@@ -1032,6 +1032,13 @@ export interface components {
              * @description Run no earlier than this many ms from now, at most 365 days. Exclusive with `run_at`.
              */
             delay_ms?: number | null;
+            /**
+             * Format: int64
+             * @description A time to live: not started within this many milliseconds of the enqueue (still waiting,
+             *     delayed or waiting to retry), the job ends `dead` with `dead_reason: "expired"`. 1 ms to 365
+             *     days, longer than the delay. Absent: the job waits as long as it takes.
+             */
+            expire_after_ms?: number | null;
             group_key?: null | components["schemas"]["Key"];
             /**
              * Format: int64
@@ -1282,10 +1289,15 @@ export interface components {
             concurrency_key?: string | null;
             /** Format: int64 */
             created_at: number;
-            /** @description `attempts_exhausted`, `non_retryable`, `stalled` or `child_dead`, for a dead job. */
+            /** @description `attempts_exhausted`, `non_retryable`, `stalled`, `child_dead` or `expired`, for a dead job. */
             dead_reason?: string | null;
             /** @description One per failed attempt, oldest first. */
             errors: components["schemas"]["AttemptError"][];
+            /**
+             * Format: int64
+             * @description From `expire_after_ms`: not started by then, the job ends dead (`expired`).
+             */
+            expires_at?: number | null;
             /** Format: int64 */
             finished_at?: number | null;
             group_key?: string | null;

@@ -249,6 +249,20 @@ impl Engine {
             }
             (None, None) => now,
         };
+        let expires_at = match o.expire_after_ms {
+            Some(ms) => {
+                validate::range_u64("expire_after_ms", ms, 1, limits.max_delay_ms)?;
+                let at = now.saturating_add(ms as i64);
+                if at <= run_at {
+                    return Err(Error::invalid(
+                        "expire_after_ms",
+                        "must be longer than the job's delay: it would expire before it may run",
+                    ));
+                }
+                Some(at)
+            }
+            None => None,
+        };
         let max_attempts = o.max_attempts.unwrap_or(qc.max_attempts);
         validate::range_u64(
             "max_attempts",
@@ -326,6 +340,7 @@ impl Engine {
             idempotency_key,
             created_at: now,
             max_waiting: qc.max_waiting,
+            expires_at,
         })
     }
 }

@@ -23,6 +23,8 @@ pub struct MaintenanceReport {
     pub audit_pruned: u64,
     /// Jobs enqueued by cron schedules.
     pub scheduled: u64,
+    /// Jobs not started before their time to live ended (dead, `expired`).
+    pub expired: u64,
 }
 
 impl Engine {
@@ -59,6 +61,24 @@ impl Engine {
         };
         let now = self.now();
         let batch = self.inner.config.batch_size;
+        loop {
+            let passed = self.inner.store.job_ttl_passed(now, batch).await?;
+            let full = passed.len() == batch;
+            let plans = passed
+                .iter()
+                .map(|j| self.expire(j, Guard::State(j.state), now))
+                .collect();
+            // A job claimed, cancelled or promoted since it was read fails its guard: not ours.
+            report.expired += self
+                .apply(plans)
+                .await?
+                .iter()
+                .filter(|a| a.is_ok())
+                .count() as u64;
+            if !full {
+                break;
+            }
+        }
         let queues = self.inner.store.queue_list().await?;
         for q in &queues {
             loop {
@@ -148,6 +168,18 @@ impl Engine {
             }
         }
         Ok(report)
+    }
+
+    /// A job's time to live ended before it started: dead, reason `expired`. Under a lease (it was just
+    /// claimed) the claim's attempt is given back: it never ran.
+    pub(super) fn expire(&self, job: &Job, guard: Guard, now: Timestamp) -> Transition {
+        let leased = matches!(guard, Guard::Lease(_));
+        let mut t = Transition::new(job.id, guard, JobState::Dead, now);
+        t.die(DeadReason::Expired, &job.kind);
+        if leased {
+            t.attempts = Attempts::GiveBack;
+        }
+        t
     }
 
     /// A lease expired: the attempt does not count, and the job waits again — unless it stalled more than

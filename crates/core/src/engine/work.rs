@@ -172,7 +172,12 @@ impl Engine {
                 .map(|(id, t)| (id, JobState::Waiting, t, None))
                 .collect(),
         );
-        let jobs = claimed.jobs;
+        // A job whose time to live passed since the last maintenance pass is not handed out: it ends
+        // dead now, under the lease just taken (its attempt given back, as it never ran).
+        let (jobs, expired): (Vec<Job>, Vec<Job>) = claimed
+            .jobs
+            .into_iter()
+            .partition(|j| j.expires_at.is_none_or(|t| t > now));
         self.emit(|| {
             jobs.iter()
                 .map(|j| Event {
@@ -189,6 +194,20 @@ impl Engine {
                 })
                 .collect()
         });
+        if !expired.is_empty() {
+            let plans = expired
+                .iter()
+                .filter_map(|j| {
+                    let lease = j.lease.as_ref()?;
+                    Some(self.expire(j, Guard::Lease(lease.token.clone()), now))
+                })
+                .collect();
+            // Not applied (the store failed): the lease ends unheld, the job stalls back to waiting,
+            // and the maintenance pass expires it.
+            if let Err(e) = self.apply(plans).await {
+                tracing::warn!("cannot end expired jobs at their claim: {e}");
+            }
+        }
         Ok(ClaimOutcome {
             jobs,
             retry_at: claimed.retry_at,

@@ -20,7 +20,7 @@ pub fn corrupt_field(what: &str, detail: impl std::fmt::Display) -> Error {
 }
 
 /// A row of `jobs` as a store read it, every column in its stored form (JSON as text, times as
-/// milliseconds, states as their names). Both stores keep the same 34 columns.
+/// milliseconds, states as their names). Both stores keep the same 35 columns.
 #[derive(Debug, Clone, Default)]
 pub struct JobRow {
     pub id: String,
@@ -57,6 +57,7 @@ pub struct JobRow {
     pub parent_id: Option<String>,
     pub parent_on_dead: Option<String>,
     pub pending_children: u32,
+    pub expires_at: Option<i64>,
 }
 
 impl JobRow {
@@ -118,6 +119,7 @@ impl JobRow {
             created_at: self.created_at,
             started_at: self.started_at,
             finished_at: self.finished_at,
+            expires_at: self.expires_at,
         })
     }
 }

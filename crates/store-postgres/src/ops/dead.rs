@@ -30,7 +30,7 @@ pub(crate) async fn dead_groups(
     let fingerprints: Vec<&str> = counts.iter().map(|(f, _)| f.as_str()).collect();
     let mut latest = std::collections::HashMap::new();
     for row in query(c, &cx.sql.dead_group_latest, &[&name, &fingerprints]).await? {
-        latest.insert(get::<String>(&row, 34)?, decode_job(&row)?);
+        latest.insert(get::<String>(&row, 35)?, decode_job(&row)?);
     }
     let groups = counts
         .into_iter()

@@ -166,6 +166,7 @@ pub(crate) async fn job_insert(
     let mut pending_children = Vec::with_capacity(new.len());
     let mut idempotency_keys = Vec::with_capacity(new.len());
     let mut created = Vec::with_capacity(new.len());
+    let mut expires = Vec::with_capacity(new.len());
     for &i in &new {
         let j = &jobs[i];
         ids.push(j.id.to_string());
@@ -193,6 +194,7 @@ pub(crate) async fn job_insert(
         pending_children.push(int4(j.pending_children, "pending_children")?);
         idempotency_keys.push(j.idempotency_key.as_str());
         created.push(j.created_at);
+        expires.push(j.expires_at);
     }
     execute(
         c,
@@ -219,6 +221,7 @@ pub(crate) async fn job_insert(
             &parent_ids,
             &parent_on_dead,
             &pending_children,
+            &expires,
         ],
     )
     .await?;

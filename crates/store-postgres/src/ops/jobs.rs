@@ -144,6 +144,15 @@ pub(crate) async fn job_expired(
     decode_all(&query(c, &cx.sql.expired, &[&now, &(limit as i64)]).await?)
 }
 
+pub(crate) async fn job_ttl_passed(
+    c: &impl GenericClient,
+    cx: &Cx,
+    now: Timestamp,
+    limit: usize,
+) -> Result<Vec<Job>> {
+    decode_all(&query(c, &cx.sql.ttl_passed, &[&now, &(limit as i64)]).await?)
+}
+
 pub(crate) async fn job_get(c: &impl GenericClient, cx: &Cx, id: JobId) -> Result<Option<Job>> {
     query_opt(c, &cx.sql.get, &[&id.to_string()])
         .await?

@@ -43,6 +43,7 @@ pub(crate) use dead::dead_groups;
 pub(crate) use insert::job_insert;
 pub(crate) use jobs::{
     job_children, job_delete, job_expired, job_get, job_list, job_log_append, job_logs, job_prune,
+    job_ttl_passed,
 };
 pub(crate) use lead::try_lead;
 pub(crate) use queues::{queue_get, queue_list, queue_put, queue_set_paused};
@@ -148,6 +149,7 @@ pub(crate) fn job_row(r: &Row) -> Result<JobRow> {
         parent_id: get(r, 31)?,
         parent_on_dead: get(r, 32)?,
         pending_children: count(get(r, 33)?, "pending_children")?,
+        expires_at: get(r, 34)?,
     })
 }
 

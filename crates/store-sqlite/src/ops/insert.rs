@@ -45,9 +45,9 @@ pub(crate) fn insert_rows(p: &JobInsert) -> Result<Vec<InsertRow>> {
 
 const INSERT_COLUMNS: &str = "id, queue, kind, payload, state, priority, run_at, max_attempts, \
     backoff, timeout_ms, heartbeat_ms, lease_ms, max_stalled, unique_key, group_key, idempotency_key, \
-    created_at, concurrency_key, parent_id, parent_on_dead, pending_children";
+    created_at, concurrency_key, parent_id, parent_on_dead, pending_children, expires_at";
 
-const INSERT_ARITY: usize = 21;
+const INSERT_ARITY: usize = 22;
 
 /// Rows per multi-row INSERT: fewer statements, while staying far below SQLite's 32,766 parameters.
 const INSERT_CHUNK: usize = 64;
@@ -158,6 +158,7 @@ pub(crate) fn job_insert(
                 &extra[k].0,
                 &extra[k].1,
                 &j.pending_children,
+                &j.expires_at,
             ]);
         }
         let one = format!("({})", vec!["?"; INSERT_ARITY].join(", "));
@@ -184,7 +185,7 @@ pub(crate) fn job_insert(
     let mut insert = conn
         .prepare_cached(&format!(
             "INSERT OR FAIL INTO jobs ({INSERT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, \
-             ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)"
+             ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)"
         ))
         .map_err(backend)?;
     for i in unique {
@@ -228,6 +229,7 @@ pub(crate) fn job_insert(
                 parent_id,
                 parent_on_dead,
                 job.pending_children,
+                job.expires_at,
             ])
             .map_err(backend)?;
     }

@@ -197,6 +197,26 @@ pub(crate) fn job_expired(conn: &Connection, now: Timestamp, limit: usize) -> Re
     rows.map(|r| r.map_err(backend)).collect()
 }
 
+/// Jobs not started (`waiting` or `delayed`) whose `expires_at` passed at `now`, at most `limit`,
+/// through the partial index `jobs_expiring` (only jobs with a time to live are in it).
+pub(crate) fn job_ttl_passed(
+    conn: &Connection,
+    now: Timestamp,
+    limit: usize,
+) -> Result<Vec<JobRow>> {
+    let mut stmt = conn
+        .prepare_cached(&format!(
+            "SELECT {JOB_COLUMNS} FROM jobs INDEXED BY jobs_expiring \
+             WHERE expires_at <= ?1 AND state IN ('waiting', 'delayed') \
+             ORDER BY expires_at LIMIT ?2"
+        ))
+        .map_err(backend)?;
+    let rows = stmt
+        .query_map(params![now, limit as i64], job_row)
+        .map_err(backend)?;
+    rows.map(|r| r.map_err(backend)).collect()
+}
+
 pub(crate) fn job_get(conn: &Connection, id: JobId) -> Result<Option<JobRow>> {
     conn.prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"))
         .map_err(backend)?

@@ -33,6 +33,7 @@ pub(crate) use errand_core::store::row::{JobRow, corrupt_field, decode_all};
 pub(crate) use insert::{InsertRow, insert_rows, job_insert};
 pub(crate) use jobs::{
     job_children, job_delete, job_expired, job_get, job_list, job_log_append, job_logs, job_prune,
+    job_ttl_passed,
 };
 pub(crate) use queues::{queue_get, queue_list, queue_put, queue_set_paused};
 pub(crate) use stats::{queue_stats, queue_stats_all};
@@ -45,7 +46,7 @@ pub(crate) const JOB_COLUMNS: &str = "id, queue, kind, payload, state, priority,
     max_attempts, backoff, timeout_ms, heartbeat_ms, lease_ms, max_stalled, stalls, unique_key, \
     group_key, idempotency_key, progress, result, errors, dead_reason, cancel_requested, lease_token, \
     worker_id, lease_expires_at, deadline_at, created_at, started_at, finished_at, concurrency_key, \
-    parent_id, parent_on_dead, pending_children";
+    parent_id, parent_on_dead, pending_children, expires_at";
 
 /// Reads a row selected with [`JOB_COLUMNS`].
 pub(crate) fn job_row(r: &Row<'_>) -> rusqlite::Result<JobRow> {
@@ -84,6 +85,7 @@ pub(crate) fn job_row(r: &Row<'_>) -> rusqlite::Result<JobRow> {
         parent_id: r.get(31)?,
         parent_on_dead: r.get(32)?,
         pending_children: r.get(33)?,
+        expires_at: r.get(34)?,
     })
 }
 

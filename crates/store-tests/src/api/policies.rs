@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use errand_core::{
-    EngineConfig, Error, JobOptions, Limits, NewJob, QueueConfig, QueuePolicy, Webhook,
+    Clock, EngineConfig, Error, JobOptions, Limits, NewJob, QueueConfig, QueuePolicy, Webhook,
 };
 use serde_json::json;
 
@@ -395,4 +395,101 @@ pub async fn max_waiting_refuses_a_whole_batch_that_crosses_it(f: Fixture) {
     let flow = e.enqueue_flow(job("push", 9), vec![job("sms", 10)]).await;
     assert_full(flow, "sms", 5);
     assert_eq!(e.stats("push").await.unwrap().waiting_children, 0);
+}
+
+pub async fn expired_jobs_die_with_reason_expired(f: Fixture) {
+    let ctx = Ctx::new(f);
+    let e = &ctx.engine;
+    let ttl = |n: u64, expire: u64, delay: Option<u64>| {
+        job("notify", n).with_options(JobOptions {
+            expire_after_ms: Some(expire),
+            delay_ms: delay,
+            ..Default::default()
+        })
+    };
+    // A time to live must be positive and outlast the delay.
+    for (bad, delay) in [(0, None), (1_000, Some(1_000)), (1_000, Some(5_000))] {
+        assert!(matches!(
+            e.enqueue(ttl(0, bad, delay)).await,
+            Err(Error::Invalid { field, .. }) if field == "expire_after_ms"
+        ));
+    }
+    let t0 = ctx.clock.now();
+    let waiting = e.enqueue(ttl(1, 1_000, None)).await.unwrap().id;
+    let delayed = e.enqueue(ttl(2, 3_000, Some(500))).await.unwrap().id;
+    let forever = e.enqueue(job("notify", 3)).await.unwrap().id;
+    assert_eq!(e.get(waiting).await.unwrap().expires_at, Some(t0 + 1_000));
+    // Started in time, a job runs to its end whatever its time to live.
+    let started = e.enqueue(ttl(4, 1_000, None)).await.unwrap().id;
+    // One claim takes the three waiting jobs; it keeps `started` and gives the others back (the jobs
+    // of one claim share its token).
+    let claimed = crate::support::claim(e, "notify", "w1", 10).await;
+    assert_eq!(claimed.len(), 3);
+    let run = claimed.iter().find(|j| j.id == started).unwrap().clone();
+    for j in [waiting, forever] {
+        e.release(j, token(&run)).await.unwrap();
+    }
+
+    ctx.clock.advance(999);
+    assert_eq!(e.maintain().await.unwrap().expired, 0, "not yet");
+    ctx.clock.advance(1);
+    assert_eq!(e.maintain().await.unwrap().expired, 1);
+    let dead = e.get(waiting).await.unwrap();
+    assert_eq!(dead.state, errand_core::JobState::Dead);
+    assert_eq!(dead.dead_reason, Some(errand_core::DeadReason::Expired));
+    assert_eq!(dead.attempts, 0, "an expired job never ran");
+    e.complete(run.id, token(&run), None).await.unwrap();
+    assert_eq!(
+        e.get(started).await.unwrap().state,
+        errand_core::JobState::Completed
+    );
+
+    // A job failing until its time to live ends is not retried past it: it dies `expired`, with
+    // the errors of its attempts kept.
+    let retried = e
+        .enqueue(job("mail", 5).with_options(JobOptions {
+            expire_after_ms: Some(10_000),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .id;
+    let j = claim_one(e, "mail").await;
+    e.fail(
+        j.id,
+        token(&j),
+        errand_core::Failure {
+            retry_after_ms: Some(60_000),
+            ..errand_core::Failure::retryable("provider down")
+        },
+    )
+    .await
+    .unwrap();
+    ctx.clock.advance(10_000);
+    // Past its time to live and not yet run again: the claim at the same instant must not hand it
+    // out, and neither the delayed job of `notify`, now due and expired too.
+    ctx.clock.advance(60_000);
+    assert!(crate::support::claim(e, "mail", "w1", 10).await.is_empty());
+    let after_claim = e.get(retried).await.unwrap();
+    assert_eq!(
+        after_claim.dead_reason,
+        Some(errand_core::DeadReason::Expired)
+    );
+    assert_eq!(
+        after_claim.attempts, 1,
+        "the claim's attempt was given back"
+    );
+    assert_eq!(after_claim.errors.len(), 1, "the failure is kept");
+    let others = crate::support::claim(e, "notify", "w1", 10).await;
+    assert_eq!(
+        others.iter().map(|j| j.id).collect::<Vec<_>>(),
+        vec![forever],
+        "only the job without a time to live is handed out"
+    );
+    assert_eq!(
+        e.get(delayed).await.unwrap().dead_reason,
+        Some(errand_core::DeadReason::Expired)
+    );
+    let s = e.stats("notify").await.unwrap();
+    assert_eq!((s.dead, s.completed, s.active), (2, 1, 1));
 }
