@@ -173,3 +173,175 @@ async fn a_stall_fires_the_stalled_rule_at_once_and_it_resolves_after_its_window
     api.state.evaluate_alerts(true).await.unwrap();
     assert!(firing(&api).await.is_empty());
 }
+
+/// A server with every built-in rule at its defaults.
+fn api_with_default_rules() -> Api {
+    Api::with(Setup {
+        manual_clock: true,
+        ..Setup::default()
+    })
+}
+
+/// The firing alerts of `rule`, as `(queue, value)`.
+async fn firing_of(api: &Api, rule: &str) -> Vec<(String, f64)> {
+    firing(api)
+        .await
+        .iter()
+        .filter(|a| a["rule"] == rule)
+        .map(|a| {
+            (
+                a["queue"].as_str().unwrap().to_string(),
+                a["value"].as_f64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Fetches `n` jobs of `queue` and fails each, `retryable` or not.
+async fn fail_jobs(api: &Api, queue: &str, n: u32, retryable: bool) {
+    for j in api.fetch(queue, n).await {
+        let id = j["id"].as_str().unwrap();
+        let (s, b) = api
+            .post(
+                &format!("/v1/jobs/{id}/fail"),
+                json!({"lease_token": j["lease_token"], "message": "provider down",
+                       "retryable": retryable}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+    }
+}
+
+/// Fetches `n` jobs of `queue` and completes each.
+async fn complete_jobs(api: &Api, queue: &str, n: u32) {
+    for j in api.fetch(queue, n).await {
+        let id = j["id"].as_str().unwrap();
+        let (s, b) = api
+            .post(
+                &format!("/v1/jobs/{id}/complete"),
+                json!({"lease_token": j["lease_token"]}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+    }
+}
+
+#[tokio::test]
+async fn failure_rate_fires_when_over_a_tenth_of_attempts_fail_for_five_minutes() {
+    // The default rule, in an hour's window, so that every attempt below stays inside it.
+    let api = Api::with(Setup {
+        manual_clock: true,
+        tweak: |c| {
+            c.alerts = vec![AlertConfig {
+                window_ms: Some(3_600_000),
+                ..AlertConfig::new("pay", RuleKind::FailureRate)
+            }];
+        },
+        ..Setup::default()
+    });
+    let clock = api.clock.clone().unwrap();
+    for i in 0..20 {
+        api.enqueue("pay", json!({"kind": "charge", "payload": {"i": i}}))
+            .await;
+    }
+    // The first evaluation takes the counts the window starts from; samples are kept at most one
+    // per 1/120 of the window (30 s), the newest updated in place, so the attempts come a step later.
+    api.state.evaluate_alerts(true).await.unwrap();
+    clock.advance(30_000);
+    // Nine failed attempts of nine: fewer than the ten the rule needs before it judges.
+    fail_jobs(&api, "pay", 9, true).await;
+    api.state.evaluate_alerts(true).await.unwrap();
+    clock.advance(300_000);
+    api.state.evaluate_alerts(true).await.unwrap();
+    assert!(
+        firing_of(&api, "failure_rate").await.is_empty(),
+        "9 attempts"
+    );
+    // A tenth ends, completed: 90 % failed, over the 10 % threshold, pending for five minutes.
+    complete_jobs(&api, "pay", 1).await;
+    api.state.evaluate_alerts(true).await.unwrap();
+    assert!(
+        firing_of(&api, "failure_rate").await.is_empty(),
+        "pending first"
+    );
+    clock.advance(299_999);
+    api.state.evaluate_alerts(true).await.unwrap();
+    assert!(firing_of(&api, "failure_rate").await.is_empty());
+    clock.advance(1);
+    api.state.evaluate_alerts(true).await.unwrap();
+    assert_eq!(
+        firing_of(&api, "failure_rate").await,
+        vec![("pay".into(), 90.0)]
+    );
+    // The failures age out of the window: resolved.
+    clock.advance(3_600_000);
+    api.state.evaluate_alerts(true).await.unwrap();
+    assert!(firing_of(&api, "failure_rate").await.is_empty());
+}
+
+#[tokio::test]
+async fn dead_letters_fire_after_a_minute_and_resolve_when_replayed() {
+    let api = api_with_default_rules();
+    let clock = api.clock.clone().unwrap();
+    api.enqueue("mail", json!({"kind": "send", "payload": {}}))
+        .await;
+    fail_jobs(&api, "mail", 1, false).await;
+    api.state.evaluate_alerts(true).await.unwrap();
+    assert!(
+        firing_of(&api, "dead_letters").await.is_empty(),
+        "pending first"
+    );
+    clock.advance(60_000);
+    api.state.evaluate_alerts(true).await.unwrap();
+    assert_eq!(
+        firing_of(&api, "dead_letters").await,
+        vec![("mail".into(), 1.0)]
+    );
+    let (s, b) = api.post("/v1/queues/mail/dead/replay", json!({})).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    api.state.evaluate_alerts(true).await.unwrap();
+    assert!(firing_of(&api, "dead_letters").await.is_empty());
+}
+
+#[tokio::test]
+async fn no_workers_fires_when_jobs_wait_and_no_worker_comes_and_resolves_when_one_does() {
+    let api = api_with_default_rules();
+    let clock = api.clock.clone().unwrap();
+    api.enqueue("mint", json!({"kind": "mint", "payload": {}}))
+        .await;
+    api.enqueue("mint", json!({"kind": "mint", "payload": {}}))
+        .await;
+    api.state.evaluate_alerts(true).await.unwrap();
+    clock.advance(300_000);
+    api.state.evaluate_alerts(true).await.unwrap();
+    assert_eq!(firing_of(&api, "no_workers").await.len(), 1);
+    // A worker fetches from the queue: resolved, though a job still waits.
+    complete_jobs(&api, "mint", 1).await;
+    api.state.evaluate_alerts(true).await.unwrap();
+    assert!(firing_of(&api, "no_workers").await.is_empty());
+}
+
+#[tokio::test]
+async fn oldest_waiting_fires_when_a_job_waits_over_five_minutes_for_five_minutes() {
+    let api = api_with_default_rules();
+    let clock = api.clock.clone().unwrap();
+    api.enqueue("slow", json!({"kind": "k", "payload": {}}))
+        .await;
+    clock.advance(300_000);
+    api.state.evaluate_alerts(true).await.unwrap();
+    assert!(
+        firing_of(&api, "oldest_waiting").await.is_empty(),
+        "300 s is not over 300"
+    );
+    clock.advance(1_000);
+    api.state.evaluate_alerts(true).await.unwrap();
+    clock.advance(300_000);
+    api.state.evaluate_alerts(true).await.unwrap();
+    let f = firing_of(&api, "oldest_waiting").await;
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert_eq!(f[0].0, "slow");
+    assert!(f[0].1 >= 601.0, "{f:?}");
+    complete_jobs(&api, "slow", 1).await;
+    api.state.evaluate_alerts(true).await.unwrap();
+    assert!(firing_of(&api, "oldest_waiting").await.is_empty());
+}
