@@ -13,7 +13,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::Timestamp;
 
-/// The conditions Errand watches, per queue.
+/// The conditions Errand watches: per queue, and for the whole server ([`RuleKind::server_wide`],
+/// observed under the queue name `*`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RuleKind {
@@ -29,17 +30,28 @@ pub enum RuleKind {
     DeadLetters,
     /// Jobs waiting and no worker seen for the queue (the threshold is unused).
     NoWorkers,
+    /// The filesystem holding the embedded store fuller than the threshold (percent).
+    DiskFull,
+    /// The store grown by more than the threshold (bytes) within the window.
+    StoreGrowth,
 }
 
 impl RuleKind {
-    pub const ALL: [RuleKind; 6] = [
+    pub const ALL: [RuleKind; 8] = [
         RuleKind::QueueDepth,
         RuleKind::OldestWaiting,
         RuleKind::FailureRate,
         RuleKind::Stalled,
         RuleKind::DeadLetters,
         RuleKind::NoWorkers,
+        RuleKind::DiskFull,
+        RuleKind::StoreGrowth,
     ];
+
+    /// A rule of the whole server rather than of each queue.
+    pub fn server_wide(self) -> bool {
+        matches!(self, RuleKind::DiskFull | RuleKind::StoreGrowth)
+    }
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -49,6 +61,8 @@ impl RuleKind {
             RuleKind::Stalled => "stalled",
             RuleKind::DeadLetters => "dead_letters",
             RuleKind::NoWorkers => "no_workers",
+            RuleKind::DiskFull => "disk_full",
+            RuleKind::StoreGrowth => "store_growth",
         }
     }
 
@@ -61,13 +75,18 @@ impl RuleKind {
             RuleKind::Stalled => (0.0, 0),
             RuleKind::DeadLetters => (0.0, 60_000),
             RuleKind::NoWorkers => (0.0, 300_000),
+            RuleKind::DiskFull => (90.0, 300_000),
+            RuleKind::StoreGrowth => (1_073_741_824.0, 0),
         };
         Rule {
             kind: self,
             threshold,
             for_ms,
             cooldown_ms: 3_600_000,
-            window_ms: 600_000,
+            window_ms: match self {
+                RuleKind::StoreGrowth => 3_600_000,
+                _ => 600_000,
+            },
         }
     }
 }
@@ -81,7 +100,7 @@ pub struct Rule {
     pub for_ms: u64,
     /// At most one notice of this alert per this long.
     pub cooldown_ms: u64,
-    /// The window of `failure_rate` and `stalled`.
+    /// The window of `failure_rate`, `stalled` and `store_growth`.
     pub window_ms: u64,
 }
 

@@ -23,7 +23,8 @@ use crate::model::{AuditEntry, Job, LogLine, QueueConfig, QueueInfo, QueueStats}
 use crate::schedule::Schedule;
 use crate::store::{
     Claimed, DeadGroupRows, Fired, Inserted, JobClaim, JobDelete, JobInsert, JobList, JobLogAppend,
-    JobPrune, JobReplace, LeaseRenew, Renewed, ScheduleFire, Store, Transition, Transitioned,
+    JobPrune, JobReplace, LeaseRenew, Renewed, ScheduleFire, Store, StoreObject, Transition,
+    Transitioned,
 };
 
 /// A store wrapped by a hook: every operation goes through `hook` to `inner`.
@@ -132,6 +133,7 @@ hooked! {
     audit_list => AuditList(before: Option<u64>, limit: usize) -> Vec<AuditEntry>;
     audit_prune => AuditPrune(before: Timestamp, limit: usize) -> u64;
     queue_stats_all => QueueStatsAll(now: Timestamp) -> Vec<QueueStats>;
+    footprint => Footprint() -> Vec<StoreObject>;
     queue_stats => QueueStats(name: &str, now: Timestamp) -> QueueStats;
     dead_groups => DeadGroups(name: &str, limit: usize) -> DeadGroupRows;
     job_replace => JobReplace(p: JobReplace) -> bool;
@@ -160,9 +162,10 @@ mod tests {
     #[test]
     fn each_operation_is_named_as_its_store_method() {
         let names: Vec<&str> = Op::ALL.iter().map(|op| op.as_str()).collect();
-        assert_eq!(names.len(), 33);
+        assert_eq!(names.len(), 35);
         assert_eq!(names[0], "job_insert");
         assert!(names.contains(&"schedule_set_paused") && names.contains(&"try_lead"));
         assert!(names.contains(&"audit_prune"));
+        assert!(names.contains(&"job_ttl_passed") && names.contains(&"footprint"));
     }
 }

@@ -123,6 +123,16 @@ pub const UNIQUE_HOLDING_STATES: [JobState; 5] = [
     JobState::Dead,
 ];
 
+/// One part of a store's footprint on disk ([`Store::footprint`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreObject {
+    /// A file (`errand.db`) or a table (`jobs`).
+    pub name: String,
+    /// `file` or `wal` (embedded), `table` or `indexes` (PostgreSQL).
+    pub kind: &'static str,
+    pub bytes: u64,
+}
+
 /// Insert jobs, all or none.
 #[derive(Debug, Clone)]
 pub struct JobInsert {
@@ -613,6 +623,10 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// [`Store::queue_stats`] of every queue [`Store::queue_list`] names, in name order, in a bounded
     /// number of round trips (a scrape of a thousand queues must stay cheap).
     async fn queue_stats_all(&self, now: Timestamp) -> Result<Vec<QueueStats>>;
+
+    /// What the store takes on disk, part by part: for the embedded store its database and WAL
+    /// files, for PostgreSQL each table of its schema and that table's indexes.
+    async fn footprint(&self) -> Result<Vec<StoreObject>>;
 
     /// Counts per state and the oldest waiting job's age.
     async fn queue_stats(&self, name: &str, now: Timestamp) -> Result<QueueStats>;

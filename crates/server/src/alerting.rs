@@ -8,7 +8,10 @@
 //! in seconds; `dead_letters` dead jobs (all three from the shared store); `failure_rate` failed
 //! attempts in percent of the attempts that ended in `window_ms` (at least [`MIN_ATTEMPTS`]);
 //! `stalled` stalls in `window_ms` (both from this node's counters); `no_workers` 1 when jobs wait
-//! in an unpaused queue and no worker fetched or heartbeat on this node in the last minute.
+//! in an unpaused queue and no worker fetched or heartbeat on this node in the last minute. Two rules
+//! are of the whole server, observed under the queue name `*` and told only to the log: `disk_full`
+//! how full the filesystem holding the embedded store is, in percent; `store_growth` the bytes the
+//! store grew by within `window_ms` (`crate::resources`).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
@@ -20,6 +23,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::metrics::{AlertLabel, Metrics, Totals};
+use crate::resources::Resources;
 
 /// `failure_rate` says nothing below this many ended attempts in its window.
 pub const MIN_ATTEMPTS: u64 = 10;
@@ -63,10 +67,18 @@ impl AlertConfig {
     }
 }
 
-/// The rules in force for `queue`: the defaults, then `*` entries, then the queue's own.
+/// The name server-wide alerts are observed under.
+pub const SERVER: &str = "*";
+
+/// The rules in force for `queue`: the defaults, then `*` entries, then the queue's own. With
+/// [`SERVER`], the server-wide rules (which only `*` entries configure); else the per-queue ones.
 pub fn rules_for(queue: &str, configured: &[AlertConfig]) -> Vec<Rule> {
     let mut out = Vec::new();
-    for kind in RuleKind::ALL {
+    let server = queue == SERVER;
+    for kind in RuleKind::ALL
+        .into_iter()
+        .filter(|k| k.server_wide() == server)
+    {
         let mut rule = Some(kind.default_rule());
         let entries = configured.iter().filter(|c| c.rule == kind);
         let (star, own): (Vec<_>, Vec<_>) = entries.partition(|c| c.queue == "*");
@@ -120,6 +132,8 @@ struct Inner {
     tracker: Tracker,
     /// Per queue, the counts at each evaluation within the longest window.
     samples: HashMap<String, VecDeque<(Timestamp, Totals)>>,
+    /// The store's bytes at each evaluation within `store_growth`'s window.
+    store_samples: VecDeque<(Timestamp, u64)>,
 }
 
 impl Alerting {
@@ -138,6 +152,7 @@ impl Alerting {
         &self,
         now: Timestamp,
         stats: &[QueueStats],
+        resources: &Resources,
         metrics: &Metrics,
         configured: &[AlertConfig],
         tell: bool,
@@ -187,6 +202,8 @@ impl Alerting {
                             _ => failed as f64 * 100.0 / ended as f64,
                         }
                     }
+                    // Observed once for the server, below.
+                    RuleKind::DiskFull | RuleKind::StoreGrowth => continue,
                 };
                 observed.push(Observation {
                     rule,
@@ -198,6 +215,42 @@ impl Alerting {
         let live: std::collections::HashSet<&str> =
             stats.iter().map(|s| s.queue.as_str()).collect();
         inner.samples.retain(|q, _| live.contains(q.as_str()));
+        for rule in rules_for(SERVER, configured) {
+            let value = match rule.kind {
+                RuleKind::DiskFull => resources.disk.map(|d| d.used_percent()),
+                RuleKind::StoreGrowth if !resources.store.is_empty() => {
+                    let bytes = resources.store_bytes();
+                    let samples = &mut inner.store_samples;
+                    let step = rule.window_ms as i64 / 120;
+                    if samples.back().is_none_or(|(t, _)| now - t >= step) {
+                        samples.push_back((now, bytes));
+                    }
+                    while samples.len() > 2
+                        && samples
+                            .get(1)
+                            .is_some_and(|(t, _)| now - t >= rule.window_ms as i64)
+                    {
+                        samples.pop_front();
+                    }
+                    // Growth since the oldest sample within the window (or the newest before it).
+                    let first = samples
+                        .iter()
+                        .rev()
+                        .find(|(t, _)| now - t >= rule.window_ms as i64)
+                        .or_else(|| samples.front())
+                        .map_or(bytes, |s| s.1);
+                    Some(bytes.saturating_sub(first) as f64)
+                }
+                _ => None,
+            };
+            if let Some(value) = value {
+                observed.push(Observation {
+                    rule,
+                    queue: SERVER.into(),
+                    value,
+                });
+            }
+        }
         let notices = inner.tracker.step(now, &observed, tell);
         metrics.alerts_firing.clear();
         for a in inner.tracker.firing() {
@@ -256,6 +309,11 @@ pub async fn send(engine: &Engine, notices: Vec<Notice>) {
             "since": alert.since,
             "at": at,
         });
+        if alert.queue == SERVER {
+            // No queue's webhooks are the server's: the log (above), GET /v1/alerts and
+            // errand_alerts_firing tell it.
+            continue;
+        }
         let key = format!("{}:{state}:{}", alert.rule.as_str(), alert.since);
         if let Err(e) = engine.notify_alert(&alert.queue, &key, body).await {
             tracing::error!(queue = %alert.queue, "alert notice not enqueued: {e}");

@@ -17,6 +17,7 @@ pub mod error;
 pub mod events;
 mod extract;
 pub mod metrics;
+pub mod resources;
 mod routes;
 mod run;
 mod wake;
@@ -128,9 +129,11 @@ impl AppState {
     /// every `alert_interval_ms`; tests call it with an injected clock.
     pub async fn evaluate_alerts(&self, lead: bool) -> errand_core::Result<()> {
         let stats = self.engine.stats_all().await?;
+        let resources = self.resources().await;
         let notices = self.alerts.evaluate(
             self.engine.now(),
             &stats,
+            &resources,
             &self.metrics,
             &self.config.alerts,
             lead,
@@ -139,6 +142,15 @@ impl AppState {
             alerting::send(&self.engine, notices).await;
         }
         Ok(())
+    }
+
+    /// What the store, its disk and this process take now.
+    pub async fn resources(&self) -> resources::Resources {
+        let dir = match &self.config.store {
+            config::StoreUrl::Sqlite(db) => Some(resources::data_dir_of(db)),
+            config::StoreUrl::Postgres(_) => None,
+        };
+        resources::read(&self.engine, dir.as_deref()).await
     }
 
     /// Wakes every waiting fetch (they see the shutdown flag and answer empty).

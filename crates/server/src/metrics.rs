@@ -52,6 +52,12 @@ struct QueueLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StoreObjectLabel {
+    object: String,
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct QueueState {
     queue: String,
     state: &'static str,
@@ -351,7 +357,12 @@ impl Metrics {
     }
 
     /// The exposition: this node's counters and histograms, and the store's gauges from `stats`.
-    pub fn render(&self, stats: &[QueueStats], now: Timestamp) -> String {
+    pub fn render(
+        &self,
+        stats: &[QueueStats],
+        resources: &crate::resources::Resources,
+        now: Timestamp,
+    ) -> String {
         let mut r = Registry::with_prefix("errand");
         let jobs = |name: &str, help: &str, f: &Family<QueueKind, Counter>, r: &mut Registry| {
             r.register(name, help, f.clone());
@@ -480,6 +491,51 @@ impl Metrics {
             "Distinct workers that fetched or heartbeat on this node in the last 60 s.",
             workers,
         );
+        let store = Family::<StoreObjectLabel, Gauge>::default();
+        for o in &resources.store {
+            store
+                .get_or_create(&StoreObjectLabel {
+                    object: o.name.clone(),
+                    kind: o.kind,
+                })
+                .set(i64::try_from(o.bytes).unwrap_or(i64::MAX));
+        }
+        r.register_with_unit(
+            "store",
+            "What the store takes on disk: the embedded store's database and WAL files, or each \
+             PostgreSQL table and its indexes (kind table, indexes).",
+            Unit::Bytes,
+            store,
+        );
+        if let Some(d) = resources.disk {
+            let gauge = |v: u64| {
+                let g = Gauge::<i64, std::sync::atomic::AtomicI64>::default();
+                g.set(i64::try_from(v).unwrap_or(i64::MAX));
+                g
+            };
+            r.register_with_unit(
+                "disk_free",
+                "Free space of the filesystem holding the embedded store (for an unprivileged user).",
+                Unit::Bytes,
+                gauge(d.free),
+            );
+            r.register_with_unit(
+                "disk_size",
+                "Size of the filesystem holding the embedded store.",
+                Unit::Bytes,
+                gauge(d.total),
+            );
+        }
+        if let Some(rss) = resources.resident_bytes {
+            let g = Gauge::<i64, std::sync::atomic::AtomicI64>::default();
+            g.set(i64::try_from(rss).unwrap_or(i64::MAX));
+            r.register_with_unit(
+                "process_resident_memory",
+                "Resident memory of this server process.",
+                Unit::Bytes,
+                g,
+            );
+        }
         r.register(
             "fetches_waiting",
             "Long-poll fetches parked on this node now, waiting for a job (at most max_waiting_fetches).",
@@ -547,7 +603,7 @@ mod tests {
             enqueued(&m, "q", kind);
         }
         enqueued(&m, "q2", "c");
-        let scrape = m.render(&[], 0);
+        let scrape = m.render(&[], &Default::default(), 0);
         assert_eq!(count(&scrape, "q", "a"), Some(2));
         assert_eq!(count(&scrape, "q", "b"), Some(1));
         assert_eq!(count(&scrape, "q", "c"), None, "past the cap of 2");

@@ -345,3 +345,80 @@ async fn oldest_waiting_fires_when_a_job_waits_over_five_minutes_for_five_minute
     api.state.evaluate_alerts(true).await.unwrap();
     assert!(firing_of(&api, "oldest_waiting").await.is_empty());
 }
+
+#[tokio::test]
+async fn disk_full_fires_for_the_filesystem_holding_the_store_and_is_told_to_no_queue() {
+    // The real filesystem of the test's data directory, against a threshold it is surely over.
+    let api = Api::with(Setup {
+        manual_clock: true,
+        tweak: |c| {
+            c.alerts = vec![AlertConfig {
+                threshold: Some(0.0),
+                ..AlertConfig::new("*", RuleKind::DiskFull)
+            }];
+        },
+        ..Setup::default()
+    });
+    let clock = api.clock.clone().unwrap();
+    api.state.evaluate_alerts(true).await.unwrap();
+    assert!(
+        firing_of(&api, "disk_full").await.is_empty(),
+        "pending first"
+    );
+    clock.advance(300_000);
+    api.state.evaluate_alerts(true).await.unwrap();
+    let f = firing_of(&api, "disk_full").await;
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert_eq!(f[0].0, "*", "the server's, not a queue's");
+    let used = errand_server::resources::disk(api.db_path().parent().unwrap())
+        .unwrap()
+        .used_percent();
+    assert!((f[0].1 - used).abs() < 1.0, "{f:?} vs {used}");
+    assert!(
+        notices(&api).await.is_empty(),
+        "no queue's webhooks are the server's"
+    );
+}
+
+#[tokio::test]
+async fn store_growth_fires_when_the_store_grows_past_its_threshold_within_its_window() {
+    let api = Api::with(Setup {
+        manual_clock: true,
+        tweak: |c| {
+            c.alerts = vec![AlertConfig {
+                threshold: Some(4_000_000.0),
+                window_ms: Some(600_000),
+                ..AlertConfig::new("*", RuleKind::StoreGrowth)
+            }];
+        },
+        ..Setup::default()
+    });
+    let clock = api.clock.clone().unwrap();
+    api.state.evaluate_alerts(true).await.unwrap();
+    clock.advance(10_000);
+    let enqueue = |from: u64| {
+        let big = "x".repeat(4_000);
+        json!({"jobs": (from..from + 500).map(|n| json!({"kind": "k", "payload": {"n": n, "s": big}}))
+            .collect::<Vec<_>>()})
+    };
+    // 2 MB: under the threshold.
+    let (s, b) = api.post("/v1/queues/fat/jobs", enqueue(0)).await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    api.state.evaluate_alerts(true).await.unwrap();
+    assert!(firing_of(&api, "store_growth").await.is_empty());
+    // 8 MB more within the window: over it, firing at once (`for` 0).
+    for from in [500, 1_000, 1_500, 2_000] {
+        api.post("/v1/queues/fat/jobs", enqueue(from)).await;
+    }
+    clock.advance(10_000);
+    api.state.evaluate_alerts(true).await.unwrap();
+    let f = firing_of(&api, "store_growth").await;
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert!(f[0].1 > 4_000_000.0, "{f:?}");
+    // No growth for a window: resolved.
+    clock.advance(600_000);
+    api.state.evaluate_alerts(true).await.unwrap();
+    clock.advance(10_000);
+    api.state.evaluate_alerts(true).await.unwrap();
+    assert!(firing_of(&api, "store_growth").await.is_empty());
+}

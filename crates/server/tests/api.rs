@@ -1315,7 +1315,7 @@ async fn a_fetch_held_back_by_flow_control_returns_once_a_place_frees_or_a_token
 fn job_reads(api: &Api) -> u64 {
     api.state
         .metrics
-        .render(&[], 0)
+        .render(&[], &Default::default(), 0)
         .lines()
         .find_map(|l| l.strip_prefix("errand_store_operation_seconds_count{op=\"job_get\"} "))
         .map_or(0, |v| v.trim().parse().unwrap())

@@ -183,7 +183,7 @@ fn valid_body(route: usize, value: &Value) -> Value {
 fn store_operations(api: &Api) -> u64 {
     api.state
         .metrics
-        .render(&[], 0)
+        .render(&[], &Default::default(), 0)
         .lines()
         .filter(|l| l.starts_with("errand_store_operation_seconds_count{"))
         .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())

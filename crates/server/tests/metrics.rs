@@ -244,3 +244,23 @@ async fn metrics_need_the_read_scope() {
 fn clock_now(api: &Api) -> i64 {
     errand_core::Clock::now(api.clock.as_deref().unwrap())
 }
+
+#[tokio::test]
+async fn a_scrape_reports_the_stores_files_the_free_disk_and_resident_memory() {
+    let api = Api::new();
+    api.enqueue("q", json!({"kind": "k", "payload": {}})).await;
+    let (s, _, text) = api.get_text("/metrics").await;
+    assert_eq!(s, StatusCode::OK);
+    let m = samples(&text);
+    let db = std::fs::metadata(api.db_path()).unwrap().len() as f64;
+    assert_eq!(
+        value(&m, "errand_store_bytes{object=\"e.db\",kind=\"file\"}"),
+        db
+    );
+    assert!(m.contains_key("errand_store_bytes{object=\"e.db-wal\",kind=\"wal\"}"));
+    let disk = errand_server::resources::disk(api.db_path().parent().unwrap()).unwrap();
+    let free = value(&m, "errand_disk_free_bytes");
+    assert!(free > 0.0 && free <= disk.total as f64);
+    assert_eq!(value(&m, "errand_disk_size_bytes"), disk.total as f64);
+    assert!(value(&m, "errand_process_resident_memory_bytes") > 1_048_576.0);
+}

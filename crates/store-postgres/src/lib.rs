@@ -41,7 +41,9 @@ use errand_core::store::{
     Claimed, Inserted, JobClaim, JobDelete, JobInsert, JobList, JobPrune, JobSpec, LeaseRenew,
     Renewed, Store, Transition, Transitioned,
 };
-use errand_core::store::{DeadGroupRows, Fired, JobLogAppend, JobReplace, ScheduleFire};
+use errand_core::store::{
+    DeadGroupRows, Fired, JobLogAppend, JobReplace, ScheduleFire, StoreObject,
+};
 use errand_core::{
     Error, Job, JobId, LogLine, QueueConfig, QueueInfo, QueueStats, Result, Schedule, Timestamp,
 };
@@ -368,6 +370,13 @@ impl Store for PgStore {
     async fn queue_stats_all(&self, now: Timestamp) -> Result<Vec<QueueStats>> {
         run(self.pool(), self.cx(), &now, |c, cx, now| {
             Box::pin(ops::queue_stats_all(c, cx, *now))
+        })
+        .await
+    }
+
+    async fn footprint(&self) -> Result<Vec<StoreObject>> {
+        run(self.pool(), self.cx(), &(), |c, cx, _| {
+            Box::pin(ops::footprint(c, cx))
         })
         .await
     }

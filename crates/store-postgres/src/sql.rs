@@ -331,6 +331,10 @@ statements! {
     state_counts = "SELECT state, SUM(n)::BIGINT FROM (\
         SELECT state, n FROM {s}.job_counts WHERE queue = $1 \
         UNION ALL SELECT state, n FROM {s}.job_count_deltas WHERE queue = $1) AS c GROUP BY state";
+    /// Each table of the schema `$1` with the bytes of its data (TOAST included) and of its indexes.
+    footprint = "SELECT c.relname::TEXT, pg_table_size(c.oid)::BIGINT, pg_indexes_size(c.oid)::BIGINT \
+        FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace \
+        WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') ORDER BY c.relname";
     /// Queue `$1`'s jobs not yet started, for its `max_waiting` (the insert holds the queue's lock).
     waiting_held = "SELECT COALESCE(SUM(n), 0)::BIGINT FROM (\
         SELECT n FROM {s}.job_counts WHERE queue = $1 AND state IN ('waiting', 'delayed') \

@@ -26,7 +26,9 @@ use errand_core::store::{
     Claimed, Inserted, JobClaim, JobDelete, JobInsert, JobList, JobPrune, LeaseRenew, Renewed,
     Store, Transition, Transitioned,
 };
-use errand_core::store::{DeadGroupRows, Fired, JobLogAppend, JobReplace, ScheduleFire};
+use errand_core::store::{
+    DeadGroupRows, Fired, JobLogAppend, JobReplace, ScheduleFire, StoreObject,
+};
 use errand_core::{
     Error, Job, JobId, LogLine, QueueConfig, QueueInfo, QueueStats, Result, Schedule, Timestamp,
 };
@@ -280,6 +282,24 @@ impl Store for SqliteStore {
             .readers
             .read(move |c| ops::queue_stats_all(c, now))
             .await
+    }
+
+    async fn footprint(&self) -> Result<Vec<StoreObject>> {
+        let mut out = Vec::new();
+        let wal = PathBuf::from(format!("{}-wal", self.inner.path.display()));
+        for (path, kind) in [(&self.inner.path, "file"), (&wal, "wal")] {
+            // The WAL is absent between a checkpoint's truncation and the next write: 0 bytes.
+            let bytes = match std::fs::metadata(path) {
+                Ok(m) => m.len(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+                Err(e) => return Err(Error::Backend(Box::new(e))),
+            };
+            let name = path
+                .file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+            out.push(StoreObject { name, kind, bytes });
+        }
+        Ok(out)
     }
 
     async fn queue_stats(&self, name: &str, now: Timestamp) -> Result<QueueStats> {

@@ -266,6 +266,10 @@ macro_rules! __for_each_check {
         $m!($fresh, api::expired_jobs_die_with_reason_expired);
         $m!(
             $fresh,
+            api::footprint_names_the_stores_parts_and_grows_with_jobs
+        );
+        $m!(
+            $fresh,
             api::unique_key_returns_the_existing_job_within_its_window
         );
         $m!(

@@ -323,6 +323,11 @@ impl Engine {
             }))
     }
 
+    /// What the store takes on disk, part by part.
+    pub async fn footprint(&self) -> Result<Vec<crate::store::StoreObject>> {
+        self.inner.store.footprint().await
+    }
+
     /// Sets a queue's configuration: job defaults apply to jobs enqueued from now on, flow control to
     /// claims from now on. The queue's webhooks are kept (they have calls of their own).
     pub async fn set_queue_config(&self, queue: &str, mut config: QueueConfig) -> Result<()> {

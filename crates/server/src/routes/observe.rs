@@ -36,7 +36,8 @@ pub async fn metrics(
 ) -> ApiResult<Response> {
     caller.require_every_queue()?;
     let stats = s.engine.stats_all().await?;
-    let body = s.metrics.render(&stats, s.engine.now());
+    let resources = s.resources().await;
+    let body = s.metrics.render(&stats, &resources, s.engine.now());
     Ok(([(header::CONTENT_TYPE, OPENMETRICS)], body).into_response())
 }
 

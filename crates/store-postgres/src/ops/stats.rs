@@ -3,6 +3,7 @@
 
 use deadpool_postgres::GenericClient;
 
+use errand_core::store::StoreObject;
 use errand_core::{JobState, QueueStats, Result, Timestamp};
 
 use crate::sql::Cx;
@@ -72,4 +73,24 @@ pub(crate) async fn queue_stats(
     };
     stats.oldest_waiting_age_ms = oldest.map_or(0, |t| (now - t).max(0) as u64);
     Ok(stats)
+}
+
+/// Each table of the schema and its indexes, in bytes.
+pub(crate) async fn footprint(c: &impl GenericClient, cx: &Cx) -> Result<Vec<StoreObject>> {
+    let mut out = Vec::new();
+    for row in query(c, &cx.sql.footprint, &[&cx.schema]).await? {
+        let name: String = get(&row, 0)?;
+        let (table, indexes): (i64, i64) = (get(&row, 1)?, get(&row, 2)?);
+        out.push(StoreObject {
+            name: name.clone(),
+            kind: "table",
+            bytes: table.max(0) as u64,
+        });
+        out.push(StoreObject {
+            name,
+            kind: "indexes",
+            bytes: indexes.max(0) as u64,
+        });
+    }
+    Ok(out)
 }

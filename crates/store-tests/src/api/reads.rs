@@ -266,3 +266,53 @@ pub async fn stats_of_all_queues_are_each_queues_stats(f: Fixture) {
     let empty = &all[3];
     assert_eq!((empty.waiting, empty.dead, empty.paused), (0, 0, false));
 }
+
+/// A store says what it takes on disk, part by part, and the parts grow with the jobs it holds.
+pub async fn footprint_names_the_stores_parts_and_grows_with_jobs(f: Fixture) {
+    let ctx = Ctx::new(f);
+    let e = &ctx.engine;
+    let before = e.footprint().await.unwrap();
+    assert!(!before.is_empty());
+    assert!(
+        before
+            .iter()
+            .all(|o| !o.name.is_empty() && ["file", "wal", "table", "indexes"].contains(&o.kind)),
+        "{before:?}"
+    );
+    let total =
+        |parts: &[errand_core::store::StoreObject]| parts.iter().map(|o| o.bytes).sum::<u64>();
+    // Text PostgreSQL cannot compress much (TOAST would shrink a repeated letter to nothing).
+    let noise = |n: u64| -> String {
+        (0..500u64)
+            .map(|k| {
+                format!(
+                    "{:08x}",
+                    (n * 1_000 + k).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32
+                )
+            })
+            .collect()
+    };
+    for chunk in 0..4 {
+        e.enqueue_many(
+            (0..500)
+                .map(|n| {
+                    let big = noise(chunk * 500 + n);
+                    errand_core::NewJob::new(
+                        "fat",
+                        "k",
+                        serde_json::json!({ "n": chunk * 500 + n, "s": big }),
+                    )
+                })
+                .collect(),
+        )
+        .await
+        .unwrap();
+    }
+    let after = e.footprint().await.unwrap();
+    // 2,000 jobs of 4 KB: at least 4 MB more, wherever the store put them (and however it
+    // compressed them).
+    assert!(
+        total(&after) >= total(&before) + 4_000_000,
+        "{before:?} → {after:?}"
+    );
+}
