@@ -93,6 +93,7 @@ pub async fn run(args: WorkerArgs) -> Result<(), String> {
             max_jobs: args.batch,
             wait_ms: 500,
             heartbeat_ms: None,
+            report: None,
         };
         let jobs = match client.fetch(&req).await {
             Ok(r) => r.jobs,

@@ -71,6 +71,7 @@ async fn sigkill_under_load_loses_no_acknowledged_enqueue_or_completion() {
                     max_jobs: 10,
                     wait_ms: 100,
                     heartbeat_ms: None,
+                    report: None,
                 };
                 let jobs = match c.fetch(&req).await {
                     Ok(jobs) => jobs,

@@ -217,6 +217,7 @@ async fn a_job_enqueued_on_one_node_wakes_a_fetch_waiting_on_the_other() {
                 max_jobs: 1,
                 wait_ms: 20_000,
                 heartbeat_ms: None,
+                report: None,
             };
             (b.fetch(&req).await.unwrap(), t.elapsed())
         })

@@ -225,6 +225,7 @@ async fn the_database_restarting_under_load_gives_503_then_recovers_losing_nothi
                     max_jobs: 10,
                     wait_ms: 100,
                     heartbeat_ms: None,
+                    report: None,
                 };
                 let Ok(got) = c.fetch(&req).await else {
                     tokio::time::sleep(Duration::from_millis(20)).await;

@@ -21,6 +21,7 @@ fn fetch_now(queue: &str, max_jobs: u32) -> FetchRequest {
         max_jobs,
         wait_ms: 0,
         heartbeat_ms: None,
+        report: None,
     }
 }
 

@@ -626,6 +626,7 @@ async fn graceful_shutdown_releases_the_jobs_fetched_but_not_started() {
             max_jobs: 10,
             wait_ms: 0,
             heartbeat_ms: None,
+            report: None,
         })
         .await
         .unwrap()
@@ -716,4 +717,32 @@ async fn a_flow_parent_runs_after_its_children_and_sums_their_results() {
     running.stop().await;
     assert_eq!(parent.result.unwrap().get(), r#"{"total":30}"#);
     drop(server);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_tells_the_server_its_sdk_version_concurrency_and_shutdown() {
+    let (_server, client) = start().await;
+    let w = worker(&client, "told")
+        .concurrency(4)
+        .handler("k", |_: JobContext, _: serde_json::Value| async {
+            Ok::<_, JobError>(())
+        })
+        .build()
+        .unwrap();
+    let id = w.worker_id().to_string();
+    let running = Running::start(w);
+    let report = eventually("the worker's report", async || {
+        let ws = client.workers().await.unwrap();
+        ws.workers
+            .into_iter()
+            .find(|w| w.id == id)
+            .and_then(|w| w.report)
+    })
+    .await;
+    assert_eq!(report.sdk, errand_client::worker::SDK_NAME);
+    assert_eq!(report.version, env!("CARGO_PKG_VERSION"));
+    assert_eq!(report.concurrency, 4);
+    // Run until a future of the caller's: the worker cannot know it is SIGTERM, and says so.
+    assert!(!report.drains_on_sigterm);
+    running.stop().await;
 }

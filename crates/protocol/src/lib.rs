@@ -51,7 +51,7 @@ pub use whole::Whole;
 pub use work::{
     AckBatchRequest, AckBatchResponse, AckItem, AckResponse, AckResult, CompleteRequest,
     FailRequest, FetchRequest, FetchResponse, FetchedJob, HeartbeatRequest, HeartbeatResponse,
-    LogRequest, ReleaseRequest,
+    LogRequest, ReleaseRequest, WorkerReport,
 };
 
 /// The path prefix of every API route.

@@ -101,6 +101,9 @@ pub struct WorkerView {
     pub id: String,
     pub queues: Vec<String>,
     pub last_seen_at: i64,
+    /// What the worker said of itself in its latest fetch; absent when it said nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<crate::WorkerReport>,
 }
 
 /// `GET /v1/alerts`: the built-in alerts firing now.

@@ -17,6 +17,7 @@ use crate::{ErrorDetail, JobState};
 
 object_only!(
     FetchRequest,
+    WorkerReport,
     HeartbeatRequest,
     LogRequest,
     CompleteRequest,
@@ -64,6 +65,31 @@ pub struct FetchRequest {
         schema(value_type = Option<u64>, minimum = 100, maximum = 604_800_000_u64)
     )]
     pub heartbeat_ms: Option<Whole<u64>>,
+    /// What the worker says of itself (the SDKs send it), shown by `GET /v1/workers` and checked by
+    /// `errand audit`: a worker at concurrency 1, or one that does not drain on SIGTERM, is caught
+    /// from the server. Absent: the worker said nothing (the audit warns).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<WorkerReport>,
+}
+
+/// A worker's account of itself, sent with its fetches.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(remote = "Self", deny_unknown_fields)]
+pub struct WorkerReport {
+    /// The SDK (`errand-rust`, `@errand/sdk`) or the program's own name: 1–64 printable characters.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 64))]
+    pub sdk: String,
+    /// Its version: 1–64 printable characters.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 64))]
+    pub version: String,
+    /// Jobs it runs at once (1–1,000,000).
+    #[serde(deserialize_with = "whole::int")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1_000_000))]
+    pub concurrency: u32,
+    /// Whether SIGTERM makes it stop fetching, finish or release the jobs it holds and deliver every
+    /// acknowledgement before it exits.
+    pub drains_on_sigterm: bool,
 }
 
 fn one() -> u32 {

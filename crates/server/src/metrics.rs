@@ -20,6 +20,7 @@ use std::time::Instant;
 
 use errand_core::hooked::{self, Hook, Hooked};
 use errand_core::{ErrorKind, Event, JobState, Observer, QueueStats, Result, Timestamp};
+use errand_protocol::WorkerReport;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -179,6 +180,8 @@ pub struct Metrics {
     store_ops: Histograms<Op>,
     /// Queue → worker → last seen (ms since the epoch).
     workers: Mutex<HashMap<String, HashMap<String, Timestamp>>>,
+    /// Worker → what it said of itself in its latest fetch, and when (forgotten with its sightings).
+    reports: Mutex<HashMap<String, (WorkerReport, Timestamp)>>,
     /// Per queue: what the alert rules of failure rate and stalls read.
     totals: Mutex<HashMap<String, Totals>>,
     /// Set by the alert evaluator: the alerts firing now.
@@ -215,6 +218,7 @@ impl Metrics {
             auth_denied: Family::default(),
             store_ops: Family::new_with_constructor(|| Histogram::new(fast_buckets())),
             workers: Mutex::new(HashMap::new()),
+            reports: Mutex::new(HashMap::new()),
             totals: Mutex::new(HashMap::new()),
             alerts_firing: Family::default(),
             fetches_waiting: Gauge::default(),
@@ -334,6 +338,19 @@ impl Metrics {
                 }
             }
         }
+    }
+
+    /// Keeps what `worker` said of itself at `now`.
+    pub fn worker_reported(&self, worker: &str, report: WorkerReport, now: Timestamp) {
+        let mut reports = self.reports.lock().unwrap_or_else(|p| p.into_inner());
+        reports.insert(worker.to_string(), (report, now));
+    }
+
+    /// What `worker` said of itself, if it did within [`WORKER_WINDOW_MS`] of `now`.
+    pub fn worker_report(&self, worker: &str, now: Timestamp) -> Option<WorkerReport> {
+        let mut reports = self.reports.lock().unwrap_or_else(|p| p.into_inner());
+        reports.retain(|_, (_, at)| now - *at <= WORKER_WINDOW_MS);
+        reports.get(worker).map(|(r, _)| r.clone())
     }
 
     /// The workers seen per queue within [`WORKER_WINDOW_MS`] of `now`, forgetting older sightings

@@ -1510,3 +1510,28 @@ async fn queue_policies_and_max_waiting_answer_400_and_429_and_show_in_the_confi
     let (_, stats) = api.get("/v1/queues/pay").await;
     assert_eq!(stats["counts"]["waiting"], 2, "{stats}");
 }
+
+#[tokio::test]
+async fn a_workers_report_is_shown_and_a_bad_one_refused() {
+    let api = Api::new();
+    let fetch = |report: Value| json!({"queues": ["r"], "worker_id": "w-1", "wait_ms": 0, "report": report});
+    let good =
+        json!({"sdk": "my-worker", "version": "2.1", "concurrency": 8, "drains_on_sigterm": true});
+    let (s, b) = api.post("/v1/fetch", fetch(good.clone())).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (_, ws) = api.get("/v1/workers").await;
+    assert_eq!(ws["workers"][0]["report"], good);
+    for (bad, field) in [
+        (
+            json!({"sdk": "", "version": "1", "concurrency": 1, "drains_on_sigterm": true}),
+            "report.sdk",
+        ),
+        (
+            json!({"sdk": "x", "version": "1", "concurrency": 0, "drains_on_sigterm": true}),
+            "report.concurrency",
+        ),
+    ] {
+        let got = api.post("/v1/fetch", fetch(bad)).await;
+        assert_error(&got, StatusCode::BAD_REQUEST, code::INVALID, Some(field));
+    }
+}

@@ -1205,6 +1205,7 @@ export interface components {
              *     Errand's own (`errand.*`).
              */
             queues: components["schemas"]["JobQueueName"][];
+            report?: null | components["schemas"]["WorkerReport"];
             /**
              * Format: uint64
              * @description How long to wait when no job is due (long poll); 0 answers at once. Longer waits are cut to
@@ -1733,12 +1734,30 @@ export interface components {
         WorkerList: {
             workers: components["schemas"]["WorkerView"][];
         };
+        /** @description A worker's account of itself, sent with its fetches. */
+        WorkerReport: {
+            /**
+             * Format: int32
+             * @description Jobs it runs at once (1–1,000,000).
+             */
+            concurrency: number;
+            /**
+             * @description Whether SIGTERM makes it stop fetching, finish or release the jobs it holds and deliver every
+             *     acknowledgement before it exits.
+             */
+            drains_on_sigterm: boolean;
+            /** @description The SDK (`errand-rust`, `@errand/sdk`) or the program's own name: 1–64 printable characters. */
+            sdk: string;
+            /** @description Its version: 1–64 printable characters. */
+            version: string;
+        };
         /** @description A worker: its id, the queues it fetched from or heartbeat on, and when it was last seen. */
         WorkerView: {
             id: string;
             /** Format: int64 */
             last_seen_at: number;
             queues: string[];
+            report?: null | components["schemas"]["WorkerReport"];
         };
     };
     responses: never;

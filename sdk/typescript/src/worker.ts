@@ -28,6 +28,7 @@ import { randomBytes } from 'node:crypto';
 import { Client, type AckBatchResponse, type AckItem, type FetchedJob } from './client.js';
 import { ErrandError, LeaseLostError, NotFoundError } from './errors.js';
 import { noRetry, retryDelay } from './retry.js';
+import { SDK_NAME, SDK_VERSION } from './version.js';
 import { sleep } from './http.js';
 import { type Handler, type Handlers, type JobContext, JobStopped, type RunOutcome, outcomeOfError } from './job.js';
 import { Sandbox, type SandboxOptions } from './sandbox.js';
@@ -402,7 +403,15 @@ export class Worker<H extends Handlers = Handlers> extends EventEmitter {
       let jobs: FetchedJob[];
       try {
         const answer = await this.client.fetch(
-          { queues: [...this.queues], worker_id: this.workerId, max_jobs: max, wait_ms: this.pollWaitMs, heartbeat_ms: this.heartbeatMs },
+          {
+            queues: [...this.queues],
+            worker_id: this.workerId,
+            max_jobs: max,
+            wait_ms: this.pollWaitMs,
+            heartbeat_ms: this.heartbeatMs,
+            // For GET /v1/workers and `errand audit`: concurrency 1, or no drain on SIGTERM, shows.
+            report: { sdk: SDK_NAME, version: SDK_VERSION, concurrency: this.concurrency, drains_on_sigterm: this.handleSignals },
+          },
           { signal: this.fetchAbort.signal },
         );
         jobs = answer.jobs;

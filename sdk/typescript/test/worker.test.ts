@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { Client, FatalError, JobStopped, RetryError, SnoozeError, Worker, type JobContext, type JobView, type WorkerReport } from '../src/index.js';
+import { Client, FatalError, JobStopped, RetryError, SnoozeError, Worker, type JobContext, type JobView, type WorkerReport, SDK_VERSION } from '../src/index.js';
 import { startServer, type Server } from './server.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -166,6 +166,23 @@ describe('outcomes', () => {
     assert.equal(job.result, 'mint-1');
     assert.deepEqual(seen, [undefined, { nonce: 7 }]);
     assert.deepEqual((await client.logs(j.id)).logs.map((l) => l.line), ['attempt 1', 'attempt 2']);
+  });
+});
+
+describe('what a worker tells the server', () => {
+  test('its SDK, version, concurrency and whether it drains on SIGTERM, with each fetch', async () => {
+    const queue = q('report');
+    const quietly = worker(queue, { k: () => 1 }, { concurrency: 3 });
+    const seen = await until(async () => (await client.workers()).workers.find((w) => w.id === quietly.workerId && w.report), 20_000, 'the report');
+    assert.deepEqual(seen.report, { sdk: '@errand/sdk', version: SDK_VERSION, concurrency: 3, drains_on_sigterm: false });
+    await quietly.close();
+    const pkg = JSON.parse(readFileSync(join(here, '..', '..', 'package.json'), 'utf8')) as { version: string };
+    assert.equal(SDK_VERSION, pkg.version, 'src/version.ts follows package.json');
+    // A worker handling SIGTERM itself says so (it is closed before any signal comes).
+    const draining = worker(q('report'), { k: () => 1 }, { handleSignals: true });
+    const drains = await until(async () => (await client.workers()).workers.find((w) => w.id === draining.workerId && w.report), 20_000, 'the report');
+    assert.equal(drains.report!.drains_on_sigterm, true);
+    await draining.close();
   });
 });
 

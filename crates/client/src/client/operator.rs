@@ -4,7 +4,7 @@
 
 use errand_protocol::{
     CountResponse, DeadFilter, Enqueued, Health, JobPage, JobState, QueueConfig, QueueList,
-    QueueView, ScheduleDef, ScheduleList, ScheduleView, Whole,
+    QueueView, ScheduleDef, ScheduleList, ScheduleView, Whole, WorkerList,
 };
 use reqwest::Method;
 
@@ -77,6 +77,11 @@ impl Client {
     pub async fn resume(&self, queue: &str) -> Result<QueueView> {
         self.post_empty(&["v1", "queues", queue_seg(queue)?, "resume"], Repeat::Safe)
             .await
+    }
+
+    /// `GET /v1/workers`: the workers this node saw in the last minute, with what each said of itself.
+    pub async fn workers(&self) -> Result<WorkerList> {
+        self.get_json(&["v1", "workers"], &[]).await
     }
 
     /// `GET /v1/queues/{queue}/config`: the queue's defaults, every field filled in.

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use errand_protocol::{AckItem, FetchRequest, FetchedJob, Whole};
+use errand_protocol::{AckItem, FetchRequest, FetchedJob, Whole, WorkerReport};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -69,6 +69,7 @@ pub(super) async fn fetch_loop(
     held: Arc<Held>,
     beats: Arc<Beats>,
     tx: mpsc::UnboundedSender<Fetched>,
+    report: WorkerReport,
 ) {
     let mut failures = 0u32;
     let mut pace = Pace::new(Instant::now());
@@ -88,6 +89,7 @@ pub(super) async fn fetch_loop(
             max_jobs: u32::try_from(want).unwrap_or(1),
             wait_ms: u64::try_from(rt.poll_wait.as_millis()).unwrap_or(u64::MAX),
             heartbeat_ms: Some(Whole(rt.heartbeat_ms)),
+            report: Some(report.clone()),
         };
         let asked = Instant::now();
         match rt.client.fetch(&req).await {

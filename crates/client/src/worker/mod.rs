@@ -62,6 +62,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use errand_protocol::WorkerReport;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -138,6 +139,9 @@ impl std::fmt::Debug for Worker {
 }
 
 /// What every task of a worker shares.
+/// How the Rust SDK names itself in the report sent with each fetch.
+pub const SDK_NAME: &str = "errand-rust";
+
 struct Runtime {
     client: Client,
     queues: Vec<String>,
@@ -179,7 +183,7 @@ impl Worker {
 
     /// Runs until Ctrl-C (or, on Unix, SIGTERM), then shuts down gracefully: see [`Worker::run_until`].
     pub async fn run(self) -> ShutdownReport {
-        self.run_until(shutdown_signal()).await
+        self.drive(shutdown_signal(), true).await
     }
 
     /// Runs until `shutdown` resolves, then shuts down gracefully:
@@ -192,11 +196,27 @@ impl Worker {
     ///    and releases their jobs (counted as abandoned);
     /// 4. delivers every pending acknowledgement, trying for up to the shutdown timeout again;
     /// 5. returns what it did.
+    ///
+    /// The worker tells the server it does not drain on SIGTERM (it cannot know what `shutdown`
+    /// waits for), and `errand audit` warns of it; [`Worker::run`] says it does.
     pub async fn run_until<F>(self, shutdown: F) -> ShutdownReport
     where
         F: Future<Output = ()>,
     {
+        self.drive(shutdown, false).await
+    }
+
+    async fn drive<F>(self, shutdown: F, on_signals: bool) -> ShutdownReport
+    where
+        F: Future<Output = ()>,
+    {
         let rt = self.rt;
+        let report = WorkerReport {
+            sdk: SDK_NAME.into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            concurrency: u32::try_from(rt.concurrency).unwrap_or(u32::MAX),
+            drains_on_sigterm: on_signals,
+        };
         tracing::info!(worker_id = %rt.worker_id, queues = ?rt.queues, concurrency = rt.concurrency, prefetch = ?rt.prefetch, "worker started");
         let stats = Arc::new(Stats::default());
         let (ack_tx, ack_rx) = mpsc::unbounded_channel();
@@ -213,7 +233,7 @@ impl Worker {
         let (job_tx, mut job_rx) = mpsc::unbounded_channel();
         let beats = Arc::new(lease::Beats::default());
         let beat_starter = lease::AbortOnDrop(tokio::spawn(Arc::clone(&beats).run()));
-        let fetcher = tokio::spawn(fetch_loop(Arc::clone(&rt), held, beats, job_tx));
+        let fetcher = tokio::spawn(fetch_loop(Arc::clone(&rt), held, beats, job_tx, report));
         let run_slots = Arc::new(Semaphore::new(rt.concurrency));
         let (abandon_tx, abandon_rx) = watch::channel(false);
         let mut running: JoinSet<JobEnd> = JoinSet::new();

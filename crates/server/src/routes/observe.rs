@@ -270,6 +270,7 @@ pub async fn workers(
         }
         for (id, at) in seen {
             let w = by_worker.entry(id.clone()).or_insert_with(|| WorkerView {
+                report: s.metrics.worker_report(&id, s.engine.now()),
                 id,
                 queues: Vec::new(),
                 last_seen_at: at,

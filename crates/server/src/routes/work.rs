@@ -38,6 +38,9 @@ pub async fn fetch(
         caller.require_queue(q)?;
         super::not_own_queue(&format!("queues[{i}]"), q)?;
     }
+    if let Some(r) = &req.report {
+        check_report(r)?;
+    }
     let max_claim = s.engine.limits().max_claim;
     if req.max_jobs == 0 || req.max_jobs as usize > max_claim {
         return Err(ApiError::invalid(
@@ -61,6 +64,10 @@ pub async fn fetch(
         claim.queues.iter().map(String::as_str),
         s.engine.now(),
     );
+    if let Some(r) = req.report {
+        s.metrics
+            .worker_reported(&claim.worker_id, r, s.engine.now());
+    }
     if out.jobs.is_empty() && !wait.is_zero() && !*shutdown.borrow() {
         // Register before claiming again, so that a job arriving in between wakes us.
         let reg = s
@@ -382,4 +389,23 @@ pub async fn ack(
             })
             .collect(),
     }))
+}
+
+/// A worker's report: names of 1–64 printable characters, a concurrency of 1–1,000,000.
+fn check_report(r: &errand_protocol::WorkerReport) -> ApiResult<()> {
+    for (field, v) in [("report.sdk", &r.sdk), ("report.version", &r.version)] {
+        if v.is_empty() || v.chars().count() > 64 || v.chars().any(char::is_control) {
+            return Err(ApiError::invalid(
+                field,
+                "must be 1 to 64 characters, none of them control characters",
+            ));
+        }
+    }
+    if !(1..=1_000_000).contains(&r.concurrency) {
+        return Err(ApiError::invalid(
+            "report.concurrency",
+            "must be between 1 and 1000000",
+        ));
+    }
+    Ok(())
 }
