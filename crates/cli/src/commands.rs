@@ -4,7 +4,9 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 use errand_client::Client;
-use errand_protocol::{Backoff, BackoffKind, DeadFilter, EnqueueJob, JobView, QueueConfig, Whole};
+use errand_protocol::{
+    Backoff, BackoffKind, DeadFilter, EnqueueJob, JobView, QueueConfig, Verdict, Whole,
+};
 use rand::RngExt;
 
 use crate::Remote;
@@ -599,4 +601,47 @@ pub fn key(cmd: KeyCommand) -> ExitCode {
         say!("queues = [{}]", quote(&queues));
     }
     ExitCode::SUCCESS
+}
+
+/// `errand audit`: the server's report, for people or (`--json`) for scripts; exit 1 on a failure.
+pub async fn audit(remote: &Remote) -> ExitCode {
+    let c = match client(remote) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let r = match c.audit_report().await {
+        Ok(r) => r,
+        Err(e) => return report(e),
+    };
+    if remote.json {
+        let printed = json(&r);
+        if printed != ExitCode::SUCCESS {
+            return printed;
+        }
+    } else {
+        for check in &r.checks {
+            let verdict = match check.verdict {
+                Verdict::Pass => "pass",
+                Verdict::Warn => "WARN",
+                Verdict::Fail => "FAIL",
+            };
+            let rows: Vec<String> = check.rows.iter().map(u32::to_string).collect();
+            say!(
+                "{verdict}  {}: {} [{}; AUDIT.md {}]",
+                check.subject,
+                check.detail,
+                check.id,
+                rows.join(", ")
+            );
+            if let Some(fix) = &check.fix {
+                say!("      fix: {fix}");
+            }
+        }
+        say!("\n{} pass, {} warn, {} fail", r.pass, r.warn, r.fail);
+    }
+    if r.fail > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
 }

@@ -75,6 +75,12 @@ enum Command {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Check a running deployment against docs/AUDIT.md: each check pass, warn or fail, with its
+    /// fix. Exits 1 when any check fails.
+    Audit {
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// API keys: make a new one.
     Key {
         #[command(subcommand)]
@@ -110,6 +116,7 @@ fn main() -> ExitCode {
             Command::Dlq { command, remote } => commands::dlq(command, &remote).await,
             Command::Schedule { command, remote } => schedule::schedule(command, &remote).await,
             Command::Key { command } => commands::key(command),
+            Command::Audit { remote } => commands::audit(&remote).await,
             Command::Bench(args) => bench::run(*args).await,
             Command::Openapi => match errand_server::openapi().to_pretty_json() {
                 Ok(s) => {

@@ -156,3 +156,45 @@ pub struct AuditView {
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Value>))]
     pub detail: Option<Value>,
 }
+
+/// `GET /v1/audit/report`: this deployment checked against `docs/AUDIT.md`, as `errand audit` and the
+/// dashboard's Audit page show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct AuditReport {
+    /// When it was made (ms since the epoch).
+    pub at: i64,
+    pub pass: u32,
+    pub warn: u32,
+    pub fail: u32,
+    /// Every check that applies here, the failed first, then the warnings, then the passed.
+    pub checks: Vec<AuditCheck>,
+}
+
+/// One check of one thing (the server, a queue, a worker, an alert rule).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct AuditCheck {
+    /// What is checked: `server.auth`, `queue.max_waiting`, `worker.shutdown`, ...
+    pub id: String,
+    /// The rows of `docs/AUDIT.md` (the checklist's numbers) it answers.
+    pub rows: Vec<u32>,
+    /// What it was checked on: `server`, `queue payments`, `worker host-1:77`, `alert dead_letters`.
+    pub subject: String,
+    pub verdict: Verdict,
+    /// What was found.
+    pub detail: String,
+    /// The one-line fix; absent when it passed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fix: Option<String>,
+}
+
+/// A check's outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    Fail,
+    Warn,
+    Pass,
+}

@@ -13,6 +13,7 @@ pub mod auth;
 pub mod config;
 mod convert;
 mod dashboard;
+pub mod deployment;
 pub mod error;
 pub mod events;
 mod extract;
@@ -142,6 +143,40 @@ impl AppState {
             alerting::send(&self.engine, notices).await;
         }
         Ok(())
+    }
+
+    /// This deployment checked against `docs/AUDIT.md` (`crate::deployment`).
+    pub async fn audit_report(&self) -> errand_core::Result<errand_protocol::AuditReport> {
+        let now = self.engine.now();
+        let queues = self.engine.queues().await?;
+        let stats = self.engine.stats_all().await?;
+        let schedules = self.engine.schedules().await?;
+        let resources = self.resources().await;
+        let mut workers: std::collections::BTreeMap<String, deployment::SeenWorker> =
+            Default::default();
+        for (queue, seen) in self.metrics.workers(now) {
+            for (id, _) in seen {
+                workers
+                    .entry(id.clone())
+                    .or_insert_with(|| deployment::SeenWorker {
+                        report: self.metrics.worker_report(&id, now),
+                        id,
+                        queues: Vec::new(),
+                    })
+                    .queues
+                    .push(queue.clone());
+            }
+        }
+        let workers: Vec<_> = workers.into_values().collect();
+        Ok(deployment::audit(&deployment::Deployment {
+            now,
+            config: &self.config,
+            queues: &queues,
+            stats: &stats,
+            schedules: &schedules,
+            workers: &workers,
+            resources: &resources,
+        }))
     }
 
     /// What the store, its disk and this process take now.
@@ -350,6 +385,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(observe::whoami))
         .routes(routes!(observe::alerts))
         .routes(routes!(observe::audit))
+        .routes(routes!(observe::audit_report))
         .routes(routes!(observe::workers))
         .routes(routes!(observe::activity))
         .routes(routes!(health::live))

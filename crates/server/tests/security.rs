@@ -72,6 +72,7 @@ fn matrix() -> BTreeMap<(&'static str, &'static str), Option<&'static [Scope]>> 
         (("get", "/v1/alerts"), Some(&[R][..])),
         (("get", "/v1/activity"), Some(&[R][..])),
         (("get", "/v1/audit"), Some(&[R][..])),
+        (("get", "/v1/audit/report"), Some(admin)),
     ])
 }
 
@@ -198,7 +199,8 @@ async fn every_route_refuses_callers_without_a_key_or_the_scope_and_the_matrix_i
         // An admin key limited to other queues may not touch queue `q`, nor read what spans every
         // queue.
         let spans_queues = template.contains("{queue}")
-            || ["/metrics", "/v1/audit", "/v1/activity"].contains(&template.as_str());
+            || ["/metrics", "/v1/audit", "/v1/audit/report", "/v1/activity"]
+                .contains(&template.as_str());
         if spans_queues {
             let (s, b) = api.call_as(Some("elsewhere"), m.clone(), &path, body).await;
             assert_eq!(

@@ -137,6 +137,27 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/audit/report": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * This deployment checked against `docs/AUDIT.md`: the server's settings, each queue's configuration
+         *     and policy, the alert rules, schedules, and the workers this node saw, each check pass, warn or
+         *     fail with its fix. Needs `admin` (it names the keys), and a key not limited to queue prefixes.
+         */
+        get: operations["audit_report"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/events": {
         parameters: {
             query?: never;
@@ -880,11 +901,44 @@ export interface components {
             /** @description Where it failed, as the worker reported it. */
             stack?: string | null;
         };
+        /** @description One check of one thing (the server, a queue, a worker, an alert rule). */
+        AuditCheck: {
+            /** @description What was found. */
+            detail: string;
+            /** @description The one-line fix; absent when it passed. */
+            fix?: string | null;
+            /** @description What is checked: `server.auth`, `queue.max_waiting`, `worker.shutdown`, ... */
+            id: string;
+            /** @description The rows of `docs/AUDIT.md` (the checklist's numbers) it answers. */
+            rows: number[];
+            /** @description What it was checked on: `server`, `queue payments`, `worker host-1:77`, `alert dead_letters`. */
+            subject: string;
+            verdict: components["schemas"]["Verdict"];
+        };
         /** @description `GET /v1/audit`: operators' actions, newest first. */
         AuditPage: {
             entries: components["schemas"]["AuditView"][];
             /** @description Pass as `cursor` for older entries; absent on the last page. */
             next_cursor?: string | null;
+        };
+        /**
+         * @description `GET /v1/audit/report`: this deployment checked against `docs/AUDIT.md`, as `errand audit` and the
+         *     dashboard's Audit page show it.
+         */
+        AuditReport: {
+            /**
+             * Format: int64
+             * @description When it was made (ms since the epoch).
+             */
+            at: number;
+            /** @description Every check that applies here, the failed first, then the warnings, then the passed. */
+            checks: components["schemas"]["AuditCheck"][];
+            /** Format: int32 */
+            fail: number;
+            /** Format: int32 */
+            pass: number;
+            /** Format: int32 */
+            warn: number;
         };
         /** @description One action: when, by which key, what, to what, with what particulars. */
         AuditView: {
@@ -1690,6 +1744,11 @@ export interface components {
         /** @description How long a completed job keeps holding its unique key: milliseconds (0–365 days), "forever", or "retention" (the default: as long as retention keeps completed jobs by age). */
         UniqueWindow: number | ("retention" | "forever");
         /**
+         * @description A check's outcome.
+         * @enum {string}
+         */
+        Verdict: "fail" | "warn" | "pass";
+        /**
          * @description `PUT /v1/queues/{queue}/webhooks/{name}`: where to POST when one of the queue's jobs ends. Each POST
          *     carries `Errand-Signature: t=<ms since the epoch>,v1=<hex HMAC-SHA256 of "<t>.<body>" keyed by
          *     secret>`, `Errand-Webhook: <name>` and `Errand-Delivery: <delivery id>` (the same on every retry of
@@ -2078,6 +2137,61 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description unauthorized: no API key, or an unknown one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description forbidden: the key lacks the scope, or may not use the queue */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description rate_limited: the key is over its requests per second, or an enqueue would take the queue past its `max_waiting` (nothing was written); retry after `Retry-After` seconds */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description unavailable: the store cannot be reached, or the server is shutting down; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    audit_report: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AuditReport"];
                 };
             };
             /** @description unauthorized: no API key, or an unknown one */

@@ -3,8 +3,8 @@
 //! `jobs.rs`; `transport.rs` sends and retries.
 
 use errand_protocol::{
-    CountResponse, DeadFilter, Enqueued, Health, JobPage, JobState, QueueConfig, QueueList,
-    QueueView, ScheduleDef, ScheduleList, ScheduleView, Whole, WorkerList,
+    AuditReport, CountResponse, DeadFilter, Enqueued, Health, JobPage, JobState, QueueConfig,
+    QueueList, QueueView, ScheduleDef, ScheduleList, ScheduleView, WebhookDef, Whole, WorkerList,
 };
 use reqwest::Method;
 
@@ -77,6 +77,34 @@ impl Client {
     pub async fn resume(&self, queue: &str) -> Result<QueueView> {
         self.post_empty(&["v1", "queues", queue_seg(queue)?, "resume"], Repeat::Safe)
             .await
+    }
+
+    /// `GET /v1/audit/report`: this deployment checked against `docs/AUDIT.md` (needs `admin`).
+    pub async fn audit_report(&self) -> Result<AuditReport> {
+        self.get_json(&["v1", "audit", "report"], &[]).await
+    }
+
+    /// `PUT /v1/queues/{queue}/webhooks/{name}`: tell `webhook.url` of the queue's jobs that end (and
+    /// of its alerts), as its `events` say.
+    pub async fn put_webhook(&self, queue: &str, name: &str, webhook: &WebhookDef) -> Result<()> {
+        let body = to_body(webhook)?;
+        let _: serde_json::Value = self
+            .call(
+                Method::PUT,
+                &[
+                    "v1",
+                    "queues",
+                    queue_seg(queue)?,
+                    "webhooks",
+                    queue_seg(name)?,
+                ],
+                &[],
+                Some(body),
+                Repeat::Safe,
+                self.inner.request_timeout,
+            )
+            .await?;
+        Ok(())
     }
 
     /// `GET /v1/workers`: the workers this node saw in the last minute, with what each said of itself.

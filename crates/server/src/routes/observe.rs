@@ -7,7 +7,8 @@ use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use errand_protocol::{
-    ActivityHistory, AlertList, AuditPage, EventsMissed, WhoAmI, WorkerList, WorkerView,
+    ActivityHistory, AlertList, AuditPage, AuditReport, EventsMissed, WhoAmI, WorkerList,
+    WorkerView,
 };
 
 use crate::AppState;
@@ -351,4 +352,19 @@ pub async fn audit(
         entries: entries.into_iter().map(convert::audit_view).collect(),
         next_cursor,
     }))
+}
+
+/// This deployment checked against `docs/AUDIT.md`: the server's settings, each queue's configuration
+/// and policy, the alert rules, schedules, and the workers this node saw, each check pass, warn or
+/// fail with its fix. Needs `admin` (it names the keys), and a key not limited to queue prefixes.
+#[utoipa::path(
+    get, path = "/v1/audit/report", tag = "observability",
+    responses((status = 200, body = AuditReport), Keyed, Unavailable)
+)]
+pub async fn audit_report(
+    State(s): State<AppState>,
+    Authorized { caller, .. }: Authorized<scope::Admin>,
+) -> ApiResult<axum::Json<AuditReport>> {
+    caller.require_every_queue()?;
+    Ok(axum::Json(s.audit_report().await?))
 }
