@@ -75,6 +75,51 @@ impl RateLimit {
     }
 }
 
+/// A queue's flow control as it stands (`Engine::flow_state`): its limits, what is active, and the
+/// tokens its buckets hold now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FlowState {
+    pub concurrency: Option<u32>,
+    pub active: u64,
+    pub rate_limit: Option<RateLimit>,
+    /// The queue's bucket now; `None` without a rate limit.
+    pub bucket: Option<BucketNow>,
+    pub group_concurrency: Option<u32>,
+    pub group_rate_limit: Option<RateLimit>,
+    /// Groups with active jobs or a bucket in use, busiest first (at most [`FLOW_GROUPS`]).
+    pub groups: Vec<GroupFlow>,
+}
+
+/// The most groups [`FlowState`] lists.
+pub const FLOW_GROUPS: usize = 100;
+
+/// A bucket at an instant: the tokens it holds and when it next holds a whole one.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BucketNow {
+    pub tokens: f64,
+    pub next_token_at: Timestamp,
+}
+
+impl BucketNow {
+    /// `bucket` of `rate` at `now`.
+    pub fn of(rate: &RateLimit, bucket: Option<Bucket>, now: Timestamp) -> BucketNow {
+        let tokens = rate.tokens(bucket, now);
+        BucketNow {
+            tokens,
+            next_token_at: rate.next_token_at(tokens, now),
+        }
+    }
+}
+
+/// One group's part of a [`FlowState`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupFlow {
+    pub key: String,
+    pub active: u64,
+    /// `None` without a group rate limit.
+    pub bucket: Option<BucketNow>,
+}
+
 /// A bucket's state as stored: `tokens` as they were at `at`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Bucket {

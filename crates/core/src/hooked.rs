@@ -22,9 +22,9 @@ use crate::id::JobId;
 use crate::model::{AuditEntry, Job, LogLine, QueueConfig, QueueInfo, QueueStats};
 use crate::schedule::Schedule;
 use crate::store::{
-    Claimed, DeadGroupRows, Fired, Inserted, JobClaim, JobDelete, JobInsert, JobList, JobLogAppend,
-    JobPrune, JobReplace, LeaseRenew, Renewed, ScheduleFire, Store, StoreObject, Transition,
-    Transitioned,
+    Claimed, DeadGroupRows, Fired, FlowRows, Inserted, JobClaim, JobDelete, JobInsert, JobList,
+    JobLogAppend, JobPrune, JobReplace, LeaseRenew, Renewed, ScheduleFire, Store, StoreObject,
+    Transition, Transitioned,
 };
 
 /// A store wrapped by a hook: every operation goes through `hook` to `inner`.
@@ -134,6 +134,7 @@ hooked! {
     audit_prune => AuditPrune(before: Timestamp, limit: usize) -> u64;
     queue_stats_all => QueueStatsAll(now: Timestamp) -> Vec<QueueStats>;
     footprint => Footprint() -> Vec<StoreObject>;
+    flow_state => FlowState(queue: &str, limit: usize) -> FlowRows;
     queue_stats => QueueStats(name: &str, now: Timestamp) -> QueueStats;
     dead_groups => DeadGroups(name: &str, limit: usize) -> DeadGroupRows;
     job_replace => JobReplace(p: JobReplace) -> bool;
@@ -162,7 +163,7 @@ mod tests {
     #[test]
     fn each_operation_is_named_as_its_store_method() {
         let names: Vec<&str> = Op::ALL.iter().map(|op| op.as_str()).collect();
-        assert_eq!(names.len(), 35);
+        assert_eq!(names.len(), 36);
         assert_eq!(names[0], "job_insert");
         assert!(names.contains(&"schedule_set_paused") && names.contains(&"try_lead"));
         assert!(names.contains(&"audit_prune"));

@@ -123,6 +123,22 @@ pub const UNIQUE_HOLDING_STATES: [JobState; 5] = [
     JobState::Dead,
 ];
 
+/// A queue's flow-control state as stored ([`Store::flow_state`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FlowRows {
+    pub active: u64,
+    pub queue_bucket: Option<crate::admission::Bucket>,
+    pub groups: Vec<GroupFlowRow>,
+}
+
+/// One group's part of [`FlowRows`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupFlowRow {
+    pub key: String,
+    pub active: u64,
+    pub bucket: Option<crate::admission::Bucket>,
+}
+
 /// One part of a store's footprint on disk ([`Store::footprint`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreObject {
@@ -623,6 +639,11 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// [`Store::queue_stats`] of every queue [`Store::queue_list`] names, in name order, in a bounded
     /// number of round trips (a scrape of a thousand queues must stay cheap).
     async fn queue_stats_all(&self, now: Timestamp) -> Result<Vec<QueueStats>>;
+
+    /// The live flow-control state of `queue`: its active jobs, its rate-limit bucket, and per group
+    /// (at most `limit` of them: those with the most active jobs, then those whose buckets hold the
+    /// fewest tokens) its active jobs and bucket.
+    async fn flow_state(&self, queue: &str, limit: usize) -> Result<FlowRows>;
 
     /// What the store takes on disk, part by part: for the embedded store its database and WAL
     /// files, for PostgreSQL each table of its schema and that table's indexes.

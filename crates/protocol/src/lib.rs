@@ -42,9 +42,9 @@ pub use observe::{
 #[cfg(feature = "openapi")]
 pub use queues::WebhookEvent;
 pub use queues::{
-    CountResponse, DeadFilter, DeadGroupList, DeadGroupView, QueueConfig, QueueCounts, QueueList,
-    QueuePolicy, QueueView, RateLimit, Retention, UniqueWindow, WebhookDef, WebhookList,
-    WebhookView,
+    BucketView, CountResponse, DeadFilter, DeadGroupList, DeadGroupView, FlowView, GroupFlowView,
+    QueueConfig, QueueCounts, QueueList, QueuePolicy, QueueView, RateLimit, Retention,
+    UniqueWindow, WebhookDef, WebhookList, WebhookView,
 };
 pub use schedules::{Missed, ScheduleDef, ScheduleList, ScheduleView};
 pub use whole::Whole;

@@ -391,3 +391,47 @@ pub struct WebhookView {
 pub struct WebhookList {
     pub webhooks: Vec<WebhookView>,
 }
+
+/// `GET /v1/queues/{queue}/flow`: the queue's flow control as it stands — its limits, what is active,
+/// the tokens its rate-limit buckets hold now and when the next one comes, and the busiest groups.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct FlowView {
+    /// The queue's concurrency limit; absent: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<u32>,
+    /// Jobs active in the queue now, on every node.
+    pub active: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
+    /// The queue's bucket now; absent without a rate limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bucket: Option<BucketView>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_concurrency: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_rate_limit: Option<RateLimit>,
+    /// Groups with active jobs (busiest first), then groups whose buckets are lowest; at most 100.
+    pub groups: Vec<GroupFlowView>,
+}
+
+/// A token bucket now.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct BucketView {
+    /// Tokens left (fractions build up between whole ones).
+    pub tokens: f64,
+    /// When the bucket next holds a whole token (ms since the epoch; now when it does).
+    pub next_token_at: i64,
+}
+
+/// One group's flow control now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct GroupFlowView {
+    pub key: String,
+    pub active: u64,
+    /// Absent without a group rate limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bucket: Option<BucketView>,
+}

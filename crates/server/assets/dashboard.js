@@ -758,6 +758,12 @@
       h('table', { class: 'grid groups' }, h('thead', null, h('tr', null, h('th', null, 'Failure'), h('th', null, 'Kind'),
         h('th', null, 'Last failed'), h('th', { class: 'actions' }, ''))), groupsBody));
     const configPre = h('pre', { id: 'queue-config', class: 'json' }, '…');
+    // Flow control as it stands: shown only for a queue that has some.
+    const flowSummary = h('dl', { class: 'flow-summary' });
+    const flowBody = h('tbody');
+    const flowPanel = h('section', { class: 'panel', id: 'flow', hidden: true }, h('h2', null, 'Flow control'), flowSummary,
+      h('table', { class: 'grid', id: 'flow-groups' }, h('thead', null, h('tr', null, h('th', null, 'Group'),
+        h('th', { class: 'num' }, 'Active'), h('th', { class: 'num' }, 'Tokens'), h('th', null, 'Next token'))), flowBody));
     const missing = h('p', { class: 'notice error', id: 'queue-missing', hidden: true });
 
     const el = h('section', { class: 'page page-queue' },
@@ -765,7 +771,44 @@
       h('div', { class: 'page-head' }, h('h1', { id: 'queue-name' }, name), pausedBadge, h('span', { class: 'spacer' }), headActions),
       missing, tabs, searchForm, deadToolbar, table,
       h('div', { class: 'pager' }, prevBtn, pageInfo, nextBtn),
-      h('div', { class: 'panels' }, groupsPanel, h('section', { class: 'panel' }, h('h2', null, 'Configuration'), configPre)));
+      h('div', { class: 'panels' }, flowPanel, groupsPanel, h('section', { class: 'panel' }, h('h2', null, 'Configuration'), configPre)));
+
+    function tokensText(b, rate) {
+      const cap = rate ? (rate.burst != null ? rate.burst : rate.limit) : null;
+      return `${fmtNumber(Math.floor(b.tokens * 100) / 100)}${cap != null ? ' of ' + fmtNumber(cap) : ''}`;
+    }
+    function nextTokenText(b) {
+      const wait = b.next_token_at - Date.now();
+      return b.tokens >= 1 || wait <= 0 ? 'now' : 'in ' + fmtDuration(wait);
+    }
+    async function loadFlow() {
+      let f;
+      try {
+        f = await get(`${qpath}/flow`);
+      } catch (e) {
+        if (e.status === 401) throw e;
+        return;
+      }
+      if (!view.alive || !f) return;
+      const limited = f.concurrency != null || f.rate_limit || f.group_concurrency != null || f.group_rate_limit || (f.groups || []).length;
+      flowPanel.hidden = !limited;
+      if (!limited) return;
+      const item = (id, label, value) => [h('dt', null, label), h('dd', { 'data-flow': id }, value)];
+      flowSummary.replaceChildren(
+        ...item('active', 'Active', `${fmtInt(f.active)}${f.concurrency != null ? ' of ' + fmtInt(f.concurrency) : ''}`),
+        ...(f.bucket ? [
+          ...item('tokens', 'Tokens', tokensText(f.bucket, f.rate_limit)),
+          ...item('next-token', 'Next token', nextTokenText(f.bucket)),
+          ...item('rate', 'Rate', `${fmtInt(f.rate_limit.limit)} per ${fmtDuration(f.rate_limit.period_ms)}`),
+        ] : []),
+        ...(f.group_concurrency != null ? item('group-concurrency', 'Per group', `at most ${fmtInt(f.group_concurrency)} active`) : []),
+        ...(f.group_rate_limit ? item('group-rate', 'Group rate', `${fmtInt(f.group_rate_limit.limit)} per ${fmtDuration(f.group_rate_limit.period_ms)}`) : []));
+      flowBody.replaceChildren(...(f.groups || []).map((g) => h('tr', { 'data-group': g.key },
+        h('td', { class: 'mono' }, g.key), h('td', { class: 'num', 'data-group-active': '' }, fmtInt(g.active)),
+        h('td', { class: 'num', 'data-group-tokens': '' }, g.bucket ? tokensText(g.bucket, f.group_rate_limit) : '—'),
+        h('td', null, g.bucket ? nextTokenText(g.bucket) : '—'))));
+      if (!(f.groups || []).length) flowBody.append(emptyRow(4, 'No group is active or limited now.'));
+    }
 
     function renderJobs(jobs) {
       loadedJobs = jobs;
@@ -887,6 +930,7 @@
         nextBtn.disabled = !nextCursor;
         pageInfo.textContent = `page ${pageIdx + 1} · ${plural(loadedJobs.length, 'job', 'jobs')}`;
         if (Date.now() - groupsAt >= 10000) await loadGroups();
+        await loadFlow();
         if (slow) await loadConfig();
       },
       onEvent(ev) { if (ev.queue === name) poke(view); },
@@ -1159,6 +1203,31 @@
     return view;
   }
 
+  // ---- #/audit/report
+  function AuditReportView() {
+    const tbody = h('tbody');
+    const summary = h('p', { id: 'audit-summary', class: 'muted' }, '…');
+    const el = h('section', { class: 'page' }, h('div', { class: 'page-head' }, h('h1', null, 'Audit'),
+      h('span', { class: 'muted' }, 'this deployment checked against docs/AUDIT.md (errand audit)')), summary,
+      h('table', { id: 'audit-report', class: 'grid' }, h('thead', null, h('tr', null, h('th', null, 'Verdict'), h('th', null, 'Subject'),
+        h('th', null, 'Check'), h('th', null, 'Rows'), h('th', null, 'Found'), h('th', null, 'Fix'))), tbody));
+    const view = {
+      el, nav: 'audit-report', title: 'Audit', interval: 15000,
+      async refresh() {
+        const r = await get('/v1/audit/report');
+        if (!view.alive || !r) return;
+        summary.replaceChildren(h('span', { class: 'verdict verdict-fail', 'data-count': 'fail' }, `${r.fail} fail`), ' · ',
+          h('span', { class: 'verdict verdict-warn', 'data-count': 'warn' }, `${r.warn} warn`), ' · ',
+          h('span', { class: 'verdict verdict-pass', 'data-count': 'pass' }, `${r.pass} pass`));
+        tbody.replaceChildren(...(r.checks || []).map((c) => h('tr', { 'data-check': c.id, 'data-subject': c.subject, class: 'check-' + c.verdict },
+          h('td', null, h('span', { class: 'verdict verdict-' + c.verdict }, c.verdict)), h('td', null, c.subject),
+          h('td', null, h('code', null, c.id)), h('td', { class: 'mono' }, (c.rows || []).join(', ')),
+          h('td', null, c.detail), h('td', null, c.fix ? h('code', { class: 'detail' }, c.fix) : ''))));
+      },
+    };
+    return view;
+  }
+
   function NotFoundView() {
     return { el: h('section', { class: 'page' }, notice('No such page. '), h('a', { href: '#/' }, 'Back to the queues')), nav: '', title: 'Not found', refresh() {} };
   }
@@ -1185,6 +1254,7 @@
     else if (a === 'schedules') view = SchedulesView();
     else if (a === 'workers') view = WorkersView();
     else if (a === 'alerts') view = AlertsView();
+    else if (a === 'audit' && b === 'report') view = AuditReportView();
     else if (a === 'audit') view = AuditView();
     else view = NotFoundView();
     mount(view);

@@ -461,3 +461,28 @@ pub fn audit_view(e: core::AuditEntry) -> wire::AuditView {
         detail: e.detail.and_then(|d| serde_json::from_str(d.get()).ok()),
     }
 }
+
+/// A queue's flow control now.
+pub fn flow(f: core::admission::FlowState) -> wire::FlowView {
+    let bucket = |b: core::admission::BucketNow| wire::BucketView {
+        tokens: b.tokens,
+        next_token_at: b.next_token_at,
+    };
+    wire::FlowView {
+        concurrency: f.concurrency,
+        active: f.active,
+        rate_limit: f.rate_limit.map(rate_limit),
+        bucket: f.bucket.map(bucket),
+        group_concurrency: f.group_concurrency,
+        group_rate_limit: f.group_rate_limit.map(rate_limit),
+        groups: f
+            .groups
+            .into_iter()
+            .map(|g| wire::GroupFlowView {
+                key: g.key,
+                active: g.active,
+                bucket: g.bucket.map(bucket),
+            })
+            .collect(),
+    }
+}

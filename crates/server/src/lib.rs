@@ -365,6 +365,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(queues::pause))
         .routes(routes!(queues::resume))
         .routes(routes!(queues::get_config, queues::put_config))
+        .routes(routes!(queues::get_flow))
         .routes(routes!(queues::list_jobs))
         .routes(routes!(queues::list_dead, queues::purge_dead))
         .routes(routes!(queues::replay_dead))

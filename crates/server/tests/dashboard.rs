@@ -520,6 +520,7 @@ impl Api {
         let req = match method {
             "GET" => self.http.get(url),
             "POST" => self.http.post(url),
+            "PUT" => self.http.put(url),
             _ => unreachable!("{method}"),
         };
         let req = match self.key {
@@ -822,6 +823,82 @@ async fn a_page_opened_after_jobs_ran_charts_them_and_says_the_server_is_open() 
         .await
         .unwrap_or_default();
     assert!(d.contains('L'), "a line, not a dot: {d:?}");
+    browser.assert_no_console_errors().await;
+
+    browser.quit().await;
+    api.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_page_shows_the_report_and_a_queue_its_rate_limit_state() {
+    let api = Api::start().await;
+    // Two jobs a day for the queue, one per group: the tokens stay at 0 while the test looks.
+    let (s, v) = api
+        .call(
+            "PUT",
+            "/v1/queues/mint/config",
+            Some(json!({"concurrency": 5,
+                        "rate_limit": {"limit": 2, "period_ms": 86_400_000},
+                        "group_rate_limit": {"limit": 1, "period_ms": 86_400_000}})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    for g in ["a", "a", "b"] {
+        api.enqueue(
+            "mint",
+            json!({"kind": "mint", "payload": {}, "group_key": g}),
+        )
+        .await;
+    }
+    assert_eq!(
+        api.fetch("mint", 3).await.len(),
+        2,
+        "the queue's two tokens"
+    );
+
+    let browser = Browser::start().await;
+    browser.goto(&format!("{}/#/queues/mint", api.url())).await;
+    browser.login(ADMIN).await;
+    browser
+        .wait_text(r#"#flow [data-flow="active"]"#, "2 of 5")
+        .await;
+    browser
+        .wait_text(r#"#flow [data-flow="tokens"]"#, "0 of 2")
+        .await;
+    browser
+        .wait_text(r#"#flow [data-flow="rate"]"#, "2 per 24 h 0 m")
+        .await;
+    for g in ["a", "b"] {
+        browser
+            .wait_text(
+                &format!(r#"#flow-groups tr[data-group="{g}"] td[data-group-active]"#),
+                "1",
+            )
+            .await;
+        browser
+            .wait_text(
+                &format!(r#"#flow-groups tr[data-group="{g}"] td[data-group-tokens]"#),
+                "0 of 1",
+            )
+            .await;
+    }
+
+    browser.click(r#"#nav a[data-nav="audit-report"]"#).await;
+    let row = |check: &str, subject: &str| {
+        format!(r#"#audit-report tr[data-check="{check}"][data-subject="{subject}"] .verdict"#)
+    };
+    browser
+        .wait_text(&row("queue.max_waiting", "queue mint"), "warn")
+        .await;
+    browser
+        .wait_text(&row("server.auth", "server"), "pass")
+        .await;
+    browser
+        .wait_text(&row("worker.report", "worker test-worker"), "warn")
+        .await;
+    browser
+        .wait_text(r#"#audit-summary [data-count="fail"]"#, "0 fail")
+        .await;
     browser.assert_no_console_errors().await;
 
     browser.quit().await;

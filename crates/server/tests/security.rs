@@ -59,6 +59,7 @@ fn matrix() -> BTreeMap<(&'static str, &'static str), Option<&'static [Scope]>> 
             ("delete", "/v1/queues/{queue}/webhooks/{name}"),
             Some(admin),
         ),
+        (("get", "/v1/queues/{queue}/flow"), Some(&[R][..])),
         (("get", "/v1/schedules"), Some(&[R][..])),
         (("get", "/v1/schedules/{name}"), Some(&[R][..])),
         (("put", "/v1/schedules/{name}"), Some(admin)),

@@ -42,7 +42,7 @@ use errand_core::store::{
     Renewed, Store, Transition, Transitioned,
 };
 use errand_core::store::{
-    DeadGroupRows, Fired, JobLogAppend, JobReplace, ScheduleFire, StoreObject,
+    DeadGroupRows, Fired, FlowRows, JobLogAppend, JobReplace, ScheduleFire, StoreObject,
 };
 use errand_core::{
     Error, Job, JobId, LogLine, QueueConfig, QueueInfo, QueueStats, Result, Schedule, Timestamp,
@@ -370,6 +370,13 @@ impl Store for PgStore {
     async fn queue_stats_all(&self, now: Timestamp) -> Result<Vec<QueueStats>> {
         run(self.pool(), self.cx(), &now, |c, cx, now| {
             Box::pin(ops::queue_stats_all(c, cx, *now))
+        })
+        .await
+    }
+
+    async fn flow_state(&self, queue: &str, limit: usize) -> Result<FlowRows> {
+        run(self.pool(), self.cx(), &(queue, limit), |c, cx, p| {
+            Box::pin(ops::flow_state(c, cx, p.0, p.1))
         })
         .await
     }

@@ -331,6 +331,20 @@ statements! {
     state_counts = "SELECT state, SUM(n)::BIGINT FROM (\
         SELECT state, n FROM {s}.job_counts WHERE queue = $1 \
         UNION ALL SELECT state, n FROM {s}.job_count_deltas WHERE queue = $1) AS c GROUP BY state";
+    /// Queue `$1`'s active jobs: its folded count plus the deltas not yet folded.
+    flow_active = "SELECT COALESCE(SUM(n), 0)::BIGINT FROM (\
+        SELECT n FROM {s}.job_counts WHERE queue = $1 AND state = 'active' \
+        UNION ALL SELECT n FROM {s}.job_count_deltas WHERE queue = $1 AND state = 'active') AS c";
+    /// Queue `$1`'s busiest groups (at most `$2`), by active jobs.
+    flow_groups = "SELECT group_key, COUNT(*)::BIGINT FROM {s}.jobs \
+        WHERE queue = $1 AND state = 'active' AND group_key IS NOT NULL \
+        GROUP BY group_key ORDER BY 2 DESC, 1 LIMIT $2";
+    /// Queue `$1`'s buckets: its own (key '') and its groups' lowest first, at most `$2` + 1.
+    flow_buckets = "(SELECT scope, key, tokens, at FROM {s}.buckets WHERE queue = $1 AND scope = 'queue') \
+        UNION ALL (SELECT scope, key, tokens, at FROM {s}.buckets WHERE queue = $1 AND scope = 'group' \
+        ORDER BY tokens, key LIMIT $2)";
+    /// One group's bucket of queue `$1`.
+    flow_group_bucket = "SELECT tokens, at FROM {s}.buckets WHERE queue = $1 AND scope = 'group' AND key = $2";
     /// Each table of the schema `$1` with the bytes of its data (TOAST included) and of its indexes.
     footprint = "SELECT c.relname::TEXT, pg_table_size(c.oid)::BIGINT, pg_indexes_size(c.oid)::BIGINT \
         FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace \

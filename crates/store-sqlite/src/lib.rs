@@ -27,7 +27,7 @@ use errand_core::store::{
     Store, Transition, Transitioned,
 };
 use errand_core::store::{
-    DeadGroupRows, Fired, JobLogAppend, JobReplace, ScheduleFire, StoreObject,
+    DeadGroupRows, Fired, FlowRows, JobLogAppend, JobReplace, ScheduleFire, StoreObject,
 };
 use errand_core::{
     Error, Job, JobId, LogLine, QueueConfig, QueueInfo, QueueStats, Result, Schedule, Timestamp,
@@ -281,6 +281,14 @@ impl Store for SqliteStore {
         self.inner
             .readers
             .read(move |c| ops::queue_stats_all(c, now))
+            .await
+    }
+
+    async fn flow_state(&self, queue: &str, limit: usize) -> Result<FlowRows> {
+        let queue = queue.to_string();
+        self.inner
+            .readers
+            .read(move |c| ops::flow_state(c, &queue, limit))
             .await
     }
 

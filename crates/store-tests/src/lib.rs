@@ -270,6 +270,10 @@ macro_rules! __for_each_check {
         );
         $m!(
             $fresh,
+            api::flow_state_shows_active_jobs_and_the_tokens_left
+        );
+        $m!(
+            $fresh,
             api::unique_key_returns_the_existing_job_within_its_window
         );
         $m!(

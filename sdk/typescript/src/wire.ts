@@ -523,6 +523,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/queues/{queue}/flow": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The queue's flow control as it stands: limits, active jobs (per group too), the tokens its
+         *     rate-limit buckets hold now and when the next one comes.
+         */
+        get: operations["get_flow"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/queues/{queue}/jobs": {
         parameters: {
             query?: never;
@@ -982,6 +1002,19 @@ export interface components {
          * @enum {string}
          */
         BackoffKind: "fixed" | "exponential";
+        /** @description A token bucket now. */
+        BucketView: {
+            /**
+             * Format: int64
+             * @description When the bucket next holds a whole token (ms since the epoch; now when it does).
+             */
+            next_token_at: number;
+            /**
+             * Format: double
+             * @description Tokens left (fractions build up between whole ones).
+             */
+            tokens: number;
+        };
         /** @description The outcome of a cancel. */
         CancelResponse: {
             id: string;
@@ -1293,6 +1326,36 @@ export interface components {
         FlowResponse: {
             children: components["schemas"]["Enqueued"][];
             parent: components["schemas"]["Enqueued"];
+        };
+        /**
+         * @description `GET /v1/queues/{queue}/flow`: the queue's flow control as it stands — its limits, what is active,
+         *     the tokens its rate-limit buckets hold now and when the next one comes, and the busiest groups.
+         */
+        FlowView: {
+            /**
+             * Format: int64
+             * @description Jobs active in the queue now, on every node.
+             */
+            active: number;
+            bucket?: null | components["schemas"]["BucketView"];
+            /**
+             * Format: int32
+             * @description The queue's concurrency limit; absent: none.
+             */
+            concurrency?: number | null;
+            /** Format: int32 */
+            group_concurrency?: number | null;
+            group_rate_limit?: null | components["schemas"]["RateLimit"];
+            /** @description Groups with active jobs (busiest first), then groups whose buckets are lowest; at most 100. */
+            groups: components["schemas"]["GroupFlowView"][];
+            rate_limit?: null | components["schemas"]["RateLimit"];
+        };
+        /** @description One group's flow control now. */
+        GroupFlowView: {
+            /** Format: int64 */
+            active: number;
+            bucket?: null | components["schemas"]["BucketView"];
+            key: string;
         };
         /** @description `GET /health/live` and `GET /health/ready`. */
         Health: {
@@ -4142,6 +4205,73 @@ export interface operations {
             };
             /** @description unsupported_media_type: the body is not `application/json` */
             415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description rate_limited: the key is over its requests per second, or an enqueue would take the queue past its `max_waiting` (nothing was written); retry after `Retry-After` seconds */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description unavailable: the store cannot be reached, or the server is shutting down; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    get_flow: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description queue name */
+                queue: components["schemas"]["QueueName"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["FlowView"];
+                };
+            };
+            /** @description invalid: the request broke a rule (a path or query parameter, or the body); `field` names where */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description unauthorized: no API key, or an unknown one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description forbidden: the key lacks the scope, or may not use the queue */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -323,6 +323,36 @@ impl Engine {
             }))
     }
 
+    /// A queue's flow control as it stands now: limits, active jobs, the tokens in its buckets, and
+    /// the busiest groups (`GET /v1/queues/{queue}/flow`).
+    pub async fn flow_state(&self, queue: &str) -> Result<crate::admission::FlowState> {
+        use crate::admission::{BucketNow, FLOW_GROUPS, FlowState, GroupFlow};
+        let config = self.queue_info(queue).await?.config;
+        let rows = self.inner.store.flow_state(queue, FLOW_GROUPS).await?;
+        let now = self.now();
+        Ok(FlowState {
+            concurrency: config.concurrency,
+            active: rows.active,
+            rate_limit: config.rate_limit,
+            bucket: config
+                .rate_limit
+                .map(|r| BucketNow::of(&r, rows.queue_bucket, now)),
+            group_concurrency: config.group_concurrency,
+            group_rate_limit: config.group_rate_limit,
+            groups: rows
+                .groups
+                .into_iter()
+                .map(|g| GroupFlow {
+                    bucket: config
+                        .group_rate_limit
+                        .map(|r| BucketNow::of(&r, g.bucket, now)),
+                    key: g.key,
+                    active: g.active,
+                })
+                .collect(),
+        })
+    }
+
     /// What the store takes on disk, part by part.
     pub async fn footprint(&self) -> Result<Vec<crate::store::StoreObject>> {
         self.inner.store.footprint().await

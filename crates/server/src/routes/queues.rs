@@ -120,6 +120,23 @@ pub async fn get_config(
     Ok(axum::Json(convert::queue_config(&info.config)))
 }
 
+/// The queue's flow control as it stands: limits, active jobs (per group too), the tokens its
+/// rate-limit buckets hold now and when the next one comes.
+#[utoipa::path(
+    get, path = "/v1/queues/{queue}/flow", tag = "queues",
+    params(("queue" = errand_protocol::schema::QueueName, Path, description = "queue name")),
+    responses((status = 200, body = errand_protocol::FlowView), Invalid, Keyed, Unavailable)
+)]
+pub async fn get_flow(
+    State(s): State<AppState>,
+    Authorized {
+        parts: Path(queue), ..
+    }: Authorized<scope::Read, Path<String>>,
+) -> ApiResult<axum::Json<errand_protocol::FlowView>> {
+    let flow = s.engine.flow_state(&queue).await?;
+    Ok(axum::Json(convert::flow(flow)))
+}
+
 /// Replace the queue's defaults; fields left out take theirs. Applies to jobs enqueued afterwards.
 #[utoipa::path(
     put, path = "/v1/queues/{queue}/config", tag = "queues",

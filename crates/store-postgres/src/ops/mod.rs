@@ -47,7 +47,7 @@ pub(crate) use jobs::{
 };
 pub(crate) use lead::try_lead;
 pub(crate) use queues::{queue_get, queue_list, queue_put, queue_set_paused};
-pub(crate) use stats::{footprint, queue_stats, queue_stats_all};
+pub(crate) use stats::{flow_state, footprint, queue_stats, queue_stats_all};
 pub(crate) use transition::{job_promote_due, job_replace, job_request_cancel, job_transition};
 
 pub(crate) type Params<'a> = [&'a (dyn ToSql + Sync)];

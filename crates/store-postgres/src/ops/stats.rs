@@ -3,7 +3,8 @@
 
 use deadpool_postgres::GenericClient;
 
-use errand_core::store::StoreObject;
+use errand_core::admission::Bucket;
+use errand_core::store::{FlowRows, GroupFlowRow, StoreObject};
 use errand_core::{JobState, QueueStats, Result, Timestamp};
 
 use crate::sql::Cx;
@@ -93,4 +94,71 @@ pub(crate) async fn footprint(c: &impl GenericClient, cx: &Cx) -> Result<Vec<Sto
         });
     }
     Ok(out)
+}
+
+/// The flow-control state of `queue` ([`errand_core::Store::flow_state`]).
+pub(crate) async fn flow_state(
+    c: &impl GenericClient,
+    cx: &Cx,
+    queue: &str,
+    limit: usize,
+) -> Result<FlowRows> {
+    let active: i64 = match query_opt(c, &cx.sql.flow_active, &[&queue]).await? {
+        Some(r) => get(&r, 0)?,
+        None => 0,
+    };
+    let mut queue_bucket = None;
+    let mut drained = Vec::new();
+    for r in query(c, &cx.sql.flow_buckets, &[&queue, &(limit as i64)]).await? {
+        let scope: String = get(&r, 0)?;
+        let bucket = Bucket {
+            tokens: get(&r, 2)?,
+            at: get(&r, 3)?,
+        };
+        if scope == "queue" {
+            queue_bucket = Some(bucket);
+        } else {
+            drained.push((get::<String>(&r, 1)?, bucket));
+        }
+    }
+    let mut groups = Vec::with_capacity(limit);
+    for r in query(c, &cx.sql.flow_groups, &[&queue, &(limit as i64)]).await? {
+        let key: String = get(&r, 0)?;
+        let n: i64 = get(&r, 1)?;
+        let bucket = match drained.iter().find(|(k, _)| *k == key) {
+            Some((_, b)) => Some(*b),
+            None => query_opt(c, &cx.sql.flow_group_bucket, &[&queue, &key])
+                .await?
+                .map(|r| -> Result<Bucket> {
+                    Ok(Bucket {
+                        tokens: get(&r, 0)?,
+                        at: get(&r, 1)?,
+                    })
+                })
+                .transpose()?,
+        };
+        groups.push(GroupFlowRow {
+            key,
+            active: n.max(0) as u64,
+            bucket,
+        });
+    }
+    // Then the groups whose buckets are lowest: limited now, though nothing of theirs runs.
+    for (key, bucket) in drained {
+        if groups.len() >= limit {
+            break;
+        }
+        if !groups.iter().any(|g| g.key == key) {
+            groups.push(GroupFlowRow {
+                key,
+                active: 0,
+                bucket: Some(bucket),
+            });
+        }
+    }
+    Ok(FlowRows {
+        active: active.max(0) as u64,
+        queue_bucket,
+        groups,
+    })
 }

@@ -36,7 +36,7 @@ pub(crate) use jobs::{
     job_ttl_passed,
 };
 pub(crate) use queues::{queue_get, queue_list, queue_put, queue_set_paused};
-pub(crate) use stats::{queue_stats, queue_stats_all};
+pub(crate) use stats::{flow_state, queue_stats, queue_stats_all};
 pub(crate) use transition::{
     completions_json, job_promote_due, job_replace, job_request_cancel, job_transition,
 };

@@ -1,8 +1,10 @@
 //! Counts of a queue's jobs per state (kept by triggers in `job_counts`: see the schema's migration 8),
 //! and the age of its oldest waiting job.
 
-use rusqlite::{Connection, OptionalExtension};
+use rusqlite::{Connection, OptionalExtension, params};
 
+use errand_core::admission::Bucket;
+use errand_core::store::{FlowRows, GroupFlowRow};
 use errand_core::{JobState, QueueStats, Result, Timestamp};
 
 use crate::conn::backend;
@@ -55,4 +57,81 @@ pub(crate) fn queue_stats(conn: &Connection, name: &str, now: Timestamp) -> Resu
         .map_err(backend)?;
     stats.oldest_waiting_age_ms = oldest.map_or(0, |t| (now - t).max(0) as u64);
     Ok(stats)
+}
+
+/// The flow-control state of `queue` ([`errand_core::Store::flow_state`]): active jobs from the kept
+/// counts, the buckets from `buckets`, active jobs per group through `jobs_active_group`.
+pub(crate) fn flow_state(conn: &Connection, queue: &str, limit: usize) -> Result<FlowRows> {
+    let active: i64 = conn
+        .prepare_cached(
+            "SELECT COALESCE(SUM(n), 0) FROM job_counts WHERE queue = ?1 AND state = 'active'",
+        )
+        .map_err(backend)?
+        .query_row([queue], |r| r.get(0))
+        .map_err(backend)?;
+    let mut bucket = conn
+        .prepare_cached(
+            "SELECT tokens, at FROM buckets WHERE queue = ?1 AND scope = ?2 AND key = ?3",
+        )
+        .map_err(backend)?;
+    let mut read = |scope: &str, key: &str| -> Result<Option<Bucket>> {
+        bucket
+            .query_row(params![queue, scope, key], |r| {
+                Ok(Bucket {
+                    tokens: r.get(0)?,
+                    at: r.get(1)?,
+                })
+            })
+            .optional()
+            .map_err(backend)
+    };
+    let queue_bucket = read("queue", "")?;
+    let busy: Vec<(String, i64)> = conn
+        .prepare_cached(
+            "SELECT group_key, COUNT(*) FROM jobs WHERE queue = ?1 AND state = 'active' \
+             AND group_key IS NOT NULL GROUP BY group_key ORDER BY 2 DESC, 1 LIMIT ?2",
+        )
+        .map_err(backend)?
+        .query_map(params![queue, limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))
+        .map_err(backend)?
+        .collect::<rusqlite::Result<_>>()
+        .map_err(backend)?;
+    let mut groups = Vec::with_capacity(limit);
+    for (key, n) in busy {
+        groups.push(GroupFlowRow {
+            bucket: read("group", &key)?,
+            key,
+            active: n.max(0) as u64,
+        });
+    }
+    // Then the groups whose buckets are lowest: limited now, though nothing of theirs runs.
+    let drained: Vec<(String, f64, i64)> = conn
+        .prepare_cached(
+            "SELECT key, tokens, at FROM buckets WHERE queue = ?1 AND scope = 'group' \
+             ORDER BY tokens, key LIMIT ?2",
+        )
+        .map_err(backend)?
+        .query_map(params![queue, limit as i64], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .map_err(backend)?
+        .collect::<rusqlite::Result<_>>()
+        .map_err(backend)?;
+    for (key, tokens, at) in drained {
+        if groups.len() >= limit {
+            break;
+        }
+        if !groups.iter().any(|g| g.key == key) {
+            groups.push(GroupFlowRow {
+                key,
+                active: 0,
+                bucket: Some(Bucket { tokens, at }),
+            });
+        }
+    }
+    Ok(FlowRows {
+        active: active.max(0) as u64,
+        queue_bucket,
+        groups,
+    })
 }

@@ -1,7 +1,7 @@
 //! Rule 7, what the engine reports without changing anything: job listings (by state, by unique key,
 //! paged by cursor), queue stats, and the audit log. Jobs are made here only to be looked at.
 
-use errand_core::{Error, Failure, JobId, JobOptions, JobState};
+use errand_core::{Clock, Error, Failure, JobId, JobOptions, JobState};
 
 use crate::support::{claim, claim_one, job, token};
 use crate::{Ctx, Fixture};
@@ -314,5 +314,81 @@ pub async fn footprint_names_the_stores_parts_and_grows_with_jobs(f: Fixture) {
     assert!(
         total(&after) >= total(&before) + 4_000_000,
         "{before:?} → {after:?}"
+    );
+}
+
+/// A queue's flow control as it stands: what is active, per group too, and the tokens its buckets
+/// hold now and when the next one comes (the rate limits' live state).
+pub async fn flow_state_shows_active_jobs_and_the_tokens_left(f: Fixture) {
+    use errand_core::admission::RateLimit;
+    let ctx = Ctx::new(f);
+    let e = &ctx.engine;
+    e.set_queue_config(
+        "mint",
+        errand_core::QueueConfig {
+            concurrency: Some(5),
+            group_concurrency: Some(3),
+            rate_limit: Some(RateLimit::new(2, 60_000)),
+            group_rate_limit: Some(RateLimit::new(1, 10_000)),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    for g in ["a", "a", "b", "c"] {
+        e.enqueue(job("mint", 0).with_options(JobOptions {
+            group_key: Some(g.into()),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    }
+    let now = ctx.clock.now();
+    let fresh = e.flow_state("mint").await.unwrap();
+    assert_eq!((fresh.concurrency, fresh.active), (Some(5), 0));
+    let b = fresh.bucket.unwrap();
+    assert_eq!(
+        (b.tokens, b.next_token_at),
+        (2.0, now),
+        "a bucket never used is full"
+    );
+    assert!(fresh.groups.is_empty());
+
+    // The queue's two tokens go to two groups, one each.
+    let got = claim(e, "mint", "w1", 10).await;
+    assert_eq!(got.len(), 2);
+    let s = e.flow_state("mint").await.unwrap();
+    assert_eq!(s.active, 2);
+    let b = s.bucket.unwrap();
+    assert_eq!((b.tokens, b.next_token_at), (0.0, now + 30_000));
+    let mut groups: Vec<_> = s
+        .groups
+        .iter()
+        .map(|g| {
+            (
+                g.key.as_str(),
+                g.active,
+                g.bucket.map(|b| (b.tokens, b.next_token_at)),
+            )
+        })
+        .collect();
+    groups.sort_by(|x, y| x.0.cmp(y.0));
+    assert_eq!(
+        groups,
+        vec![
+            ("a", 1, Some((0.0, now + 10_000))),
+            ("b", 1, Some((0.0, now + 10_000))),
+        ]
+    );
+    // Tokens come back with time.
+    ctx.clock.advance(10_000);
+    let later = e.flow_state("mint").await.unwrap();
+    assert!((later.bucket.unwrap().tokens - 1.0 / 3.0).abs() < 1e-9);
+    assert!(later.groups.iter().all(|g| g.bucket.unwrap().tokens == 1.0));
+    // A queue without flow control says so.
+    let plain = e.flow_state("plain").await.unwrap();
+    assert_eq!(
+        (plain.concurrency, plain.bucket, plain.active),
+        (None, None, 0)
     );
 }
