@@ -36,8 +36,9 @@ pub use jobs::{
     JobStateResponse, LogLineView, ParentOnDead,
 };
 pub use observe::{
-    ActivityBucket, ActivityHistory, AlertList, AlertView, AuditCheck, AuditPage, AuditReport,
-    AuditView, EventView, EventsMissed, Verdict, WhoAmI, WorkerList, WorkerView,
+    ActivityBucket, ActivityHistory, AlertList, AlertRuleList, AlertRuleView, AlertView,
+    AuditCheck, AuditPage, AuditReport, AuditView, EventView, EventsMissed, Verdict, WhoAmI,
+    WorkerList, WorkerView,
 };
 #[cfg(feature = "openapi")]
 pub use queues::WebhookEvent;

@@ -118,7 +118,8 @@ pub struct AlertList {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct AlertView {
-    /// `queue_depth`, `oldest_waiting`, `failure_rate`, `stalled`, `dead_letters` or `no_workers`.
+    /// `queue_depth`, `oldest_waiting`, `failure_rate`, `stalled`, `dead_letters`, `no_workers`, or
+    /// the server's `disk_full` and `store_growth` (queue `*`).
     pub rule: String,
     pub queue: String,
     /// Always `firing` (resolved alerts are not listed).
@@ -127,6 +128,28 @@ pub struct AlertView {
     pub threshold: f64,
     pub since: i64,
     pub fired_at: i64,
+}
+
+/// `GET /v1/alerts/rules`: the built-in alert rules in force.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct AlertRuleList {
+    pub rules: Vec<AlertRuleView>,
+}
+
+/// One rule for every queue (`*`, which for `disk_full` and `store_growth` is the server), or for a
+/// queue whose own `[[alerts]]` entries change it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct AlertRuleView {
+    pub queue: String,
+    pub rule: String,
+    /// `false`: turned off (`enabled = false`); the numbers are then the defaults.
+    pub enabled: bool,
+    pub threshold: f64,
+    pub for_ms: u64,
+    pub cooldown_ms: u64,
+    pub window_ms: u64,
 }
 
 /// `GET /v1/audit`: operators' actions, newest first.

@@ -73,32 +73,65 @@ pub const SERVER: &str = "*";
 /// The rules in force for `queue`: the defaults, then `*` entries, then the queue's own. With
 /// [`SERVER`], the server-wide rules (which only `*` entries configure); else the per-queue ones.
 pub fn rules_for(queue: &str, configured: &[AlertConfig]) -> Vec<Rule> {
-    let mut out = Vec::new();
     let server = queue == SERVER;
-    for kind in RuleKind::ALL
+    RuleKind::ALL
         .into_iter()
         .filter(|k| k.server_wide() == server)
-    {
-        let mut rule = Some(kind.default_rule());
-        let entries = configured.iter().filter(|c| c.rule == kind);
-        let (star, own): (Vec<_>, Vec<_>) = entries.partition(|c| c.queue == "*");
-        for c in star
-            .into_iter()
-            .chain(own.into_iter().filter(|c| c.queue == queue))
-        {
-            if !c.enabled {
-                rule = None;
-                continue;
-            }
-            let r = rule.get_or_insert(kind.default_rule());
-            r.threshold = c.threshold.unwrap_or(r.threshold);
-            r.for_ms = c.for_ms.unwrap_or(r.for_ms);
-            r.cooldown_ms = c.cooldown_ms.unwrap_or(r.cooldown_ms);
-            r.window_ms = c.window_ms.unwrap_or(r.window_ms);
-        }
-        out.extend(rule);
+        .filter_map(|kind| rule_for(kind, Some(queue), configured))
+        .collect()
+}
+
+/// Every rule as configured, for `GET /v1/alerts/rules`: each kind for `*` (every queue, or the
+/// server), then each kind a queue's own entries change, for that queue; `(queue, rule, enabled)`
+/// (a rule turned off is listed with its defaults).
+pub fn configured_rules(configured: &[AlertConfig]) -> Vec<(String, Rule, bool)> {
+    let mut out = Vec::new();
+    for kind in RuleKind::ALL {
+        let rule = rule_for(kind, None, configured);
+        out.push((
+            SERVER.to_string(),
+            rule.unwrap_or(kind.default_rule()),
+            rule.is_some(),
+        ));
+    }
+    let mut own: Vec<(&str, RuleKind)> = configured
+        .iter()
+        .filter(|c| c.queue != SERVER && !c.rule.server_wide())
+        .map(|c| (c.queue.as_str(), c.rule))
+        .collect();
+    own.sort();
+    own.dedup();
+    for (queue, kind) in own {
+        let rule = rule_for(kind, Some(queue), configured);
+        out.push((
+            queue.to_string(),
+            rule.unwrap_or(kind.default_rule()),
+            rule.is_some(),
+        ));
     }
     out
+}
+
+/// `kind` in force for `queue` (`None`: for every queue, `*` entries only); `None` when turned off.
+fn rule_for(kind: RuleKind, queue: Option<&str>, configured: &[AlertConfig]) -> Option<Rule> {
+    let mut rule = Some(kind.default_rule());
+    let entries = configured.iter().filter(|c| c.rule == kind);
+    let (star, own): (Vec<_>, Vec<_>) = entries.partition(|c| c.queue == "*");
+    for c in star
+        .into_iter()
+        .chain(own.into_iter().filter(|c| Some(c.queue.as_str()) == queue))
+    {
+        if !c.enabled {
+            rule = None;
+            continue;
+        }
+        let r = rule.get_or_insert(kind.default_rule());
+        r.threshold = c.threshold.unwrap_or(r.threshold);
+        r.for_ms = c.for_ms.unwrap_or(r.for_ms);
+        r.cooldown_ms = c.cooldown_ms.unwrap_or(r.cooldown_ms);
+        r.window_ms = c.window_ms.unwrap_or(r.window_ms);
+    }
+    rule
 }
 
 /// Checks an entry's values (the config file is refused otherwise).

@@ -385,6 +385,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(observe::events))
         .routes(routes!(observe::whoami))
         .routes(routes!(observe::alerts))
+        .routes(routes!(observe::alert_rules))
         .routes(routes!(observe::audit))
         .routes(routes!(observe::audit_report))
         .routes(routes!(observe::workers))

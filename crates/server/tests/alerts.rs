@@ -422,3 +422,64 @@ async fn store_growth_fires_when_the_store_grows_past_its_threshold_within_its_w
     api.state.evaluate_alerts(true).await.unwrap();
     assert!(firing_of(&api, "store_growth").await.is_empty());
 }
+
+#[tokio::test]
+async fn the_rules_in_force_are_readable_with_every_queues_own_changes() {
+    let api = Api::with(Setup {
+        tweak: |c| {
+            c.alerts = vec![
+                AlertConfig {
+                    threshold: Some(50.0),
+                    ..AlertConfig::new("*", RuleKind::QueueDepth)
+                },
+                AlertConfig {
+                    threshold: Some(5.0),
+                    for_ms: Some(0),
+                    ..AlertConfig::new("pay", RuleKind::QueueDepth)
+                },
+                AlertConfig {
+                    enabled: false,
+                    ..AlertConfig::new("pay", RuleKind::DeadLetters)
+                },
+                AlertConfig {
+                    threshold: Some(80.0),
+                    ..AlertConfig::new("*", RuleKind::DiskFull)
+                },
+            ];
+        },
+        ..Setup::default()
+    });
+    let (s, b) = api.get("/v1/alerts/rules").await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let rules = b["rules"].as_array().unwrap();
+    assert_eq!(
+        rules.len(),
+        8 + 2,
+        "every rule for *, and pay's two own: {b}"
+    );
+    let find = |queue: &str, rule: &str| {
+        rules
+            .iter()
+            .find(|r| r["queue"] == queue && r["rule"] == rule)
+            .unwrap_or_else(|| panic!("no {rule} for {queue}: {b}"))
+            .clone()
+    };
+    let every = find("*", "queue_depth");
+    assert_eq!(
+        (&every["threshold"], &every["for_ms"], &every["enabled"]),
+        (&json!(50.0), &json!(300_000), &json!(true))
+    );
+    let pay = find("pay", "queue_depth");
+    assert_eq!(
+        (&pay["threshold"], &pay["for_ms"]),
+        (&json!(5.0), &json!(0))
+    );
+    assert_eq!(find("pay", "dead_letters")["enabled"], false);
+    assert_eq!(find("*", "dead_letters")["enabled"], true);
+    assert_eq!(find("*", "disk_full")["threshold"], 80.0);
+    let growth = find("*", "store_growth");
+    assert_eq!(
+        (&growth["threshold"], &growth["window_ms"]),
+        (&json!(1_073_741_824.0), &json!(3_600_000))
+    );
+}

@@ -26,6 +26,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/queues/{queue}/dead/groups"),
     ("get", "/v1/queues/{queue}/flow"),
     ("get", "/v1/alerts"),
+    ("get", "/v1/alerts/rules"),
     ("get", "/v1/audit"),
     ("get", "/v1/audit/report"),
     ("get", "/v1/workers"),

@@ -71,6 +71,7 @@ fn matrix() -> BTreeMap<(&'static str, &'static str), Option<&'static [Scope]>> 
         (("get", "/v1/events"), Some(&[R][..])),
         (("get", "/v1/workers"), Some(&[R][..])),
         (("get", "/v1/alerts"), Some(&[R][..])),
+        (("get", "/v1/alerts/rules"), Some(&[R][..])),
         (("get", "/v1/activity"), Some(&[R][..])),
         (("get", "/v1/audit"), Some(&[R][..])),
         (("get", "/v1/audit/report"), Some(admin)),

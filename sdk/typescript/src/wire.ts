@@ -115,6 +115,27 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/alerts/rules": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The built-in alert rules in force: each rule for every queue (`*`; the server for `disk_full` and
+         *     `store_growth`), then each rule a queue's own `[[alerts]]` entries change. Needs `read`; a key
+         *     limited to queue prefixes sees `*` and its queues.
+         */
+        get: operations["alert_rules"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/audit": {
         parameters: {
             query?: never;
@@ -890,6 +911,28 @@ export interface components {
         AlertList: {
             alerts: components["schemas"]["AlertView"][];
         };
+        /** @description `GET /v1/alerts/rules`: the built-in alert rules in force. */
+        AlertRuleList: {
+            rules: components["schemas"]["AlertRuleView"][];
+        };
+        /**
+         * @description One rule for every queue (`*`, which for `disk_full` and `store_growth` is the server), or for a
+         *     queue whose own `[[alerts]]` entries change it.
+         */
+        AlertRuleView: {
+            /** Format: int64 */
+            cooldown_ms: number;
+            /** @description `false`: turned off (`enabled = false`); the numbers are then the defaults. */
+            enabled: boolean;
+            /** Format: int64 */
+            for_ms: number;
+            queue: string;
+            rule: string;
+            /** Format: double */
+            threshold: number;
+            /** Format: int64 */
+            window_ms: number;
+        };
         /**
          * @description An alert firing: its rule, queue, the measured value against the threshold, since when the
          *     condition holds and when it fired.
@@ -898,7 +941,10 @@ export interface components {
             /** Format: int64 */
             fired_at: number;
             queue: string;
-            /** @description `queue_depth`, `oldest_waiting`, `failure_rate`, `stalled`, `dead_letters` or `no_workers`. */
+            /**
+             * @description `queue_depth`, `oldest_waiting`, `failure_rate`, `stalled`, `dead_letters`, `no_workers`, or
+             *     the server's `disk_full` and `store_growth` (queue `*`).
+             */
             rule: string;
             /** Format: int64 */
             since: number;
@@ -2140,6 +2186,52 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["AlertList"];
+                };
+            };
+            /** @description unauthorized: no API key, or an unknown one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description forbidden: the key lacks the scope, or may not use the queue */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description rate_limited: the key is over its requests per second, or an enqueue would take the queue past its `max_waiting` (nothing was written); retry after `Retry-After` seconds */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    alert_rules: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AlertRuleList"];
                 };
             };
             /** @description unauthorized: no API key, or an unknown one */

@@ -7,8 +7,8 @@ use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use errand_protocol::{
-    ActivityHistory, AlertList, AuditPage, AuditReport, EventsMissed, WhoAmI, WorkerList,
-    WorkerView,
+    ActivityHistory, AlertList, AlertRuleList, AlertRuleView, AuditPage, AuditReport, EventsMissed,
+    WhoAmI, WorkerList, WorkerView,
 };
 
 use crate::AppState;
@@ -318,6 +318,33 @@ pub async fn alerts(
         .map(convert::alert_view)
         .collect();
     Ok(axum::Json(AlertList { alerts }))
+}
+
+/// The built-in alert rules in force: each rule for every queue (`*`; the server for `disk_full` and
+/// `store_growth`), then each rule a queue's own `[[alerts]]` entries change. Needs `read`; a key
+/// limited to queue prefixes sees `*` and its queues.
+#[utoipa::path(
+    get, path = "/v1/alerts/rules", tag = "observability",
+    responses((status = 200, body = AlertRuleList), Keyed)
+)]
+pub async fn alert_rules(
+    State(s): State<AppState>,
+    Authorized { caller, .. }: Authorized<scope::Read>,
+) -> ApiResult<axum::Json<AlertRuleList>> {
+    let rules = crate::alerting::configured_rules(&s.config.alerts)
+        .into_iter()
+        .filter(|(q, ..)| q == crate::alerting::SERVER || caller.allows_queue(q))
+        .map(|(queue, r, enabled)| AlertRuleView {
+            queue,
+            rule: r.kind.as_str().into(),
+            enabled,
+            threshold: r.threshold,
+            for_ms: r.for_ms,
+            cooldown_ms: r.cooldown_ms,
+            window_ms: r.window_ms,
+        })
+        .collect();
+    Ok(axum::Json(AlertRuleList { rules }))
 }
 
 /// The audit log: operators' actions (retry, cancel, promote, replay, purge, pause, configure,
