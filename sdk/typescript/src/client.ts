@@ -57,6 +57,9 @@ export type AlertList = S['AlertList'];
 export type AuditPage = S['AuditPage'];
 export type WorkerList = S['WorkerList'];
 export type ActivityHistory = S['ActivityHistory'];
+export type AlertRuleList = S['AlertRuleList'];
+export type AuditReport = S['AuditReport'];
+export type FlowView = S['FlowView'];
 export type FailRequest = S['FailRequest'];
 
 /** The states in which a job has ended. */
@@ -353,8 +356,23 @@ export class Client {
     return this.get('/v1/alerts', undefined, o);
   }
 
+  /** The built-in alert rules in force: for `*`, then each queue's own changes. */
+  alertRules(o?: CallOptions): Promise<AlertRuleList> {
+    return this.get('/v1/alerts/rules', undefined, o);
+  }
+
   audit(filter: { cursor?: string; limit?: number } = {}, o?: CallOptions): Promise<AuditPage> {
     return this.get('/v1/audit', { ...filter }, o);
+  }
+
+  /** This deployment checked against docs/AUDIT.md, as `errand audit` prints it (scope `admin`). */
+  auditReport(o?: CallOptions): Promise<AuditReport> {
+    return this.get('/v1/audit/report', undefined, o);
+  }
+
+  /** A queue's flow control as it stands: limits, active jobs, the tokens its buckets hold now. */
+  queueFlow(queue: string, o?: CallOptions): Promise<FlowView> {
+    return this.get(`/v1/queues/${enc(queue)}/flow`, undefined, o);
   }
 
   workers(o?: CallOptions): Promise<WorkerList> {

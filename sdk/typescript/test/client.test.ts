@@ -215,6 +215,23 @@ describe('operators', () => {
     assert.equal((await client.healthLive()).status, 'ok');
     assert.equal((await client.healthReady()).status, 'ok');
   });
+
+  test("the audit report, alert rules and a queue's flow control", async () => {
+    const queue = q('flow');
+    await client.setQueueConfig(queue, { concurrency: 4, rate_limit: { limit: 3, period_ms: 86_400_000 } });
+    await client.enqueueBatch(queue, [{ kind: 'k' }, { kind: 'k' }]);
+    await client.fetch({ queues: [queue], worker_id: 't', max_jobs: 2 });
+    const flow = await client.queueFlow(queue);
+    assert.equal(flow.concurrency, 4);
+    assert.equal(flow.active, 2);
+    assert.equal(Math.round(flow.bucket!.tokens), 1, 'three a day, two taken');
+    const rules = await client.alertRules();
+    assert.ok(rules.rules.some((r) => r.queue === '*' && r.rule === 'queue_depth' && r.enabled));
+    const report = await client.auditReport();
+    const check = report.checks.find((c) => c.id === 'queue.max_waiting' && c.subject === `queue ${queue}`);
+    assert.equal(check?.verdict, 'warn');
+    assert.equal(report.pass + report.warn + report.fail, report.checks.length);
+  });
 });
 
 describe('the event stream', () => {
