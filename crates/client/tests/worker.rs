@@ -745,4 +745,26 @@ async fn a_worker_tells_the_server_its_sdk_version_concurrency_and_shutdown() {
     // Run until a future of the caller's: the worker cannot know it is SIGTERM, and says so.
     assert!(!report.drains_on_sigterm);
     running.stop().await;
+
+    // Unless the program says its future is SIGTERM.
+    let w = worker(&client, "told")
+        .concurrency(2)
+        .run_until_ends_on_sigterm(true)
+        .handler("k", |_: JobContext, _: serde_json::Value| async {
+            Ok::<_, JobError>(())
+        })
+        .build()
+        .unwrap();
+    let id = w.worker_id().to_string();
+    let running = Running::start(w);
+    let report = eventually("the second worker's report", async || {
+        let ws = client.workers().await.unwrap();
+        ws.workers
+            .into_iter()
+            .find(|w| w.id == id)
+            .and_then(|w| w.report)
+    })
+    .await;
+    assert!(report.drains_on_sigterm);
+    running.stop().await;
 }

@@ -505,6 +505,8 @@ pub struct JobReplace {
     pub priority: i32,
     pub run_at: Timestamp,
     pub state: JobState,
+    /// The new job's time to live (`None`: none), replacing the old job's with the rest of its input.
+    pub expires_at: Option<Timestamp>,
 }
 
 /// Append log lines to an active job under its lease, each tagged with `now` and the job's current

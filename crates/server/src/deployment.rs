@@ -202,27 +202,21 @@ fn server(d: &Deployment<'_>, out: &mut Vec<AuditCheck>) {
                     "the store's filesystem is {used:.0} % full ({} MiB free)",
                     disk.free >> 20
                 );
-                out.push(if used >= 90.0 {
-                    check(
-                        "server.disk",
-                        &[38],
-                        "server",
-                        Verdict::Fail,
-                        detail,
-                        Some("free space or move the data directory before writes are refused"),
-                    )
-                } else if used >= 80.0 {
-                    check(
-                        "server.disk",
-                        &[38],
-                        "server",
-                        Verdict::Warn,
-                        detail,
-                        Some("free space or grow the disk"),
-                    )
-                } else {
-                    pass("server.disk", &[38], "server", detail)
-                });
+                let fix = match disk_verdict(used) {
+                    Verdict::Fail => {
+                        Some("free space or move the data directory before writes are refused")
+                    }
+                    Verdict::Warn => Some("free space or grow the disk"),
+                    Verdict::Pass => None,
+                };
+                out.push(check(
+                    "server.disk",
+                    &[38],
+                    "server",
+                    disk_verdict(used),
+                    detail,
+                    fix,
+                ));
             }
         }
         StoreUrl::Postgres(_) => {
@@ -250,6 +244,18 @@ fn server(d: &Deployment<'_>, out: &mut Vec<AuditCheck>) {
         "log_format = text: lines for people, which a log aggregator cannot parse".into(),
         "set log_format = \"json\" (--log-format json)",
     ));
+}
+
+/// The verdict on a filesystem `used_percent` full: fail from 90 % (the `disk_full` alert's default),
+/// warn from 80 %.
+pub fn disk_verdict(used_percent: f64) -> Verdict {
+    if used_percent >= 90.0 {
+        Verdict::Fail
+    } else if used_percent >= 80.0 {
+        Verdict::Warn
+    } else {
+        Verdict::Pass
+    }
 }
 
 fn alerts(configured: &[AlertConfig], out: &mut Vec<AuditCheck>) {
@@ -435,6 +441,6 @@ fn worker(w: &SeenWorker, out: &mut Vec<AuditCheck>) {
         format!("{who} drains on SIGTERM: running jobs finish, unstarted ones go back"),
         Verdict::Fail,
         format!("{who} does not drain on SIGTERM: a deploy kills its running jobs mid-way"),
-        "run it with Worker::run (Rust) or handleSignals: true (TypeScript), or close it on SIGTERM",
+        "run it with Worker::run (Rust; or say run_until_ends_on_sigterm) or handleSignals: true (TypeScript)",
     ));
 }

@@ -154,12 +154,13 @@ impl AppState {
         let resources = self.resources().await;
         let mut workers: std::collections::BTreeMap<String, deployment::SeenWorker> =
             Default::default();
+        let reports = self.metrics.worker_reports(now);
         for (queue, seen) in self.metrics.workers(now) {
             for (id, _) in seen {
                 workers
                     .entry(id.clone())
                     .or_insert_with(|| deployment::SeenWorker {
-                        report: self.metrics.worker_report(&id, now),
+                        report: reports.get(&id).cloned(),
                         id,
                         queues: Vec::new(),
                     })

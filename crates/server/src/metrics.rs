@@ -161,6 +161,9 @@ pub struct Totals {
     pub stalled: u64,
 }
 
+/// Worker reports kept before a new worker's report sweeps out those older than the window.
+const REPORTS_SWEPT_AT: usize = 1_024;
+
 /// This node's metrics. Cheap to share.
 #[derive(Debug)]
 pub struct Metrics {
@@ -343,14 +346,27 @@ impl Metrics {
     /// Keeps what `worker` said of itself at `now`.
     pub fn worker_reported(&self, worker: &str, report: WorkerReport, now: Timestamp) {
         let mut reports = self.reports.lock().unwrap_or_else(|p| p.into_inner());
-        reports.insert(worker.to_string(), (report, now));
+        match reports.get_mut(worker) {
+            Some(r) => *r = (report, now),
+            None => {
+                // Bounded by the workers of the last minute: a new worker's first report sweeps
+                // the forgotten ones out once the map has grown.
+                if reports.len() >= REPORTS_SWEPT_AT {
+                    reports.retain(|_, (_, at)| now - *at <= WORKER_WINDOW_MS);
+                }
+                reports.insert(worker.to_string(), (report, now));
+            }
+        }
     }
 
-    /// What `worker` said of itself, if it did within [`WORKER_WINDOW_MS`] of `now`.
-    pub fn worker_report(&self, worker: &str, now: Timestamp) -> Option<WorkerReport> {
+    /// What each worker said of itself within [`WORKER_WINDOW_MS`] of `now`.
+    pub fn worker_reports(&self, now: Timestamp) -> HashMap<String, WorkerReport> {
         let mut reports = self.reports.lock().unwrap_or_else(|p| p.into_inner());
         reports.retain(|_, (_, at)| now - *at <= WORKER_WINDOW_MS);
-        reports.get(worker).map(|(r, _)| r.clone())
+        reports
+            .iter()
+            .map(|(w, (r, _))| (w.clone(), r.clone()))
+            .collect()
     }
 
     /// The workers seen per queue within [`WORKER_WINDOW_MS`] of `now`, forgetting older sightings
@@ -535,6 +551,12 @@ impl Metrics {
                 "Free space of the filesystem holding the embedded store (for an unprivileged user).",
                 Unit::Bytes,
                 gauge(d.free),
+            );
+            r.register_with_unit(
+                "disk_used",
+                "Space taken by files on the filesystem holding the embedded store.",
+                Unit::Bytes,
+                gauge(d.used),
             );
             r.register_with_unit(
                 "disk_size",

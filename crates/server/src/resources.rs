@@ -22,17 +22,22 @@ pub struct Resources {
 /// A filesystem's space, in bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Disk {
+    /// Free for an unprivileged user.
     pub free: u64,
+    /// Taken by files.
+    pub used: u64,
     pub total: u64,
 }
 
 impl Disk {
-    /// How full the filesystem is, in percent.
+    /// How full the filesystem is, in percent, as `df` says it: of the space a user may have (the
+    /// blocks reserved for root count neither as used nor as free).
     pub fn used_percent(&self) -> f64 {
-        if self.total == 0 {
+        let usable = self.used.saturating_add(self.free);
+        if usable == 0 {
             return 0.0;
         }
-        (self.total.saturating_sub(self.free)) as f64 * 100.0 / self.total as f64
+        self.used as f64 * 100.0 / usable as f64
     }
 }
 
@@ -69,6 +74,10 @@ pub fn disk(dir: &Path) -> std::io::Result<Disk> {
     let s = rustix::fs::statvfs(dir)?;
     Ok(Disk {
         free: s.f_bavail.saturating_mul(s.f_frsize),
+        used: s
+            .f_blocks
+            .saturating_sub(s.f_bfree)
+            .saturating_mul(s.f_frsize),
         total: s.f_blocks.saturating_mul(s.f_frsize),
     })
 }

@@ -262,5 +262,7 @@ async fn a_scrape_reports_the_stores_files_the_free_disk_and_resident_memory() {
     let free = value(&m, "errand_disk_free_bytes");
     assert!(free > 0.0 && free <= disk.total as f64);
     assert_eq!(value(&m, "errand_disk_size_bytes"), disk.total as f64);
+    let used = value(&m, "errand_disk_used_bytes");
+    assert!(used > 0.0 && used <= disk.total as f64);
     assert!(value(&m, "errand_process_resident_memory_bytes") > 1_048_576.0);
 }

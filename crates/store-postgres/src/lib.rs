@@ -225,6 +225,15 @@ impl Store for PgStore {
         if p.jobs.is_empty() {
             return Ok(Vec::new());
         }
+        // A queue at its `max_waiting` refuses; in a shared transaction that refusal would roll back
+        // and re-run every request of the group one by one, just when the queue is busiest. Bounded
+        // inserts go in a transaction of their own.
+        if p.jobs.iter().any(|j| j.max_waiting.is_some()) {
+            return write(self.pool(), self.cx(), &p.jobs, |tx, cx, jobs| {
+                Box::pin(ops::job_insert(tx, cx, jobs))
+            })
+            .await;
+        }
         self.inner.inserts.run(p.jobs).await
     }
 

@@ -90,8 +90,8 @@ macro_rules! statements {
 }
 
 statements! {
-    job_replace = "UPDATE {s}.jobs SET payload = $3, priority = $4, run_at = $5, state = $6 \
-        WHERE id = $1 AND state = $2";
+    job_replace = "UPDATE {s}.jobs SET payload = $3, priority = $4, run_at = $5, state = $6, \
+        expires_at = $7 WHERE id = $1 AND state = $2";
     job_log_queue = "SELECT queue FROM {s}.jobs WHERE id = $1";
     job_log_guard = "SELECT state, lease_token, attempts FROM {s}.jobs WHERE id = $1";
     job_log_insert = "INSERT INTO {s}.job_logs (job_id, at, attempt, line) \
@@ -343,8 +343,9 @@ statements! {
     flow_buckets = "(SELECT scope, key, tokens, at FROM {s}.buckets WHERE queue = $1 AND scope = 'queue') \
         UNION ALL (SELECT scope, key, tokens, at FROM {s}.buckets WHERE queue = $1 AND scope = 'group' \
         ORDER BY tokens, key LIMIT $2)";
-    /// One group's bucket of queue `$1`.
-    flow_group_bucket = "SELECT tokens, at FROM {s}.buckets WHERE queue = $1 AND scope = 'group' AND key = $2";
+    /// The buckets of queue `$1`'s groups `$2`.
+    flow_group_buckets = "SELECT key, tokens, at FROM {s}.buckets \
+        WHERE queue = $1 AND scope = 'group' AND key = ANY($2::text[])";
     /// Each table of the schema `$1` with the bytes of its data (TOAST included) and of its indexes.
     footprint = "SELECT c.relname::TEXT, pg_table_size(c.oid)::BIGINT, pg_indexes_size(c.oid)::BIGINT \
         FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace \

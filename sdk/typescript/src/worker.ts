@@ -410,7 +410,7 @@ export class Worker<H extends Handlers = Handlers> extends EventEmitter {
             wait_ms: this.pollWaitMs,
             heartbeat_ms: this.heartbeatMs,
             // For GET /v1/workers and `errand audit`: concurrency 1, or no drain on SIGTERM, shows.
-            report: { sdk: SDK_NAME, version: SDK_VERSION, concurrency: this.concurrency, drains_on_sigterm: this.handleSignals },
+            report: { sdk: SDK_NAME, version: SDK_VERSION, concurrency: Math.min(this.concurrency, 1_000_000), drains_on_sigterm: this.handleSignals },
           },
           { signal: this.fetchAbort.signal },
         );

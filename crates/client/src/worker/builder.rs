@@ -26,6 +26,7 @@ pub struct WorkerBuilder {
     poll_wait: Duration,
     heartbeat_every: Duration,
     shutdown_timeout: Duration,
+    sigterm_ends_run_until: bool,
     cancel_grace: Duration,
     ack_batch_size: usize,
     ack_flush_interval: Duration,
@@ -110,6 +111,14 @@ impl WorkerBuilder {
         self
     }
 
+    /// Says that the future given to [`Worker::run_until`] resolves on SIGTERM (the program listens
+    /// for it itself), so that the worker reports draining on SIGTERM to the server (`errand
+    /// audit`). [`Worker::run`] always does; by default `run_until` reports that it does not.
+    pub fn run_until_ends_on_sigterm(mut self, yes: bool) -> Self {
+        self.sigterm_ends_run_until = yes;
+        self
+    }
+
     /// How long a running job an operator cancelled may take to return on its own (watching
     /// [`JobContext::cancelled`]) before its handler is stopped (default 1 s).
     pub fn cancel_grace(mut self, grace: Duration) -> Self {
@@ -187,6 +196,7 @@ impl WorkerBuilder {
                     .unwrap_or(u64::MAX)
                     .clamp(100, 7 * 24 * 3_600_000),
                 shutdown_timeout: self.shutdown_timeout,
+                sigterm_ends_run_until: self.sigterm_ends_run_until,
                 cancel_grace: self.cancel_grace,
                 ack: AckSettings {
                     batch_size: self.ack_batch_size,
@@ -223,6 +233,7 @@ impl Worker {
             poll_wait: Duration::from_secs(10),
             heartbeat_every: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(30),
+            sigterm_ends_run_until: false,
             cancel_grace: Duration::from_secs(1),
             ack_batch_size: 1000,
             ack_flush_interval: Duration::from_millis(5),

@@ -154,6 +154,8 @@ struct Runtime {
     /// The heartbeat interval promised with each fetch.
     heartbeat_ms: u64,
     shutdown_timeout: Duration,
+    /// [`WorkerBuilder::run_until_ends_on_sigterm`].
+    sigterm_ends_run_until: bool,
     cancel_grace: Duration,
     ack: AckSettings,
     handlers: HashMap<String, Arc<dyn ErasedHandler>>,
@@ -198,12 +200,14 @@ impl Worker {
     /// 5. returns what it did.
     ///
     /// The worker tells the server it does not drain on SIGTERM (it cannot know what `shutdown`
-    /// waits for), and `errand audit` warns of it; [`Worker::run`] says it does.
+    /// waits for), and `errand audit` fails it, unless the builder was told otherwise
+    /// ([`WorkerBuilder::run_until_ends_on_sigterm`]); [`Worker::run`] says it does.
     pub async fn run_until<F>(self, shutdown: F) -> ShutdownReport
     where
         F: Future<Output = ()>,
     {
-        self.drive(shutdown, false).await
+        let on_signals = self.rt.sigterm_ends_run_until;
+        self.drive(shutdown, on_signals).await
     }
 
     async fn drive<F>(self, shutdown: F, on_signals: bool) -> ShutdownReport
@@ -214,7 +218,10 @@ impl Worker {
         let report = WorkerReport {
             sdk: SDK_NAME.into(),
             version: env!("CARGO_PKG_VERSION").into(),
-            concurrency: u32::try_from(rt.concurrency).unwrap_or(u32::MAX),
+            // Within what the server takes (1 – 1,000,000).
+            concurrency: u32::try_from(rt.concurrency)
+                .unwrap_or(u32::MAX)
+                .clamp(1, 1_000_000),
             drains_on_sigterm: on_signals,
         };
         tracing::info!(worker_id = %rt.worker_id, queues = ?rt.queues, concurrency = rt.concurrency, prefetch = ?rt.prefetch, "worker started");

@@ -85,6 +85,7 @@ impl Engine {
                     priority: spec.priority,
                     run_at: spec.run_at,
                     state: spec.state,
+                    expires_at: spec.expires_at,
                 })
                 .await?;
             if replaced {

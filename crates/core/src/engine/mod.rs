@@ -147,8 +147,11 @@ impl Engine {
             applied
                 .into_iter()
                 .map(|(id, to, t, failure)| {
+                    // Active to dead with no failure never ran: a claim took it past its time to
+                    // live and ended it at once (`Engine::expire`).
+                    let ran = !(to == JobState::Dead && failure.is_none());
                     let ran_ms = match (t.from, t.started_at) {
-                        (JobState::Active, Some(start)) => Some((at - start).max(0) as u64),
+                        (JobState::Active, Some(start)) if ran => Some((at - start).max(0) as u64),
                         _ => None,
                     };
                     Event {

@@ -21,8 +21,10 @@ impl Engine {
         validate::queue_name("name", name, self.limits())?;
         let now = self.now();
         let cron = CronSchedule::parse(&def.cron, &def.timezone)?;
-        // The job a tick would enqueue must be valid now, not fail at every tick.
-        self.specs(vec![job_of(&def, None)], false, now).await?;
+        // The job a tick would enqueue must be valid now, not fail at every tick: with the unique key
+        // a tick gives it (so a queue's policy requiring one accepts the schedule).
+        self.specs(vec![job_of(&def, Some(tick_key(name, now)))], false, now)
+            .await?;
         let existing = self.inner.store.schedule_get(name).await?;
         let schedule = Schedule {
             name: name.to_string(),

@@ -107,6 +107,9 @@ pub struct AckOutcome {
     pub duplicate: bool,
 }
 
+/// Claims in a row that may take only expired jobs before a claim answers empty.
+const MAX_EXPIRED_CLAIMS: u32 = 4;
+
 impl Engine {
     /// Claims up to `limit` due jobs for a worker. Each comes with a fresh lease token.
     pub async fn claim(&self, req: Claim) -> Result<Vec<Job>> {
@@ -148,71 +151,78 @@ impl Engine {
         for q in &queues {
             rules.push(self.queue_config(q, now).await?.rules());
         }
-        let claimed = self
-            .inner
-            .store
-            .job_claim(JobClaim {
-                rules,
-                queues,
-                worker_id: req.worker_id,
-                limit: req.limit,
-                lease: new_lease_token(),
-                lease_cap_ms: req
-                    .heartbeat_ms
-                    .map(|hb| validate::lease_ms(u64::MAX, Some(hb))),
-                now,
-                promote_limit: self.inner.config.batch_size,
-            })
-            .await?;
-        self.announce(
+        let claim = JobClaim {
+            rules,
+            queues,
+            worker_id: req.worker_id,
+            limit: req.limit,
+            lease: new_lease_token(),
+            lease_cap_ms: req
+                .heartbeat_ms
+                .map(|hb| validate::lease_ms(u64::MAX, Some(hb))),
             now,
-            claimed
-                .promoted
+            promote_limit: self.inner.config.batch_size,
+        };
+        // A claim that took only expired jobs looks again (a few times): live jobs may wait behind
+        // them, and a long poll would otherwise sleep until something new arrives.
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let claimed = self.inner.store.job_claim(claim.clone()).await?;
+            self.announce(
+                now,
+                claimed
+                    .promoted
+                    .into_iter()
+                    .map(|(id, t)| (id, JobState::Waiting, t, None))
+                    .collect(),
+            );
+            // A job whose time to live passed since the last maintenance pass is not handed out: it
+            // ends dead now, under the lease just taken (its attempt given back, as it never ran).
+            let (jobs, expired): (Vec<Job>, Vec<Job>) = claimed
+                .jobs
                 .into_iter()
-                .map(|(id, t)| (id, JobState::Waiting, t, None))
-                .collect(),
-        );
-        // A job whose time to live passed since the last maintenance pass is not handed out: it ends
-        // dead now, under the lease just taken (its attempt given back, as it never ran).
-        let (jobs, expired): (Vec<Job>, Vec<Job>) = claimed
-            .jobs
-            .into_iter()
-            .partition(|j| j.expires_at.is_none_or(|t| t > now));
-        self.emit(|| {
-            jobs.iter()
-                .map(|j| Event {
-                    waited_ms: Some((now - j.run_at).max(0) as u64),
-                    ..Event::new(
-                        j.id,
-                        j.queue.clone(),
-                        j.kind.clone(),
-                        Some(JobState::Waiting),
-                        JobState::Active,
-                        now,
-                        j.attempts,
-                    )
-                })
-                .collect()
-        });
-        if !expired.is_empty() {
-            let plans = expired
-                .iter()
-                .filter_map(|j| {
-                    let lease = j.lease.as_ref()?;
-                    Some(self.expire(j, Guard::Lease(lease.token.clone()), now))
-                })
-                .collect();
-            // Not applied (the store failed): the lease ends unheld, the job stalls back to waiting,
-            // and the maintenance pass expires it.
-            if let Err(e) = self.apply(plans).await {
-                tracing::warn!("cannot end expired jobs at their claim: {e}");
+                .partition(|j| j.expires_at.is_none_or(|t| t > now));
+            self.emit(|| {
+                jobs.iter()
+                    .map(|j| Event {
+                        waited_ms: Some((now - j.run_at).max(0) as u64),
+                        ..Event::new(
+                            j.id,
+                            j.queue.clone(),
+                            j.kind.clone(),
+                            Some(JobState::Waiting),
+                            JobState::Active,
+                            now,
+                            j.attempts,
+                        )
+                    })
+                    .collect()
+            });
+            let only_expired = jobs.is_empty() && !expired.is_empty();
+            if !expired.is_empty() {
+                let plans = expired
+                    .iter()
+                    .filter_map(|j| {
+                        let lease = j.lease.as_ref()?;
+                        Some(self.expire(j, Guard::Lease(lease.token.clone()), now))
+                    })
+                    .collect();
+                // Not applied (the store failed): the lease ends unheld, the job stalls back to
+                // waiting, and the maintenance pass expires it.
+                if let Err(e) = self.apply(plans).await {
+                    tracing::warn!("cannot end expired jobs at their claim: {e}");
+                }
             }
+            if only_expired && tries < MAX_EXPIRED_CLAIMS {
+                continue;
+            }
+            return Ok(ClaimOutcome {
+                jobs,
+                retry_at: claimed.retry_at,
+                blocked: claimed.blocked,
+            });
         }
-        Ok(ClaimOutcome {
-            jobs,
-            retry_at: claimed.retry_at,
-            blocked: claimed.blocked,
-        })
     }
 
     /// Extends a lease, optionally recording progress; says whether a cancel was requested.

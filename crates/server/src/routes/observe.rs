@@ -265,13 +265,14 @@ pub async fn workers(
     Authorized { caller, .. }: Authorized<scope::Read>,
 ) -> ApiResult<axum::Json<WorkerList>> {
     let mut by_worker: std::collections::BTreeMap<String, WorkerView> = Default::default();
+    let reports = s.metrics.worker_reports(s.engine.now());
     for (queue, seen) in s.metrics.workers(s.engine.now()) {
         if !caller.allows_queue(&queue) {
             continue;
         }
         for (id, at) in seen {
             let w = by_worker.entry(id.clone()).or_insert_with(|| WorkerView {
-                report: s.metrics.worker_report(&id, s.engine.now()),
+                report: reports.get(&id).cloned(),
                 id,
                 queues: Vec::new(),
                 last_seen_at: at,

@@ -121,22 +121,37 @@ pub(crate) async fn flow_state(
             drained.push((get::<String>(&r, 1)?, bucket));
         }
     }
+    let busy: Vec<(String, i64)> = query(c, &cx.sql.flow_groups, &[&queue, &(limit as i64)])
+        .await?
+        .iter()
+        .map(|r| Ok((get(r, 0)?, get(r, 1)?)))
+        .collect::<Result<_>>()?;
+    // The busy groups' buckets not among the lowest: one statement for all of them.
+    let missing: Vec<&str> = busy
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .filter(|k| !drained.iter().any(|(d, _)| d == k))
+        .collect();
+    let mut more = Vec::new();
+    if !missing.is_empty() {
+        for r in query(c, &cx.sql.flow_group_buckets, &[&queue, &missing]).await? {
+            let key: String = get(&r, 0)?;
+            more.push((
+                key,
+                Bucket {
+                    tokens: get(&r, 1)?,
+                    at: get(&r, 2)?,
+                },
+            ));
+        }
+    }
     let mut groups = Vec::with_capacity(limit);
-    for r in query(c, &cx.sql.flow_groups, &[&queue, &(limit as i64)]).await? {
-        let key: String = get(&r, 0)?;
-        let n: i64 = get(&r, 1)?;
-        let bucket = match drained.iter().find(|(k, _)| *k == key) {
-            Some((_, b)) => Some(*b),
-            None => query_opt(c, &cx.sql.flow_group_bucket, &[&queue, &key])
-                .await?
-                .map(|r| -> Result<Bucket> {
-                    Ok(Bucket {
-                        tokens: get(&r, 0)?,
-                        at: get(&r, 1)?,
-                    })
-                })
-                .transpose()?,
-        };
+    for (key, n) in busy {
+        let bucket = drained
+            .iter()
+            .chain(&more)
+            .find(|(k, _)| *k == key)
+            .map(|(_, b)| *b);
         groups.push(GroupFlowRow {
             key,
             active: n.max(0) as u64,

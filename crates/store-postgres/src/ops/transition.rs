@@ -191,6 +191,7 @@ pub(crate) async fn job_replace(c: &impl GenericClient, cx: &Cx, p: &JobReplace)
             &p.priority,
             &p.run_at,
             &p.state.as_str(),
+            &p.expires_at,
         ],
     )
     .await?;

@@ -276,8 +276,8 @@ pub(crate) fn job_promote_due(
 pub(crate) fn job_replace(conn: &Connection, p: &JobReplace) -> Result<bool> {
     let n = conn
         .prepare_cached(
-            "UPDATE OR FAIL jobs SET payload = ?3, priority = ?4, run_at = ?5, state = ?6 \
-             WHERE id = ?1 AND state = ?2",
+            "UPDATE OR FAIL jobs SET payload = ?3, priority = ?4, run_at = ?5, state = ?6, \
+             expires_at = ?7 WHERE id = ?1 AND state = ?2",
         )
         .map_err(backend)?
         .execute(params![
@@ -286,7 +286,8 @@ pub(crate) fn job_replace(conn: &Connection, p: &JobReplace) -> Result<bool> {
             p.payload.get(),
             p.priority,
             p.run_at,
-            p.state.as_str()
+            p.state.as_str(),
+            p.expires_at
         ])
         .map_err(backend)?;
     Ok(n > 0)

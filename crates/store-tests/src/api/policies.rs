@@ -71,6 +71,13 @@ pub async fn policy_requires_unique_key(f: Fixture) {
     assert!(e.enqueue(keyed("payments", 1)).await.unwrap().created);
     // Other queues require nothing.
     assert!(e.enqueue(job("emails", 1)).await.unwrap().created);
+    // A schedule's ticks carry a unique key each: a schedule on the queue is accepted.
+    e.put_schedule(
+        "nightly-settlement",
+        errand_core::ScheduleDef::new("0 3 * * *", "payments", "settle", json!({})),
+    )
+    .await
+    .unwrap();
     // The policy is kept with the configuration and shown back.
     assert!(
         e.queue_info("payments")
@@ -492,4 +499,36 @@ pub async fn expired_jobs_die_with_reason_expired(f: Fixture) {
     );
     let s = e.stats("notify").await.unwrap();
     assert_eq!((s.dead, s.completed, s.active), (2, 1, 1));
+
+    // A claim that takes only expired jobs looks again: the live job behind three expired ones is
+    // handed out, not an empty answer.
+    for n in 0..3 {
+        e.enqueue(job("otp", 100 + n).with_options(JobOptions {
+            expire_after_ms: Some(1_000),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    }
+    let live = e.enqueue(job("otp", 200)).await.unwrap().id;
+    ctx.clock.advance(1_000);
+    let got = crate::support::claim(e, "otp", "w1", 1).await;
+    assert_eq!(got.iter().map(|j| j.id).collect::<Vec<_>>(), vec![live]);
+    assert_eq!(e.stats("otp").await.unwrap().dead, 3);
+
+    // A replace takes the new job's time to live with the rest of its input.
+    let keyed = |expire: Option<u64>| {
+        job("otp", 300).with_options(JobOptions {
+            unique_key: Some("code-42".into()),
+            dedup: errand_core::Dedup::Replace,
+            delay_ms: Some(5_000),
+            expire_after_ms: expire,
+            ..Default::default()
+        })
+    };
+    let first = e.enqueue(keyed(Some(10_000))).await.unwrap().id;
+    let now = ctx.clock.now();
+    let again = e.enqueue(keyed(Some(60_000))).await.unwrap();
+    assert!(again.replaced);
+    assert_eq!(e.get(first).await.unwrap().expires_at, Some(now + 60_000));
 }
