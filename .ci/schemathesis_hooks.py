@@ -37,6 +37,21 @@ UNDESCRIBABLE = (
     ("url", "deliveries to this URL would be refused: "),
     # State across requests: a queue holds at most 10 webhooks.
     ("name", "a queue has at most 10 webhooks"),
+    # A queue's policy, set by another request, refusing a job (crates/core/src/validate.rs
+    # `job_policy`), or the queue's own defaults outside its policy's bounds.
+    ("unique_key", "the queue's policy require_unique_key: "),
+    ("payload", "the queue's policy max_payload_bytes: "),
+    ("timeout_ms", "the queue's policy m"),
+    ("max_attempts", "the queue's policy min_attempts: "),
+    ("queue", "the queue's policy require_dead_letter_route: "),
+    # Between two fields of one policy, and up to the server's own payload limit (a setting).
+    ("policy.min_timeout_ms", "must be at most policy.max_timeout_ms ("),
+    ("policy.max_payload_bytes", "must be between 2 and "),
+    # Between two fields of a job: its time to live outlasts its delay.
+    ("expire_after_ms", "must be longer than the job's delay"),
+    # A worker's report: no control characters.
+    ("report.sdk", "must be 1 to 64 characters, none of them control characters"),
+    ("report.version", "must be 1 to 64 characters, none of them control characters"),
 )
 
 
@@ -97,6 +112,14 @@ def filter_failure(context, failure, case, response):
 def _keep(failure, case, response):
     if failure.code == "ST301" and PURGE.fullmatch(getattr(failure, "free", "") or ""):
         return False
+    if failure.code == "ST202" and response.status_code == 429:
+        # State across requests: a queue at its `max_waiting` (set by another request) refuses
+        # enqueues with 429 until workers take some; nothing else answers a valid request 429 here.
+        try:
+            message = json.loads(response.content)["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            return True
+        return " holds its max_waiting of " not in message
     if failure.code != "ST202" or response.status_code != 400:
         return True
     try:
