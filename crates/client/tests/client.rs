@@ -468,3 +468,34 @@ async fn wait_answers_when_the_job_ends_or_when_its_time_is_up() {
     assert_eq!(ended.state, JobState::Cancelled);
     drop(server);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alert_rules_silences_flow_and_the_audit_report() {
+    let (_server, client) = start().await;
+    let rules = client.alert_rules().await.unwrap();
+    assert!(
+        rules
+            .rules
+            .iter()
+            .any(|r| r.queue == "*" && r.rule == "stalled" && r.enabled)
+    );
+    let s = client
+        .silence(&errand_protocol::SilenceRequest {
+            queue: "*".into(),
+            rule: "no_workers".into(),
+            duration_ms: 60_000,
+            reason: Some("deploying".into()),
+        })
+        .await
+        .unwrap();
+    assert_eq!(client.silences().await.unwrap().silences, vec![s.clone()]);
+    assert_eq!(client.unsilence("*", "no_workers").await.unwrap().count, 1);
+    assert!(client.silences().await.unwrap().silences.is_empty());
+    let flow = client.queue_flow("nothing-yet").await.unwrap();
+    assert_eq!((flow.active, flow.concurrency), (0, None));
+    let report = client.audit_report().await.unwrap();
+    assert_eq!(
+        report.pass + report.warn + report.fail,
+        report.checks.len() as u32
+    );
+}

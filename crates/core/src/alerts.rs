@@ -111,6 +111,9 @@ pub struct Observation {
     pub queue: String,
     /// The measured value (`no_workers`: 1 when jobs wait with no worker, else 0).
     pub value: f64,
+    /// An operator silenced this alert for now: it fires and is listed, but is not told; if it still
+    /// fires when the silence ends, it is told then.
+    pub silenced: bool,
 }
 
 impl Observation {
@@ -191,7 +194,7 @@ impl Tracker {
             let cooled = st
                 .last_notice
                 .is_none_or(|t| now - t >= o.rule.cooldown_ms as i64);
-            if tell && !st.told && cooled {
+            if tell && !o.silenced && !st.told && cooled {
                 st.told = true;
                 st.last_notice = Some(now);
                 notices.extend(st.firing.clone().map(Notice::Firing));
@@ -251,6 +254,7 @@ mod tests {
             },
             queue: "mail".into(),
             value,
+            silenced: false,
         }
     }
 
@@ -347,8 +351,33 @@ mod tests {
             },
             queue: "q".into(),
             value: 1.0,
+            silenced: false,
         };
         assert_eq!(kinds(&t.step_told(0, &[zero_for])), ["firing"]);
         assert_eq!(kinds(&t.step_told(1_000, &[])), ["resolved"]);
+    }
+
+    #[test]
+    fn a_silenced_alert_fires_untold_and_is_told_when_the_silence_ends() {
+        let mut t = Tracker::default();
+        let silenced = |value: f64, silenced: bool| Observation {
+            silenced,
+            ..depth(value)
+        };
+        assert!(t.step_told(0, &[silenced(500.0, true)]).is_empty());
+        assert!(
+            t.step_told(60_000, &[silenced(500.0, true)]).is_empty(),
+            "fires, untold"
+        );
+        assert_eq!(t.firing().len(), 1, "listed all the same");
+        assert_eq!(
+            kinds(&t.step_told(70_000, &[silenced(500.0, false)])),
+            ["firing"]
+        );
+        // Resolved during a later silence: the resolution is told (the firing was).
+        assert_eq!(
+            kinds(&t.step_told(80_000, &[silenced(0.0, true)])),
+            ["resolved"]
+        );
     }
 }

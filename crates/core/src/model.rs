@@ -528,6 +528,10 @@ pub struct QueueConfig {
     /// What every job enqueued to the queue must satisfy; an enqueue breaking it is refused.
     #[serde(skip_serializing_if = "QueuePolicy::is_default")]
     pub policy: QueuePolicy,
+    /// Alert rules silenced for the queue, by rule name, until when (`Engine::silence_alert`; kept by
+    /// the engine like the webhooks).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub silences: BTreeMap<String, Timestamp>,
 }
 
 /// Rules a team sets on a queue so that every job enqueued to it has what the audit asks of critical
@@ -658,6 +662,7 @@ impl Default for QueueConfig {
             webhooks: BTreeMap::new(),
             max_waiting: None,
             policy: QueuePolicy::default(),
+            silences: BTreeMap::new(),
         }
     }
 }

@@ -37,8 +37,8 @@ pub use jobs::{
 };
 pub use observe::{
     ActivityBucket, ActivityHistory, AlertList, AlertRuleList, AlertRuleView, AlertView,
-    AuditCheck, AuditPage, AuditReport, AuditView, EventView, EventsMissed, Verdict, WhoAmI,
-    WorkerList, WorkerView,
+    AuditCheck, AuditPage, AuditReport, AuditView, EventView, EventsMissed, SilenceList,
+    SilenceRequest, SilenceView, Verdict, WhoAmI, WorkerList, WorkerView,
 };
 #[cfg(feature = "openapi")]
 pub use queues::WebhookEvent;

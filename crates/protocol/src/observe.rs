@@ -128,6 +128,50 @@ pub struct AlertView {
     pub threshold: f64,
     pub since: i64,
     pub fired_at: i64,
+    /// An operator silenced it until then: it is not told (`POST /v1/alerts/silences`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub silenced_until: Option<i64>,
+}
+
+/// `POST /v1/alerts/silences`: tell nobody of `rule` firing on `queue` for `duration_ms`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(remote = "Self", deny_unknown_fields)]
+pub struct SilenceRequest {
+    /// A queue, or `*`: every queue, and the server's own rules (`disk_full`, `store_growth`).
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::schema::SilenceQueue))]
+    pub queue: String,
+    /// `queue_depth`, `oldest_waiting`, `failure_rate`, `stalled`, `dead_letters`, `no_workers`,
+    /// `disk_full` or `store_growth`.
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::schema::AlertRule))]
+    pub rule: String,
+    /// 1 ms to 7 days.
+    #[serde(deserialize_with = "crate::whole::int")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 604_800_000_u64))]
+    pub duration_ms: u64,
+    /// Why, for the audit log (at most 1,000 characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 1000))]
+    pub reason: Option<String>,
+}
+
+crate::object::object_only!(SilenceRequest);
+
+/// A silence in force.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct SilenceView {
+    pub queue: String,
+    pub rule: String,
+    /// When it ends (ms since the epoch).
+    pub until: i64,
+}
+
+/// `GET /v1/alerts/silences`: the silences in force.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct SilenceList {
+    pub silences: Vec<SilenceView>,
 }
 
 /// `GET /v1/alerts/rules`: the built-in alert rules in force.

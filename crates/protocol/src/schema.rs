@@ -45,6 +45,18 @@ string_schema!(
     r"^(?!errand\.)(?![.]+$)[A-Za-z0-9_.:-]+$", 1..=64
 );
 string_schema!(
+    /// What an alert silence covers: a queue that is not one of Errand's own, or `*`.
+    SilenceQueue: "A queue name (1–64 of `A-Z a-z 0-9 _ - . :`, not dots only, not one of Errand's \
+                   own `errand.*`), or `*`: every queue and the server's own rules.",
+    r"^(\*|(?!errand\.)(?![.]+$)[A-Za-z0-9_.:-]+)$", 1..=64
+);
+string_schema!(
+    /// A built-in alert rule's name.
+    AlertRule: "A built-in alert rule.",
+    r"^(queue_depth|oldest_waiting|failure_rate|stalled|dead_letters|no_workers|disk_full|store_growth)$",
+    1..=32
+);
+string_schema!(
     /// A schedule's or a webhook's name.
     Name: "A schedule's or webhook's name: 1–64 of `A-Z a-z 0-9 _ - . :`, not dots only.",
     r"^(?![.]+$)[A-Za-z0-9_.:-]+$", 1..=64

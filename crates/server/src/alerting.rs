@@ -154,6 +154,35 @@ pub fn check(c: &AlertConfig) -> Result<(), String> {
     Ok(())
 }
 
+/// What an evaluation reads besides this node's counters: the store's counts, the machine, the
+/// silences.
+#[derive(Debug, Clone, Copy)]
+pub struct Seen<'a> {
+    pub stats: &'a [QueueStats],
+    pub resources: &'a Resources,
+    pub silences: &'a Silences,
+}
+
+/// The silences in force (`Engine::alert_silences`): `(queue or *, rule, until)`.
+#[derive(Debug, Clone, Default)]
+pub struct Silences(pub Vec<(String, String, Timestamp)>);
+
+impl Silences {
+    /// Whether `rule` of `queue` is silenced at `now`: by a silence of the queue, or of `*`.
+    pub fn cover(&self, rule: RuleKind, queue: &str, now: Timestamp) -> bool {
+        self.until(rule, queue).is_some_and(|t| t > now)
+    }
+
+    /// The latest end of a silence covering `rule` of `queue`.
+    pub fn until(&self, rule: RuleKind, queue: &str) -> Option<Timestamp> {
+        self.0
+            .iter()
+            .filter(|(q, r, _)| r == rule.as_str() && (q == queue || q == SERVER))
+            .map(|(.., t)| *t)
+            .max()
+    }
+}
+
 /// The alerts of this node.
 #[derive(Debug, Default)]
 pub struct Alerting {
@@ -184,12 +213,16 @@ impl Alerting {
     pub fn evaluate(
         &self,
         now: Timestamp,
-        stats: &[QueueStats],
-        resources: &Resources,
+        seen: Seen<'_>,
         metrics: &Metrics,
         configured: &[AlertConfig],
         tell: bool,
     ) -> Vec<Notice> {
+        let Seen {
+            stats,
+            resources,
+            silences,
+        } = seen;
         let workers: BTreeMap<String, usize> = metrics
             .workers(now)
             .into_iter()
@@ -239,6 +272,7 @@ impl Alerting {
                     RuleKind::DiskFull | RuleKind::StoreGrowth => continue,
                 };
                 observed.push(Observation {
+                    silenced: silences.cover(rule.kind, &s.queue, now),
                     rule,
                     queue: s.queue.clone(),
                     value,
@@ -278,6 +312,7 @@ impl Alerting {
             };
             if let Some(value) = value {
                 observed.push(Observation {
+                    silenced: silences.cover(rule.kind, SERVER, now),
                     rule,
                     queue: SERVER.into(),
                     value,

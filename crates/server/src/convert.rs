@@ -273,6 +273,8 @@ pub fn queue_config_from_wire(c: wire::QueueConfig) -> core::QueueConfig {
         webhooks: Default::default(),
         max_waiting: c.max_waiting.map(wire::Whole::get),
         policy: c.policy.map(queue_policy_from_wire).unwrap_or_default(),
+        // Kept by the engine too: silences have routes of their own.
+        silences: Default::default(),
     }
 }
 
@@ -447,6 +449,7 @@ pub fn alert_view(a: core::alerts::Alert) -> wire::AlertView {
         threshold: a.threshold,
         since: a.since,
         fired_at: a.fired_at,
+        silenced_until: None,
     }
 }
 

@@ -131,10 +131,14 @@ impl AppState {
     pub async fn evaluate_alerts(&self, lead: bool) -> errand_core::Result<()> {
         let stats = self.engine.stats_all().await?;
         let resources = self.resources().await;
+        let silences = alerting::Silences(self.engine.alert_silences().await?);
         let notices = self.alerts.evaluate(
             self.engine.now(),
-            &stats,
-            &resources,
+            alerting::Seen {
+                stats: &stats,
+                resources: &resources,
+                silences: &silences,
+            },
             &self.metrics,
             &self.config.alerts,
             lead,
@@ -387,6 +391,8 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(observe::whoami))
         .routes(routes!(observe::alerts))
         .routes(routes!(observe::alert_rules))
+        .routes(routes!(observe::silences, observe::silence))
+        .routes(routes!(observe::unsilence))
         .routes(routes!(observe::audit))
         .routes(routes!(observe::audit_report))
         .routes(routes!(observe::workers))

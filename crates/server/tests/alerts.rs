@@ -483,3 +483,100 @@ async fn the_rules_in_force_are_readable_with_every_queues_own_changes() {
         (&json!(1_073_741_824.0), &json!(3_600_000))
     );
 }
+
+#[tokio::test]
+async fn a_silenced_alert_fires_untold_is_listed_so_and_is_told_once_unsilenced() {
+    let api = api();
+    let clock = api.clock.clone().unwrap();
+    let (s, b) = api
+        .call(
+            axum::http::Method::PUT,
+            "/v1/queues/pay/webhooks/ops",
+            Some(
+                json!({"url": "http://127.0.0.1:9/hook", "secret": "0123456789abcdef",
+                        "events": ["alert"]}),
+            ),
+        )
+        .await;
+    assert!(s.is_success(), "{b}");
+    for i in 0..3 {
+        api.enqueue("pay", json!({"kind": "charge", "payload": {"i": i}}))
+            .await;
+    }
+    let now = errand_core::Clock::now(&*clock);
+    let (s, b) = api
+        .post(
+            "/v1/alerts/silences",
+            json!({"queue": "pay", "rule": "queue_depth", "duration_ms": 3_600_000,
+                   "reason": "the nightly import"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    assert_eq!(b["until"], now + 3_600_000);
+    let (_, list) = api.get("/v1/alerts/silences").await;
+    assert_eq!(
+        list["silences"],
+        json!([{"queue": "pay", "rule": "queue_depth", "until": now + 3_600_000}])
+    );
+
+    api.state.evaluate_alerts(true).await.unwrap();
+    clock.advance(60_000);
+    api.state.evaluate_alerts(true).await.unwrap();
+    let f = firing(&api).await;
+    assert_eq!(f.len(), 1, "it fires all the same: {f:?}");
+    assert_eq!(f[0]["silenced_until"], now + 3_600_000);
+    assert!(notices(&api).await.is_empty(), "but nobody is told");
+
+    let (s, b) = api
+        .call(
+            axum::http::Method::DELETE,
+            "/v1/alerts/silences/pay/queue_depth",
+            None,
+        )
+        .await;
+    assert_eq!((s, &b["count"]), (StatusCode::OK, &json!(1)), "{b}");
+    api.state.evaluate_alerts(true).await.unwrap();
+    let n = notices(&api).await;
+    assert_eq!(n.len(), 1, "told now that the silence ended");
+    assert_eq!(n[0]["type"], "alert.firing");
+
+    // Both are in the audit log, with the reason.
+    let (_, audit) = api.get("/v1/audit?limit=10").await;
+    let actions: Vec<(&str, &str)> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["action"].as_str().unwrap(), e["target"].as_str().unwrap()))
+        .collect();
+    assert!(
+        actions.contains(&("alert.silence", "queue_depth@pay")),
+        "{audit}"
+    );
+    assert!(
+        actions.contains(&("alert.unsilence", "queue_depth@pay")),
+        "{audit}"
+    );
+    assert!(audit.to_string().contains("the nightly import"));
+
+    // Bad input names the field and silences nothing.
+    for (body, field) in [
+        (
+            json!({"queue": "pay", "rule": "nope", "duration_ms": 1000}),
+            "rule",
+        ),
+        (
+            json!({"queue": "pay", "rule": "stalled", "duration_ms": 0}),
+            "duration_ms",
+        ),
+        (
+            json!({"queue": "errand.webhooks", "rule": "stalled", "duration_ms": 1000}),
+            "queue",
+        ),
+    ] {
+        let (s, b) = api.post("/v1/alerts/silences", body).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+        assert_eq!(b["error"]["field"], field);
+    }
+    let (_, list) = api.get("/v1/alerts/silences").await;
+    assert_eq!(list["silences"], json!([]));
+}

@@ -72,6 +72,12 @@ fn matrix() -> BTreeMap<(&'static str, &'static str), Option<&'static [Scope]>> 
         (("get", "/v1/workers"), Some(&[R][..])),
         (("get", "/v1/alerts"), Some(&[R][..])),
         (("get", "/v1/alerts/rules"), Some(&[R][..])),
+        (("get", "/v1/alerts/silences"), Some(&[R][..])),
+        (("post", "/v1/alerts/silences"), Some(admin)),
+        (
+            ("delete", "/v1/alerts/silences/{queue}/{rule}"),
+            Some(admin),
+        ),
         (("get", "/v1/activity"), Some(&[R][..])),
         (("get", "/v1/audit"), Some(&[R][..])),
         (("get", "/v1/audit/report"), Some(admin)),

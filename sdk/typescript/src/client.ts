@@ -60,6 +60,9 @@ export type ActivityHistory = S['ActivityHistory'];
 export type AlertRuleList = S['AlertRuleList'];
 export type AuditReport = S['AuditReport'];
 export type FlowView = S['FlowView'];
+export type SilenceRequest = S['SilenceRequest'];
+export type SilenceView = S['SilenceView'];
+export type SilenceList = S['SilenceList'];
 export type FailRequest = S['FailRequest'];
 
 /** The states in which a job has ended. */
@@ -359,6 +362,21 @@ export class Client {
   /** The built-in alert rules in force: for `*`, then each queue's own changes. */
   alertRules(o?: CallOptions): Promise<AlertRuleList> {
     return this.get('/v1/alerts/rules', undefined, o);
+  }
+
+  /** The alert silences in force. */
+  silences(o?: CallOptions): Promise<SilenceList> {
+    return this.get('/v1/alerts/silences', undefined, o);
+  }
+
+  /** Silences `rule` of `queue` (`*`: every queue) for `duration_ms`: it fires untold until then. */
+  silence(req: SilenceRequest, o?: CallOptions): Promise<SilenceView> {
+    return this.send('POST', '/v1/alerts/silences', req, 'safe', o);
+  }
+
+  /** Ends a silence early; `count` is 0 when none was in force. */
+  unsilence(queue: string, rule: string, o?: CallOptions): Promise<CountResponse> {
+    return this.send('DELETE', `/v1/alerts/silences/${enc(queue)}/${enc(rule)}`, undefined, 'untouched', o);
   }
 
   audit(filter: { cursor?: string; limit?: number } = {}, o?: CallOptions): Promise<AuditPage> {

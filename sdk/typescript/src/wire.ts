@@ -136,6 +136,48 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/alerts/silences": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The silences in force: alerts that fire and are listed, but told to nobody until they end. */
+        get: operations["silences"];
+        put?: never;
+        /**
+         * Silence an alert rule of a queue (`*`: every queue and the server's own rules) for a time: it
+         *     still fires and is listed, and is told when the silence ends if it still fires. Replaces a silence
+         *     of the same rule and queue. Recorded in the audit log (`alert.silence`).
+         */
+        post: operations["silence"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/alerts/silences/{queue}/{rule}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /**
+         * End a silence early. Recorded in the audit log (`alert.unsilence`); `count` is 0 when none was
+         *     in force.
+         */
+        delete: operations["unsilence"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/audit": {
         parameters: {
             query?: never;
@@ -911,6 +953,8 @@ export interface components {
         AlertList: {
             alerts: components["schemas"]["AlertView"][];
         };
+        /** @description A built-in alert rule. */
+        AlertRule: string;
         /** @description `GET /v1/alerts/rules`: the built-in alert rules in force. */
         AlertRuleList: {
             rules: components["schemas"]["AlertRuleView"][];
@@ -946,6 +990,11 @@ export interface components {
              *     the server's `disk_full` and `store_growth` (queue `*`).
              */
             rule: string;
+            /**
+             * Format: int64
+             * @description An operator silenced it until then: it is not told (`POST /v1/alerts/silences`).
+             */
+            silenced_until?: number | null;
             /** Format: int64 */
             since: number;
             /** @description Always `firing` (resolved alerts are not listed). */
@@ -1850,6 +1899,39 @@ export interface components {
             /** @enum {string} */
             event: "missed";
         };
+        /** @description `GET /v1/alerts/silences`: the silences in force. */
+        SilenceList: {
+            silences: components["schemas"]["SilenceView"][];
+        };
+        /** @description A queue name (1–64 of `A-Z a-z 0-9 _ - . :`, not dots only, not one of Errand's own `errand.*`), or `*`: every queue and the server's own rules. */
+        SilenceQueue: string;
+        /** @description `POST /v1/alerts/silences`: tell nobody of `rule` firing on `queue` for `duration_ms`. */
+        SilenceRequest: {
+            /**
+             * Format: int64
+             * @description 1 ms to 7 days.
+             */
+            duration_ms: number;
+            /** @description A queue, or `*`: every queue, and the server's own rules (`disk_full`, `store_growth`). */
+            queue: components["schemas"]["SilenceQueue"];
+            /** @description Why, for the audit log (at most 1,000 characters). */
+            reason?: string | null;
+            /**
+             * @description `queue_depth`, `oldest_waiting`, `failure_rate`, `stalled`, `dead_letters`, `no_workers`,
+             *     `disk_full` or `store_growth`.
+             */
+            rule: components["schemas"]["AlertRule"];
+        };
+        /** @description A silence in force. */
+        SilenceView: {
+            queue: string;
+            rule: string;
+            /**
+             * Format: int64
+             * @description When it ends (ms since the epoch).
+             */
+            until: number;
+        };
         /** @description How long a completed job keeps holding its unique key: milliseconds (0–365 days), "forever", or "retention" (the default: as long as retention keeps completed jobs by age). */
         UniqueWindow: number | ("retention" | "forever");
         /**
@@ -2254,6 +2336,216 @@ export interface operations {
             };
             /** @description rate_limited: the key is over its requests per second, or an enqueue would take the queue past its `max_waiting` (nothing was written); retry after `Retry-After` seconds */
             429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    silences: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SilenceList"];
+                };
+            };
+            /** @description unauthorized: no API key, or an unknown one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description forbidden: the key lacks the scope, or may not use the queue */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description rate_limited: the key is over its requests per second, or an enqueue would take the queue past its `max_waiting` (nothing was written); retry after `Retry-After` seconds */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description unavailable: the store cannot be reached, or the server is shutting down; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    silence: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["SilenceRequest"];
+            };
+        };
+        responses: {
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SilenceView"];
+                };
+            };
+            /** @description invalid: the request broke a rule (a path or query parameter, or the body); `field` names where */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description unauthorized: no API key, or an unknown one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description forbidden: the key lacks the scope, or may not use the queue */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description too_large: the body, or a payload, result, progress or batch in it, is larger than its limit */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description unsupported_media_type: the body is not `application/json` */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description rate_limited: the key is over its requests per second, or an enqueue would take the queue past its `max_waiting` (nothing was written); retry after `Retry-After` seconds */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description unavailable: the store cannot be reached, or the server is shutting down; retry after `Retry-After` seconds */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    unsilence: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description a queue, or `*` */
+                queue: components["schemas"]["SilenceQueue"];
+                /** @description the rule */
+                rule: components["schemas"]["AlertRule"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CountResponse"];
+                };
+            };
+            /** @description invalid: the request broke a rule (a path or query parameter, or the body); `field` names where */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description unauthorized: no API key, or an unknown one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description forbidden: the key lacks the scope, or may not use the queue */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description rate_limited: the key is over its requests per second, or an enqueue would take the queue past its `max_waiting` (nothing was written); retry after `Retry-After` seconds */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description unavailable: the store cannot be reached, or the server is shutting down; retry after `Retry-After` seconds */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -231,6 +231,11 @@ describe('operators', () => {
     const check = report.checks.find((c) => c.id === 'queue.max_waiting' && c.subject === `queue ${queue}`);
     assert.equal(check?.verdict, 'warn');
     assert.equal(report.pass + report.warn + report.fail, report.checks.length);
+    const silence = await client.silence({ queue, rule: 'no_workers', duration_ms: 60_000, reason: 'a test' });
+    assert.equal(silence.rule, 'no_workers');
+    assert.ok((await client.silences()).silences.some((s) => s.queue === queue && s.until === silence.until));
+    assert.equal((await client.unsilence(queue, 'no_workers')).count, 1);
+    assert.ok(!(await client.silences()).silences.some((s) => s.queue === queue));
   });
 });
 

@@ -3,8 +3,9 @@
 //! `jobs.rs`; `transport.rs` sends and retries.
 
 use errand_protocol::{
-    AuditReport, CountResponse, DeadFilter, Enqueued, Health, JobPage, JobState, QueueConfig,
-    QueueList, QueueView, ScheduleDef, ScheduleList, ScheduleView, WebhookDef, Whole, WorkerList,
+    AlertRuleList, AuditReport, CountResponse, DeadFilter, Enqueued, FlowView, Health, JobPage,
+    JobState, QueueConfig, QueueList, QueueView, ScheduleDef, ScheduleList, ScheduleView,
+    SilenceList, SilenceRequest, SilenceView, WebhookDef, Whole, WorkerList,
 };
 use reqwest::Method;
 
@@ -105,6 +106,51 @@ impl Client {
             )
             .await?;
         Ok(())
+    }
+
+    /// `GET /v1/queues/{queue}/flow`: the queue's flow control as it stands.
+    pub async fn queue_flow(&self, queue: &str) -> Result<FlowView> {
+        self.get_json(&["v1", "queues", queue_seg(queue)?, "flow"], &[])
+            .await
+    }
+
+    /// `GET /v1/alerts/rules`: the built-in alert rules in force.
+    pub async fn alert_rules(&self) -> Result<AlertRuleList> {
+        self.get_json(&["v1", "alerts", "rules"], &[]).await
+    }
+
+    /// `GET /v1/alerts/silences`: the alert silences in force.
+    pub async fn silences(&self) -> Result<SilenceList> {
+        self.get_json(&["v1", "alerts", "silences"], &[]).await
+    }
+
+    /// `POST /v1/alerts/silences`: the rule fires untold on the queue (`*`: every queue) until the
+    /// silence ends (needs `admin`).
+    pub async fn silence(&self, req: &SilenceRequest) -> Result<SilenceView> {
+        let body = to_body(req)?;
+        self.call(
+            Method::POST,
+            &["v1", "alerts", "silences"],
+            &[],
+            Some(body),
+            Repeat::Safe,
+            self.inner.request_timeout,
+        )
+        .await
+    }
+
+    /// `DELETE /v1/alerts/silences/{queue}/{rule}`: ends a silence early; `count` 0 when none was in
+    /// force.
+    pub async fn unsilence(&self, queue: &str, rule: &str) -> Result<CountResponse> {
+        self.call(
+            Method::DELETE,
+            &["v1", "alerts", "silences", queue, rule],
+            &[],
+            None,
+            Repeat::IfUntouched,
+            self.inner.request_timeout,
+        )
+        .await
     }
 
     /// `GET /v1/workers`: the workers this node saw in the last minute, with what each said of itself.

@@ -364,7 +364,9 @@ impl Engine {
         validate::queue_name("queue", queue, self.limits())?;
         validate::queue_config(&config, self.limits())?;
         let _writing = self.inner.config_writes.lock().await;
-        config.webhooks = self.queue_info(queue).await?.config.webhooks;
+        let kept = self.queue_info(queue).await?.config;
+        config.webhooks = kept.webhooks;
+        config.silences = kept.silences;
         self.write_queue_config(queue, config).await
     }
 

@@ -20,7 +20,7 @@ pub use enqueue::Enqueued;
 pub use flows::{FlowEnqueued, MAX_CHILDREN};
 pub use maintain::MaintenanceReport;
 pub use manage::{Cancelled, DeadFilter, DeadGroup, DeadGroups, Page};
-pub use webhooks::{OWN_QUEUE_PREFIX, WEBHOOK_KIND, WEBHOOK_QUEUE};
+pub use webhooks::{ALERTS_QUEUE, MAX_SILENCE_MS, OWN_QUEUE_PREFIX, WEBHOOK_KIND, WEBHOOK_QUEUE};
 pub use work::{Ack, AckOutcome, Claim, ClaimOutcome, Failure};
 
 use std::sync::{Arc, Mutex};

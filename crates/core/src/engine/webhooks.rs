@@ -25,6 +25,10 @@ use super::Engine;
 pub const OWN_QUEUE_PREFIX: &str = "errand.";
 /// The queue that holds webhook deliveries.
 pub const WEBHOOK_QUEUE: &str = "errand.webhooks";
+/// Where silences of `*` (every queue, or the server's own rules) are kept: no queue is named `*`.
+pub const ALERTS_QUEUE: &str = "errand.alerts";
+/// The longest an alert may be silenced at once: a week.
+pub const MAX_SILENCE_MS: u64 = 7 * 24 * 3_600_000;
 /// The kind of a delivery job.
 pub const WEBHOOK_KIND: &str = "webhook";
 /// At most this many webhooks per queue.
@@ -64,6 +68,82 @@ impl Engine {
         }
         self.write_queue_config(queue, info.config).await?;
         Ok(true)
+    }
+
+    /// Silences the alert rule `rule` of `queue` (`*`: every queue, and the server's own rules) for
+    /// `duration_ms` from now (1 ms to a week), replacing a silence of the same; answers its end.
+    /// Silenced alerts still fire and are listed; they are told when the silence ends, if they still
+    /// fire then. Shared by every node through the store.
+    pub async fn silence_alert(
+        &self,
+        queue: &str,
+        rule: &str,
+        duration_ms: u64,
+    ) -> Result<Timestamp> {
+        let stored = self.silence_queue(queue, rule)?;
+        validate::range_u64("duration_ms", duration_ms, 1, MAX_SILENCE_MS)?;
+        let until = self.now().saturating_add(duration_ms as i64);
+        let _writing = self.inner.config_writes.lock().await;
+        let mut info = self.queue_info(stored).await?;
+        info.config.silences.insert(rule.to_string(), until);
+        // Ended silences go whenever one is written: a queue keeps at most one per rule anyway.
+        let now = self.now();
+        info.config.silences.retain(|_, t| *t > now);
+        self.write_queue_config(stored, info.config).await?;
+        Ok(until)
+    }
+
+    /// Ends the silence of `rule` on `queue` (`*` as for [`Engine::silence_alert`]); `false` if
+    /// there was none in force.
+    pub async fn unsilence_alert(&self, queue: &str, rule: &str) -> Result<bool> {
+        let stored = self.silence_queue(queue, rule)?;
+        let _writing = self.inner.config_writes.lock().await;
+        let mut info = self.queue_info(stored).await?;
+        let now = self.now();
+        let was = info.config.silences.remove(rule).is_some_and(|t| t > now);
+        self.write_queue_config(stored, info.config).await?;
+        Ok(was)
+    }
+
+    /// The silences in force: `(queue or *, rule, until)`, read from the store.
+    pub async fn alert_silences(&self) -> Result<Vec<(String, String, Timestamp)>> {
+        let now = self.now();
+        let mut out = Vec::new();
+        for q in self.queues().await? {
+            let name = if q.name == ALERTS_QUEUE {
+                "*".to_string()
+            } else {
+                q.name
+            };
+            for (rule, until) in q.config.silences {
+                if until > now {
+                    out.push((name.clone(), rule, until));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Where a silence of `rule` on `queue` is kept, once both are checked.
+    fn silence_queue<'q>(&self, queue: &'q str, rule: &str) -> Result<&'q str> {
+        if serde_json::from_value::<crate::alerts::RuleKind>(json!(rule)).is_err() {
+            return Err(Error::invalid(
+                "rule",
+                "must be one of queue_depth, oldest_waiting, failure_rate, stalled, dead_letters, \
+                 no_workers, disk_full, store_growth",
+            ));
+        }
+        if queue == "*" {
+            return Ok(ALERTS_QUEUE);
+        }
+        validate::queue_name("queue", queue, self.limits())?;
+        if queue.starts_with(OWN_QUEUE_PREFIX) {
+            return Err(Error::invalid(
+                "queue",
+                "Errand's own queues have no alerts",
+            ));
+        }
+        Ok(queue)
     }
 
     /// The webhooks of `queue`, by name, read from the store (not the cache).

@@ -2,21 +2,21 @@
 
 use std::sync::Arc;
 
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::header;
+use axum::extract::{MatchedPath, Path, Request, State};
+use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use errand_protocol::{
-    ActivityHistory, AlertList, AlertRuleList, AlertRuleView, AuditPage, AuditReport, EventsMissed,
-    WhoAmI, WorkerList, WorkerView,
+    ActivityHistory, AlertList, AlertRuleList, AlertRuleView, AlertView, AuditPage, AuditReport,
+    EventsMissed, SilenceList, SilenceRequest, SilenceView, WhoAmI, WorkerList, WorkerView,
 };
 
 use crate::AppState;
 use crate::auth::{Caller, Scope};
 use crate::convert;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Authorized, Params, scope};
-use crate::routes::answers::{Invalid, Keyed, KeyedAnyScope, Unavailable};
+use crate::extract::{Authorized, Json, Params, scope};
+use crate::routes::answers::{Invalid, JsonBody, Keyed, KeyedAnyScope, Unavailable};
 
 /// The OpenMetrics text format, which Prometheus scrapes.
 pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -311,14 +311,121 @@ pub async fn alerts(
     State(s): State<AppState>,
     Authorized { caller, .. }: Authorized<scope::Read>,
 ) -> ApiResult<axum::Json<AlertList>> {
+    let silences = crate::alerting::Silences(s.engine.alert_silences().await?);
+    let now = s.engine.now();
     let alerts = s
         .alerts
         .firing()
         .into_iter()
         .filter(|a| caller.allows_queue(&a.queue))
-        .map(convert::alert_view)
+        .map(|a| {
+            let until = silences.until(a.rule, &a.queue).filter(|t| *t > now);
+            AlertView {
+                silenced_until: until,
+                ..convert::alert_view(a)
+            }
+        })
         .collect();
     Ok(axum::Json(AlertList { alerts }))
+}
+
+/// The silences in force: alerts that fire and are listed, but told to nobody until they end.
+#[utoipa::path(
+    get, path = "/v1/alerts/silences", tag = "observability",
+    responses((status = 200, body = SilenceList), Keyed, Unavailable)
+)]
+pub async fn silences(
+    State(s): State<AppState>,
+    Authorized { caller, .. }: Authorized<scope::Read>,
+) -> ApiResult<axum::Json<SilenceList>> {
+    let silences = s
+        .engine
+        .alert_silences()
+        .await?
+        .into_iter()
+        .filter(|(q, ..)| q == crate::alerting::SERVER || caller.allows_queue(q))
+        .map(|(queue, rule, until)| SilenceView { queue, rule, until })
+        .collect();
+    Ok(axum::Json(SilenceList { silences }))
+}
+
+/// Silence an alert rule of a queue (`*`: every queue and the server's own rules) for a time: it
+/// still fires and is listed, and is told when the silence ends if it still fires. Replaces a silence
+/// of the same rule and queue. Recorded in the audit log (`alert.silence`).
+#[utoipa::path(
+    post, path = "/v1/alerts/silences", tag = "observability",
+    request_body = SilenceRequest,
+    responses((status = 201, body = SilenceView), Invalid, Keyed, JsonBody, Unavailable)
+)]
+pub async fn silence(
+    State(s): State<AppState>,
+    Authorized { caller, .. }: Authorized<scope::Admin>,
+    Json(req): Json<SilenceRequest>,
+) -> ApiResult<(StatusCode, axum::Json<SilenceView>)> {
+    if req.queue == crate::alerting::SERVER {
+        caller.require_every_queue()?;
+    } else {
+        caller.require_queue(&req.queue)?;
+    }
+    if req
+        .reason
+        .as_ref()
+        .is_some_and(|r| r.chars().count() > 1_000)
+    {
+        return Err(ApiError::invalid(
+            "reason",
+            "must be at most 1000 characters",
+        ));
+    }
+    let until = s
+        .engine
+        .silence_alert(&req.queue, &req.rule, req.duration_ms)
+        .await?;
+    let detail = serde_json::json!({"until": until, "reason": req.reason});
+    let target = format!("{}@{}", req.rule, req.queue);
+    super::audit(&s, &caller, "alert.silence", &target, Some(detail)).await;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(SilenceView {
+            queue: req.queue,
+            rule: req.rule,
+            until,
+        }),
+    ))
+}
+
+/// End a silence early. Recorded in the audit log (`alert.unsilence`); `count` is 0 when none was
+/// in force.
+#[utoipa::path(
+    delete, path = "/v1/alerts/silences/{queue}/{rule}", tag = "observability",
+    params(
+        ("queue" = errand_protocol::schema::SilenceQueue, Path, description = "a queue, or `*`"),
+        ("rule" = errand_protocol::schema::AlertRule, Path, description = "the rule"),
+    ),
+    responses((status = 200, body = errand_protocol::CountResponse), Invalid, Keyed, Unavailable)
+)]
+pub async fn unsilence(
+    State(s): State<AppState>,
+    Authorized { caller, .. }: Authorized<scope::Admin>,
+    Path((queue, rule)): Path<(String, String)>,
+) -> ApiResult<axum::Json<errand_protocol::CountResponse>> {
+    if queue == crate::alerting::SERVER {
+        caller.require_every_queue()?;
+    } else {
+        caller.require_queue(&queue)?;
+    }
+    let removed = s.engine.unsilence_alert(&queue, &rule).await?;
+    super::audit(
+        &s,
+        &caller,
+        "alert.unsilence",
+        &format!("{rule}@{queue}"),
+        None,
+    )
+    .await;
+    Ok(axum::Json(errand_protocol::CountResponse {
+        count: u64::from(removed),
+    }))
 }
 
 /// The built-in alert rules in force: each rule for every queue (`*`; the server for `disk_full` and
