@@ -76,6 +76,21 @@ async fn a_default_server_gets_the_warnings_its_defaults_deserve_and_fails_on_a_
         .enqueue("mail", &EnqueueJob::new("send", json!({})))
         .await
         .unwrap();
+    // Unique keys required, but held only while the job runs.
+    client
+        .set_queue_config(
+            "keys",
+            &QueueConfig {
+                unique_window_ms: Some(errand_protocol::UniqueWindow::Ms(0)),
+                policy: Some(errand_protocol::QueuePolicy {
+                    require_unique_key: true,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
 
     // How full this machine's disk is decides one check, whatever the server's settings.
     let disk = errand_server::deployment::disk_verdict(
@@ -113,6 +128,14 @@ async fn a_default_server_gets_the_warnings_its_defaults_deserve_and_fails_on_a_
     ] {
         assert_eq!(mail(id), Verdict::Warn, "{id}");
     }
+    assert_eq!(
+        v[&("queue.unique_window".to_string(), "queue keys".to_string())],
+        Verdict::Warn
+    );
+    assert_eq!(
+        v[&("queue.unique_key".to_string(), "queue keys".to_string())],
+        Verdict::Pass
+    );
     for id in [
         "queue.attempts",
         "queue.retention",
@@ -253,6 +276,7 @@ async fn the_production_profile_passes_every_check_that_applies() {
         ("server.high_availability", "server"),
         ("server.log_format", "server"),
         ("queue.unique_key", "queue payments"),
+        ("queue.unique_window", "queue payments"),
         ("queue.max_waiting", "queue refunds"),
         ("worker.shutdown", "worker payments-worker"),
     ] {

@@ -327,6 +327,24 @@ fn queue(d: &Deployment<'_>, q: &QueueInfo, stats: Option<&QueueStats>, out: &mu
         "jobs may come without a unique_key: a producer's retry enqueues the work twice".into(),
         &format!("set \"policy\": {{\"require_unique_key\": true}} ({put})"),
     ));
+    if p.require_unique_key {
+        // A key held only while its job runs lets a late repeat (a producer's retry after a
+        // timeout) run the work again once the first completed.
+        let window = c.unique_hold_ms();
+        out.push(either(
+            window != Some(0),
+            "queue.unique_window",
+            &[7, 15],
+            s,
+            match window {
+                Some(ms) => format!("a completed job holds its unique key for {ms} ms"),
+                None => "a completed job holds its unique key for ever".into(),
+            },
+            Verdict::Warn,
+            "unique_window_ms = 0: a repeat after the job completed runs the work again".into(),
+            &format!("set unique_window_ms to \"retention\" or a duration ({put})"),
+        ));
+    }
     let payload = p.max_payload_bytes.unwrap_or(d.config.max_payload_bytes);
     out.push(either(
         payload <= REASONABLE_PAYLOAD_BYTES,
