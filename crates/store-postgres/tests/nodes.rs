@@ -875,3 +875,48 @@ async fn migration_9_fingerprints_and_groups_the_dead_jobs_already_stored() {
     )
     .await;
 }
+
+/// Every operation gives its pooled connection back: 32 tasks making 1,000 operations through a pool
+/// of `TEST_POOL_SIZE` all finish (a connection kept by one would starve the rest into timeouts), and
+/// afterwards the database sees no more of this store's connections than the pool and its `LISTEN`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_go_back_to_the_pool_after_every_operation() {
+    let Some(url) = test_url().await else { return };
+    let schema = TestSchema::new(&url).await;
+    let store = schema.store().await;
+    let clock = ManualClock::at_fixed_start();
+    let e = engine(&store, &clock);
+    let mut tasks = tokio::task::JoinSet::new();
+    for t in 0..32u64 {
+        let e = e.clone();
+        tasks.spawn(async move {
+            for n in 0..31u64 {
+                let id = e
+                    .enqueue(NewJob::new("pool", "k", json!([t, n])))
+                    .await
+                    .unwrap()
+                    .id;
+                e.get(id).await.unwrap();
+                e.stats("pool").await.unwrap();
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap();
+    }
+    assert_eq!(e.stats("pool").await.unwrap().waiting, 32 * 31);
+    let held: i64 = psql(&url)
+        .await
+        .query_one(
+            "SELECT COUNT(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND query LIKE $1",
+            &[&format!("%\"{}\"%", schema.name())],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        held as usize <= errand_testkit::TEST_POOL_SIZE + 1,
+        "{held} connections of this store, for a pool of {}",
+        errand_testkit::TEST_POOL_SIZE
+    );
+}
