@@ -131,6 +131,29 @@ pub struct FlowRows {
     pub groups: Vec<GroupFlowRow>,
 }
 
+/// `busy` (the groups with active jobs, busiest first) followed by the groups of `lowest` (buckets,
+/// emptiest first) not among them: limited now, though nothing of theirs runs; at most `limit` in all.
+/// The order of [`Store::flow_state`]'s groups, for every store.
+pub fn busy_then_lowest(
+    mut busy: Vec<GroupFlowRow>,
+    lowest: impl IntoIterator<Item = (String, crate::admission::Bucket)>,
+    limit: usize,
+) -> Vec<GroupFlowRow> {
+    for (key, bucket) in lowest {
+        if busy.len() >= limit {
+            break;
+        }
+        if !busy.iter().any(|g| g.key == key) {
+            busy.push(GroupFlowRow {
+                key,
+                active: 0,
+                bucket: Some(bucket),
+            });
+        }
+    }
+    busy
+}
+
 /// One group's part of [`FlowRows`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct GroupFlowRow {

@@ -4,7 +4,7 @@
 use deadpool_postgres::GenericClient;
 
 use errand_core::admission::Bucket;
-use errand_core::store::{FlowRows, GroupFlowRow, StoreObject};
+use errand_core::store::{FlowRows, GroupFlowRow, StoreObject, busy_then_lowest};
 use errand_core::{JobState, QueueStats, Result, Timestamp};
 
 use crate::sql::Cx;
@@ -158,22 +158,9 @@ pub(crate) async fn flow_state(
             bucket,
         });
     }
-    // Then the groups whose buckets are lowest: limited now, though nothing of theirs runs.
-    for (key, bucket) in drained {
-        if groups.len() >= limit {
-            break;
-        }
-        if !groups.iter().any(|g| g.key == key) {
-            groups.push(GroupFlowRow {
-                key,
-                active: 0,
-                bucket: Some(bucket),
-            });
-        }
-    }
     Ok(FlowRows {
         active: active.max(0) as u64,
         queue_bucket,
-        groups,
+        groups: busy_then_lowest(groups, drained, limit),
     })
 }

@@ -4,7 +4,7 @@
 use rusqlite::{Connection, OptionalExtension, params};
 
 use errand_core::admission::Bucket;
-use errand_core::store::{FlowRows, GroupFlowRow};
+use errand_core::store::{FlowRows, GroupFlowRow, busy_then_lowest};
 use errand_core::{JobState, QueueStats, Result, Timestamp};
 
 use crate::conn::backend;
@@ -104,7 +104,6 @@ pub(crate) fn flow_state(conn: &Connection, queue: &str, limit: usize) -> Result
             active: n.max(0) as u64,
         });
     }
-    // Then the groups whose buckets are lowest: limited now, though nothing of theirs runs.
     let drained: Vec<(String, f64, i64)> = conn
         .prepare_cached(
             "SELECT key, tokens, at FROM buckets WHERE queue = ?1 AND scope = 'group' \
@@ -117,21 +116,12 @@ pub(crate) fn flow_state(conn: &Connection, queue: &str, limit: usize) -> Result
         .map_err(backend)?
         .collect::<rusqlite::Result<_>>()
         .map_err(backend)?;
-    for (key, tokens, at) in drained {
-        if groups.len() >= limit {
-            break;
-        }
-        if !groups.iter().any(|g| g.key == key) {
-            groups.push(GroupFlowRow {
-                key,
-                active: 0,
-                bucket: Some(Bucket { tokens, at }),
-            });
-        }
-    }
+    let lowest = drained
+        .into_iter()
+        .map(|(key, tokens, at)| (key, Bucket { tokens, at }));
     Ok(FlowRows {
         active: active.max(0) as u64,
         queue_bucket,
-        groups,
+        groups: busy_then_lowest(groups, lowest, limit),
     })
 }

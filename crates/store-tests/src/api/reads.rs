@@ -385,6 +385,16 @@ pub async fn flow_state_shows_active_jobs_and_the_tokens_left(f: Fixture) {
     let later = e.flow_state("mint").await.unwrap();
     assert!((later.bucket.unwrap().tokens - 1.0 / 3.0).abs() < 1e-9);
     assert!(later.groups.iter().all(|g| g.bucket.unwrap().tokens == 1.0));
+    // A group with nothing active is still listed while its bucket is in use: limited, though idle.
+    let a = got
+        .iter()
+        .find(|j| j.group_key.as_deref() == Some("a"))
+        .unwrap();
+    e.complete(a.id, token(a), None).await.unwrap();
+    let idle = e.flow_state("mint").await.unwrap();
+    let a = idle.groups.iter().find(|g| g.key == "a").unwrap();
+    assert_eq!((a.active, a.bucket.map(|b| b.tokens)), (0, Some(1.0)));
+    assert_eq!(idle.groups[0].key, "b", "the busy group first");
     // A queue without flow control says so.
     let plain = e.flow_state("plain").await.unwrap();
     assert_eq!(
